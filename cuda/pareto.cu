@@ -1,0 +1,1 @@
+// CUDA Pareto kernels: in progress.

@@ -1,0 +1,62 @@
+"""evoforge: evolutionary search over neural networks with native (C++/CUDA) hot loops."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+
+from . import pareto
+from ._native import core as _core_mod
+from ._native import cuda as _cuda_mod
+from ._native import cuda_import_error as _cuda_import_error
+from .errors import ConfigError, CudaUnavailableError, EvoforgeError
+
+try:
+    __version__ = version("evoforge")
+except PackageNotFoundError:  # running from a build tree
+    __version__ = _core_mod.build_info()["version"]
+
+
+def get_num_threads() -> int:
+    """Threads the native kernels use (EVOFORGE_NUM_THREADS, else all cores)."""
+    return int(_core_mod.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads native kernels use; ``n <= 0`` restores the default. Results never depend on it."""
+    _core_mod.set_num_threads(int(n))
+
+
+def has_cuda() -> bool:
+    """True when the CUDA kernels are compiled in *and* a GPU is visible."""
+    return _cuda_mod is not None and _cuda_mod.device_count() > 0
+
+
+def info() -> dict:
+    """Build and runtime facts: version, compiler and flags, threads, CUDA compiled / GPU visible."""
+    d = dict(_core_mod.build_info())
+    d["version"] = __version__
+    d["num_threads"] = get_num_threads()
+    d["cpu_count"] = os.cpu_count()
+    d["cuda_compiled"] = _cuda_mod is not None
+    if _cuda_mod is not None:
+        d.update({f"cuda_{k}" if not k.startswith("cuda") else k: v for k, v in _cuda_mod.build_info().items()})
+        d["gpu_count"] = int(_cuda_mod.device_count())
+    else:
+        d["cuda_import_error"] = _cuda_import_error
+        d["gpu_count"] = 0
+    d["gpu_visible"] = d["gpu_count"] > 0
+    return d
+
+
+__all__ = [
+    "__version__",
+    "info",
+    "has_cuda",
+    "get_num_threads",
+    "set_num_threads",
+    "pareto",
+    "EvoforgeError",
+    "CudaUnavailableError",
+    "ConfigError",
+]
