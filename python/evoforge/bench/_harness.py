@@ -1,0 +1,102 @@
+"""The one timer and reporter of evoforge's benchmarks: warm-up, repeats, median and IQR, a
+machine record, a printed table and a JSON file. Peers and evoforge run in the same process."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, budget_s: float = 5.0) -> dict:
+    """Median wall time of ``fn()`` in ms over up to ``repeats`` runs after ``warmup`` runs.
+
+    Stops repeating once ``budget_s`` seconds were spent (at least one timed run), so that slow
+    peers do not dominate a benchmark's wall time; the number of runs is recorded.
+    """
+    spent = 0.0
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        fn()
+        spent += time.perf_counter() - t0
+        if spent > budget_s:
+            break
+    times: list[float] = []
+    while len(times) < max(1, repeats):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt * 1e3)
+        spent += dt
+        if spent > budget_s:
+            break
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "runs": len(times)}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine() -> dict:
+    """Where and when a benchmark ran."""
+    import numpy
+
+    import evoforge
+
+    info = evoforge.info()
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "evoforge": info["version"],
+        "evoforge_threads": info["num_threads"],
+        "gpu_visible": info["gpu_visible"],
+        "git": _git_sha(),
+    }
+
+
+def fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
+def print_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-markdown table, printed and returned."""
+    cells = [[str(c) for c in columns]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(payload, indent=1, default=str))
+    return p

@@ -1,0 +1,20 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import evoforge  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if evoforge.has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and evoforge built with CUDA (evoforge.has_cuda() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
