@@ -3,12 +3,29 @@
 // Every method works on the distinct points sorted lexicographically: then a point can only be
 // dominated by points before it, and among distinct points "q before p and q <= p in every
 // objective" already means that q dominates p. Duplicates are collapsed first and share a rank.
+//
+// Values are first mapped to unsigned integer keys with the same order (-0.0 and 0.0 get the
+// same key), so that sorting is a radix sort and every later comparison is an integer one.
+// After the sort, objective 0 is implied by the position of a point and is never read again.
+//
+// Ranking of the sorted distinct points:
+//   M = 1  the position among the distinct values.
+//   M = 2  one sweep with a binary search over fronts, O(N log N).
+//   M = 3  the same sweep with a 2-D staircase per front, O(N log F log N) in practice; on
+//          inputs where the staircases degenerate it gives up after a work budget and falls
+//          back to divide and conquer.
+//   M >= 4 divide and conquer (Jensen 2003; Fortin, Grenier, Parizeau 2013; Buzdalov and
+//          Shalyto 2014), O(N log^(M-1) N), with brute force for small subproblems and
+//          pruning by rank.
 #include "evoforge/pareto.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "evoforge/common.h"
@@ -24,116 +41,481 @@ void check_finite_or_inf(const T* x, int64_t rows, int64_t cols, const char* nam
         EVOFORGE_THROW(std::invalid_argument, name << " holds NaN in row " << i);
 }
 
-// Lexicographically sorted distinct rows of F[idx]. group[k] = position of F[idx[k]] in pts.
+// ------------------------------------------------------------------------------------------
+// Order-preserving integer keys and radix sort.
+
 template <typename T>
+using KeyOf = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+
+// Flipping the sign bit of non-negative values and all bits of negative ones turns the IEEE
+// order (including +-inf) into the unsigned integer order.
+template <typename T>
+inline KeyOf<T> order_key(T v) {
+  using K = KeyOf<T>;
+  if (v == T(0)) v = T(0);  // -0.0 -> 0.0
+  K u;
+  std::memcpy(&u, &v, sizeof u);
+  constexpr K sign = K(1) << (8 * sizeof(K) - 1);
+  return (u & sign) ? K(~u) : K(u | sign);
+}
+
+template <typename K>
+struct KeyIdx {
+  K key;
+  uint32_t idx;
+};
+
+// Sorts a[0, n) by key. LSD radix sort with 11-bit digits; digits on which all keys agree
+// (e.g. the exponent bits of values in [0, 1)) are skipped.
+template <typename K>
+void radix_sort(KeyIdx<K>* a, size_t n, std::vector<KeyIdx<K>>& tmp) {
+  if (n < 512) {
+    std::sort(a, a + n, [](const KeyIdx<K>& x, const KeyIdx<K>& y) {
+      return x.key < y.key || (x.key == y.key && x.idx < y.idx);
+    });
+    return;
+  }
+  constexpr int kBits = 11;
+  constexpr int kPasses = (8 * sizeof(K) + kBits - 1) / kBits;
+  constexpr size_t kBuckets = size_t{1} << kBits;
+  std::vector<uint32_t> hist(kPasses * kBuckets, 0);
+  for (size_t i = 0; i < n; ++i) {
+    K k = a[i].key;
+    for (int p = 0; p < kPasses; ++p) ++hist[p * kBuckets + ((k >> (p * kBits)) & (kBuckets - 1))];
+  }
+  tmp.resize(n);
+  KeyIdx<K>* src = a;
+  KeyIdx<K>* dst = tmp.data();
+  for (int p = 0; p < kPasses; ++p) {
+    const int shift = p * kBits;
+    uint32_t* h = hist.data() + p * kBuckets;
+    if (h[(src[0].key >> shift) & (kBuckets - 1)] == n) continue;
+    uint32_t sum = 0;
+    for (size_t b = 0; b < kBuckets; ++b) {
+      uint32_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; ++i) dst[h[(src[i].key >> shift) & (kBuckets - 1)]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != a) std::copy(src, src + n, a);
+}
+
+// ------------------------------------------------------------------------------------------
+// Sorting and de-duplication.
+
+// Lexicographically sorted distinct rows. pts holds objectives 1..M-1 of each distinct row
+// (objective 0 is implied by the order); group[k] = position of row k in that order.
+template <typename K>
 struct SortedUnique {
-  std::vector<T> pts;          // [U, M]
-  std::vector<int64_t> group;  // [len(idx)]
+  std::vector<K> pts;           // [U, M - 1]
+  std::vector<uint32_t> group;  // [n]
   int64_t U = 0;
 };
 
 template <typename T>
-SortedUnique<T> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
+SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
+  using K = KeyOf<T>;
   const int64_t n = static_cast<int64_t>(idx.size());
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), int64_t{0});
-  auto row = [&](int64_t k) { return F + idx[k] * M; };
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    const T* x = row(a);
-    const T* y = row(b);
-    for (int64_t j = 0; j < M; ++j) {
-      if (x[j] < y[j]) return true;
-      if (y[j] < x[j]) return false;
+  EVOFORGE_CHECK(n < (int64_t{1} << 31), "at most 2^31 - 1 points are supported, got " << n);
+  std::vector<K> keys(static_cast<size_t>(n * M));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < M; ++j) keys[k * M + j] = order_key(F[idx[k] * M + j]);
+
+  std::vector<KeyIdx<K>> items(n), tmp;
+  for (int64_t k = 0; k < n; ++k) items[k] = {keys[k * M], static_cast<uint32_t>(k)};
+  radix_sort(items.data(), n, tmp);
+  tmp = {};
+  std::vector<uint32_t> order(n);
+  for (int64_t k = 0; k < n; ++k) order[k] = items[k].idx;
+  items = {};
+
+  // Rows that tie on objective 0 are ordered by the remaining objectives.
+  auto rest_less = [&](uint32_t a, uint32_t b) {
+    const K* x = keys.data() + a * M;
+    const K* y = keys.data() + b * M;
+    for (int64_t j = 1; j < M; ++j)
+      if (x[j] != y[j]) return x[j] < y[j];
+    return false;
+  };
+  if (M > 1) {
+    for (int64_t b = 0; b < n;) {
+      int64_t e = b + 1;
+      while (e < n && keys[order[e] * M] == keys[order[b] * M]) ++e;
+      if (e - b > 1) std::sort(order.begin() + b, order.begin() + e, rest_less);
+      b = e;
     }
-    return a < b;
-  });
-  SortedUnique<T> out;
+  }
+
+  SortedUnique<K> out;
   out.group.resize(n);
-  out.pts.reserve(static_cast<size_t>(n * M));
-  const T* prev = nullptr;
+  out.pts.reserve(static_cast<size_t>(n * (M - 1)));
+  const K* prev = nullptr;
   for (int64_t k = 0; k < n; ++k) {
-    const T* x = row(order[k]);
-    // == treats -0.0 and 0.0 as equal, as the ranking must.
-    bool same = prev != nullptr && std::equal(x, x + M, prev);
-    if (!same) {
-      for (int64_t j = 0; j < M; ++j) out.pts.push_back(x[j] + T(0));  // -0.0 -> 0.0
+    const K* x = keys.data() + order[k] * M;
+    if (prev == nullptr || !std::equal(x, x + M, prev)) {
+      out.pts.insert(out.pts.end(), x + 1, x + M);
       ++out.U;
       prev = x;
     }
-    out.group[order[k]] = out.U - 1;
+    out.group[order[k]] = static_cast<uint32_t>(out.U - 1);
   }
   return out;
 }
 
-// M = 2: one sweep. Among the fronts built so far, the smallest f1 of front k (its last point)
-// does not decrease with k, so the first front that does not dominate p is a binary search.
-template <typename T>
-int32_t rank_sweep2(const T* pts, int64_t U, int32_t* rank) {
-  std::vector<T> front_min;  // front_min[k] = f1 of the last point put in front k
+// ------------------------------------------------------------------------------------------
+// M = 2 and M = 3: sweeps over the sorted points with a binary search over fronts. A front
+// that dominates p implies that every earlier front does, so the fronts are bisected.
+
+// M = 2: the smallest f1 of front k (its last point) does not decrease with k.
+template <typename K>
+int32_t rank_sweep2(const K* f1, int64_t U, int32_t* rank) {
+  std::vector<K> front_min;  // front_min[k] = f1 of the last point put in front k
   for (int64_t i = 0; i < U; ++i) {
-    T f1 = pts[2 * i + 1];
-    auto it = std::upper_bound(front_min.begin(), front_min.end(), f1);
+    auto it = std::upper_bound(front_min.begin(), front_min.end(), f1[i]);
     int32_t k = static_cast<int32_t>(it - front_min.begin());
     if (it == front_min.end())
-      front_min.push_back(f1);
+      front_min.push_back(f1[i]);
     else
-      *it = f1;
+      *it = f1[i];
     rank[i] = k;
   }
   return static_cast<int32_t>(front_min.size());
 }
 
-template <typename T>
-inline bool weakly_dominates(const T* q, const T* p, int64_t M) {
-  for (int64_t j = 1; j < M; ++j)  // objective 0 is ordered by the sort
-    if (q[j] > p[j]) return false;
-  return true;
-}
-
-// M >= 3: efficient non-dominated sort with binary search over fronts (ENS-BS, Zhang et al.
-// 2015). Front k dominates p implies front k-1 does, so the fronts are searched by bisection.
-template <typename T>
-int32_t rank_ens(const T* pts, int64_t U, int64_t M, int32_t* rank) {
-  std::vector<std::vector<int64_t>> fronts;
+// M = 3: front k dominates p iff some member q has (q1, q2) <= (p1, p2). Only the 2-D minima of
+// a front's (f1, f2) matter: they form a staircase, f1 increasing and f2 decreasing, and the
+// test is one binary search for the last step with f1 <= p1. Inserting into the middle of a
+// staircase moves its tail; adversarial inputs can make that quadratic, so the moves are
+// counted and the method gives up (returns false) once they exceed `budget`.
+template <typename K>
+bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
+  struct Step {
+    K a, b;
+  };
+  std::vector<std::vector<Step>> fronts;
+  int64_t work = 0;
   for (int64_t i = 0; i < U; ++i) {
-    const T* p = pts + i * M;
-    auto dominated_by = [&](const std::vector<int64_t>& front) {
-      for (auto it = front.rbegin(); it != front.rend(); ++it)
-        if (weakly_dominates(pts + *it * M, p, M)) return true;
-      return false;
+    const K a = pts[2 * i], b = pts[2 * i + 1];
+    auto first_above = [a](const std::vector<Step>& s) {  // first step with f1 > a
+      return std::upper_bound(s.begin(), s.end(), a, [](K v, const Step& e) { return v < e.a; });
     };
     int64_t lo = 0, hi = static_cast<int64_t>(fronts.size());
     while (lo < hi) {
-      int64_t mid = (lo + hi) / 2;
-      if (dominated_by(fronts[mid]))
+      const int64_t mid = (lo + hi) / 2;
+      const auto& s = fronts[mid];
+      auto it = first_above(s);
+      if (it != s.begin() && std::prev(it)->b <= b)
         lo = mid + 1;
       else
         hi = mid;
     }
     if (lo == static_cast<int64_t>(fronts.size())) fronts.emplace_back();
-    fronts[lo].push_back(i);
+    auto& s = fronts[lo];
+    // p is not dominated by its front, so the steps it dominates follow it contiguously.
+    auto pos = std::lower_bound(s.begin(), s.end(), a, [](const Step& e, K v) { return e.a < v; });
+    auto end = pos;
+    while (end != s.end() && end->b >= b) ++end;
+    if (end != pos) {
+      *pos = {a, b};
+      work += s.end() - end;
+      s.erase(pos + 1, end);
+    } else {
+      work += s.end() - pos;
+      s.insert(pos, {a, b});
+    }
+    if (work > budget) return false;
     rank[i] = static_cast<int32_t>(lo);
   }
-  return static_cast<int32_t>(fronts.size());
+  return true;
 }
 
+// ------------------------------------------------------------------------------------------
+// M >= 3: divide and conquer.
+//
+// Points are identified by their position in the sorted order (ids), which stands in for
+// objective 0; coordinates c = 0..D-1 hold objectives 1..D. Sets of ids are always kept in
+// increasing order. rank[] only grows, by rank[h] = max(rank[h], rank[l] + 1) for l dominating
+// h, so the result does not depend on the order of independent updates.
+//
+//   solve(S, k): all points of S are equal on coordinates >= k; ranks S within itself (on top
+//     of what S already received from outside).
+//   update(L, H, k): ranks of L are final and every l <= every h on coordinates >= k; applies
+//     the domination of L over H decided by the id order and coordinates < k.
+//
+// Both split at the median of coordinate k - 1 and recurse on k - 1 for pairs whose order on
+// it is settled. Memory comes from stack-like arenas, so no call allocates.
+
+// A stack allocator: memory from `alloc` stays valid until `release` of an earlier mark.
+template <typename V>
+class Arena {
+ public:
+  struct Mark {
+    size_t block, used;
+  };
+  explicit Arena(size_t first_block) { blocks_.push_back({std::make_unique<V[]>(first_block), first_block, 0}); }
+  V* alloc(size_t n) {
+    while (blocks_[cur_].used + n > blocks_[cur_].cap) {
+      if (cur_ + 1 == blocks_.size()) {
+        size_t cap = std::max(n, 2 * blocks_[cur_].cap);
+        blocks_.push_back({std::make_unique<V[]>(cap), cap, 0});
+      }
+      blocks_[++cur_].used = 0;
+    }
+    V* p = blocks_[cur_].mem.get() + blocks_[cur_].used;
+    blocks_[cur_].used += n;
+    return p;
+  }
+  Mark mark() const { return {cur_, blocks_[cur_].used}; }
+  void release(Mark m) {
+    cur_ = m.block;
+    blocks_[cur_].used = m.used;
+  }
+
+ private:
+  struct Block {
+    std::unique_ptr<V[]> mem;
+    size_t cap, used;
+  };
+  std::vector<Block> blocks_;
+  size_t cur_ = 0;
+};
+
+template <typename K>
+class DivideConquer {
+ public:
+  DivideConquer(const K* pts, int64_t U, int D, int32_t* rank)
+      : p_(pts), U_(U), D_(D), rank_(rank), ids_(static_cast<size_t>(4 * U + 1024)),
+        vals_(static_cast<size_t>(U + 1024)) {}
+
+  void run() {
+    int32_t* all = ids_.alloc(U_);
+    std::iota(all, all + U_, 0);
+    solve(all, U_, D_);
+  }
+
+ private:
+  static constexpr int64_t kBruteSolve = 24;    // solve() by all pairs up to this size
+  static constexpr int64_t kBrutePairs = 512;   // update() by all pairs up to |L| |H|
+
+  K x(int32_t id, int c) const { return p_[static_cast<int64_t>(id) * D_ + c]; }
+
+  // q dominates p on coordinates < k (q is before p).
+  bool dominates(int32_t q, int32_t p, int k) const {
+    const K* a = p_ + static_cast<int64_t>(q) * D_;
+    const K* b = p_ + static_cast<int64_t>(p) * D_;
+    for (int c = 0; c < k; ++c)
+      if (a[c] > b[c]) return false;
+    return true;
+  }
+
+  // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
+  // order; returns the sizes of the first two parts.
+  std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, K m, int32_t* out) const {
+    int64_t nl = 0, ne = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      K v = x(S[i], c);
+      nl += v < m;
+      ne += v == m;
+    }
+    int32_t *l = out, *e = out + nl, *h = out + nl + ne;
+    for (int64_t i = 0; i < n; ++i) {
+      K v = x(S[i], c);
+      int32_t id = S[i];
+      if (v < m)
+        *l++ = id;
+      else if (v == m)
+        *e++ = id;
+      else
+        *h++ = id;
+    }
+    return {nl, ne};
+  }
+
+  static void merge(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int32_t* out) {
+    std::merge(a, a + na, b, b + nb, out);
+  }
+
+  void solve(const int32_t* S, int64_t n, int k) {
+    if (n < 2) return;
+    if (n <= kBruteSolve) {
+      for (int64_t i = 1; i < n; ++i)
+        for (int64_t j = 0; j < i; ++j)
+          if (rank_[S[j]] >= rank_[S[i]] && dominates(S[j], S[i], k)) rank_[S[i]] = rank_[S[j]] + 1;
+      return;
+    }
+    if (k == 1) return sweep_solve(S, n);
+    const int c = k - 1;
+    auto vm = vals_.mark();
+    K* v = vals_.alloc(n);
+    K lo = x(S[0], c), hi = lo;
+    for (int64_t i = 0; i < n; ++i) {
+      v[i] = x(S[i], c);
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
+    }
+    if (lo == hi) {
+      vals_.release(vm);
+      return solve(S, n, k - 1);
+    }
+    std::nth_element(v, v + n / 2, v + n);
+    const K m = v[n / 2];
+    vals_.release(vm);
+
+    auto im = ids_.mark();
+    int32_t* P = ids_.alloc(n);
+    auto [nl, ne] = split(S, n, c, m, P);
+    const int64_t nh = n - nl - ne;
+    int32_t *L = P, *E = P + nl, *H = P + nl + ne;
+    solve(L, nl, k);
+    update(L, nl, E, ne, k - 1);
+    solve(E, ne, k - 1);
+    int32_t* LE = ids_.alloc(nl + ne);
+    merge(L, nl, E, ne, LE);
+    update(LE, nl + ne, H, nh, k - 1);
+    solve(H, nh, k);
+    ids_.release(im);
+  }
+
+  void update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    if (nl == 0 || nh == 0) return;
+    // Only l with rank[l] + 1 > rank[h] can raise rank[h].
+    int32_t max_l = rank_[L[0]], min_h = rank_[H[0]];
+    for (int64_t i = 1; i < nl; ++i) max_l = std::max(max_l, rank_[L[i]]);
+    for (int64_t i = 1; i < nh; ++i) min_h = std::min(min_h, rank_[H[i]]);
+    if (min_h > max_l) return;
+    if (nl * nh <= kBrutePairs) {
+      for (int64_t j = 0, i_end = 0; j < nh; ++j) {
+        const int32_t h = H[j];
+        while (i_end < nl && L[i_end] < h) ++i_end;
+        for (int64_t i = 0; i < i_end; ++i)
+          if (rank_[L[i]] >= rank_[h] && dominates(L[i], h, k)) rank_[h] = rank_[L[i]] + 1;
+      }
+      return;
+    }
+    if (k == 1) return sweep_update(L, nl, H, nh);
+    const int c = k - 1;
+    K lmin = x(L[0], c), lmax = lmin, hmin = x(H[0], c), hmax = hmin;
+    for (int64_t i = 1; i < nl; ++i) {
+      K v = x(L[i], c);
+      lmin = std::min(lmin, v);
+      lmax = std::max(lmax, v);
+    }
+    for (int64_t i = 1; i < nh; ++i) {
+      K v = x(H[i], c);
+      hmin = std::min(hmin, v);
+      hmax = std::max(hmax, v);
+    }
+    if (lmax <= hmin) return update(L, nl, H, nh, k - 1);
+    if (lmin > hmax) return;
+
+    const int64_t n = nl + nh;
+    auto vm = vals_.mark();
+    K* v = vals_.alloc(n);
+    for (int64_t i = 0; i < nl; ++i) v[i] = x(L[i], c);
+    for (int64_t i = 0; i < nh; ++i) v[nl + i] = x(H[i], c);
+    std::nth_element(v, v + n / 2, v + n);
+    const K m = v[n / 2];
+    vals_.release(vm);
+
+    auto im = ids_.mark();
+    int32_t* PL = ids_.alloc(nl);
+    int32_t* PH = ids_.alloc(nh);
+    auto [ll, le] = split(L, nl, c, m, PL);
+    auto [hl, he] = split(H, nh, c, m, PH);
+    update(PL, ll, PH, hl, k);
+    int32_t* Lle = PL;  // L< and L= are adjacent; merged in id order below
+    int32_t* LM = ids_.alloc(ll + le);
+    merge(Lle, ll, Lle + ll, le, LM);
+    int32_t* HM = ids_.alloc(nh - hl);
+    merge(PH + hl, he, PH + hl + he, nh - hl - he, HM);
+    update(LM, ll + le, HM, nh - hl, k - 1);
+    update(PL + ll + le, nl - ll - le, PH + hl + he, nh - hl - he, k);
+    ids_.release(im);
+  }
+
+  // Staircase for the sweeps on coordinate 0: steps (a, r) with a increasing and r strictly
+  // increasing; the best rank among inserted points with coordinate <= a is the last step
+  // at or before a.
+  struct Step {
+    K a;
+    int32_t r;
+  };
+  int32_t stair_query(K a) const {  // -1 when nothing is at or before a
+    auto it = std::upper_bound(stair_.begin(), stair_.end(), a, [](K v, const Step& e) { return v < e.a; });
+    return it == stair_.begin() ? -1 : std::prev(it)->r;
+  }
+  void stair_insert(K a, int32_t r) {
+    auto pos = std::lower_bound(stair_.begin(), stair_.end(), a, [](const Step& e, K v) { return e.a < v; });
+    if (pos != stair_.begin() && std::prev(pos)->r >= r) return;
+    auto end = pos;
+    while (end != stair_.end() && end->r <= r) ++end;
+    if (end != pos) {
+      *pos = {a, r};
+      stair_.erase(pos + 1, end);
+    } else {
+      stair_.insert(pos, {a, r});
+    }
+  }
+
+  void sweep_solve(const int32_t* S, int64_t n) {
+    stair_.clear();
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t p = S[i];
+      const K a = x(p, 0);
+      rank_[p] = std::max(rank_[p], stair_query(a) + 1);
+      stair_insert(a, rank_[p]);
+    }
+  }
+
+  void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
+    stair_.clear();
+    int64_t i = 0;
+    for (int64_t j = 0; j < nh; ++j) {
+      const int32_t h = H[j];
+      for (; i < nl && L[i] < h; ++i) stair_insert(x(L[i], 0), rank_[L[i]]);
+      rank_[h] = std::max(rank_[h], stair_query(x(h, 0)) + 1);
+    }
+  }
+
+  const K* p_;
+  int64_t U_;
+  int D_;
+  int32_t* rank_;
+  Arena<int32_t> ids_;
+  Arena<K> vals_;
+  std::vector<Step> stair_;
+};
+
 // Ranks the distinct, lexicographically sorted points; returns the number of fronts.
-template <typename T>
-int32_t rank_sorted_unique(const T* pts, int64_t U, int64_t M, int32_t* rank, int /*threads*/) {
+template <typename K>
+int32_t rank_sorted_unique(const K* pts, int64_t U, int64_t M, int32_t* rank, int /*threads*/) {
   if (U == 0) return 0;
   if (M == 1) {
     for (int64_t i = 0; i < U; ++i) rank[i] = static_cast<int32_t>(i);
     return static_cast<int32_t>(U);
   }
   if (M == 2) return rank_sweep2(pts, U, rank);
-  return rank_ens(pts, U, M, rank);
+  bool done = false;
+  if (M == 3) {
+    int64_t log_u = 1;
+    while ((int64_t{1} << log_u) < U) ++log_u;
+    done = rank_staircase3(pts, U, rank, 8 * U * log_u);
+  }
+  if (!done) {
+    std::fill(rank, rank + U, 0);
+    DivideConquer<K>(pts, U, static_cast<int>(M - 1), rank).run();
+  }
+  return *std::max_element(rank, rank + U) + 1;
 }
 
 // Ranks the rows idx of F into rank[idx[k]] + offset; returns the number of fronts.
 template <typename T>
 int32_t rank_rows(const T* F, int64_t M, const std::vector<int64_t>& idx, int32_t offset,
                   int32_t* rank, int threads) {
-  SortedUnique<T> su = sort_unique(F, M, idx);
+  if (idx.empty()) return 0;
+  auto su = sort_unique(F, M, idx);
   std::vector<int32_t> r(static_cast<size_t>(su.U));
   int32_t fronts = rank_sorted_unique(su.pts.data(), su.U, M, r.data(), threads);
   for (size_t k = 0; k < idx.size(); ++k) rank[idx[k]] = r[su.group[k]] + offset;
