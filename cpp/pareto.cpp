@@ -20,11 +20,14 @@
 #include "evoforge/pareto.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -282,50 +285,74 @@ class Arena {
   size_t cur_ = 0;
 };
 
+// The coordinates of the divide and conquer: objectives 1..D of the distinct points replaced
+// by their dense ranks (int32, one array per objective), so that the scans over a set of ids
+// read one small array in increasing address order.
 template <typename K>
+std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
+  std::vector<std::vector<int32_t>> cols(D, std::vector<int32_t>(U));
+  parallel_for(D, U >= 20000 ? threads : 1, 1, [&](int64_t c0, int64_t c1, int) {
+    std::vector<KeyIdx<K>> items(U), tmp;
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < U; ++i) items[i] = {pts[i * D + c], static_cast<uint32_t>(i)};
+      radix_sort(items.data(), U, tmp);
+      int32_t r = 0;
+      for (int64_t i = 0; i < U; ++i) {
+        r += i > 0 && items[i].key != items[i - 1].key;
+        cols[c][items[i].idx] = r;
+      }
+    }
+  });
+  return cols;
+}
+
+// Shared state of one divide and conquer run.
+struct DCShared {
+  std::vector<const int32_t*> col;  // col[c][id]
+  int32_t* rank;
+  std::atomic<int> idle_threads{0};
+};
+
 class DivideConquer {
  public:
-  DivideConquer(const K* pts, int64_t U, int D, int32_t* rank)
-      : p_(pts), U_(U), D_(D), rank_(rank), ids_(static_cast<size_t>(4 * U + 1024)),
-        vals_(static_cast<size_t>(U + 1024)) {}
+  DivideConquer(DCShared& s, size_t n_hint) : s_(s), rank_(s.rank), ids_(4 * n_hint + 1024), vals_(n_hint + 1024) {}
 
-  void run() {
-    int32_t* all = ids_.alloc(U_);
-    std::iota(all, all + U_, 0);
-    solve(all, U_, D_);
+  void run(int64_t U, int D) {
+    int32_t* all = ids_.alloc(U);
+    std::iota(all, all + U, 0);
+    solve(all, U, D);
   }
 
  private:
-  static constexpr int64_t kBruteSolve = 24;    // solve() by all pairs up to this size
-  static constexpr int64_t kBrutePairs = 512;   // update() by all pairs up to |L| |H|
+  static constexpr int64_t kBruteSolve = 24;          // solve() by all pairs up to this size
+  static constexpr int64_t kBrutePairs = 4096;        // update() by all pairs up to |L| |H|
+  static constexpr int64_t kBruteSide = 8;            // ... or when |L| or |H| is this small
+  static constexpr int64_t kParallelMin = 1 << 14;    // update() forks above this |L| + |H|
 
-  K x(int32_t id, int c) const { return p_[static_cast<int64_t>(id) * D_ + c]; }
+  int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
 
   // q dominates p on coordinates < k (q is before p).
   bool dominates(int32_t q, int32_t p, int k) const {
-    const K* a = p_ + static_cast<int64_t>(q) * D_;
-    const K* b = p_ + static_cast<int64_t>(p) * D_;
     for (int c = 0; c < k; ++c)
-      if (a[c] > b[c]) return false;
+      if (s_.col[c][q] > s_.col[c][p]) return false;
     return true;
   }
 
   // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
   // order; returns the sizes of the first two parts.
-  std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, K m, int32_t* out) const {
+  std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, int32_t m, int32_t* out) const {
+    const int32_t* v = s_.col[c];
     int64_t nl = 0, ne = 0;
     for (int64_t i = 0; i < n; ++i) {
-      K v = x(S[i], c);
-      nl += v < m;
-      ne += v == m;
+      nl += v[S[i]] < m;
+      ne += v[S[i]] == m;
     }
     int32_t *l = out, *e = out + nl, *h = out + nl + ne;
     for (int64_t i = 0; i < n; ++i) {
-      K v = x(S[i], c);
-      int32_t id = S[i];
-      if (v < m)
+      const int32_t id = S[i], vi = v[id];
+      if (vi < m)
         *l++ = id;
-      else if (v == m)
+      else if (vi == m)
         *e++ = id;
       else
         *h++ = id;
@@ -333,9 +360,35 @@ class DivideConquer {
     return {nl, ne};
   }
 
-  static void merge(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int32_t* out) {
-    std::merge(a, a + na, b, b + nb, out);
+  // A pivot for coordinate c over the ids of a and b: the median of a small even sample, which
+  // is cheap and splits typical data well; the exact median is the fallback that keeps the
+  // recursion depth logarithmic when the sample misleads (see balanced()).
+  int32_t sample_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) const {
+    const int32_t* col = s_.col[c];
+    const int64_t n = na + nb;
+    constexpr int kSample = 15;
+    int32_t v[kSample];
+    for (int i = 0; i < kSample; ++i) {
+      int64_t j = (2 * i + 1) * n / (2 * kSample);
+      v[i] = col[j < na ? a[j] : b[j - na]];
+    }
+    std::nth_element(v, v + kSample / 2, v + kSample);
+    return v[kSample / 2];
   }
+  int32_t exact_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) {
+    const int32_t* col = s_.col[c];
+    auto vm = vals_.mark();
+    int32_t* v = vals_.alloc(na + nb);
+    for (int64_t i = 0; i < na; ++i) v[i] = col[a[i]];
+    for (int64_t i = 0; i < nb; ++i) v[na + i] = col[b[i]];
+    const int64_t n = na + nb;
+    std::nth_element(v, v + n / 2, v + n);
+    const int32_t m = v[n / 2];
+    vals_.release(vm);
+    return m;
+  }
+  // Neither strict side may hold more than 15/16 of the points.
+  static bool balanced(int64_t below, int64_t above, int64_t n) { return 16 * std::max(below, above) <= 15 * n; }
 
   void solve(const int32_t* S, int64_t n, int k) {
     if (n < 2) return;
@@ -347,32 +400,25 @@ class DivideConquer {
     }
     if (k == 1) return sweep_solve(S, n);
     const int c = k - 1;
-    auto vm = vals_.mark();
-    K* v = vals_.alloc(n);
-    K lo = x(S[0], c), hi = lo;
-    for (int64_t i = 0; i < n; ++i) {
-      v[i] = x(S[i], c);
-      lo = std::min(lo, v[i]);
-      hi = std::max(hi, v[i]);
+    const int32_t* col = s_.col[c];
+    int32_t lo = col[S[0]], hi = lo;
+    for (int64_t i = 1; i < n; ++i) {
+      lo = std::min(lo, col[S[i]]);
+      hi = std::max(hi, col[S[i]]);
     }
-    if (lo == hi) {
-      vals_.release(vm);
-      return solve(S, n, k - 1);
-    }
-    std::nth_element(v, v + n / 2, v + n);
-    const K m = v[n / 2];
-    vals_.release(vm);
-
+    if (lo == hi) return solve(S, n, k - 1);
     auto im = ids_.mark();
     int32_t* P = ids_.alloc(n);
-    auto [nl, ne] = split(S, n, c, m, P);
+    int64_t nl, ne;
+    std::tie(nl, ne) = split(S, n, c, sample_median(S, n, nullptr, 0, c), P);
+    if (!balanced(nl, n - nl - ne, n)) std::tie(nl, ne) = split(S, n, c, exact_median(S, n, nullptr, 0, c), P);
     const int64_t nh = n - nl - ne;
     int32_t *L = P, *E = P + nl, *H = P + nl + ne;
     solve(L, nl, k);
     update(L, nl, E, ne, k - 1);
     solve(E, ne, k - 1);
     int32_t* LE = ids_.alloc(nl + ne);
-    merge(L, nl, E, ne, LE);
+    std::merge(L, L + nl, E, E + ne, LE);
     update(LE, nl + ne, H, nh, k - 1);
     solve(H, nh, k);
     ids_.release(im);
@@ -380,12 +426,31 @@ class DivideConquer {
 
   void update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
     if (nl == 0 || nh == 0) return;
-    // Only l with rank[l] + 1 > rank[h] can raise rank[h].
+    auto im = ids_.mark();
+    // rank[h] can only rise to rank[l] + 1: drop the h already above every l and the l too
+    // low to raise any h.
     int32_t max_l = rank_[L[0]], min_h = rank_[H[0]];
     for (int64_t i = 1; i < nl; ++i) max_l = std::max(max_l, rank_[L[i]]);
     for (int64_t i = 1; i < nh; ++i) min_h = std::min(min_h, rank_[H[i]]);
     if (min_h > max_l) return;
-    if (nl * nh <= kBrutePairs) {
+    if (min_h > 0 && rank_[L[0]] < min_h - 1) {
+      int32_t* f = ids_.alloc(nl);
+      int64_t m = 0;
+      for (int64_t i = 0; i < nl; ++i) f[m] = L[i], m += rank_[L[i]] >= min_h - 1;
+      L = f, nl = m;
+    }
+    if (rank_[H[nh - 1]] > max_l) {
+      int32_t* f = ids_.alloc(nh);
+      int64_t m = 0;
+      for (int64_t i = 0; i < nh; ++i) f[m] = H[i], m += rank_[H[i]] <= max_l;
+      H = f, nh = m;
+    }
+    update_filtered(L, nl, H, nh, k);
+    ids_.release(im);
+  }
+
+  void update_filtered(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) {
       for (int64_t j = 0, i_end = 0; j < nh; ++j) {
         const int32_t h = H[j];
         while (i_end < nl && L[i_end] < h) ++i_end;
@@ -396,58 +461,88 @@ class DivideConquer {
     }
     if (k == 1) return sweep_update(L, nl, H, nh);
     const int c = k - 1;
-    K lmin = x(L[0], c), lmax = lmin, hmin = x(H[0], c), hmax = hmin;
+    const int32_t* col = s_.col[c];
+    int32_t lmin = col[L[0]], lmax = lmin, hmin = col[H[0]], hmax = hmin;
     for (int64_t i = 1; i < nl; ++i) {
-      K v = x(L[i], c);
-      lmin = std::min(lmin, v);
-      lmax = std::max(lmax, v);
+      lmin = std::min(lmin, col[L[i]]);
+      lmax = std::max(lmax, col[L[i]]);
     }
     for (int64_t i = 1; i < nh; ++i) {
-      K v = x(H[i], c);
-      hmin = std::min(hmin, v);
-      hmax = std::max(hmax, v);
+      hmin = std::min(hmin, col[H[i]]);
+      hmax = std::max(hmax, col[H[i]]);
     }
     if (lmax <= hmin) return update(L, nl, H, nh, k - 1);
     if (lmin > hmax) return;
-
-    const int64_t n = nl + nh;
-    auto vm = vals_.mark();
-    K* v = vals_.alloc(n);
-    for (int64_t i = 0; i < nl; ++i) v[i] = x(L[i], c);
-    for (int64_t i = 0; i < nh; ++i) v[nl + i] = x(H[i], c);
-    std::nth_element(v, v + n / 2, v + n);
-    const K m = v[n / 2];
-    vals_.release(vm);
-
     auto im = ids_.mark();
     int32_t* PL = ids_.alloc(nl);
     int32_t* PH = ids_.alloc(nh);
-    auto [ll, le] = split(L, nl, c, m, PL);
-    auto [hl, he] = split(H, nh, c, m, PH);
-    update(PL, ll, PH, hl, k);
-    int32_t* Lle = PL;  // L< and L= are adjacent; merged in id order below
-    int32_t* LM = ids_.alloc(ll + le);
-    merge(Lle, ll, Lle + ll, le, LM);
-    int32_t* HM = ids_.alloc(nh - hl);
-    merge(PH + hl, he, PH + hl + he, nh - hl - he, HM);
-    update(LM, ll + le, HM, nh - hl, k - 1);
-    update(PL + ll + le, nl - ll - le, PH + hl + he, nh - hl - he, k);
+    int32_t m = sample_median(L, nl, H, nh, c);
+    int64_t ll, le, hl, he;
+    std::tie(ll, le) = split(L, nl, c, m, PL);
+    std::tie(hl, he) = split(H, nh, c, m, PH);
+    if (!balanced(ll + hl, nl - ll - le + nh - hl - he, nl + nh)) {
+      m = exact_median(L, nl, H, nh, c);
+      std::tie(ll, le) = split(L, nl, c, m, PL);
+      std::tie(hl, he) = split(H, nh, c, m, PH);
+    }
+    const int64_t lg = nl - ll - le, hg = nh - hl - he;
+    int32_t* LM = ids_.alloc(ll + le);  // L< and L= in id order
+    std::merge(PL, PL + ll, PL + ll, PL + ll + le, LM);
+    int32_t* HM = ids_.alloc(he + hg);  // H= and H> in id order
+    std::merge(PH + hl, PH + hl + he, PH + hl + he, PH + nh, HM);
+    // The first call writes only H<, the other two only H= and H>, and none reads what
+    // another writes, so the first may run on another thread.
+    auto low = [&](DivideConquer& w) { w.update(PL, ll, PH, hl, k); };
+    auto rest = [&] {
+      update(LM, ll + le, HM, he + hg, k - 1);
+      update(PL + ll + le, lg, PH + hl + he, hg, k);
+    };
+    if (ll + hl >= kParallelMin && try_take_thread()) {
+      std::exception_ptr err;
+      std::thread t([&] {
+        try {
+          DivideConquer w(s_, ll + hl);
+          low(w);
+        } catch (...) {
+          err = std::current_exception();
+        }
+      });
+      try {
+        rest();
+      } catch (...) {
+        t.join();
+        s_.idle_threads.fetch_add(1);
+        throw;
+      }
+      t.join();
+      s_.idle_threads.fetch_add(1);
+      if (err) std::rethrow_exception(err);
+    } else {
+      low(*this);
+      rest();
+    }
     ids_.release(im);
+  }
+
+  bool try_take_thread() {
+    int n = s_.idle_threads.load();
+    while (n > 0)
+      if (s_.idle_threads.compare_exchange_weak(n, n - 1)) return true;
+    return false;
   }
 
   // Staircase for the sweeps on coordinate 0: steps (a, r) with a increasing and r strictly
   // increasing; the best rank among inserted points with coordinate <= a is the last step
   // at or before a.
   struct Step {
-    K a;
-    int32_t r;
+    int32_t a, r;
   };
-  int32_t stair_query(K a) const {  // -1 when nothing is at or before a
-    auto it = std::upper_bound(stair_.begin(), stair_.end(), a, [](K v, const Step& e) { return v < e.a; });
+  int32_t stair_query(int32_t a) const {  // -1 when nothing is at or before a
+    auto it = std::upper_bound(stair_.begin(), stair_.end(), a, [](int32_t v, const Step& e) { return v < e.a; });
     return it == stair_.begin() ? -1 : std::prev(it)->r;
   }
-  void stair_insert(K a, int32_t r) {
-    auto pos = std::lower_bound(stair_.begin(), stair_.end(), a, [](const Step& e, K v) { return e.a < v; });
+  void stair_insert(int32_t a, int32_t r) {
+    auto pos = std::lower_bound(stair_.begin(), stair_.end(), a, [](const Step& e, int32_t v) { return e.a < v; });
     if (pos != stair_.begin() && std::prev(pos)->r >= r) return;
     auto end = pos;
     while (end != stair_.end() && end->r <= r) ++end;
@@ -460,37 +555,46 @@ class DivideConquer {
   }
 
   void sweep_solve(const int32_t* S, int64_t n) {
+    const int32_t* col = s_.col[0];
     stair_.clear();
     for (int64_t i = 0; i < n; ++i) {
       const int32_t p = S[i];
-      const K a = x(p, 0);
-      rank_[p] = std::max(rank_[p], stair_query(a) + 1);
-      stair_insert(a, rank_[p]);
+      rank_[p] = std::max(rank_[p], stair_query(col[p]) + 1);
+      stair_insert(col[p], rank_[p]);
     }
   }
 
   void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
+    const int32_t* col = s_.col[0];
     stair_.clear();
     int64_t i = 0;
     for (int64_t j = 0; j < nh; ++j) {
       const int32_t h = H[j];
-      for (; i < nl && L[i] < h; ++i) stair_insert(x(L[i], 0), rank_[L[i]]);
-      rank_[h] = std::max(rank_[h], stair_query(x(h, 0)) + 1);
+      for (; i < nl && L[i] < h; ++i) stair_insert(col[L[i]], rank_[L[i]]);
+      rank_[h] = std::max(rank_[h], stair_query(col[h]) + 1);
     }
   }
 
-  const K* p_;
-  int64_t U_;
-  int D_;
+  DCShared& s_;
   int32_t* rank_;
   Arena<int32_t> ids_;
-  Arena<K> vals_;
+  Arena<int32_t> vals_;
   std::vector<Step> stair_;
 };
 
+template <typename K>
+void rank_divide_conquer(const K* pts, int64_t U, int D, int32_t* rank, int threads) {
+  auto cols = dense_columns(pts, U, D, threads);
+  DCShared s;
+  for (auto& c : cols) s.col.push_back(c.data());
+  s.rank = rank;
+  s.idle_threads = threads - 1;
+  DivideConquer(s, U).run(U, D);
+}
+
 // Ranks the distinct, lexicographically sorted points; returns the number of fronts.
 template <typename K>
-int32_t rank_sorted_unique(const K* pts, int64_t U, int64_t M, int32_t* rank, int /*threads*/) {
+int32_t rank_sorted_unique(const K* pts, int64_t U, int64_t M, int32_t* rank, int threads) {
   if (U == 0) return 0;
   if (M == 1) {
     for (int64_t i = 0; i < U; ++i) rank[i] = static_cast<int32_t>(i);
@@ -501,11 +605,11 @@ int32_t rank_sorted_unique(const K* pts, int64_t U, int64_t M, int32_t* rank, in
   if (M == 3) {
     int64_t log_u = 1;
     while ((int64_t{1} << log_u) < U) ++log_u;
-    done = rank_staircase3(pts, U, rank, 8 * U * log_u);
+    done = rank_staircase3(pts, U, rank, 4 * U * log_u * log_u);
   }
   if (!done) {
     std::fill(rank, rank + U, 0);
-    DivideConquer<K>(pts, U, static_cast<int>(M - 1), rank).run();
+    rank_divide_conquer(pts, U, static_cast<int>(M - 1), rank, threads);
   }
   return *std::max_element(rank, rank + U) + 1;
 }
