@@ -122,48 +122,47 @@ SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int6
   using K = KeyOf<T>;
   const int64_t n = static_cast<int64_t>(idx.size());
   EVOFORGE_CHECK(n < (int64_t{1} << 31), "at most 2^31 - 1 points are supported, got " << n);
-  std::vector<K> keys(static_cast<size_t>(n * M));
-  for (int64_t k = 0; k < n; ++k)
-    for (int64_t j = 0; j < M; ++j) keys[k * M + j] = order_key(F[idx[k] * M + j]);
-
-  std::vector<KeyIdx<K>> items(n), tmp;
-  for (int64_t k = 0; k < n; ++k) items[k] = {keys[k * M], static_cast<uint32_t>(k)};
-  radix_sort(items.data(), n, tmp);
-  tmp = {};
-  std::vector<uint32_t> order(n);
-  for (int64_t k = 0; k < n; ++k) order[k] = items[k].idx;
-  items = {};
-
-  // Rows that tie on objective 0 are ordered by the remaining objectives.
-  auto rest_less = [&](uint32_t a, uint32_t b) {
-    const K* x = keys.data() + a * M;
-    const K* y = keys.data() + b * M;
-    for (int64_t j = 1; j < M; ++j)
-      if (x[j] != y[j]) return x[j] < y[j];
+  std::vector<KeyIdx<K>> items(n);
+  {
+    std::vector<KeyIdx<K>> tmp;
+    for (int64_t k = 0; k < n; ++k) items[k] = {order_key(F[idx[k] * M]), static_cast<uint32_t>(k)};
+    radix_sort(items.data(), n, tmp);
+  }
+  // Only rows that tie on objective 0 need the other objectives to be ordered and compared;
+  // their keys are computed on the fly.
+  auto key = [&](uint32_t k, int64_t j) { return order_key(F[idx[k] * M + j]); };
+  auto rest_less = [&](const KeyIdx<K>& x, const KeyIdx<K>& y) {
+    for (int64_t j = 1; j < M; ++j) {
+      K a = key(x.idx, j), b = key(y.idx, j);
+      if (a != b) return a < b;
+    }
     return false;
   };
-  if (M > 1) {
-    for (int64_t b = 0; b < n;) {
-      int64_t e = b + 1;
-      while (e < n && keys[order[e] * M] == keys[order[b] * M]) ++e;
-      if (e - b > 1) std::sort(order.begin() + b, order.begin() + e, rest_less);
-      b = e;
-    }
-  }
+  auto rest_equal = [&](const KeyIdx<K>& x, const KeyIdx<K>& y) {
+    for (int64_t j = 1; j < M; ++j)
+      if (key(x.idx, j) != key(y.idx, j)) return false;
+    return true;
+  };
 
   SortedUnique<K> out;
   out.group.resize(n);
-  out.pts.reserve(static_cast<size_t>(n * (M - 1)));
-  const K* prev = nullptr;
-  for (int64_t k = 0; k < n; ++k) {
-    const K* x = keys.data() + order[k] * M;
-    if (prev == nullptr || !std::equal(x, x + M, prev)) {
-      out.pts.insert(out.pts.end(), x + 1, x + M);
-      ++out.U;
-      prev = x;
+  out.pts.resize(static_cast<size_t>(n * (M - 1)));
+  K* dst = out.pts.data();
+  for (int64_t b = 0; b < n;) {
+    int64_t e = b + 1;
+    while (e < n && items[e].key == items[b].key) ++e;
+    if (e - b > 1 && M > 1) std::sort(items.begin() + b, items.begin() + e, rest_less);
+    for (int64_t k = b; k < e; ++k) {
+      if (k == b || !rest_equal(items[k - 1], items[k])) {
+        const T* row = F + idx[items[k].idx] * M;
+        for (int64_t j = 1; j < M; ++j) *dst++ = order_key(row[j]);
+        ++out.U;
+      }
+      out.group[items[k].idx] = static_cast<uint32_t>(out.U - 1);
     }
-    out.group[order[k]] = static_cast<uint32_t>(out.U - 1);
+    b = e;
   }
+  out.pts.resize(static_cast<size_t>(out.U * (M - 1)));
   return out;
 }
 
@@ -171,18 +170,40 @@ SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int6
 // M = 2 and M = 3: sweeps over the sorted points with a binary search over fronts. A front
 // that dominates p implies that every earlier front does, so the fronts are bisected.
 
-// M = 2: the smallest f1 of front k (its last point) does not decrease with k.
+// M = 2: the smallest f1 of front k (its last point) does not decrease with k, and p joins the
+// first front whose smallest f1 exceeds p's. The searches are the whole cost and each is a
+// chain of dependent loads, so four consecutive points are searched together on the fronts as
+// they were before the four, and each result is then corrected for the updates of the
+// points before it: an update only lowers front_min[k] to some v (or appends v), which moves
+// a later point q from front k to k + 1 exactly when it searched k and v <= q's f1.
 template <typename K>
 int32_t rank_sweep2(const K* f1, int64_t U, int32_t* rank) {
   std::vector<K> front_min;  // front_min[k] = f1 of the last point put in front k
-  for (int64_t i = 0; i < U; ++i) {
-    auto it = std::upper_bound(front_min.begin(), front_min.end(), f1[i]);
-    int32_t k = static_cast<int32_t>(it - front_min.begin());
-    if (it == front_min.end())
-      front_min.push_back(f1[i]);
-    else
-      *it = f1[i];
-    rank[i] = k;
+  constexpr int kLanes = 4;
+  for (int64_t i = 0; i < U; i += kLanes) {
+    const int lanes = static_cast<int>(std::min<int64_t>(kLanes, U - i));
+    K v[kLanes];
+    size_t k[kLanes] = {};
+    for (int j = 0; j < kLanes; ++j) v[j] = f1[i + std::min(j, lanes - 1)];
+    if (!front_min.empty()) {  // branch-free upper bounds
+      const K* data = front_min.data();
+      const K* base[kLanes];
+      for (int j = 0; j < kLanes; ++j) base[j] = data;
+      for (size_t len = front_min.size(); len > 1;) {
+        const size_t half = len / 2;
+        for (int j = 0; j < kLanes; ++j) base[j] += half & (size_t{0} - (base[j][half - 1] <= v[j]));
+        len -= half;
+      }
+      for (int j = 0; j < kLanes; ++j) k[j] = static_cast<size_t>(base[j] - data) + (*base[j] <= v[j]);
+    }
+    for (int j = 0; j < lanes; ++j) {
+      for (int t = 0; t < j; ++t) k[j] += (k[j] == k[t] && v[t] <= v[j]);
+      if (k[j] == front_min.size())
+        front_min.push_back(v[j]);
+      else
+        front_min[k[j]] = v[j];
+      rank[i + j] = static_cast<int32_t>(k[j]);
+    }
   }
   return static_cast<int32_t>(front_min.size());
 }
