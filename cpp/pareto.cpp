@@ -208,6 +208,21 @@ int32_t rank_sweep2(const K* f1, int64_t U, int32_t* rank) {
   return static_cast<int32_t>(front_min.size());
 }
 
+// Number of leading elements of s[0, n) (sorted by .a) with .a <= v. Branch-free: in the
+// sweeps these comparisons are unpredictable and a mispredicted branch costs more than the
+// whole search step.
+template <typename Step, typename V>
+inline size_t count_at_or_below(const Step* s, size_t n, V v) {
+  if (n == 0) return 0;
+  const Step* base = s;
+  while (n > 1) {
+    const size_t half = n / 2;
+    base += half & (size_t{0} - (base[half - 1].a <= v));
+    n -= half;
+  }
+  return static_cast<size_t>(base - s) + (base->a <= v);
+}
+
 // M = 3: front k dominates p iff some member q has (q1, q2) <= (p1, p2). Only the 2-D minima of
 // a front's (f1, f2) matter: they form a staircase, f1 increasing and f2 decreasing, and the
 // test is one binary search for the last step with f1 <= p1. Inserting into the middle of a
@@ -222,18 +237,14 @@ bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
   int64_t work = 0;
   for (int64_t i = 0; i < U; ++i) {
     const K a = pts[2 * i], b = pts[2 * i + 1];
-    auto first_above = [a](const std::vector<Step>& s) {  // first step with f1 > a
-      return std::upper_bound(s.begin(), s.end(), a, [](K v, const Step& e) { return v < e.a; });
-    };
     int64_t lo = 0, hi = static_cast<int64_t>(fronts.size());
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
       const auto& s = fronts[mid];
-      auto it = first_above(s);
-      if (it != s.begin() && std::prev(it)->b <= b)
-        lo = mid + 1;
-      else
-        hi = mid;
+      const size_t u = count_at_or_below(s.data(), s.size(), a);
+      const int64_t dominated = u > 0 && s[u - 1].b <= b;
+      lo += dominated * (mid + 1 - lo);
+      hi -= (1 - dominated) * (hi - mid);
     }
     if (lo == static_cast<int64_t>(fronts.size())) fronts.emplace_back();
     auto& s = fronts[lo];
@@ -348,7 +359,7 @@ class DivideConquer {
   static constexpr int64_t kBruteSolve = 24;          // solve() by all pairs up to this size
   static constexpr int64_t kBrutePairs = 4096;        // update() by all pairs up to |L| |H|
   static constexpr int64_t kBruteSide = 8;            // ... or when |L| or |H| is this small
-  static constexpr int64_t kParallelMin = 1 << 14;    // update() forks above this |L| + |H|
+  static constexpr int64_t kParallelMin = 1 << 11;    // update() forks above this |L| + |H|
 
   int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
 
@@ -559,8 +570,8 @@ class DivideConquer {
     int32_t a, r;
   };
   int32_t stair_query(int32_t a) const {  // -1 when nothing is at or before a
-    auto it = std::upper_bound(stair_.begin(), stair_.end(), a, [](int32_t v, const Step& e) { return v < e.a; });
-    return it == stair_.begin() ? -1 : std::prev(it)->r;
+    const size_t u = count_at_or_below(stair_.data(), stair_.size(), a);
+    return u == 0 ? -1 : stair_[u - 1].r;
   }
   void stair_insert(int32_t a, int32_t r) {
     auto pos = std::lower_bound(stair_.begin(), stair_.end(), a, [](const Step& e, int32_t v) { return e.a < v; });
