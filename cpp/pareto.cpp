@@ -697,7 +697,8 @@ void crowding_distance_cpu(const T* F, int64_t N, int64_t M, const int32_t* rank
   const double inf = std::numeric_limits<double>::infinity();
   const int64_t n_fronts = max_rank + 1;
   parallel_for(n_fronts, resolve_threads(num_threads), 1, [&](int64_t f0, int64_t f1, int) {
-    std::vector<int64_t> order;
+    // Members are in index order and the radix sort is stable, so ties stay in index order.
+    std::vector<KeyIdx<KeyOf<T>>> items, tmp;
     for (int64_t f = f0; f < f1; ++f) {
       const int64_t* mem = members.data() + start[f];
       const int64_t n = start[f + 1] - start[f];
@@ -705,19 +706,23 @@ void crowding_distance_cpu(const T* F, int64_t N, int64_t M, const int32_t* rank
         for (int64_t k = 0; k < n; ++k) out[mem[k]] = inf;
         continue;
       }
-      order.assign(mem, mem + n);
+      items.resize(n);
       for (int64_t j = 0; j < M; ++j) {
-        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-          T x = F[a * M + j], y = F[b * M + j];
-          return x < y || (!(y < x) && a < b);
-        });
-        const double lo = F[order.front() * M + j], hi = F[order.back() * M + j];
-        out[order.front()] = inf;
-        out[order.back()] = inf;
+        for (int64_t k = 0; k < n; ++k) items[k] = {order_key(F[mem[k] * M + j]), static_cast<uint32_t>(k)};
+        radix_sort(items.data(), n, tmp);
+        auto val = [&](int64_t k) { return double(F[mem[items[k].idx] * M + j]); };
+        const double lo = val(0), hi = val(n - 1);
+        out[mem[items[0].idx]] = inf;
+        out[mem[items[n - 1].idx]] = inf;
         const double range = hi - lo;
         if (!(range > 0) || std::isinf(range)) continue;
-        for (int64_t k = 1; k + 1 < n; ++k)
-          out[order[k]] += (double(F[order[k + 1] * M + j]) - double(F[order[k - 1] * M + j])) / range;
+        double prev = lo, cur = val(1);
+        for (int64_t k = 1; k + 1 < n; ++k) {
+          const double next = val(k + 1);
+          out[mem[items[k].idx]] += (next - prev) / range;
+          prev = cur;
+          cur = next;
+        }
       }
     }
   });
