@@ -290,6 +290,27 @@ def test_directory_path_and_pickle(tmp_path):
         pickle.dumps(c)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_cache_inherited_through_fork_refuses_clearly(tmp_path):
+    with EvaluationCache(tmp_path) as c:
+        c.put(b"k", 1.0)
+        pid = os.fork()
+        if pid == 0:  # child: the parent's connection must not be used here
+            code = 3
+            try:
+                c.get(b"k")
+            except CacheError as exc:
+                code = 0 if "before a fork" in str(exc) else 4
+            except BaseException:
+                code = 5
+            finally:
+                c.close()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert c.get(b"k").fitness == 1.0  # the parent's cache is unaffected
+
+
 def test_persistence_across_processes(tmp_path):
     writer = """
         import sys

@@ -10,7 +10,8 @@ Storage:
 * ``EvaluationCache(path)`` stores the entries in an SQLite file (the standard library's sqlite3;
   WAL journal, busy timeout). A directory ``path`` means ``<dir>/evaluations.sqlite``, one file per
   run directory. Several processes may read and write the same file at once; each process opens its
-  own ``EvaluationCache`` (never share one across ``fork``; pickling a cache reopens its file). Every
+  own ``EvaluationCache`` (pickling a cache reopens its file in the receiving process; a cache
+  inherited through ``fork`` raises :class:`CacheError` in the child, as SQLite forbids it). Every
   ``put`` is its own transaction, committed before ``put`` returns, so every entry that ``put``
   returned survives kill -9 of the process (and, with ``synchronous="FULL"``, a power loss too).
 * ``EvaluationCache()`` (``path=None``) is the in-memory cache: a dict in this process, gone at
@@ -50,6 +51,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -383,9 +385,41 @@ def _rec_from_row(r: tuple) -> _Rec:
     return _Rec(_from_sql(r[0]), _from_sql(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
 
 
+class _ForkedConnection:
+    """Stands in for the connection of a cache inherited through ``fork``: SQLite forbids using it."""
+
+    in_transaction = False
+
+    def __init__(self, path: Path, pid: int) -> None:
+        self._msg = (f"the evaluation cache {path} was opened in process {pid}, before a fork; open a new "
+                     "EvaluationCache in this process (a pickled cache reopens its file)")
+
+    def execute(self, *args: Any) -> Any:
+        raise CacheError(self._msg)
+
+    executemany = execute
+
+    def close(self) -> None:
+        pass
+
+
+_SQLITE_STORES: "weakref.WeakSet[_SQLiteStore]" = weakref.WeakSet()
+_INHERITED: list = []  # connections inherited through fork: kept alive, never closed, never used
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_SQLITE_STORES):
+        store._orphan()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _SQLiteStore:
     def __init__(self, path: Path, timeout: float, synchronous: str) -> None:
         self.path = path
+        self._pid = os.getpid()
         self._last_used = 0
         self._pending: dict[bytes, list[int]] = {}  # key -> [hits not yet written, latest use]
         self._pending_hits = 0
@@ -415,6 +449,13 @@ class _SQLiteStore:
             con.close()
             raise
         self._get_sql = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"
+        _SQLITE_STORES.add(self)
+
+    def _orphan(self) -> None:
+        if not isinstance(self._con, _ForkedConnection):
+            _INHERITED.append(self._con)
+            self._con = _ForkedConnection(self.path, self._pid)
+            self._pending.clear()
 
     def _init_schema(self) -> None:
         con = self._con
