@@ -31,9 +31,10 @@ Policies (each ``None``/``0`` by default, i.e. off), applied by :meth:`Evaluatio
   used ones (a hit or a put uses an entry).
 
 With SQLite, hits are counted and LRU recency is recorded in memory and written in batches (at the
-next ``put``, every 1,000 hits or 1 s, at ``flush()`` and at ``close()``), so a lookup costs one
-read. A kill -9 loses at most the hit counts and recency of the last batch, never an entry. The
-policies of another process see this process's hits once they are written.
+next ``put``, at ``flush()``, at ``close()``, and by a lookup every 1,000 hits or 1 s if no other
+process holds the write lock then), so a lookup costs one read and never waits for a writer. A
+kill -9 loses at most the hit counts and recency not yet written, never an entry. The policies of
+another process see this process's hits once they are written.
 
 Fitness values must be finite: NaN or +-inf raises ``ValueError`` (record a failed evaluation as a
 large finite penalty). Genomes are stored as JSON text (numpy arrays and scalars become lists and
@@ -429,8 +430,9 @@ class _SQLiteStore:
         except sqlite3.Error as exc:
             raise CacheError(f"cannot open the evaluation cache {path}: {exc}") from exc
         self._con = con
+        self._busy_ms = int(timeout * 1000)
         try:
-            con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            con.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise CacheError(f"{path}: SQLite could not switch the cache to WAL mode (journal_mode={mode})")
@@ -546,7 +548,24 @@ class _SQLiteStore:
             p[1] = self._clock()
         self._pending_hits += 1
         if self._pending_hits >= _TOUCH_BATCH or time.monotonic() - self._last_write > _TOUCH_SECONDS:
+            self._try_flush()
+
+    def _try_flush(self) -> None:
+        """Write the pending hits if no other process holds the write lock; else retry a batch later.
+
+        A lookup never waits for another process's writes; put, flush and close do (up to timeout).
+        """
+        con = self._con
+        con.execute("PRAGMA busy_timeout = 0")
+        try:
             self.flush()
+        except CacheError as exc:
+            if "locked" not in str(exc):
+                raise
+            self._pending_hits = 0  # hits since the latest attempt
+            self._last_write = time.monotonic()
+        finally:
+            con.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _write_pending(self) -> None:
         if self._pending:
@@ -898,8 +917,8 @@ class EvaluationCache:
     def items(self) -> Iterator[tuple[bytes, Entry]]:
         """(key, entry) for every entry, least recently used first; a snapshot taken at the call."""
         with self._lock:
-            rows = self._open_store().rows()
-        return ((k, r.entry(k)) for k, r in rows)
+            entries = [(k, r.entry(k)) for k, r in self._open_store().rows()]
+        return iter(entries)
 
     def keys(self) -> Iterator[bytes]:
         return (k for k, _ in self.items())
