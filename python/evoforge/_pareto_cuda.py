@@ -266,6 +266,13 @@ def nondominated_rank_cuda(F: Any, constraint_violation: Any = None):
     if not (_checks.is_torch(F) and F.device.type == "cuda"):
         raise ValueError("nondominated_rank_cuda takes a CUDA tensor")
     require_cuda()
+    with torch.cuda.device(F.device):
+        return _rank_tensor(F, constraint_violation, cuda_ranker)
+
+
+def _rank_tensor(F: Any, constraint_violation: Any, make_ranker: Callable[[Any], Ranker]):
+    """Validation, then the pipeline on F's device with the ranker ``make_ranker(device)``.
+    Device-agnostic: the tests run it on CPU tensors with the emulated kernels."""
     device = F.device
     X = _as_float(F.detach(), "F")
     if X.ndim != 2:
@@ -291,18 +298,17 @@ def nondominated_rank_cuda(F: Any, constraint_violation: Any = None):
             c = c.double()
         cv = c.contiguous()
 
-    with torch.cuda.device(device):
-        bad = _first_nan_row(X)
+    bad = _first_nan_row(X)
+    if bad is not None:
+        raise ValueError(f"F holds NaN in row {bad}")
+    if cv is not None:
+        bad = _first_nan_row(cv)
         if bad is not None:
-            raise ValueError(f"F holds NaN in row {bad}")
-        if cv is not None:
-            bad = _first_nan_row(cv)
-            if bad is not None:
-                raise ValueError(f"constraint_violation holds NaN in row {bad}")
-        if m > MAX_OBJECTIVES:  # documented fallback: the CPU kernel, same result
-            from .pareto import nondominated_rank
+            raise ValueError(f"constraint_violation holds NaN in row {bad}")
+    if m > MAX_OBJECTIVES:  # documented fallback: the CPU kernel, same result
+        from .pareto import nondominated_rank
 
-            r = nondominated_rank(X.cpu(), constraint_violation=None if cv is None else cv.cpu())
-            return r.to(device)
-        X = X.contiguous() + 0.0  # a fresh contiguous copy with -0.0 -> 0.0
-        return _rank_pipeline(X, cv, cuda_ranker(device))
+        r = nondominated_rank(X.cpu(), constraint_violation=None if cv is None else cv.cpu())
+        return r.to(device)
+    X = X.contiguous() + 0.0  # a fresh contiguous copy with -0.0 -> 0.0
+    return _rank_pipeline(X, cv, make_ranker(device))
