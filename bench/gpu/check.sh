@@ -18,7 +18,7 @@ left() { echo $(( TOTAL_S - $(date +%s) + start )); }
 min() { echo $(( $1 < $2 ? $1 : $2 )); }
 
 echo "== GPU"
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 echo "== build (CUDAARCHS=${CUDAARCHS:-native}, EVOFORGE_CUDA=ON)"
 log=$(mktemp)
