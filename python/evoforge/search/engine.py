@@ -111,11 +111,11 @@ class Engine:
         self._pending: Batch | None = None
         self._started = time.perf_counter()
         self._pbar = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if cache is None:
             cache = EvaluationCache(self.run_dir) if self.run_dir is not None else EvaluationCache()
         self._cache = cache
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- ask / tell ----------------------------------------------------------------------------
 
@@ -189,11 +189,11 @@ class Engine:
                 missing.append(i)
             else:
                 values[i] = entry.mean
-        self.requested += B
-        self.cache_hits += B - len(missing)
-        # Duplicates inside a batch are evaluated once.
+        # Duplicates inside a batch are evaluated once (and count as hits).
         first: dict[bytes, int] = {}
         todo = [i for i in missing if first.setdefault(keys[i], i) == i]
+        self.requested += B
+        self.cache_hits += B - len(todo)
         if todo:
             sub = Batch(batch.genomes[todo], batch.fidelity, batch.seed, batch.generation, batch.stage)
             t0 = time.perf_counter()

@@ -45,10 +45,11 @@ class GA(PopulationEngine):
     def _ask(self) -> Batch:
         if self.X is None:
             return Batch(self._initial_population(), generation=0)
-        n_parents = 2 * ((self.n_offspring + 1) // 2)
-        parents = tournament(self.F, n_parents, tournament_size=self.tournament_size, seed=self.seed,
-                             generation=self.generation)
-        return Batch(self._vary(parents), generation=self.generation)
+        return Batch(self._offspring(), generation=self.generation)
+
+    def _select_parents(self, n: int, offset: int) -> np.ndarray:
+        return tournament(self.F, n, tournament_size=self.tournament_size, seed=self.seed,
+                          generation=self.generation, individual_offset=offset)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
         if self.X is None:

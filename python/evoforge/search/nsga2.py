@@ -10,7 +10,6 @@ import numpy as np
 
 from .. import pareto
 from ..cache import EvaluationCache
-from ..selection import tournament
 from .engine import Batch
 from .operators import Crossover, Mutation
 from .population import PopulationEngine
@@ -53,10 +52,26 @@ class NSGA2(PopulationEngine):
     def _ask(self) -> Batch:
         if self.X is None:
             return Batch(self._initial_population(), generation=0)
-        keys = np.column_stack([self.rank, -self.crowding])
-        n_parents = 2 * ((self.n_offspring + 1) // 2)
-        parents = tournament(keys, n_parents, tournament_size=2, seed=self.seed, generation=self.generation)
-        return Batch(self._vary(parents), generation=self.generation)
+        return Batch(self._offspring(), generation=self.generation)
+
+    def _select_parents(self, n: int, offset: int) -> np.ndarray:
+        """Binary tournaments decided by constraint violation, then Pareto dominance between the
+        two contestants, then crowding distance. Contestants are drawn as consecutive random
+        permutations of the population, so every genome competes about equally often (as pymoo
+        does; drawing with replacement, or comparing ranks, loses the extremes of fronts such as
+        ZDT2's)."""
+        N = len(self.X)
+        rng = np.random.default_rng(self.stream_seed(self.generation, offset, 0x7065726D))
+        contestants = np.concatenate([rng.permutation(N) for _ in range(-(-2 * n // N))])[: 2 * n]
+        a, b = contestants[0::2], contestants[1::2]
+        Fa, Fb = self.F[a], self.F[b]
+        a_dom = (Fa <= Fb).all(axis=1) & (Fa < Fb).any(axis=1)
+        b_dom = (Fb <= Fa).all(axis=1) & (Fb < Fa).any(axis=1)
+        pick_a = a_dom | (~b_dom & (self.crowding[a] >= self.crowding[b]))
+        if self.CV is not None:
+            ca, cb = np.maximum(self.CV[a], 0.0), np.maximum(self.CV[b], 0.0)
+            pick_a = np.where((ca > 0) | (cb > 0), ca <= cb, pick_a)
+        return np.where(pick_a, a, b)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
         F = F.reshape(len(F), self.n_objectives)
@@ -66,11 +81,13 @@ class NSGA2(PopulationEngine):
             X = np.concatenate([self.X, batch.genomes])
             FF = np.concatenate([self.F, F])
             CV = None if cv is None else np.concatenate([self.CV, cv])
-        keep = pareto.select(FF, min(self.pop_size, len(FF)), constraint_violation=CV)
-        self.X, self.F = X[keep], FF[keep]
+        # NSGA-II survival (as pareto.select), keeping the merged set's ranks and crowding for the
+        # next tournaments: a truncated front keeps the crowding it was truncated by.
+        rank = pareto.nondominated_rank(FF, constraint_violation=CV)
+        crowding = pareto.crowding_distance(FF, rank)
+        keep = np.lexsort((np.arange(len(FF)), -crowding, rank))[: self.pop_size]
+        self.X, self.F, self.rank, self.crowding = X[keep], FF[keep], rank[keep], crowding[keep]
         self.CV = None if CV is None else CV[keep]
-        self.rank = pareto.nondominated_rank(self.F, constraint_violation=self.CV)
-        self.crowding = pareto.crowding_distance(self.F, self.rank)
         _, front = self.best
         record = {"front_size": int(len(front)), "best_fitness": front.min(axis=0) if len(front) else None}
         if self.ref_point is not None:

@@ -65,12 +65,35 @@ class PopulationEngine(Engine):
                                 ).astype(np.int32)
         return self.lower + rng.random((self.pop_size, self.lower.size)) * (self.upper - self.lower)
 
-    def _vary(self, parents: np.ndarray) -> np.ndarray:
-        """Offspring [n_offspring, L] from selected parent indices [2 * ceil(n_offspring / 2)]."""
-        g = self.generation
-        A, B = self.X[parents[0::2]], self.X[parents[1::2]]
-        C1, C2 = self.crossover(A, B, self.lower, self.upper, seed=self.seed, generation=g)
-        children = np.empty((2 * len(A), A.shape[1]), dtype=A.dtype)
-        children[0::2], children[1::2] = np.asarray(C1), np.asarray(C2)
-        children = children[: self.n_offspring]
-        return np.asarray(self.mutation(children, self.lower, self.upper, seed=self.seed, generation=g))
+    def _select_parents(self, n: int, offset: int) -> np.ndarray:
+        """Indices [n] of mating parents (subclasses: tournaments on their own keys)."""
+        raise NotImplementedError
+
+    def _offspring(self) -> np.ndarray:
+        """``n_offspring`` new genomes [n_offspring, L], none equal to a population member or to
+        each other (as pymoo does: duplicates waste evaluations and crowd out diversity). Each
+        retry draws from fresh individuals of this generation's streams, so it is deterministic."""
+        g, n_pairs = self.generation, (self.n_offspring + 1) // 2
+        seen = {x.tobytes() for x in self.X}
+        out: list[np.ndarray] = []
+        for attempt in range(_MAX_ATTEMPTS):
+            offset = attempt * 2 * n_pairs
+            parents = self._select_parents(2 * n_pairs, offset)
+            A, B = self.X[parents[0::2]], self.X[parents[1::2]]
+            C1, C2 = self.crossover(A, B, self.lower, self.upper, seed=self.seed, generation=g, offset=offset // 2)
+            children = np.empty((2 * n_pairs, A.shape[1]), dtype=A.dtype)
+            children[0::2], children[1::2] = np.asarray(C1), np.asarray(C2)
+            children = np.asarray(self.mutation(children, self.lower, self.upper, seed=self.seed, generation=g,
+                                                offset=offset))
+            for c in children:
+                b = c.tobytes()
+                if b not in seen:
+                    seen.add(b)
+                    out.append(c)
+                    if len(out) == self.n_offspring:
+                        return np.stack(out)
+        # A converged population may admit too few new genomes: fill up with duplicates.
+        return np.stack(out + list(children[: self.n_offspring - len(out)]))
+
+
+_MAX_ATTEMPTS = 20
