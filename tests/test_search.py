@@ -239,10 +239,11 @@ def test_resume_after_kill_9_gives_the_same_result(tmp_path):
     got = json.loads(resumed.stdout)
     assert got == expected
     after = log.read_text().splitlines()[len(before):]
-    # Nothing committed before the kill is evaluated again; at most the batch in flight is redone.
-    assert len(before) + len(after) <= len(ref_log := (tmp_path / "ref.log").read_text().splitlines()) + 16
+    ref_log = (tmp_path / "ref.log").read_text().splitlines()
+    # Nothing committed before the kill is evaluated again: at most the batch in flight (16
+    # candidates) is redone, so the two processes together evaluate at most 16 more than one run.
     assert len(set(before) & set(after)) <= 16
-    assert len(ref_log) == len(set(ref_log)) or True
+    assert len(before) + len(after) <= len(ref_log) + 16
     hist = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert [h["generation"] for h in hist] == list(range(1, 13))
 
