@@ -32,9 +32,7 @@ try:
 except ImportError:  # pragma: no cover - hypothesis may be missing on a GPU machine
     HAVE_HYPOTHESIS = False
 
-INF = float("inf")
-TIE_VALUES = [-INF, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, INF]
-CV_VALUES = [-1.0, -0.0, 0.0, 0.25, 1.0, 3.0, INF]
+from strategies import CV_VALUES, INF, TIE_VALUES  # noqa: E402
 KINDS = ("uniform", "simplex", "correlated", "integers", "ties")
 
 GPU = (
@@ -255,16 +253,7 @@ def test_tensor_path_dtypes_layouts_and_fallback():
 
 if HAVE_HYPOTHESIS:
 
-    @st.composite
-    def objective_sets(draw, max_n=60, max_m=6):
-        n = draw(st.integers(0, max_n))
-        m = draw(st.integers(1, max_m))
-        dtype = draw(st.sampled_from([np.float32, np.float64]))
-        if draw(st.booleans()):
-            elements = st.sampled_from(TIE_VALUES)
-        else:
-            elements = st.floats(-1e6, 1e6, allow_nan=False, width=32)
-        return draw(arrays(dtype, (n, m), elements=elements))
+    from strategies import objective_sets
 
     @settings(max_examples=200, deadline=None)
     @given(objective_sets(), st.sampled_from(TINY), st.integers(0, 2**32 - 1))
