@@ -13,7 +13,7 @@ import reference
 from evoforge import pareto
 from evoforge.bench.pareto import point_set
 
-from strategies import CV_VALUES, TIE_VALUES, objective_sets
+from strategies import CV_VALUES, objective_sets
 
 
 @settings(max_examples=400, deadline=None)

@@ -148,7 +148,7 @@ def test_nsga2_constraints_are_respected():
         return F, np.maximum(0.0, 0.3 - X[:, 0])  # feasible only where x0 >= 0.3
 
     e = NSGA2(np.zeros(10), np.ones(10), n_objectives=2, constrained=True, pop_size=40, seed=0, progress=False)
-    genomes, F = e.run(constrained, generations=30).best_genome, None
+    genomes = e.run(constrained, generations=30).best_genome
     assert len(genomes) > 0 and (genomes[:, 0] >= 0.3).all()
 
 

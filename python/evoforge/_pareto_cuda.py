@@ -16,7 +16,6 @@ cuda/pareto.cu and is tested against the CPU kernel on machines without a GPU.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numpy as np
