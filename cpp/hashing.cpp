@@ -412,7 +412,8 @@ Digest run_chunks(MakeFill make_fill, int64_t nwords, uint64_t seed, int num_thr
   const int threads = resolve_threads(num_threads);
   std::vector<Digest> part(size_t(std::max(1, threads)), Digest{0, 0});
   const bool avx2 = g_avx2 && !force_scalar;
-  parallel_for(nchunks, threads, 1, [&](int64_t c0, int64_t c1, int w) {
+  // At least 16 chunks (1 MiB) per worker: below that, starting a thread costs more than it saves.
+  parallel_for(nchunks, threads, 16, [&](int64_t c0, int64_t c1, int w) {
     auto fill = make_fill();
     Digest d;
 #if EVOFORGE_X86
