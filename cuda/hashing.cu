@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <stdexcept>
 
 #include "evoforge/cuda/common.h"
 #include "evoforge/cuda/hashing.h"
@@ -248,6 +250,13 @@ Digest hash_stream_cuda(const void* data, H::ElemType type, int ndim, const int6
     geo.stride[k] = strides[k];
     geo.n *= shape[k];
   }
+  if (H::is_float(type) && q.mode == H::QuantMode::kMantissa) {
+    const int maxb = type == H::ElemType::kF64 ? 52 : 23;
+    if (q.mantissa_bits < 0 || q.mantissa_bits > maxb)
+      throw std::invalid_argument("hash: mantissa_bits out of range");
+  }
+  if (H::is_float(type) && q.mode == H::QuantMode::kGrid && !(q.grid > 0 && q.grid <= std::numeric_limits<double>::max()))
+    throw std::invalid_argument("hash: grid must be a positive finite number");
   const bool lanes32 = H::lanes_are_32bit(type, q);
   const int64_t nwords = lanes32 ? (geo.n + 1) / 2 : geo.n;
   *nwords_out = uint64_t(nwords);
