@@ -23,7 +23,7 @@
 //    "+ w" keeps the word when lo32(v) or hi32(v) is zero. One 256-bit AVX2 register holds four
 //    lanes, and the multiply is a single vpmuludq: eight lanes run in two registers.
 //  * The terms of one block (16 stripes, 1 KiB) are summed per lane into B[b][j]; each block sum
-//    is then scrambled by a keyed bijection g(x) = xorshift(odd * xorshift(x ^ S[c][j] + b*E[j]))
+//    is then scrambled by a keyed bijection g(x) = xs29(odd32 * xs32(x ^ (S[c][j] + b*E[j])))
 //    and added to the lane accumulator A[j]. The scramble makes the chunk non-linear across
 //    blocks (the sum of products alone would let structured differences cancel across blocks);
 //    being a sum of independent block terms, it needs no sequential dependency, so the GPU
@@ -37,6 +37,7 @@
 //  * The final digest absorbs the chunk sum, n, and the caller's header words (kind, dtype,
 //    quantisation, shape: see python/evoforge/hashing.py) into a seeded state and permutes it
 //    twice, so that any change anywhere flips about half of the 128 output bits.
+// Not cryptographic: fine for caching and deduplication, not against inputs crafted to collide.
 #pragma once
 
 #include <cstddef>
