@@ -22,11 +22,9 @@ found in the run directory's cache and not evaluated again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any, Callable, Protocol, Union, runtime_checkable
 import numpy as np
 
 from ..cache import EvaluationCache
+from ..hashing import Hasher, genotype_hash
 from ..errors import ConfigError
 
 __all__ = ["Batch", "Result", "Evaluator", "Engine", "CHECKPOINT", "HISTORY"]
@@ -169,12 +168,9 @@ class Engine:
     # ---- evaluation through the cache -----------------------------------------------------------
 
     def key(self, genome: np.ndarray, batch: Batch) -> bytes:
-        """Cache key of one candidate: genome bytes, dtype, shape, fidelity, minibatch seed, task."""
-        h = hashlib.blake2b(digest_size=16)
-        g = np.ascontiguousarray(genome)
-        h.update(f"{g.dtype.str}|{g.shape}|{batch.fidelity}|{batch.seed}|{self.task}|".encode())
-        h.update(g.tobytes())
-        return h.digest()
+        """Cache key of one candidate: its genome (exact: values, dtype, shape), the fidelity and
+        minibatch seed of the batch, and the task."""
+        return Hasher().update(genotype_hash(genome)).update((batch.fidelity, batch.seed, self.task)).digest()
 
     def evaluate(self, batch: Batch, evaluator: EvaluatorLike) -> tuple[np.ndarray, np.ndarray | None]:
         """Fitness of a batch: cached candidates are looked up, the rest evaluated in one call."""
@@ -312,8 +308,7 @@ class Engine:
 
     def stream_seed(self, *parts: int) -> int:
         """A 63-bit seed derived from the run seed and ``parts`` (e.g. generation, stage)."""
-        data = struct.pack(f"<{1 + len(parts)}q", self.seed, *parts)
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+        return int.from_bytes(Hasher(self.seed).update(tuple(int(p) for p in parts)).digest()[:8], "little") >> 1
 
 
 def _scalar(x: Any) -> float:
