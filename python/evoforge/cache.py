@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterator, Union
 import numpy as np
 
 from . import _checks
-from .errors import ConfigError, EvoforgeError
+from .errors import CacheClosedError, CacheError, ConfigError, CorruptCacheError
 
 __all__ = ["EvaluationCache", "Entry", "CacheStats", "CacheError", "CacheClosedError", "CorruptCacheError"]
 
@@ -71,18 +71,6 @@ _APPLICATION_ID = 0x45564F46  # "EVOF" in the SQLite header, marks the file as a
 _SCHEMA_VERSION = 1
 _TOUCH_BATCH = 1000  # hits held in memory before their counts and recency are written
 _TOUCH_SECONDS = 1.0  # ... or this long after the last write
-
-
-class CacheError(EvoforgeError, RuntimeError):
-    """An evaluation cache could not be opened, read or written."""
-
-
-class CacheClosedError(CacheError):
-    """The cache was used after :meth:`EvaluationCache.close`."""
-
-
-class CorruptCacheError(CacheError):
-    """The cache file is not an SQLite database, is damaged, or is not an evoforge cache."""
 
 
 @dataclass(frozen=True, eq=False, slots=True)

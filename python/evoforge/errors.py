@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EvoforgeError", "CudaUnavailableError", "ConfigError"]
+__all__ = ["EvoforgeError", "CudaUnavailableError", "ConfigError", "CacheError", "CacheClosedError", "CorruptCacheError"]
 
 
 class EvoforgeError(Exception):
@@ -15,3 +15,15 @@ class CudaUnavailableError(EvoforgeError, RuntimeError):
 
 class ConfigError(EvoforgeError, ValueError):
     """An invalid configuration or hyperparameter."""
+
+
+class CacheError(EvoforgeError, RuntimeError):
+    """An evaluation cache could not be opened, read or written."""
+
+
+class CacheClosedError(CacheError):
+    """The cache was used after ``EvaluationCache.close()``."""
+
+
+class CorruptCacheError(CacheError):
+    """The cache file is not an SQLite database, is damaged, or is not an evoforge cache."""
