@@ -1,0 +1,268 @@
+// Per-family and per-block mutation kernels shared by the CPU (cpp/mutation.cpp) and the CUDA
+// twins (cuda/mutation.cu): the same code, hence the same bits. Header-only; host and device.
+#pragma once
+
+#include <cstdint>
+
+#include "evoforge/philox.h"
+
+namespace evoforge {
+
+constexpr int kMaxSwitches = 16;                  // level_switch: max_switches <= this
+constexpr int kMaxDiff = 2 * kMaxSwitches;        // genes an offspring may differ from its parent in
+constexpr int kPairTries = 64;                    // proposals before enumerating the valid pairs
+constexpr uint32_t kAttemptShift = 20;            // block = attempt << 20 | word block
+
+/// Status of one family (one parent's offspring).
+enum LevelSwitchStatus : int32_t {
+  kLevelSwitchOk = 0,
+  kLevelSwitchNoMove = 1,       // no valid (raise, lower) pair exists for this parent
+  kLevelSwitchExhausted = 2,    // max_attempts drawn without finding enough distinct offspring
+};
+
+/// Everything level_switch reads and writes. Shapes: P parents, L genes, N = n_offspring.
+/// Groups are given in CSR form: the genes of group g are members[group_start[g] ..
+/// group_start[g + 1]), and group_of[i] is the group of gene i. costs (or nullptr) is [L, cost_stride]
+/// with costs[i * cost_stride + (level - lower[i])] the cost of gene i at `level`.
+struct LevelSwitchArgs {
+  const int32_t* parents;      // [P, L]
+  int64_t P, L;
+  const int32_t* lower;        // [L]
+  const int32_t* upper;        // [L]
+  const int32_t* group_of;     // [L]
+  const int32_t* members;      // [L]
+  const int32_t* group_start;  // [G + 1]
+  int32_t max_group;           // largest group size
+  const double* costs;         // [L, cost_stride] or nullptr
+  int64_t cost_stride;
+  double tol;                  // |budget(child) - budget(parent)| <= tol (costs only)
+  int32_t n_offspring, max_switches, max_attempts;
+  uint64_t seed;
+  uint32_t generation, individual_offset;
+  int32_t* out;                // [P, N, L]
+  double* drift;               // [P, N] or nullptr
+  int32_t* ws_genes;           // [P * N, kMaxDiff]   accepted diffs (workspace)
+  int32_t* ws_delta;           // [P * N, kMaxDiff]
+  int32_t* ws_count;           // [P * N]
+  uint64_t* ws_hash;           // [P * N]
+  int32_t* status;             // [P]
+};
+
+namespace detail {
+
+struct Diff {
+  int32_t gene[kMaxDiff];
+  int32_t delta[kMaxDiff];
+  int n;
+};
+
+EVOFORGE_HD int32_t diff_get(const Diff& d, int32_t g) {
+  for (int k = 0; k < d.n; ++k)
+    if (d.gene[k] == g) return d.delta[k];
+  return 0;
+}
+
+EVOFORGE_HD void diff_add(Diff& d, int32_t g, int32_t v) {
+  for (int k = 0; k < d.n; ++k)
+    if (d.gene[k] == g) {
+      d.delta[k] += v;
+      return;
+    }
+  d.gene[d.n] = g;
+  d.delta[d.n] = v;
+  ++d.n;
+}
+
+/// Budget change of raising gene i from level a and lowering gene j from level b.
+EVOFORGE_HD double switch_delta(const LevelSwitchArgs& A, int32_t i, int32_t a, int32_t j, int32_t b) {
+  const double* ci = A.costs + i * A.cost_stride - A.lower[i];
+  const double* cj = A.costs + j * A.cost_stride - A.lower[j];
+  return philox::dadd(philox::dadd(ci[a + 1], -ci[a]), -philox::dadd(cj[b], -cj[b - 1]));
+}
+
+/// Is (raise i, lower j) a valid switch from the current state? Sets *dd to its budget change.
+EVOFORGE_HD bool valid_pair(const LevelSwitchArgs& A, const int32_t* parent, const Diff& d,
+                            double drift, int32_t i, int32_t j, double* dd) {
+  if (i == j) return false;
+  int32_t a = parent[i] + diff_get(d, i);
+  if (a >= A.upper[i]) return false;
+  int32_t b = parent[j] + diff_get(d, j);
+  if (b <= A.lower[j]) return false;
+  *dd = 0.0;
+  if (A.costs) {
+    double x = switch_delta(A, i, a, j, b);
+    double nd = philox::dadd(drift, x);
+    if (!(nd <= A.tol && -nd <= A.tol)) return false;  // NaN fails too
+    *dd = x;
+  }
+  return true;
+}
+
+/// Draws one switch; false when no valid pair exists.
+EVOFORGE_HD bool one_switch(const LevelSwitchArgs& A, const int32_t* parent, Diff& d, double& drift,
+                            philox::Stream32& rng) {
+  const uint64_t L = static_cast<uint64_t>(A.L), G = static_cast<uint64_t>(A.max_group);
+  double dd = 0.0;
+  // Rejection: i uniform over all genes, then a slot t uniform in [0, max_group) of i's group
+  // (rejected past its size), so that every ordered pair of one group has the same chance.
+  for (int t = 0; t < kPairTries; ++t) {
+    int32_t i = static_cast<int32_t>(rng.below(L));
+    uint64_t slot = rng.below(G);
+    int32_t g = A.group_of[i];
+    int32_t gs = A.group_start[g], ge = A.group_start[g + 1];
+    if (slot >= static_cast<uint64_t>(ge - gs)) continue;
+    int32_t j = A.members[gs + static_cast<int32_t>(slot)];
+    if (valid_pair(A, parent, d, drift, i, j, &dd)) {
+      diff_add(d, i, +1);
+      diff_add(d, j, -1);
+      drift = philox::dadd(drift, dd);
+      return true;
+    }
+  }
+  // Exact fallback: count the valid ordered pairs group by group, then take a uniform one.
+  uint64_t total = 0;
+  for (int64_t i = 0; i < A.L; ++i) {
+    int32_t g = A.group_of[i];
+    for (int32_t k = A.group_start[g]; k < A.group_start[g + 1]; ++k)
+      total += valid_pair(A, parent, d, drift, static_cast<int32_t>(i), A.members[k], &dd) ? 1 : 0;
+  }
+  if (total == 0) return false;
+  uint64_t pick = rng.below(total);
+  for (int64_t i = 0; i < A.L; ++i) {
+    int32_t g = A.group_of[i];
+    for (int32_t k = A.group_start[g]; k < A.group_start[g + 1]; ++k) {
+      int32_t j = A.members[k];
+      if (!valid_pair(A, parent, d, drift, static_cast<int32_t>(i), j, &dd)) continue;
+      if (pick-- == 0) {
+        diff_add(d, static_cast<int32_t>(i), +1);
+        diff_add(d, j, -1);
+        drift = philox::dadd(drift, dd);
+        return true;
+      }
+    }
+  }
+  return false;  // not reached
+}
+
+/// Drops zero deltas and sorts by gene, so that equal offspring have equal diffs.
+EVOFORGE_HD void normalise(Diff& d) {
+  int n = 0;
+  for (int k = 0; k < d.n; ++k)
+    if (d.delta[k] != 0) {
+      d.gene[n] = d.gene[k];
+      d.delta[n] = d.delta[k];
+      ++n;
+    }
+  d.n = n;
+  for (int a = 1; a < n; ++a) {
+    int32_t g = d.gene[a], v = d.delta[a];
+    int b = a - 1;
+    while (b >= 0 && d.gene[b] > g) {
+      d.gene[b + 1] = d.gene[b];
+      d.delta[b + 1] = d.delta[b];
+      --b;
+    }
+    d.gene[b + 1] = g;
+    d.delta[b + 1] = v;
+  }
+}
+
+EVOFORGE_HD uint64_t diff_hash(const Diff& d) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(d.n);
+  for (int k = 0; k < d.n; ++k) {
+    h ^= (static_cast<uint64_t>(static_cast<uint32_t>(d.gene[k])) << 8) ^
+         static_cast<uint64_t>(static_cast<uint32_t>(d.delta[k]) & 0xFFu);
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  return h;
+}
+
+}  // namespace detail
+
+/// Generates the n_offspring offspring of parent p (one family), sequentially: offspring k is drawn
+/// from sub-stream k, attempt a (block a << 20 onwards) until it differs from the parent and from
+/// offspring 0..k-1, and (with costs) its budget drift is within tol. Writes status[p].
+EVOFORGE_HD void level_switch_family(const LevelSwitchArgs& A, int64_t p) {
+  using detail::Diff;
+  const int32_t* parent = A.parents + p * A.L;
+  const uint32_t individual = A.individual_offset + static_cast<uint32_t>(p);
+  const uint64_t K = static_cast<uint64_t>(A.max_switches);
+  A.status[p] = kLevelSwitchOk;
+  for (int32_t k = 0; k < A.n_offspring; ++k) {
+    const int64_t o = p * A.n_offspring + k;
+    bool done = false;
+    for (int32_t att = 0; att < A.max_attempts && !done; ++att) {
+      philox::Stream32 rng(A.seed, static_cast<uint32_t>(att) << kAttemptShift, individual,
+                           A.generation, philox::kLevelSwitch, static_cast<uint32_t>(k));
+      uint64_t n1 = rng.below(K), n2 = rng.below(K);
+      int n = 1 + static_cast<int>(n1 < n2 ? n1 : n2);
+      Diff d;
+      d.n = 0;
+      double drift = 0.0;
+      bool ok = true;
+      for (int s = 0; s < n && ok; ++s) {
+        ok = detail::one_switch(A, parent, d, drift, rng);
+        if (!ok && s == 0 && d.n == 0) {  // no switch at all from the parent: impossible
+          A.status[p] = kLevelSwitchNoMove;
+          return;
+        }
+      }
+      if (!ok) continue;
+      detail::normalise(d);
+      if (d.n == 0) continue;  // switched back to the parent
+      double exact = 0.0;
+      if (A.costs) {  // the reported drift: summed over the changed genes in gene order
+        for (int q = 0; q < d.n; ++q) {
+          int32_t g = d.gene[q];
+          const double* c = A.costs + g * A.cost_stride - A.lower[g];
+          exact = philox::dadd(exact, philox::dadd(c[parent[g] + d.delta[q]], -c[parent[g]]));
+        }
+        if (!(exact <= A.tol && -exact <= A.tol)) continue;
+      }
+      uint64_t h = detail::diff_hash(d);
+      bool dup = false;
+      for (int32_t q = 0; q < k && !dup; ++q) {
+        const int64_t oq = p * A.n_offspring + q;
+        if (A.ws_hash[oq] != h || A.ws_count[oq] != d.n) continue;
+        bool same = true;
+        for (int r = 0; r < d.n && same; ++r)
+          same = A.ws_genes[oq * kMaxDiff + r] == d.gene[r] && A.ws_delta[oq * kMaxDiff + r] == d.delta[r];
+        dup = same;
+      }
+      if (dup) continue;
+      A.ws_hash[o] = h;
+      A.ws_count[o] = d.n;
+      for (int r = 0; r < d.n; ++r) {
+        A.ws_genes[o * kMaxDiff + r] = d.gene[r];
+        A.ws_delta[o * kMaxDiff + r] = d.delta[r];
+      }
+      int32_t* child = A.out + o * A.L;
+      for (int64_t g = 0; g < A.L; ++g) child[g] = parent[g];
+      for (int r = 0; r < d.n; ++r) child[d.gene[r]] += d.delta[r];
+      if (A.drift) A.drift[o] = exact;
+      done = true;
+    }
+    if (!done) {
+      A.status[p] = kLevelSwitchExhausted;
+      return;
+    }
+  }
+}
+
+// ---- Gaussian mutation: one block of 4 genes ----------------------------------------------------
+
+/// The 4 standard normals of genes 4b .. 4b+3 of `individual`: Box-Muller on words (0, 1) gives
+/// genes 4b (r cos) and 4b+1 (r sin), words (2, 3) give genes 4b+2 and 4b+3.
+EVOFORGE_HD void gaussian_normals4(uint64_t seed, uint32_t generation, uint32_t individual, uint32_t b,
+                                   float z[4]) {
+  philox::U32x4 w = philox::block(seed, b, individual, generation, philox::kGaussian, 0);
+  philox::F32x2 z01 = philox::box_muller(w.v[0], w.v[1]);
+  philox::F32x2 z23 = philox::box_muller(w.v[2], w.v[3]);
+  z[0] = z01.a;
+  z[1] = z01.b;
+  z[2] = z23.a;
+  z[3] = z23.b;
+}
+
+}  // namespace evoforge

@@ -1,0 +1,164 @@
+// Batched mutation kernels on the CPU. Compiled with -ffp-contract=off (cpp/CMakeLists.txt) so
+// that float arithmetic is rounded exactly as on the GPU twin.
+#include "evoforge/mutation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "evoforge/common.h"
+
+namespace evoforge {
+
+void level_switch_cpu(const LevelSwitchArgs& args, int num_threads) {
+  const int threads = resolve_threads(num_threads);
+  // A family costs about n_offspring * L; keep chunks above ~64k gene copies.
+  const int64_t per = std::max<int64_t>(1, int64_t{args.n_offspring} * args.L);
+  parallel_for(args.P, threads, std::max<int64_t>(1, 65536 / per),
+               [&](int64_t b, int64_t e, int) {
+                 for (int64_t p = b; p < e; ++p) level_switch_family(args, p);
+               });
+  for (int64_t p = 0; p < args.P; ++p) {
+    if (args.status[p] == kLevelSwitchNoMove)
+      EVOFORGE_THROW(std::invalid_argument,
+                     "level_switch: parent " << p << " admits no switch: no gene of any group can be"
+                     " raised while another gene of the same group is lowered within [lower, upper]"
+                     << (args.costs ? " and the budget tolerance" : ""));
+    if (args.status[p] == kLevelSwitchExhausted)
+      EVOFORGE_THROW(std::invalid_argument,
+                     "level_switch: could not draw " << args.n_offspring
+                     << " distinct offspring of parent " << p << " in " << args.max_attempts
+                     << " attempts each; the neighbourhood reachable with max_switches="
+                     << args.max_switches << " is too small (lower n_offspring or raise max_switches)");
+  }
+}
+
+void point_mutation_cpu(const int32_t* x, int64_t P, int64_t L, const int32_t* lower,
+                        const int32_t* upper, double prob, uint64_t seed, uint32_t generation,
+                        uint32_t individual_offset, int32_t* out, int num_threads) {
+  const double thr = philox::prob_threshold(prob);
+  parallel_for(P, resolve_threads(num_threads), std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L)),
+               [&](int64_t b, int64_t e, int) {
+                 for (int64_t r = b; r < e; ++r) {
+                   const uint32_t ind = individual_offset + static_cast<uint32_t>(r);
+                   const int32_t* xr = x + r * L;
+                   int32_t* yr = out + r * L;
+                   for (int64_t g = 0; g < L; ++g) {
+                     int32_t v = xr[g];
+                     const int64_t n = int64_t{upper[g]} - lower[g];  // choices besides v
+                     if (n > 0) {
+                       philox::U32x4 w = philox::block(seed, static_cast<uint32_t>(g), ind, generation,
+                                                       philox::kPointMutation, 0);
+                       if (philox::bernoulli24(w.v[0], thr)) {
+                         int64_t nv = lower[g] + static_cast<int64_t>(philox::below64(
+                                                     philox::join64(w.v[1], w.v[2]), static_cast<uint64_t>(n)));
+                         if (nv >= v) ++nv;
+                         v = static_cast<int32_t>(nv);
+                       }
+                     }
+                     yr[g] = v;
+                   }
+                 }
+               });
+}
+
+namespace {
+
+inline float widen_mul(float s, float z) { return philox::fmul(s, z); }
+inline double widen_mul(double s, float z) { return s * static_cast<double>(z); }
+
+template <typename T>
+void gaussian_row(const T* xr, int64_t L, const T* sigma, double thr, bool all, const T* lower,
+                  const T* upper, uint64_t seed, uint32_t generation, uint32_t ind, T* yr) {
+  const int64_t nb = (L + 3) / 4;
+  for (int64_t b = 0; b < nb; ++b) {
+    float z[4];
+    gaussian_normals4(seed, generation, ind, static_cast<uint32_t>(b), z);
+    bool m[4] = {true, true, true, true};
+    if (!all) {
+      philox::U32x4 w = philox::block(seed, static_cast<uint32_t>(b), ind, generation,
+                                      philox::kGaussianMask, 0);
+      for (int q = 0; q < 4; ++q) m[q] = philox::bernoulli24(w.v[q], thr);
+    }
+    const int64_t g0 = 4 * b, ng = std::min<int64_t>(4, L - g0);
+    for (int q = 0; q < ng; ++q) {
+      const int64_t g = g0 + q;
+      T y = xr[g];
+      if (m[q]) {
+        y = y + widen_mul(sigma[g], z[q]);
+        if (lower) y = std::min(std::max(y, lower[g]), upper[g]);
+      }
+      yr[g] = y;
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gaussian_mutation_cpu(const T* x, int64_t P, int64_t L, const T* sigma, double prob,
+                           const T* lower, const T* upper, uint64_t seed, uint32_t generation,
+                           uint32_t individual_offset, T* out, int num_threads) {
+  const double thr = philox::prob_threshold(prob);
+  const bool all = prob >= 1.0;
+  parallel_for(P, resolve_threads(num_threads), std::max<int64_t>(1, 8192 / std::max<int64_t>(1, L)),
+               [&](int64_t b, int64_t e, int) {
+                 for (int64_t r = b; r < e; ++r)
+                   gaussian_row<T>(x + r * L, L, sigma, thr, all, lower, upper, seed, generation,
+                                   individual_offset + static_cast<uint32_t>(r), out + r * L);
+               });
+}
+
+template <typename T>
+void polynomial_mutation_cpu(const T* x, int64_t P, int64_t L, const double* lower,
+                             const double* upper, double eta, double prob, uint64_t seed,
+                             uint32_t generation, uint32_t individual_offset, T* out,
+                             int num_threads) {
+  const double thr = philox::prob_threshold(prob);
+  const double m = 1.0 / (eta + 1.0);
+  parallel_for(P, resolve_threads(num_threads), std::max<int64_t>(1, 4096 / std::max<int64_t>(1, L)),
+               [&](int64_t b, int64_t e, int) {
+                 for (int64_t r = b; r < e; ++r) {
+                   const uint32_t ind = individual_offset + static_cast<uint32_t>(r);
+                   for (int64_t g = 0; g < L; ++g) {
+                     const double xl = lower[g], xu = upper[g];
+                     T v = x[r * L + g];
+                     if (xu > xl) {
+                       philox::U32x4 w = philox::block(seed, static_cast<uint32_t>(g), ind, generation,
+                                                       philox::kPolynomial, 0);
+                       if (philox::bernoulli24(w.v[0], thr)) {
+                         const double y = static_cast<double>(v), range = xu - xl;
+                         const double u = philox::u01_f64(w.v[1], w.v[2]);
+                         double dq;
+                         if (u <= 0.5) {
+                           const double d1 = (y - xl) / range;
+                           const double val = 2.0 * u + (1.0 - 2.0 * u) * std::pow(1.0 - d1, eta + 1.0);
+                           dq = std::pow(val, m) - 1.0;
+                         } else {
+                           const double d2 = (xu - y) / range;
+                           const double val = 2.0 * (1.0 - u) + 2.0 * (u - 0.5) * std::pow(1.0 - d2, eta + 1.0);
+                           dq = 1.0 - std::pow(val, m);
+                         }
+                         v = static_cast<T>(std::min(std::max(y + dq * range, xl), xu));
+                       }
+                     }
+                     out[r * L + g] = v;
+                   }
+                 }
+               });
+}
+
+template void gaussian_mutation_cpu<float>(const float*, int64_t, int64_t, const float*, double,
+                                           const float*, const float*, uint64_t, uint32_t, uint32_t,
+                                           float*, int);
+template void gaussian_mutation_cpu<double>(const double*, int64_t, int64_t, const double*, double,
+                                            const double*, const double*, uint64_t, uint32_t,
+                                            uint32_t, double*, int);
+template void polynomial_mutation_cpu<float>(const float*, int64_t, int64_t, const double*,
+                                             const double*, double, double, uint64_t, uint32_t,
+                                             uint32_t, float*, int);
+template void polynomial_mutation_cpu<double>(const double*, int64_t, int64_t, const double*,
+                                              const double*, double, double, uint64_t, uint32_t,
+                                              uint32_t, double*, int);
+
+}  // namespace evoforge
