@@ -6,7 +6,32 @@
 
 #include "evoforge/common.h"
 
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define EVOFORGE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EVOFORGE_CLONES
+#endif
+
 namespace evoforge {
+namespace {
+
+// op[0 .. n) += sigma * noise(seed)[g0 .. g0 + n), g0 a multiple of 4; same IEEE ops in every clone.
+EVOFORGE_CLONES
+void add_noise(float* __restrict op, int64_t g0, int64_t n, uint64_t seed, float sigma) {
+  const int64_t nb = n / 4;
+  for (int64_t i = 0; i < nb; ++i) {
+    float z[4];
+    deepga_noise4(seed, static_cast<uint64_t>(g0 / 4 + i), z);
+    for (int q = 0; q < 4; ++q) op[4 * i + q] = philox::fadd(op[4 * i + q], philox::fmul(sigma, z[q]));
+  }
+  if (n % 4) {
+    float z[4];
+    deepga_noise4(seed, static_cast<uint64_t>(g0 / 4 + nb), z);
+    for (int64_t q = 0; q < n % 4; ++q) op[4 * nb + q] = philox::fadd(op[4 * nb + q], philox::fmul(sigma, z[q]));
+  }
+}
+
+}  // namespace
 
 void seeds_to_params_cpu(const float* base, int64_t base_stride, int64_t P, int64_t D,
                          const uint64_t* seeds, const int64_t* offsets, float sigma, float* out,
@@ -21,15 +46,7 @@ void seeds_to_params_cpu(const float* base, int64_t base_stride, int64_t P, int6
       float* op = out + p * D;
       const int64_t g0 = c * kChunk * 4, g1 = std::min(D, g0 + kChunk * 4);
       std::copy(bp + g0, bp + g1, op + g0);
-      for (int64_t s = offsets[p]; s < offsets[p + 1]; ++s) {
-        const uint64_t seed = seeds[s];
-        for (int64_t g = g0; g < g1; g += 4) {
-          float z[4];
-          deepga_noise4(seed, static_cast<uint64_t>(g / 4), z);
-          const int n = static_cast<int>(std::min<int64_t>(4, g1 - g));
-          for (int q = 0; q < n; ++q) op[g + q] = philox::fadd(op[g + q], philox::fmul(sigma, z[q]));
-        }
-      }
+      for (int64_t s = offsets[p]; s < offsets[p + 1]; ++s) add_noise(op + g0, g0, g1 - g0, seeds[s], sigma);
     }
   });
 }

@@ -8,7 +8,31 @@
 
 #include "evoforge/common.h"
 
+// Multiversioned hot loops: every clone does the same IEEE operations (no contraction), so the
+// results do not depend on the instruction set picked at load time.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define EVOFORGE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EVOFORGE_CLONES
+#endif
+
 namespace evoforge {
+
+EVOFORGE_CLONES
+void gaussian_normals_cpu(uint64_t seed, uint32_t generation, uint32_t individual, uint32_t b0,
+                          int64_t nb, float* __restrict z) {
+  const uint32_t k0 = philox::key_lo(seed), k1 = philox::key_hi(seed);
+  const uint32_t c3 = philox::c3_of(philox::kGaussian, 0);
+  for (int64_t i = 0; i < nb; ++i) {
+    philox::U32x4 w = philox::philox4x32_10(b0 + static_cast<uint32_t>(i), individual, generation, c3, k0, k1);
+    philox::F32x2 a = philox::box_muller(w.v[0], w.v[1]);
+    philox::F32x2 b = philox::box_muller(w.v[2], w.v[3]);
+    z[4 * i] = a.a;
+    z[4 * i + 1] = a.b;
+    z[4 * i + 2] = b.a;
+    z[4 * i + 3] = b.b;
+  }
+}
 
 void level_switch_cpu(const LevelSwitchArgs& args, int num_threads) {
   const int threads = resolve_threads(num_threads);
@@ -70,25 +94,29 @@ inline double widen_mul(double s, float z) { return s * static_cast<double>(z); 
 template <typename T>
 void gaussian_row(const T* xr, int64_t L, const T* sigma, double thr, bool all, const T* lower,
                   const T* upper, uint64_t seed, uint32_t generation, uint32_t ind, T* yr) {
-  const int64_t nb = (L + 3) / 4;
-  for (int64_t b = 0; b < nb; ++b) {
-    float z[4];
-    gaussian_normals4(seed, generation, ind, static_cast<uint32_t>(b), z);
-    bool m[4] = {true, true, true, true};
-    if (!all) {
-      philox::U32x4 w = philox::block(seed, static_cast<uint32_t>(b), ind, generation,
-                                      philox::kGaussianMask, 0);
-      for (int q = 0; q < 4; ++q) m[q] = philox::bernoulli24(w.v[q], thr);
+  constexpr int64_t kBlocks = 64;  // 256 genes per chunk
+  alignas(64) float z[4 * kBlocks];
+  for (int64_t g0 = 0; g0 < L; g0 += 4 * kBlocks) {
+    const int64_t ng = std::min<int64_t>(4 * kBlocks, L - g0);
+    gaussian_normals_cpu(seed, generation, ind, static_cast<uint32_t>(g0 / 4), (ng + 3) / 4, z);
+    if (all && !lower) {
+      for (int64_t q = 0; q < ng; ++q) yr[g0 + q] = xr[g0 + q] + widen_mul(sigma[g0 + q], z[q]);
+      continue;
     }
-    const int64_t g0 = 4 * b, ng = std::min<int64_t>(4, L - g0);
-    for (int q = 0; q < ng; ++q) {
-      const int64_t g = g0 + q;
-      T y = xr[g];
-      if (m[q]) {
-        y = y + widen_mul(sigma[g], z[q]);
-        if (lower) y = std::min(std::max(y, lower[g]), upper[g]);
+    for (int64_t q0 = 0; q0 < ng; q0 += 4) {  // chunks start at multiples of 4 genes
+      philox::U32x4 w{{0, 0, 0, 0}};
+      if (!all)
+        w = philox::block(seed, static_cast<uint32_t>((g0 + q0) / 4), ind, generation,
+                          philox::kGaussianMask, 0);
+      for (int64_t q = q0; q < std::min(ng, q0 + 4); ++q) {
+        const int64_t g = g0 + q;
+        T y = xr[g];
+        if (all || philox::bernoulli24(w.v[q - q0], thr)) {
+          y = y + widen_mul(sigma[g], z[q]);
+          if (lower) y = std::min(std::max(y, lower[g]), upper[g]);
+        }
+        yr[g] = y;
       }
-      yr[g] = y;
     }
   }
 }

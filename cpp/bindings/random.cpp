@@ -4,7 +4,10 @@
 #include <pybind11/pybind11.h>
 
 #include "evoforge/common.h"
-#include "evoforge/mutation_kernels.h"
+#include "evoforge/mutation.h"
+
+#include <algorithm>
+#include <vector>
 #include "evoforge/philox.h"
 
 namespace py = pybind11;
@@ -53,12 +56,11 @@ py::array_t<float> normal_impl(int64_t P, int64_t L, uint64_t seed, uint32_t gen
   {
     py::gil_scoped_release release;
     parallel_for(P, resolve_threads(threads), 1, [&](int64_t b, int64_t e, int) {
-      for (int64_t r = b; r < e; ++r)
-        for (int64_t g0 = 0; g0 < L; g0 += 4) {
-          float z[4];
-          gaussian_normals4(seed, generation, offset + static_cast<uint32_t>(r), static_cast<uint32_t>(g0 / 4), z);
-          for (int q = 0; q < 4 && g0 + q < L; ++q) o[r * L + g0 + q] = z[q];
-        }
+      std::vector<float> z(static_cast<size_t>((L + 3) / 4 * 4));
+      for (int64_t r = b; r < e; ++r) {
+        gaussian_normals_cpu(seed, generation, offset + static_cast<uint32_t>(r), 0, (L + 3) / 4, z.data());
+        std::copy(z.begin(), z.begin() + L, o + r * L);
+      }
     });
   }
   return out;

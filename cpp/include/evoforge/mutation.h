@@ -9,6 +9,12 @@
 
 namespace evoforge {
 
+/// The standard normals of blocks b0 .. b0 + nb - 1 (genes 4 b0 .. 4 (b0 + nb) - 1) of one
+/// individual, as gaussian_normals4 gives them; vectorised (AVX2 / AVX-512 clones where available,
+/// with the same bits as the scalar code).  z : [4 nb]
+void gaussian_normals_cpu(uint64_t seed, uint32_t generation, uint32_t individual, uint32_t b0,
+                          int64_t nb, float* z);
+
 /// EvoPress level-switch mutation for every parent (see LevelSwitchArgs and level_switch_family);
 /// families run in parallel. Throws std::invalid_argument naming the first failing parent.
 void level_switch_cpu(const LevelSwitchArgs& args, int num_threads);
