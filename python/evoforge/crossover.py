@@ -88,7 +88,8 @@ def sbx(a: Any, b: Any, lower: Any, upper: Any, *, eta: float = 15.0, prob: floa
     Parameters
     ----------
     a, b : array-like or CPU torch.Tensor, float32 or float64, shape (P, L) or (L,), within bounds
-    lower, upper : float or array-like of shape (L,), finite, lower <= upper
+    lower, upper : float or array-like of shape (L,), finite, lower <= upper (rounded to float32
+        first for float32 genes)
     eta : float >= 0, distribution index
     prob, prob_var : float in [0, 1]
 
@@ -104,9 +105,10 @@ def sbx(a: Any, b: Any, lower: Any, upper: Any, *, eta: float = 15.0, prob: floa
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not float(eta) >= 0 or not np.isfinite(eta):
         raise ValueError(f"eta must be a finite real >= 0, got {eta!r}")
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
-    lo, hi = _bounds(lower, upper, L, np.float64)
+    lo, hi = _bounds(lower, upper, L, x.dtype)  # float32 genes: float32 bounds, exactly representable
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("lower and upper must be finite")
+    lo, hi = lo.astype(np.float64), hi.astype(np.float64)
     for arr, name in ((x, "a"), (y, "b")):
         if np.isnan(arr).any():
             raise ValueError(f"{name} holds NaN in row {_checks.first_nan_row(arr)}")

@@ -423,7 +423,8 @@ def polynomial(x: Any, lower: Any, upper: Any, *, eta: float = 20.0, prob: float
     Parameters
     ----------
     x : array-like or CPU torch.Tensor, float32 or float64, shape (P, L) or (L,), within bounds
-    lower, upper : float or array-like of shape (L,); ``lower <= upper``, finite
+    lower, upper : float or array-like of shape (L,); ``lower <= upper``, finite (rounded to
+        float32 first for float32 genes, so that clipped values are exactly representable)
     eta : float >= 0, distribution index (larger: smaller steps)
     prob : float in [0, 1], optional
 
@@ -437,9 +438,10 @@ def polynomial(x: Any, lower: Any, upper: Any, *, eta: float = 20.0, prob: float
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not float(eta) >= 0 or not np.isfinite(eta):
         raise ValueError(f"eta must be a finite real >= 0, got {eta!r}")
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
-    lo, hi = _bounds(lower, upper, L, np.float64)
+    lo, hi = _bounds(lower, upper, L, pop.dtype)  # float32 genes: float32 bounds, exactly representable
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("lower and upper must be finite")
+    lo, hi = lo.astype(np.float64), hi.astype(np.float64)
     if np.isnan(pop).any():
         raise ValueError(f"x holds NaN in row {_checks.first_nan_row(pop)}")
     _check_within(pop, lo, hi, "x")
