@@ -34,12 +34,10 @@ def _sigma(sigma: Any) -> float:
 def _seed_array(seeds: Any, name: str) -> np.ndarray:
     a = np.asarray(seeds, dtype=object if isinstance(seeds, (list, tuple)) else None)
     if a.dtype == object:
-        try:
-            vals = [int(v) for v in a.ravel()]
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must hold integer seeds") from None
-        if any(isinstance(v, bool) for v in a.ravel()):
-            raise TypeError(f"{name} must hold integer seeds, got bool")
+        items = list(a.ravel())
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
+            raise TypeError(f"{name} must hold integer seeds")
+        vals = [int(v) for v in items]
         if any(not 0 <= v < 2**64 for v in vals):
             raise ValueError(f"{name} seeds must lie in [0, 2**64)")
         return np.array(vals, dtype=np.uint64)
