@@ -259,10 +259,10 @@ def level_switch(
         out, drift = core.level_switch(pop, lo, hi, group_of, members, start, table, tol, N, K, A, s, g, o)
         if drift is None:
             drift = np.zeros((P, N))
-    res = _like(out, host, one)
-    if return_drift:
-        return res, _like(drift, host, one)
-    return res
+    res, dr = _like(out, host, one), _like(drift, host, one)
+    if cuda:  # empty on a CUDA tensor
+        res, dr = res.to(parents.device), dr.to(parents.device)
+    return (res, dr) if return_drift else res
 
 
 def _level_switch_cuda(parents, lo, hi, group_of, members, start, table, tol, N, K, A, s, g, o, one, return_drift):
@@ -279,7 +279,7 @@ def _level_switch_cuda(parents, lo, hi, group_of, members, start, table, tol, N,
     out = torch.empty((P, N, L), dtype=torch.int32, device=dev)
     drift = torch.zeros((P, N), dtype=torch.float64, device=dev)
     no = P * N
-    ws_i = torch.empty((3 * no * 32 + no,), dtype=torch.int32, device=dev)
+    ws_i = torch.empty((no * int(cu.level_switch_ws_ints_per_offspring),), dtype=torch.int32, device=dev)
     ws_h = torch.empty((no,), dtype=torch.int64, device=dev)
     status = torch.empty((P,), dtype=torch.int32, device=dev)
     max_group = int(np.diff(start).max()) if len(start) > 1 else 1

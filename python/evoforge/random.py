@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import _checks
-from ._native import core
+from ._native import core, require_cuda
 
 __all__ = ["STREAMS", "philox4x32_10", "box_muller", "normal"]
 
@@ -139,18 +139,36 @@ def box_muller(w1: Any, w2: Any) -> np.ndarray:
     return core.box_muller(a, b)
 
 
-def normal(shape: tuple[int, int] | int, *, seed: int, generation: int = 0, individual_offset: int = 0) -> np.ndarray:
+def normal(shape: tuple[int, int] | int, *, seed: int, generation: int = 0, individual_offset: int = 0,
+           device: Any = None) -> Any:
     """Standard normals of shape (P, L): exactly the ``z`` that :func:`evoforge.mutation.gaussian`
     adds (times sigma) to individual ``individual_offset + r``, gene ``g``.
 
+    Parameters
+    ----------
+    device : None, or a torch device (e.g. "cuda"): then a torch tensor made on that device
+        (bit-identical to the CPU's numbers).
+
     Returns
     -------
-    numpy.ndarray of float32, shape (P, L) (or (L,) for an int shape)
+    float32, shape (P, L) (or (L,) for an int shape): numpy, or a torch tensor on ``device``.
     """
     one = isinstance(shape, numbers.Integral)
     P, L = (1, int(shape)) if one else (int(shape[0]), int(shape[1]))
     if P < 0 or L < 0:
         raise ValueError(f"shape must be non-negative, got {shape}")
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
+    if device is not None:
+        import torch
+
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            cu = require_cuda()
+            out_t = torch.empty((P, L), dtype=torch.float32, device=dev)
+            with torch.cuda.device(dev):
+                cu.gaussian_normals(P, L, s, g, o, out_t.data_ptr(), torch.cuda.current_stream().cuda_stream)
+        else:
+            out_t = torch.from_numpy(core.gaussian_normals(P, L, s, g, o)).to(dev)
+        return out_t[0] if one else out_t
     out = core.gaussian_normals(P, L, s, g, o)
     return out[0] if one else out

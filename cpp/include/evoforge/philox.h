@@ -174,14 +174,22 @@ EVOFORGE_HD double dmul(double a, double b) {
 }
 
 EVOFORGE_HD uint32_t f2u(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
   uint32_t u;
   std::memcpy(&u, &x, 4);
   return u;
+#endif
 }
 EVOFORGE_HD float u2f(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
   float x;
   std::memcpy(&x, &u, 4);
   return x;
+#endif
 }
 
 /// Natural log of x in (0, 1] (normal floats), float32. x = m * 2^e with m in [sqrt(1/2), sqrt(2));
