@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -57,13 +58,14 @@ py::tuple level_switch_impl(CArray<int32_t> parents, CArray<int32_t> lower, CArr
   a.out = out.mutable_data();
   a.drift = drift ? drift->mutable_data() : nullptr;
   const size_t no = static_cast<size_t>(P) * static_cast<size_t>(n_offspring);
-  std::vector<int32_t> genes(no * kMaxDiff), delta(no * kMaxDiff), count(no), status(P);
-  std::vector<uint64_t> hash(no);
-  a.ws_genes = genes.data();
-  a.ws_delta = delta.data();
-  a.ws_count = count.data();
-  a.ws_hash = hash.data();
-  a.status = status.data();
+  // Uninitialised workspace: every entry is written before it is read.
+  std::unique_ptr<int32_t[]> ws(new int32_t[no * (2 * kMaxDiff + 1) + static_cast<size_t>(P)]);
+  std::unique_ptr<uint64_t[]> hash(new uint64_t[no + 1]);
+  a.ws_genes = ws.get();
+  a.ws_delta = ws.get() + no * kMaxDiff;
+  a.ws_count = ws.get() + 2 * no * kMaxDiff;
+  a.status = ws.get() + no * (2 * kMaxDiff + 1);
+  a.ws_hash = hash.get();
   {
     py::gil_scoped_release release;
     level_switch_cpu(a, threads);

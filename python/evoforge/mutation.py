@@ -42,7 +42,8 @@ def _int_population(x: Any, name: str) -> tuple[np.ndarray, bool]:
         raise ValueError(f"{name} must have shape (P, L) or (L,), got {a.shape}")
     one = a.ndim == 1
     a2 = a.reshape(1, -1) if one else a
-    if a2.size and (a2.min() < _I32.min or a2.max() > _I32.max):
+    narrow = a.dtype.itemsize < 4 or (a.dtype.itemsize == 4 and a.dtype.kind == "i")
+    if not narrow and a2.size and (a2.min() < _I32.min or a2.max() > _I32.max):
         raise ValueError(f"{name} values must fit in int32")
     return np.ascontiguousarray(a2, dtype=np.int32), one
 
@@ -234,7 +235,8 @@ def level_switch(
     A = check_positive_int(max_attempts, "max_attempts", 1, 4096)
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
     lo, hi = _bounds(lower, upper, L, np.int32, integer=True)
-    _check_within(pop, lo, hi, "parents")
+    if cuda:  # the CPU kernel checks the parents' bounds itself (in parallel)
+        _check_within(pop, lo, hi, "parents")
     group_of, members, start = _groups_csr(groups, L)
     table, tol = None, 0.0
     if costs is not None:

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "evoforge/philox.h"
 
@@ -180,66 +181,95 @@ EVOFORGE_HD uint64_t diff_hash(const Diff& d) {
 
 }  // namespace detail
 
-/// Generates the n_offspring offspring of parent p (one family), sequentially: offspring k is drawn
-/// from sub-stream k, attempt a (block a << 20 onwards) until it differs from the parent and from
-/// offspring 0..k-1, and (with costs) its budget drift is within tol. Writes status[p].
-EVOFORGE_HD void level_switch_family(const LevelSwitchArgs& A, int64_t p) {
-  using detail::Diff;
+/// Outcome of one draw of an offspring.
+enum CandidateStatus : int32_t { kCandidateOk = 0, kCandidateRejected = 1, kCandidateNoMove = 2 };
+
+/// Draws attempt `att` of offspring k of parent p (sub-stream k, blocks att << 20 onwards):
+/// n = min(U{1..K}, U{1..K}) switches, then the normalised diff. Rejected when a switch finds no
+/// valid pair, when the switches cancel out, or (costs) when |drift| > tol; kCandidateNoMove when
+/// not even the first switch from the parent is possible. *exact = the drift summed over the
+/// changed genes in gene order.
+EVOFORGE_HD int32_t level_switch_candidate(const LevelSwitchArgs& A, int64_t p, int32_t k, int32_t att,
+                                           detail::Diff& d, double* exact) {
   const int32_t* parent = A.parents + p * A.L;
-  const uint32_t individual = A.individual_offset + static_cast<uint32_t>(p);
+  philox::Stream32 rng(A.seed, static_cast<uint32_t>(att) << kAttemptShift,
+                       A.individual_offset + static_cast<uint32_t>(p), A.generation, philox::kLevelSwitch,
+                       static_cast<uint32_t>(k));
   const uint64_t K = static_cast<uint64_t>(A.max_switches);
+  uint64_t n1 = rng.below(K), n2 = rng.below(K);
+  int n = 1 + static_cast<int>(n1 < n2 ? n1 : n2);
+  d.n = 0;
+  double drift = 0.0;
+  for (int s = 0; s < n; ++s)
+    if (!detail::one_switch(A, parent, d, drift, rng)) return s == 0 ? kCandidateNoMove : kCandidateRejected;
+  detail::normalise(d);
+  if (d.n == 0) return kCandidateRejected;  // switched back to the parent
+  *exact = 0.0;
+  if (A.costs) {
+    double e = 0.0;
+    for (int q = 0; q < d.n; ++q) {
+      int32_t g = d.gene[q];
+      const double* c = A.costs + g * A.cost_stride - A.lower[g];
+      e = philox::dadd(e, philox::dadd(c[parent[g] + d.delta[q]], -c[parent[g]]));
+    }
+    if (!(e <= A.tol && -e <= A.tol)) return kCandidateRejected;
+    *exact = e;
+  }
+  return kCandidateOk;
+}
+
+/// Stores an accepted diff of offspring o = p * N + k in the workspace.
+EVOFORGE_HD void level_switch_store(const LevelSwitchArgs& A, int64_t o, const detail::Diff& d, uint64_t h) {
+  A.ws_hash[o] = h;
+  A.ws_count[o] = d.n;
+  for (int r = 0; r < d.n; ++r) {
+    A.ws_genes[o * kMaxDiff + r] = d.gene[r];
+    A.ws_delta[o * kMaxDiff + r] = d.delta[r];
+  }
+}
+
+EVOFORGE_HD bool level_switch_same(const LevelSwitchArgs& A, int64_t o, const detail::Diff& d, uint64_t h) {
+  if (A.ws_hash[o] != h || A.ws_count[o] != d.n) return false;
+  for (int r = 0; r < d.n; ++r)
+    if (A.ws_genes[o * kMaxDiff + r] != d.gene[r] || A.ws_delta[o * kMaxDiff + r] != d.delta[r]) return false;
+  return true;
+}
+
+/// Writes offspring o of parent p: the parent's row plus the stored diff.
+EVOFORGE_HD void level_switch_write(const LevelSwitchArgs& A, int64_t p, int64_t o) {
+  const int32_t* parent = A.parents + p * A.L;
+  int32_t* child = A.out + o * A.L;
+#if defined(__CUDA_ARCH__)
+  for (int64_t g = 0; g < A.L; ++g) child[g] = parent[g];
+#else
+  std::memcpy(child, parent, sizeof(int32_t) * static_cast<size_t>(A.L));
+#endif
+  for (int r = 0; r < A.ws_count[o]; ++r) child[A.ws_genes[o * kMaxDiff + r]] += A.ws_delta[o * kMaxDiff + r];
+}
+
+/// The n_offspring offspring of parent p (one family), sequentially: offspring k takes the first
+/// attempt whose candidate is valid and differs from offspring 0..k-1 (a candidate never equals
+/// the parent: its diff is not empty). This is the definition; the CPU reaches the same result with
+/// parallel candidates and a hash set (cpp/mutation.cpp). Writes status[p], out and drift.
+EVOFORGE_HD void level_switch_family(const LevelSwitchArgs& A, int64_t p) {
   A.status[p] = kLevelSwitchOk;
   for (int32_t k = 0; k < A.n_offspring; ++k) {
     const int64_t o = p * A.n_offspring + k;
     bool done = false;
     for (int32_t att = 0; att < A.max_attempts && !done; ++att) {
-      philox::Stream32 rng(A.seed, static_cast<uint32_t>(att) << kAttemptShift, individual,
-                           A.generation, philox::kLevelSwitch, static_cast<uint32_t>(k));
-      uint64_t n1 = rng.below(K), n2 = rng.below(K);
-      int n = 1 + static_cast<int>(n1 < n2 ? n1 : n2);
-      Diff d;
-      d.n = 0;
-      double drift = 0.0;
-      bool ok = true;
-      for (int s = 0; s < n && ok; ++s) {
-        ok = detail::one_switch(A, parent, d, drift, rng);
-        if (!ok && s == 0 && d.n == 0) {  // no switch at all from the parent: impossible
-          A.status[p] = kLevelSwitchNoMove;
-          return;
-        }
-      }
-      if (!ok) continue;
-      detail::normalise(d);
-      if (d.n == 0) continue;  // switched back to the parent
+      detail::Diff d;
       double exact = 0.0;
-      if (A.costs) {  // the reported drift: summed over the changed genes in gene order
-        for (int q = 0; q < d.n; ++q) {
-          int32_t g = d.gene[q];
-          const double* c = A.costs + g * A.cost_stride - A.lower[g];
-          exact = philox::dadd(exact, philox::dadd(c[parent[g] + d.delta[q]], -c[parent[g]]));
-        }
-        if (!(exact <= A.tol && -exact <= A.tol)) continue;
+      int32_t st = level_switch_candidate(A, p, k, att, d, &exact);
+      if (st == kCandidateNoMove) {
+        A.status[p] = kLevelSwitchNoMove;
+        return;
       }
+      if (st != kCandidateOk) continue;
       uint64_t h = detail::diff_hash(d);
       bool dup = false;
-      for (int32_t q = 0; q < k && !dup; ++q) {
-        const int64_t oq = p * A.n_offspring + q;
-        if (A.ws_hash[oq] != h || A.ws_count[oq] != d.n) continue;
-        bool same = true;
-        for (int r = 0; r < d.n && same; ++r)
-          same = A.ws_genes[oq * kMaxDiff + r] == d.gene[r] && A.ws_delta[oq * kMaxDiff + r] == d.delta[r];
-        dup = same;
-      }
+      for (int32_t q = 0; q < k && !dup; ++q) dup = level_switch_same(A, p * A.n_offspring + q, d, h);
       if (dup) continue;
-      A.ws_hash[o] = h;
-      A.ws_count[o] = d.n;
-      for (int r = 0; r < d.n; ++r) {
-        A.ws_genes[o * kMaxDiff + r] = d.gene[r];
-        A.ws_delta[o * kMaxDiff + r] = d.delta[r];
-      }
-      int32_t* child = A.out + o * A.L;
-      for (int64_t g = 0; g < A.L; ++g) child[g] = parent[g];
-      for (int r = 0; r < d.n; ++r) child[d.gene[r]] += d.delta[r];
+      level_switch_store(A, o, d, h);
       if (A.drift) A.drift[o] = exact;
       done = true;
     }
@@ -248,6 +278,7 @@ EVOFORGE_HD void level_switch_family(const LevelSwitchArgs& A, int64_t p) {
       return;
     }
   }
+  for (int32_t k = 0; k < A.n_offspring; ++k) level_switch_write(A, p, p * A.n_offspring + k);
 }
 
 // ---- Gaussian mutation: one block of 4 genes ----------------------------------------------------
