@@ -102,16 +102,17 @@ EVOFORGE_HD bool valid_pair(const LevelSwitchArgs& A, const int32_t* parent, con
 /// Draws one switch; false when no valid pair exists.
 EVOFORGE_HD bool one_switch(const LevelSwitchArgs& A, const int32_t* parent, Diff& d, double& drift,
                             philox::Stream32& rng) {
-  const uint64_t L = static_cast<uint64_t>(A.L), G = static_cast<uint64_t>(A.max_group);
+  const uint32_t L = static_cast<uint32_t>(A.L), G = static_cast<uint32_t>(A.max_group);
   double dd = 0.0;
   // Rejection: i uniform over all genes, then a slot t uniform in [0, max_group) of i's group
   // (rejected past its size), so that every ordered pair of one group has the same chance.
+  // One word each (L < 2^31: bias below L / 2^32).
   for (int t = 0; t < kPairTries; ++t) {
-    int32_t i = static_cast<int32_t>(rng.below(L));
-    uint64_t slot = rng.below(G);
+    int32_t i = static_cast<int32_t>(rng.below32(L));
+    uint32_t slot = rng.below32(G);
     int32_t g = A.group_of[i];
     int32_t gs = A.group_start[g], ge = A.group_start[g + 1];
-    if (slot >= static_cast<uint64_t>(ge - gs)) continue;
+    if (slot >= static_cast<uint32_t>(ge - gs)) continue;
     int32_t j = A.members[gs + static_cast<int32_t>(slot)];
     if (valid_pair(A, parent, d, drift, i, j, &dd)) {
       diff_add(d, i, +1);
@@ -184,8 +185,10 @@ EVOFORGE_HD uint64_t diff_hash(const Diff& d) {
 /// Outcome of one draw of an offspring.
 enum CandidateStatus : int32_t { kCandidateOk = 0, kCandidateRejected = 1, kCandidateNoMove = 2 };
 
-/// Draws attempt `att` of offspring k of parent p (sub-stream k, blocks att << 20 onwards):
-/// n = min(U{1..K}, U{1..K}) switches, then the normalised diff. Rejected when a switch finds no
+/// Draws attempt `att` of offspring k of parent p (sub-stream k, blocks att << 20 onwards), one
+/// word at a time: n = 1 + min(below32(K), below32(K)) switches, each proposing (i, slot) from
+/// two words (up to kPairTries proposals, then an exact enumeration drawing its pick from two
+/// words), then the normalised diff. Rejected when a switch finds no
 /// valid pair, when the switches cancel out, or (costs) when |drift| > tol; kCandidateNoMove when
 /// not even the first switch from the parent is possible. *exact = the drift summed over the
 /// changed genes in gene order.
@@ -195,8 +198,8 @@ EVOFORGE_HD int32_t level_switch_candidate(const LevelSwitchArgs& A, int64_t p, 
   philox::Stream32 rng(A.seed, static_cast<uint32_t>(att) << kAttemptShift,
                        A.individual_offset + static_cast<uint32_t>(p), A.generation, philox::kLevelSwitch,
                        static_cast<uint32_t>(k));
-  const uint64_t K = static_cast<uint64_t>(A.max_switches);
-  uint64_t n1 = rng.below(K), n2 = rng.below(K);
+  const uint32_t K = static_cast<uint32_t>(A.max_switches);
+  uint32_t n1 = rng.below32(K), n2 = rng.below32(K);
   int n = 1 + static_cast<int>(n1 < n2 ? n1 : n2);
   d.n = 0;
   double drift = 0.0;
@@ -241,10 +244,18 @@ EVOFORGE_HD void level_switch_write(const LevelSwitchArgs& A, int64_t p, int64_t
   int32_t* child = A.out + o * A.L;
 #if defined(__CUDA_ARCH__)
   for (int64_t g = 0; g < A.L; ++g) child[g] = parent[g];
-#else
-  std::memcpy(child, parent, sizeof(int32_t) * static_cast<size_t>(A.L));
-#endif
   for (int r = 0; r < A.ws_count[o]; ++r) child[A.ws_genes[o * kMaxDiff + r]] += A.ws_delta[o * kMaxDiff + r];
+#else
+  // Copy the runs between changed genes (sorted) and write those genes once: no read-back.
+  int64_t at = 0;
+  for (int r = 0; r < A.ws_count[o]; ++r) {
+    const int64_t g = A.ws_genes[o * kMaxDiff + r];
+    std::memcpy(child + at, parent + at, sizeof(int32_t) * static_cast<size_t>(g - at));
+    child[g] = parent[g] + A.ws_delta[o * kMaxDiff + r];
+    at = g + 1;
+  }
+  std::memcpy(child + at, parent + at, sizeof(int32_t) * static_cast<size_t>(A.L - at));
+#endif
 }
 
 /// The n_offspring offspring of parent p (one family), sequentially: offspring k takes the first

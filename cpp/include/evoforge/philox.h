@@ -105,6 +105,7 @@ EVOFORGE_HD double u01_f64(uint32_t hi, uint32_t lo) {
   return static_cast<double>(k) * (1.0 / 9007199254740992.0);
 }
 /// Integer in [0, n) from 64 random bits x: floor(x * n / 2^64) (bias below n / 2^64).
+/// (Stream32::below32 does the same on one word, for small n.)
 EVOFORGE_HD uint64_t below64(uint64_t x, uint64_t n) {
 #if defined(__CUDA_ARCH__)
   return __umul64hi(x, n);
@@ -276,8 +277,12 @@ struct Stream32 {
     uint32_t hi = next();
     return join64(hi, next());
   }
-  /// Integer in [0, n), n >= 1.
+  /// Integer in [0, n), n >= 1, from 64 bits (bias below n / 2^64).
   EVOFORGE_HD uint64_t below(uint64_t n) { return below64(next64(), n); }
+  /// Integer in [0, n), 1 <= n < 2^32, from one word: floor(w n / 2^32) (bias below n / 2^32).
+  EVOFORGE_HD uint32_t below32(uint32_t n) {
+    return static_cast<uint32_t>((static_cast<uint64_t>(next()) * n) >> 32);
+  }
 };
 
 }  // namespace philox
