@@ -150,6 +150,15 @@ void level_switch_cpu(const LevelSwitchArgs& args, int num_threads) {
       if (A.drift) A.drift[o] = exact[o];
     }
   });
+  level_switch_throw_status(args);
+}
+
+void level_switch_sequential_cpu(const LevelSwitchArgs& args) {
+  for (int64_t p = 0; p < args.P; ++p) level_switch_family(args, p);
+  level_switch_throw_status(args);
+}
+
+void level_switch_throw_status(const LevelSwitchArgs& args) {
   for (int64_t p = 0; p < args.P; ++p) {
     if (args.status[p] == kLevelSwitchNoMove)
       EVOFORGE_THROW(std::invalid_argument,

@@ -124,6 +124,27 @@ def test_level_switch_deterministic_across_threads_and_splits():
     assert not np.array_equal(mutation.level_switch(parents, 0, 8, **{**kw, "generation": 8}), a)
 
 
+@pytest.mark.parametrize("P,N,groups,costs", [(1, 3000, None, False), (30, 40, [0, 1, 2] * 10, False),
+                                               (5, 60, None, True)])
+def test_parallel_cpu_equals_the_sequential_definition(P, N, groups, costs):
+    """The CPU's parallel phases give what level_switch_family (the GPU's code) gives, per family in order."""
+    from evoforge import _core
+
+    rng = np.random.default_rng(P)
+    L = 30
+    parents = rng.integers(1, 5, (P, L)).astype(np.int32)
+    lo, hi = np.zeros(L, np.int32), np.full(L, 5, np.int32)
+    go, mem, st = mutation._groups_csr(groups, L)
+    table = np.ascontiguousarray(np.cumsum(rng.uniform(0.9, 1.1, (L, 6)), axis=1)) if costs else None
+    args = (parents, lo, hi, go, mem, st, table, 0.3 if costs else 0.0, N, 3, 1000, 77, 1, 2)
+    with threads(2):
+        a, da = _core.level_switch(*args)
+    b, db = _core.level_switch(*args, threads=1, sequential=True)
+    np.testing.assert_array_equal(a, b)
+    if costs:
+        np.testing.assert_array_equal(da, db)
+
+
 def test_level_switch_with_costs_and_drift():
     # quantisation-like: bits x numel; only layers of equal size can swap exactly
     L = 24

@@ -25,7 +25,7 @@ py::tuple level_switch_impl(CArray<int32_t> parents, CArray<int32_t> lower, CArr
                             CArray<int32_t> group_start, std::optional<CArray<double>> costs,
                             double tol, int32_t n_offspring, int32_t max_switches,
                             int32_t max_attempts, uint64_t seed, uint32_t generation,
-                            uint32_t individual_offset, int threads) {
+                            uint32_t individual_offset, int threads, bool sequential) {
   EVOFORGE_CHECK(parents.ndim() == 2, "parents must be 2-D [P, L]");
   EVOFORGE_CHECK(max_switches >= 1 && max_switches <= kMaxSwitches,
                  "max_switches must lie in [1, " << kMaxSwitches << "]");
@@ -68,7 +68,10 @@ py::tuple level_switch_impl(CArray<int32_t> parents, CArray<int32_t> lower, CArr
   a.ws_hash = hash.get();
   {
     py::gil_scoped_release release;
-    level_switch_cpu(a, threads);
+    if (sequential)
+      level_switch_sequential_cpu(a);
+    else
+      level_switch_cpu(a, threads);
   }
   return py::make_tuple(out, drift ? py::object(*drift) : py::object(py::none()));
 }
@@ -130,7 +133,8 @@ void register_mutation(py::module_& m) {
         py::arg("upper").noconvert(), py::arg("group_of").noconvert(), py::arg("members").noconvert(),
         py::arg("group_start").noconvert(), py::arg("costs").noconvert(), py::arg("tol"),
         py::arg("n_offspring"), py::arg("max_switches"), py::arg("max_attempts"), py::arg("seed"),
-        py::arg("generation"), py::arg("individual_offset"), py::arg("threads") = 0);
+        py::arg("generation"), py::arg("individual_offset"), py::arg("threads") = 0,
+        py::arg("sequential") = false);
   m.attr("level_switch_max_switches") = kMaxSwitches;
   m.def("point_mutation", &point_impl, py::arg("x").noconvert(), py::arg("lower").noconvert(),
         py::arg("upper").noconvert(), py::arg("prob"), py::arg("seed"), py::arg("generation"),

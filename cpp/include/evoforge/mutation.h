@@ -19,6 +19,13 @@ void gaussian_normals_cpu(uint64_t seed, uint32_t generation, uint32_t individua
 /// families run in parallel. Throws std::invalid_argument naming the first failing parent.
 void level_switch_cpu(const LevelSwitchArgs& args, int num_threads);
 
+/// The definition, run as the GPU runs it (level_switch_family per parent, one after another):
+/// the tests check that level_switch_cpu gives the same output.
+void level_switch_sequential_cpu(const LevelSwitchArgs& args);
+
+/// Throws std::invalid_argument for the first parent whose status is not kLevelSwitchOk.
+void level_switch_throw_status(const LevelSwitchArgs& args);
+
 /// Random-resetting integer mutation: each gene mutates with probability `prob`, to a value drawn
 /// uniformly from [lower[g], upper[g]] minus its current value (unchanged when lower == upper).
 /// Gene g of individual i uses block g of stream kPointMutation: word 0 decides, words 1-2 the value.
