@@ -34,42 +34,6 @@ void gaussian_normals_cpu(uint64_t seed, uint32_t generation, uint32_t individua
   }
 }
 
-namespace {
-
-// Open-addressing set of accepted offspring of one family (indices into the workspace diffs).
-struct DiffSet {
-  std::vector<int64_t> slot;
-  uint64_t mask = 0;
-  void reset(int64_t n) {
-    uint64_t cap = 16;
-    while (cap < static_cast<uint64_t>(2 * n)) cap <<= 1;
-    slot.assign(cap, -1);
-    mask = cap - 1;
-  }
-  // True when an equal diff is in the set; else inserts o (whose diff is d, hash h) if `insert`.
-  bool find_or_insert(const LevelSwitchArgs& A, int64_t o, const detail::Diff& d, uint64_t h, bool insert) {
-    for (uint64_t i = h & mask;; i = (i + 1) & mask) {
-      if (slot[i] < 0) {
-        if (insert) slot[i] = o;
-        return false;
-      }
-      if (level_switch_same(A, slot[i], d, h)) return true;
-    }
-  }
-};
-
-detail::Diff load_diff(const LevelSwitchArgs& A, int64_t o) {
-  detail::Diff d;
-  d.n = A.ws_count[o];
-  for (int r = 0; r < d.n; ++r) {
-    d.gene[r] = A.ws_genes[o * kMaxDiff + r];
-    d.delta[r] = A.ws_delta[o * kMaxDiff + r];
-  }
-  return d;
-}
-
-}  // namespace
-
 // The same result as level_switch_family on every parent, in three phases: (1) attempt 0 of every
 // offspring in parallel (each a pure function of (parent, k, attempt)); (2) per family, in order
 // of k, keep the candidate unless it repeats an accepted one, else draw attempts 1, 2, ... (a hash
@@ -102,46 +66,12 @@ void level_switch_cpu(const LevelSwitchArgs& args, int num_threads) {
   std::vector<int32_t> cand(static_cast<size_t>(no));
   std::vector<double> exact(static_cast<size_t>(no), 0.0);
   parallel_for(no, threads, 256, [&](int64_t b, int64_t e, int) {
-    for (int64_t o = b; o < e; ++o) {
-      detail::Diff d;
-      double x = 0.0;
-      cand[o] = level_switch_candidate(A, o / N, static_cast<int32_t>(o % N), 0, d, &x);
-      if (cand[o] == kCandidateOk) {
-        level_switch_store(A, o, d, detail::diff_hash(d));
-        exact[o] = x;
-      }
-    }
+    for (int64_t o = b; o < e; ++o) level_switch_phase1(A, o, cand.data(), exact.data());
   });
+  const uint64_t cap = level_switch_slot_capacity(N);
   parallel_for(P, threads, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, N)), [&](int64_t b, int64_t e, int) {
-    DiffSet seen;
-    for (int64_t p = b; p < e; ++p) {
-      A.status[p] = kLevelSwitchOk;
-      seen.reset(N);
-      for (int32_t k = 0; k < N; ++k) {
-        const int64_t o = p * N + k;
-        if (cand[o] == kCandidateNoMove) {
-          A.status[p] = kLevelSwitchNoMove;
-          break;
-        }
-        bool ok = false;
-        if (cand[o] == kCandidateOk) ok = !seen.find_or_insert(A, o, load_diff(A, o), A.ws_hash[o], true);
-        for (int32_t att = 1; !ok && att < A.max_attempts; ++att) {
-          detail::Diff d;
-          double x = 0.0;
-          if (level_switch_candidate(A, p, k, att, d, &x) != kCandidateOk) continue;
-          const uint64_t h = detail::diff_hash(d);
-          if (seen.find_or_insert(A, o, d, h, false)) continue;
-          level_switch_store(A, o, d, h);
-          seen.find_or_insert(A, o, d, h, true);
-          exact[o] = x;
-          ok = true;
-        }
-        if (!ok) {
-          A.status[p] = kLevelSwitchExhausted;
-          break;
-        }
-      }
-    }
+    std::vector<int64_t> slot(cap);
+    for (int64_t p = b; p < e; ++p) level_switch_phase2(A, p, cand.data(), exact.data(), slot.data(), cap);
   });
   parallel_for(no, threads, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, A.L)), [&](int64_t b, int64_t e, int) {
     for (int64_t o = b; o < e; ++o) {

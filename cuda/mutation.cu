@@ -16,10 +16,31 @@ inline unsigned grid_for(int64_t n, int threads) {
   return static_cast<unsigned>(g < 65535 * 64 ? (g > 0 ? g : 1) : 65535 * 64);
 }
 
-__global__ void level_switch_kernel(LevelSwitchArgs a) {
-  for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < a.P;
-       p += int64_t{gridDim.x} * blockDim.x)
-    level_switch_family(a, p);
+// The three phases of cpp/mutation.cpp's level_switch_cpu (same functions, same result).
+__global__ void level_switch_phase1_kernel(LevelSwitchArgs a, int32_t* cand, double* exact) {
+  const int64_t no = a.P * a.n_offspring;
+  for (int64_t o = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; o < no; o += int64_t{gridDim.x} * blockDim.x)
+    level_switch_phase1(a, o, cand, exact);
+}
+
+__global__ void level_switch_phase2_kernel(LevelSwitchArgs a, const int32_t* cand, double* exact, int64_t* slots,
+                                           uint64_t cap) {
+  for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < a.P; p += int64_t{gridDim.x} * blockDim.x)
+    level_switch_phase2(a, p, cand, exact, slots + p * static_cast<int64_t>(cap), cap);
+}
+
+// One thread per gene of an offspring: coalesced copies of the parent plus the stored diff.
+__global__ void level_switch_write_kernel(LevelSwitchArgs a) {
+  const int64_t no = a.P * a.n_offspring, n = no * a.L;
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < n; t += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t o = t / a.L, g = t % a.L, p = o / a.n_offspring;
+    if (a.status[p] != kLevelSwitchOk) continue;
+    int32_t v = a.parents[p * a.L + g];
+    const int c = a.ws_count[o];
+    for (int r = 0; r < c; ++r)
+      if (a.ws_genes[o * kMaxDiff + r] == g) v += a.ws_delta[o * kMaxDiff + r];
+    a.out[t] = v;
+  }
 }
 
 // One thread per block of 4 genes of one row.
@@ -65,11 +86,20 @@ __global__ void normals_kernel(int64_t P, int64_t L, uint64_t seed, uint32_t gen
 
 }  // namespace
 
-void level_switch_cuda(const LevelSwitchArgs& args, cudaStream_t stream) {
-  if (args.P <= 0) return;
-  constexpr int kFamilyThreads = 64;  // one family per thread: heavy threads, small blocks
-  level_switch_kernel<<<grid_for(args.P, kFamilyThreads), kFamilyThreads, 0, stream>>>(args);
+void level_switch_cuda(const LevelSwitchArgs& args, int32_t* cand, double* exact, int64_t* slots,
+                       cudaStream_t stream) {
+  const int64_t no = args.P * args.n_offspring;
+  if (no <= 0) return;
+  constexpr int kHeavy = 64;  // candidate and family threads do a lot each: small blocks
+  level_switch_phase1_kernel<<<grid_for(no, kHeavy), kHeavy, 0, stream>>>(args, cand, exact);
   EVOFORGE_CUDA_CHECK(cudaGetLastError());
+  level_switch_phase2_kernel<<<grid_for(args.P, kHeavy), kHeavy, 0, stream>>>(
+      args, cand, exact, slots, level_switch_slot_capacity(args.n_offspring));
+  EVOFORGE_CUDA_CHECK(cudaGetLastError());
+  if (args.L > 0) {
+    level_switch_write_kernel<<<grid_for(no * args.L, kThreads), kThreads, 0, stream>>>(args);
+    EVOFORGE_CUDA_CHECK(cudaGetLastError());
+  }
 }
 
 void gaussian_mutation_cuda(const float* x, int64_t P, int64_t L, const float* sigma, double prob,

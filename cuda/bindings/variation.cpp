@@ -27,7 +27,7 @@ void register_variation(py::module_& m) {
          uintptr_t members, uintptr_t group_start, int32_t max_group, uintptr_t costs, int64_t cost_stride,
          double tol, int32_t n_offspring, int32_t max_switches, int32_t max_attempts, uint64_t seed,
          uint32_t generation, uint32_t individual_offset, uintptr_t out, uintptr_t drift, uintptr_t ws_int,
-         uintptr_t ws_hash, uintptr_t status, uintptr_t stream) {
+         uintptr_t ws_hash, uintptr_t slots, uintptr_t status, uintptr_t stream) {
         LevelSwitchArgs a{};
         a.parents = ptr<const int32_t>(parents);
         a.P = P;
@@ -53,12 +53,15 @@ void register_variation(py::module_& m) {
         a.ws_genes = ptr<int32_t>(ws_int);                       // [no, kMaxDiff]
         a.ws_delta = ptr<int32_t>(ws_int) + no * kMaxDiff;       // [no, kMaxDiff]
         a.ws_count = ptr<int32_t>(ws_int) + 2 * no * kMaxDiff;   // [no]
+        int32_t* cand = ptr<int32_t>(ws_int) + (2 * kMaxDiff + 1) * no;  // [no]
         a.ws_hash = ptr<uint64_t>(ws_hash);
         a.status = ptr<int32_t>(status);
         py::gil_scoped_release release;
-        level_switch_cuda(a, stream_of(stream));
+        // drift doubles as the phases' exact[] (always allocated by the caller).
+        level_switch_cuda(a, cand, ptr<double>(drift), ptr<int64_t>(slots), stream_of(stream));
       });
-  m.attr("level_switch_ws_ints_per_offspring") = 2 * kMaxDiff + 1;
+  m.attr("level_switch_ws_ints_per_offspring") = 2 * kMaxDiff + 2;
+  m.def("level_switch_slot_capacity", [](int64_t n) { return level_switch_slot_capacity(n); });
   m.def("gaussian_mutation_f32",
         [](uintptr_t x, int64_t P, int64_t L, uintptr_t sigma, double prob, uintptr_t lower, uintptr_t upper,
            uint64_t seed, uint32_t generation, uint32_t offset, uintptr_t out, uintptr_t stream) {

@@ -283,6 +283,7 @@ def _level_switch_cuda(parents, lo, hi, group_of, members, start, table, tol, N,
     no = P * N
     ws_i = torch.empty((no * int(cu.level_switch_ws_ints_per_offspring),), dtype=torch.int32, device=dev)
     ws_h = torch.empty((no,), dtype=torch.int64, device=dev)
+    slots = torch.empty((P * int(cu.level_switch_slot_capacity(N)),), dtype=torch.int64, device=dev)
     status = torch.empty((P,), dtype=torch.int32, device=dev)
     max_group = int(np.diff(start).max()) if len(start) > 1 else 1
     with torch.cuda.device(dev):
@@ -291,8 +292,7 @@ def _level_switch_cuda(parents, lo, hi, group_of, members, start, table, tol, N,
             pop.data_ptr(), P, L, lo_d.data_ptr(), hi_d.data_ptr(), go_d.data_ptr(), mem_d.data_ptr(),
             st_d.data_ptr(), max_group, cost_d.data_ptr() if cost_d is not None else 0,
             table.shape[1] if table is not None else 0, tol, N, K, A, s, g, o, out.data_ptr(),
-            drift.data_ptr() if table is not None else 0, ws_i.data_ptr(), ws_h.data_ptr(), status.data_ptr(),
-            stream,
+            drift.data_ptr(), ws_i.data_ptr(), ws_h.data_ptr(), slots.data_ptr(), status.data_ptr(), stream,
         )
     st = status.cpu().numpy()
     bad = np.nonzero(st)[0]

@@ -258,10 +258,86 @@ EVOFORGE_HD void level_switch_write(const LevelSwitchArgs& A, int64_t p, int64_t
 #endif
 }
 
+/// Slots of one family's open-addressing set of accepted offspring: a power of two >= 2 N.
+EVOFORGE_HD uint64_t level_switch_slot_capacity(int64_t n_offspring) {
+  uint64_t cap = 16;
+  while (cap < static_cast<uint64_t>(2 * n_offspring)) cap <<= 1;
+  return cap;
+}
+
+/// True when an accepted offspring with the same diff is in the set (slot[cap], -1 = empty);
+/// otherwise inserts o (whose diff is d, hash h) when `insert`.
+EVOFORGE_HD bool level_switch_seen(const LevelSwitchArgs& A, int64_t* slot, uint64_t cap, int64_t o,
+                                   const detail::Diff& d, uint64_t h, bool insert) {
+  for (uint64_t i = h & (cap - 1);; i = (i + 1) & (cap - 1)) {
+    if (slot[i] < 0) {
+      if (insert) slot[i] = o;
+      return false;
+    }
+    if (level_switch_same(A, slot[i], d, h)) return true;
+  }
+}
+
+EVOFORGE_HD detail::Diff level_switch_load(const LevelSwitchArgs& A, int64_t o) {
+  detail::Diff d;
+  d.n = A.ws_count[o];
+  for (int r = 0; r < d.n; ++r) {
+    d.gene[r] = A.ws_genes[o * kMaxDiff + r];
+    d.delta[r] = A.ws_delta[o * kMaxDiff + r];
+  }
+  return d;
+}
+
+/// Phase 1 (any order, in parallel): attempt 0 of offspring o; cand[o] its status, the diff stored
+/// and exact[o] its drift when valid.
+EVOFORGE_HD void level_switch_phase1(const LevelSwitchArgs& A, int64_t o, int32_t* cand, double* exact) {
+  const int64_t N = A.n_offspring;
+  detail::Diff d;
+  double x = 0.0;
+  cand[o] = level_switch_candidate(A, o / N, static_cast<int32_t>(o % N), 0, d, &x);
+  exact[o] = x;
+  if (cand[o] == kCandidateOk) level_switch_store(A, o, d, detail::diff_hash(d));
+}
+
+/// Phase 2 (per family, families in parallel): in order of k, keep offspring k's candidate unless
+/// an accepted one has the same diff, else draw attempts 1, 2, ...; sets status[p]. `slot` is
+/// this family's set (cap entries), cleared here.
+EVOFORGE_HD void level_switch_phase2(const LevelSwitchArgs& A, int64_t p, const int32_t* cand, double* exact,
+                                     int64_t* slot, uint64_t cap) {
+  const int64_t N = A.n_offspring;
+  for (uint64_t i = 0; i < cap; ++i) slot[i] = -1;
+  A.status[p] = kLevelSwitchOk;
+  for (int32_t k = 0; k < N; ++k) {
+    const int64_t o = p * N + k;
+    if (cand[o] == kCandidateNoMove) {
+      A.status[p] = kLevelSwitchNoMove;
+      return;
+    }
+    bool ok = false;
+    if (cand[o] == kCandidateOk)
+      ok = !level_switch_seen(A, slot, cap, o, level_switch_load(A, o), A.ws_hash[o], true);
+    for (int32_t att = 1; !ok && att < A.max_attempts; ++att) {
+      detail::Diff d;
+      double x = 0.0;
+      if (level_switch_candidate(A, p, k, att, d, &x) != kCandidateOk) continue;
+      const uint64_t h = detail::diff_hash(d);
+      if (level_switch_seen(A, slot, cap, o, d, h, false)) continue;
+      level_switch_store(A, o, d, h);
+      level_switch_seen(A, slot, cap, o, d, h, true);
+      exact[o] = x;
+      ok = true;
+    }
+    if (!ok) {
+      A.status[p] = kLevelSwitchExhausted;
+      return;
+    }
+  }
+}
+
 /// The n_offspring offspring of parent p (one family), sequentially: offspring k takes the first
 /// attempt whose candidate is valid and differs from offspring 0..k-1 (a candidate never equals
-/// the parent: its diff is not empty). This is the definition; the CPU reaches the same result with
-/// parallel candidates and a hash set (cpp/mutation.cpp). Writes status[p], out and drift.
+/// the parent: its diff is not empty). This is the definition; the CPU and the GPU reach the same result
+/// with the phases above (parallel candidates, then a hash set per family, then parallel writes). Writes status[p], out and drift.
 EVOFORGE_HD void level_switch_family(const LevelSwitchArgs& A, int64_t p) {
   A.status[p] = kLevelSwitchOk;
   for (int32_t k = 0; k < A.n_offspring; ++k) {

@@ -176,6 +176,42 @@ def run_gaussian(sizes, genes, *, repeats, max_elements, budget_s) -> list[dict]
     return rows
 
 
+def run_cuda(sizes, genes, *, repeats, max_elements, budget_s) -> list[dict]:
+    """On the GPU: Gaussian mutation against torch.randn + add, level switch (one parent, P offspring)
+    and Deep GA seeds_to_params (P genomes of 10 seeds); each call timed to its end (synchronised)."""
+    import torch
+
+    from evoforge import deepga
+
+    def timed(fn):
+        def run():
+            fn()
+            torch.cuda.synchronize()
+
+        return _harness.measure(run, repeats=repeats, budget_s=budget_s)["median_ms"]
+
+    rows = []
+    for L in genes:
+        for P in sizes:
+            if P * L > max_elements:
+                continue
+            x = torch.rand((P, L), device="cuda")
+            row = {"P": P, "L": L, "gpu": torch.cuda.get_device_name()}
+            row["gaussian_ms"] = timed(lambda: mutation.gaussian(x, 0.1, seed=1))
+            row["torch_randn_add_ms"] = timed(lambda: x.add(torch.randn(P, L, device="cuda"), alpha=0.1))
+            row["gaussian_vs_torch"] = row["torch_randn_add_ms"] / row["gaussian_ms"]
+            parent = torch.from_numpy(make_parent(L)).cuda()
+            row["level_switch_ms"] = timed(lambda: mutation.level_switch(parent, LOWER, UPPER, n_offspring=P, seed=1))
+            theta0 = torch.zeros(L, device="cuda")
+            lists = [[s, s + 1, s + 2, s + 3, s + 4, s + 5, s + 6, s + 7, s + 8, s + 9] for s in range(P)]
+            row["seeds_to_params_10_ms"] = timed(lambda: deepga.seeds_to_params(theta0, lists, 0.002))
+            rows.append(row)
+            print(f"  cuda P={P:>6d} L={L:>5d}: gaussian {_harness.fmt_ms(row['gaussian_ms'])} ms, torch "
+                  f"{_harness.fmt_ms(row['torch_randn_add_ms'])} ms, level_switch {_harness.fmt_ms(row['level_switch_ms'])}"
+                  f" ms, seeds_to_params x10 {_harness.fmt_ms(row['seeds_to_params_10_ms'])} ms", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="evoforge bench mutation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--loop-cap", type=int, default=None, help="offspring timed for the Python loop (default 2000)")
     ap.add_argument("--max-elements", type=float, default=1e8, help="skip cells with P * L above this")
+    ap.add_argument("--cuda", action="store_true", help="also time the CUDA kernels (needs a GPU)")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/mutation.json)")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
@@ -202,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     ls = run_level_switch(sizes, genes, repeats=repeats, loop_cap=loop_cap, max_elements=args.max_elements,
                           budget_s=budget_s)
     ga = run_gaussian(sizes, genes, repeats=repeats, max_elements=args.max_elements, budget_s=budget_s)
+    cu = []
+    if args.cuda:
+        if not evoforge.has_cuda():
+            raise SystemExit("--cuda: no GPU visible or evoforge built without CUDA")
+        cu = run_cuda(sizes, genes, repeats=repeats, max_elements=args.max_elements, budget_s=budget_s)
 
     ts = sorted({1, threads})
     print(f"\nlevel_switch (K=3, P distinct offspring of one parent), median ms; ratio = peer / evoforge {threads}t")
@@ -217,11 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         [r["P"], r["L"]] + [c for t in ts for c in (_harness.fmt_ms(r[f"evoforge_{t}t_ms"]),
                                                     _harness.fmt_ms(r[f"torch_{t}t_ms"]), f"{r[f'vs_torch_{t}t']:.2f}x")]
         for r in ga])
+    if cu:
+        print("\nCUDA, median ms (synchronised); ratio = torch.randn + add / evoforge gaussian")
+        _harness.print_table(["P", "L", "gaussian", "torch randn+add", "ratio", "level_switch", "seeds_to_params x10"], [
+            [r["P"], r["L"], _harness.fmt_ms(r["gaussian_ms"]), _harness.fmt_ms(r["torch_randn_add_ms"]),
+             f"{r['gaussian_vs_torch']:.2f}x", _harness.fmt_ms(r["level_switch_ms"]),
+             _harness.fmt_ms(r["seeds_to_params_10_ms"])] for r in cu])
     out = Path(args.out) if args.out else Path("bench/results/mutation.json")
     peers = {"python_loop": "EvoPress-style Python loop (random, copy.deepcopy)", "numpy": f"numpy {np.__version__}",
              "torch": f"torch {torch.__version__} randn + add"}
     _harness.write_json(out, {"benchmark": "mutation", "machine": meta, "threads": threads, "peers": peers,
-                              "level_switch": ls, "gaussian": ga})
+                              "level_switch": ls, "gaussian": ga, "cuda": cu})
     print(f"\nwrote {out}")
     return 0
 

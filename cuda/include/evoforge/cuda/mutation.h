@@ -12,9 +12,13 @@
 
 namespace evoforge::cuda {
 
-/// level_switch: one thread per parent (family), the CPU's sequential per-family algorithm.
-/// Every pointer of `args` is a device pointer (workspace and status included).
-void level_switch_cuda(const LevelSwitchArgs& args, cudaStream_t stream);
+/// level_switch in the CPU's three phases (evoforge/mutation_kernels.h): candidates, one thread per
+/// offspring; distinctness, one thread per family with a hash set in `slots`; rows, one thread per
+/// gene. Every pointer is a device pointer: those of `args` (workspace and status included),
+/// cand [P N] int32, exact [P N] float64 (the drift; args.drift may alias it) and
+/// slots [P * level_switch_slot_capacity(N)] int64.
+void level_switch_cuda(const LevelSwitchArgs& args, int32_t* cand, double* exact, int64_t* slots,
+                       cudaStream_t stream);
 
 /// Gaussian mutation of a float32 population (see evoforge::gaussian_mutation_cpu).
 ///   x, out : [P, L];  sigma : [L];  lower, upper : [L] or nullptr
