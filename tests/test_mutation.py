@@ -78,6 +78,29 @@ def test_level_switch_preserves_group_sums_bounds_and_distinctness(prob, seed):
         assert ((diff > 0).sum(axis=1) <= 2 * K).all() and diff.max() <= K
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(3, 40), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_budget_exact_with_costs(L, n_groups, seed):
+    """Integer costs, a per-group cost per level (e.g. numel x bits): the budget is exactly preserved
+    with budget_tol = 0, and every switch pairs genes of equal step cost."""
+    rng = np.random.default_rng(seed)
+    step = rng.choice([512.0, 4096.0, 11008.0], size=L)  # cost per level of each gene
+    base = rng.integers(0, 10**6, size=L).astype(np.float64)
+    costs = base[:, None] + step[:, None] * np.arange(6)[None, :]
+    parents = rng.integers(0, 6, (3, L)).astype(np.int32)
+    groups = rng.integers(0, n_groups, L)
+    try:
+        out, drift = mutation.level_switch(parents, 0, 5, n_offspring=4, groups=groups, costs=costs, budget_tol=0.0,
+                                           seed=seed, return_drift=True, max_attempts=200)
+    except ValueError as exc:
+        assert "admits no switch" in str(exc) or "distinct offspring" in str(exc)
+        return
+    budget = lambda x: costs[np.arange(L), x].sum(axis=-1)  # noqa: E731
+    for p in range(3):
+        np.testing.assert_array_equal(budget(out[p]), budget(parents[p]))
+        assert (drift[p] == 0).all() and ((out[p] >= 0) & (out[p] <= 5)).all()
+
+
 def test_number_of_switches_distribution():
     """P(n = 1, 2, 3) = 5/9, 3/9, 1/9 for K = 3: read n from the L1 distance on a long genome."""
     L, N = 4000, 6000
@@ -344,3 +367,20 @@ def test_polynomial_bad_input():
         mutation.polynomial(x, 0.0, np.inf, seed=0)
     with pytest.raises(ValueError, match="NaN"):
         mutation.polynomial(np.full((2, 3), np.nan), 0.0, 1.0, seed=0)
+
+
+def test_bench_mutation_smoke(tmp_path):
+    pytest.importorskip("torch")
+    import json
+
+    from evoforge.bench import mutation as bench
+
+    out = tmp_path / "m.json"
+    assert bench.main(["--sizes", "300", "--genes", "40", "--repeats", "1", "--loop-cap", "30", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["level_switch"][0]["vs_python_loop"] > 1 and res["gaussian"][0]["P"] == 300
+    parent = bench.make_parent(40)
+    child = bench.numpy_level_switch(parent, 300, np.random.default_rng(0))
+    assert len(np.unique(child, axis=0)) == 300 and (child.sum(axis=1) == parent.sum()).all()
+    loop = bench.evopress_loop(parent.tolist(), 20, __import__("random").Random(0))
+    assert len({tuple(c) for c in loop}) == 20

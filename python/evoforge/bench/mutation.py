@@ -16,7 +16,9 @@ K = 3, each offspring different from the parent and from the others, against
 Gaussian: ``x + sigma * z`` on a float32 [P, L] population against ``x.add(torch.randn(P, L),
 alpha=sigma)`` with torch on the same number of threads as evoforge.
 evoforge is timed on one thread and on all threads; ratios are peer time / evoforge time on all
-threads (> 1 means evoforge is faster). Cells with P * L above ``--max-elements`` are skipped.
+threads (> 1 means evoforge is faster). Cells with P * L above ``--max-elements`` are skipped, and
+numpy's distinct version where its time at the previous P, scaled by (P ratio)^2, exceeds
+``--peer-limit`` seconds ('-').
 """
 
 from __future__ import annotations
@@ -110,11 +112,12 @@ def _ours(fn, threads: int, repeats: int, budget_s: float) -> float:
         evoforge.set_num_threads(0)
 
 
-def run_level_switch(sizes, genes, *, repeats, loop_cap, max_elements, budget_s) -> list[dict]:
+def run_level_switch(sizes, genes, *, repeats, loop_cap, max_elements, budget_s, peer_limit_s) -> list[dict]:
     threads = evoforge.get_num_threads()
     rows = []
     for L in genes:
         parent = make_parent(L)
+        last_numpy = None  # (P, ms): numpy's distinctness loop grows about quadratically in P
         for P in sizes:
             if P * L > max_elements:
                 continue
@@ -125,8 +128,12 @@ def run_level_switch(sizes, genes, *, repeats, loop_cap, max_elements, budget_s)
             out = mutation.level_switch(parent, LOWER, UPPER, n_offspring=P, seed=1)
             assert (out.sum(axis=1) == parent.sum()).all() and len(np.unique(out, axis=0)) == P
             rng = np.random.default_rng(2)
-            row["numpy_ms"] = _harness.measure(lambda: numpy_level_switch(parent, P, rng), repeats=repeats,
-                                               budget_s=budget_s)["median_ms"]
+            if last_numpy is not None and last_numpy[1] / 1e3 * (P / last_numpy[0]) ** 2 > peer_limit_s:
+                row["numpy_ms"] = None
+            else:
+                row["numpy_ms"] = _harness.measure(lambda: numpy_level_switch(parent, P, rng), repeats=repeats,
+                                                   warmup=0, budget_s=budget_s)["median_ms"]
+                last_numpy = (P, row["numpy_ms"])
             row["numpy_no_distinct_ms"] = _harness.measure(lambda: numpy_level_switch(parent, P, rng, False),
                                                            repeats=repeats, budget_s=budget_s)["median_ms"]
             n_loop = min(P, loop_cap)
@@ -139,7 +146,8 @@ def run_level_switch(sizes, genes, *, repeats, loop_cap, max_elements, budget_s)
             best = row[f"evoforge_{threads}t_ms"]
             row["offspring_per_s"] = P / (best / 1e3)
             row["vs_python_loop"] = row["python_loop_ms"] / best
-            row["vs_numpy"] = row["numpy_ms"] / best
+            row["vs_numpy"] = row["numpy_ms"] / best if row["numpy_ms"] else None
+            row["vs_numpy_no_distinct"] = row["numpy_no_distinct_ms"] / best
             rows.append(row)
             print(f"  level_switch P={P:>6d} L={L:>5d}: evoforge {_harness.fmt_ms(best)} ms, numpy "
                   f"{_harness.fmt_ms(row['numpy_ms'])} ms, python loop {_harness.fmt_ms(row['python_loop_ms'])} ms",
@@ -221,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--loop-cap", type=int, default=None, help="offspring timed for the Python loop (default 2000)")
     ap.add_argument("--max-elements", type=float, default=1e8, help="skip cells with P * L above this")
+    ap.add_argument("--peer-limit", type=float, default=20.0,
+                    help="skip numpy's distinct version where predicted slower than this (s)")
     ap.add_argument("--cuda", action="store_true", help="also time the CUDA kernels (needs a GPU)")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/mutation.json)")
     args = ap.parse_args(argv)
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evoforge {meta['evoforge']} on {meta['cpu']} ({meta['cores']} cores, {threads} threads), {meta['date']}",
           flush=True)
     ls = run_level_switch(sizes, genes, repeats=repeats, loop_cap=loop_cap, max_elements=args.max_elements,
-                          budget_s=budget_s)
+                          budget_s=budget_s, peer_limit_s=min(args.peer_limit, 5.0) if args.quick else args.peer_limit)
     ga = run_gaussian(sizes, genes, repeats=repeats, max_elements=args.max_elements, budget_s=budget_s)
     cu = []
     if args.cuda:
@@ -248,11 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     ts = sorted({1, threads})
     print(f"\nlevel_switch (K=3, P distinct offspring of one parent), median ms; ratio = peer / evoforge {threads}t")
     cols = ["P", "L"] + [f"evoforge {t}t" for t in ts] + ["offspring/s", "numpy", "numpy no-distinct",
-                                                          "python loop", "vs numpy", "vs python loop"]
+                                                          "python loop", "vs numpy", "vs numpy no-distinct",
+                                                          "vs python loop"]
     _harness.print_table(cols, [
         [r["P"], r["L"]] + [_harness.fmt_ms(r[f"evoforge_{t}t_ms"]) for t in ts]
         + [f"{r['offspring_per_s']:.3g}", _harness.fmt_ms(r["numpy_ms"]), _harness.fmt_ms(r["numpy_no_distinct_ms"]),
-           _harness.fmt_ms(r["python_loop_ms"]), f"{r['vs_numpy']:.1f}x", f"{r['vs_python_loop']:.0f}x"] for r in ls])
+           _harness.fmt_ms(r["python_loop_ms"]), f"{r['vs_numpy']:.0f}x" if r["vs_numpy"] else "-",
+           f"{r['vs_numpy_no_distinct']:.1f}x", f"{r['vs_python_loop']:.0f}x"] for r in ls])
     print("\ngaussian (float32, sigma 0.1, all genes), median ms; ratio = torch.randn + add / evoforge, same threads")
     cols = ["P", "L"] + [c for t in ts for c in (f"evoforge {t}t", f"torch {t}t", f"ratio {t}t")]
     _harness.print_table(cols, [
