@@ -61,15 +61,21 @@ def _flatten(seed_lists: Any) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError(f"seed_lists must be a sequence of seed sequences, got {type(seed_lists).__name__}")
     lengths, flat = [], []
     for i, lst in enumerate(seed_lists):
-        if isinstance(lst, numbers.Integral):
-            raise TypeError(f"seed_lists[{i}] must be a sequence of seeds, got an int")
-        arr = _seed_array(list(lst) if not isinstance(lst, np.ndarray) else lst, f"seed_lists[{i}]")
-        lengths.append(arr.size)
-        flat.append(arr)
+        if isinstance(lst, (numbers.Integral, str, bytes)) or not hasattr(lst, "__len__"):
+            raise TypeError(f"seed_lists[{i}] must be a sequence of seeds, got {type(lst).__name__}")
+        items = _seed_array(lst, f"seed_lists[{i}]").tolist() if isinstance(lst, np.ndarray) else list(lst)
+        lengths.append(len(items))
+        flat.extend(items)
+    odd = [v for v in flat if type(v) is not int]  # fast path: plain Python ints
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in odd):
+        raise TypeError("seed_lists must hold integer seeds")
+    if odd:
+        flat = [int(v) for v in flat]
+    if flat and (min(flat) < 0 or max(flat) >= 2**64):
+        raise ValueError("seed_lists seeds must lie in [0, 2**64)")
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    seeds = np.concatenate(flat) if flat else np.zeros(0, dtype=np.uint64)
-    return np.ascontiguousarray(seeds, dtype=np.uint64), offsets
+    return np.array(flat, dtype=np.uint64), offsets
 
 
 def _run(base: Any, base_stride_rows: bool, P: int, D: int, seeds: np.ndarray, offsets: np.ndarray, sigma: float):
