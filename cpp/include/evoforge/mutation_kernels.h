@@ -336,8 +336,9 @@ EVOFORGE_HD void level_switch_phase2(const LevelSwitchArgs& A, int64_t p, const 
 
 /// The n_offspring offspring of parent p (one family), sequentially: offspring k takes the first
 /// attempt whose candidate is valid and differs from offspring 0..k-1 (a candidate never equals
-/// the parent: its diff is not empty). This is the definition; the CPU and the GPU reach the same result
-/// with the phases above (parallel candidates, then a hash set per family, then parallel writes). Writes status[p], out and drift.
+/// the parent: its diff is not empty). This is the definition; the CPU and the GPU reach the same
+/// result with the phases above (parallel candidates, then a hash set per family, then parallel
+/// writes), which the tests check against it. Writes status[p], out and drift.
 EVOFORGE_HD void level_switch_family(const LevelSwitchArgs& A, int64_t p) {
   A.status[p] = kLevelSwitchOk;
   for (int32_t k = 0; k < A.n_offspring; ++k) {
