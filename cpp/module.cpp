@@ -28,6 +28,7 @@ int default_num_threads() {
 void set_default_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
 void register_pareto(py::module_& m);
+void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
 
 }  // namespace evoforge
@@ -46,5 +47,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &evoforge::default_num_threads);
   m.def("set_num_threads", &evoforge::set_default_num_threads, py::arg("n"));
   evoforge::register_pareto(m);
+  evoforge::register_hashing(m);
   evoforge::register_variation(m);
 }

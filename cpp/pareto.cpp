@@ -3,12 +3,32 @@
 // Every method works on the distinct points sorted lexicographically: then a point can only be
 // dominated by points before it, and among distinct points "q before p and q <= p in every
 // objective" already means that q dominates p. Duplicates are collapsed first and share a rank.
+//
+// Values are first mapped to unsigned integer keys with the same order (-0.0 and 0.0 get the
+// same key), so that sorting is a radix sort and every later comparison is an integer one.
+// After the sort, objective 0 is implied by the position of a point and is never read again.
+//
+// Ranking of the sorted distinct points:
+//   M = 1  the position among the distinct values.
+//   M = 2  one sweep with a binary search over fronts, O(N log N).
+//   M = 3  the same sweep with a 2-D staircase per front, O(N log F log N) in practice; on
+//          inputs where the staircases degenerate it gives up after a work budget and falls
+//          back to divide and conquer.
+//   M >= 4 divide and conquer (Jensen 2003; Fortin, Grenier, Parizeau 2013; Buzdalov and
+//          Shalyto 2014), O(N log^(M-1) N), with brute force for small subproblems and
+//          pruning by rank.
 #include "evoforge/pareto.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
+#include <thread>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "evoforge/common.h"
@@ -24,116 +44,614 @@ void check_finite_or_inf(const T* x, int64_t rows, int64_t cols, const char* nam
         EVOFORGE_THROW(std::invalid_argument, name << " holds NaN in row " << i);
 }
 
-// Lexicographically sorted distinct rows of F[idx]. group[k] = position of F[idx[k]] in pts.
+// ------------------------------------------------------------------------------------------
+// Order-preserving integer keys and radix sort.
+
 template <typename T>
+using KeyOf = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+
+// Flipping the sign bit of non-negative values and all bits of negative ones turns the IEEE
+// order (including +-inf) into the unsigned integer order.
+template <typename T>
+inline KeyOf<T> order_key(T v) {
+  using K = KeyOf<T>;
+  if (v == T(0)) v = T(0);  // -0.0 -> 0.0
+  K u;
+  std::memcpy(&u, &v, sizeof u);
+  constexpr K sign = K(1) << (8 * sizeof(K) - 1);
+  return (u & sign) ? K(~u) : K(u | sign);
+}
+
+template <typename K>
+struct KeyIdx {
+  K key;
+  uint32_t idx;
+};
+
+// Sorts a[0, n) by key. LSD radix sort with 11-bit digits; digits on which all keys agree
+// (e.g. the exponent bits of values in [0, 1)) are skipped.
+template <typename K>
+void radix_sort(KeyIdx<K>* a, size_t n, std::vector<KeyIdx<K>>& tmp) {
+  if (n < 512) {
+    std::sort(a, a + n, [](const KeyIdx<K>& x, const KeyIdx<K>& y) {
+      return x.key < y.key || (x.key == y.key && x.idx < y.idx);
+    });
+    return;
+  }
+  constexpr int kBits = 11;
+  constexpr int kPasses = (8 * sizeof(K) + kBits - 1) / kBits;
+  constexpr size_t kBuckets = size_t{1} << kBits;
+  std::vector<uint32_t> hist(kPasses * kBuckets, 0);
+  for (size_t i = 0; i < n; ++i) {
+    K k = a[i].key;
+    for (int p = 0; p < kPasses; ++p) ++hist[p * kBuckets + ((k >> (p * kBits)) & (kBuckets - 1))];
+  }
+  tmp.resize(n);
+  KeyIdx<K>* src = a;
+  KeyIdx<K>* dst = tmp.data();
+  for (int p = 0; p < kPasses; ++p) {
+    const int shift = p * kBits;
+    uint32_t* h = hist.data() + p * kBuckets;
+    if (h[(src[0].key >> shift) & (kBuckets - 1)] == n) continue;
+    uint32_t sum = 0;
+    for (size_t b = 0; b < kBuckets; ++b) {
+      uint32_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < n; ++i) dst[h[(src[i].key >> shift) & (kBuckets - 1)]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != a) std::copy(src, src + n, a);
+}
+
+// ------------------------------------------------------------------------------------------
+// Sorting and de-duplication.
+
+// Lexicographically sorted distinct rows. pts holds objectives 1..M-1 of each distinct row
+// (objective 0 is implied by the order); group[k] = position of row k in that order.
+template <typename K>
 struct SortedUnique {
-  std::vector<T> pts;          // [U, M]
-  std::vector<int64_t> group;  // [len(idx)]
+  std::vector<K> pts;           // [U, M - 1]
+  std::vector<uint32_t> group;  // [n]
   int64_t U = 0;
 };
 
 template <typename T>
-SortedUnique<T> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
+SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
+  using K = KeyOf<T>;
   const int64_t n = static_cast<int64_t>(idx.size());
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), int64_t{0});
-  auto row = [&](int64_t k) { return F + idx[k] * M; };
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    const T* x = row(a);
-    const T* y = row(b);
-    for (int64_t j = 0; j < M; ++j) {
-      if (x[j] < y[j]) return true;
-      if (y[j] < x[j]) return false;
-    }
-    return a < b;
-  });
-  SortedUnique<T> out;
-  out.group.resize(n);
-  out.pts.reserve(static_cast<size_t>(n * M));
-  const T* prev = nullptr;
-  for (int64_t k = 0; k < n; ++k) {
-    const T* x = row(order[k]);
-    // == treats -0.0 and 0.0 as equal, as the ranking must.
-    bool same = prev != nullptr && std::equal(x, x + M, prev);
-    if (!same) {
-      for (int64_t j = 0; j < M; ++j) out.pts.push_back(x[j] + T(0));  // -0.0 -> 0.0
-      ++out.U;
-      prev = x;
-    }
-    out.group[order[k]] = out.U - 1;
+  EVOFORGE_CHECK(n < (int64_t{1} << 31), "at most 2^31 - 1 points are supported, got " << n);
+  std::vector<KeyIdx<K>> items(n);
+  {
+    std::vector<KeyIdx<K>> tmp;
+    for (int64_t k = 0; k < n; ++k) items[k] = {order_key(F[idx[k] * M]), static_cast<uint32_t>(k)};
+    radix_sort(items.data(), n, tmp);
   }
+  // Only rows that tie on objective 0 need the other objectives to be ordered and compared;
+  // their keys are computed on the fly.
+  auto key = [&](uint32_t k, int64_t j) { return order_key(F[idx[k] * M + j]); };
+  auto rest_less = [&](const KeyIdx<K>& x, const KeyIdx<K>& y) {
+    for (int64_t j = 1; j < M; ++j) {
+      K a = key(x.idx, j), b = key(y.idx, j);
+      if (a != b) return a < b;
+    }
+    return false;
+  };
+  auto rest_equal = [&](const KeyIdx<K>& x, const KeyIdx<K>& y) {
+    for (int64_t j = 1; j < M; ++j)
+      if (key(x.idx, j) != key(y.idx, j)) return false;
+    return true;
+  };
+
+  SortedUnique<K> out;
+  out.group.resize(n);
+  out.pts.resize(static_cast<size_t>(n * (M - 1)));
+  K* dst = out.pts.data();
+  for (int64_t b = 0; b < n;) {
+    int64_t e = b + 1;
+    while (e < n && items[e].key == items[b].key) ++e;
+    if (e - b > 1 && M > 1) std::sort(items.begin() + b, items.begin() + e, rest_less);
+    for (int64_t k = b; k < e; ++k) {
+      if (k == b || !rest_equal(items[k - 1], items[k])) {
+        const T* row = F + idx[items[k].idx] * M;
+        for (int64_t j = 1; j < M; ++j) *dst++ = order_key(row[j]);
+        ++out.U;
+      }
+      out.group[items[k].idx] = static_cast<uint32_t>(out.U - 1);
+    }
+    b = e;
+  }
+  out.pts.resize(static_cast<size_t>(out.U * (M - 1)));
   return out;
 }
 
-// M = 2: one sweep. Among the fronts built so far, the smallest f1 of front k (its last point)
-// does not decrease with k, so the first front that does not dominate p is a binary search.
-template <typename T>
-int32_t rank_sweep2(const T* pts, int64_t U, int32_t* rank) {
-  std::vector<T> front_min;  // front_min[k] = f1 of the last point put in front k
-  for (int64_t i = 0; i < U; ++i) {
-    T f1 = pts[2 * i + 1];
-    auto it = std::upper_bound(front_min.begin(), front_min.end(), f1);
-    int32_t k = static_cast<int32_t>(it - front_min.begin());
-    if (it == front_min.end())
-      front_min.push_back(f1);
-    else
-      *it = f1;
-    rank[i] = k;
+// ------------------------------------------------------------------------------------------
+// M = 2 and M = 3: sweeps over the sorted points with a binary search over fronts. A front
+// that dominates p implies that every earlier front does, so the fronts are bisected.
+
+// M = 2: the smallest f1 of front k (its last point) does not decrease with k, and p joins the
+// first front whose smallest f1 exceeds p's. The searches are the whole cost and each is a
+// chain of dependent loads, so four consecutive points are searched together on the fronts as
+// they were before the four, and each result is then corrected for the updates of the
+// points before it: an update only lowers front_min[k] to some v (or appends v), which moves
+// a later point q from front k to k + 1 exactly when it searched k and v <= q's f1.
+template <typename K>
+int32_t rank_sweep2(const K* f1, int64_t U, int32_t* rank) {
+  std::vector<K> front_min;  // front_min[k] = f1 of the last point put in front k
+  constexpr int kLanes = 4;
+  for (int64_t i = 0; i < U; i += kLanes) {
+    const int lanes = static_cast<int>(std::min<int64_t>(kLanes, U - i));
+    K v[kLanes];
+    size_t k[kLanes] = {};
+    for (int j = 0; j < kLanes; ++j) v[j] = f1[i + std::min(j, lanes - 1)];
+    if (!front_min.empty()) {  // branch-free upper bounds
+      const K* data = front_min.data();
+      const K* base[kLanes];
+      for (int j = 0; j < kLanes; ++j) base[j] = data;
+      for (size_t len = front_min.size(); len > 1;) {
+        const size_t half = len / 2;
+        for (int j = 0; j < kLanes; ++j) base[j] += half & (size_t{0} - (base[j][half - 1] <= v[j]));
+        len -= half;
+      }
+      for (int j = 0; j < kLanes; ++j) k[j] = static_cast<size_t>(base[j] - data) + (*base[j] <= v[j]);
+    }
+    for (int j = 0; j < lanes; ++j) {
+      for (int t = 0; t < j; ++t) k[j] += (k[j] == k[t] && v[t] <= v[j]);
+      if (k[j] == front_min.size())
+        front_min.push_back(v[j]);
+      else
+        front_min[k[j]] = v[j];
+      rank[i + j] = static_cast<int32_t>(k[j]);
+    }
   }
   return static_cast<int32_t>(front_min.size());
 }
 
-template <typename T>
-inline bool weakly_dominates(const T* q, const T* p, int64_t M) {
-  for (int64_t j = 1; j < M; ++j)  // objective 0 is ordered by the sort
-    if (q[j] > p[j]) return false;
+// Number of leading elements of s[0, n) (sorted by .a) with .a <= v. Branch-free: in the
+// sweeps these comparisons are unpredictable and a mispredicted branch costs more than the
+// whole search step.
+template <typename Step, typename V>
+inline size_t count_at_or_below(const Step* s, size_t n, V v) {
+  if (n == 0) return 0;
+  const Step* base = s;
+  while (n > 1) {
+    const size_t half = n / 2;
+    base += half & (size_t{0} - (base[half - 1].a <= v));
+    n -= half;
+  }
+  return static_cast<size_t>(base - s) + (base->a <= v);
+}
+
+// M = 3: front k dominates p iff some member q has (q1, q2) <= (p1, p2). Only the 2-D minima of
+// a front's (f1, f2) matter: they form a staircase, f1 increasing and f2 decreasing, and the
+// test is one binary search for the last step with f1 <= p1. Inserting into the middle of a
+// staircase moves its tail; adversarial inputs can make that quadratic, so the moves are
+// counted and the method gives up (returns false) once they exceed `budget`.
+template <typename K>
+bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
+  struct Step {
+    K a, b;
+  };
+  std::vector<std::vector<Step>> fronts;
+  int64_t work = 0;
+  for (int64_t i = 0; i < U; ++i) {
+    const K a = pts[2 * i], b = pts[2 * i + 1];
+    int64_t lo = 0, hi = static_cast<int64_t>(fronts.size());
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      const auto& s = fronts[mid];
+      const size_t u = count_at_or_below(s.data(), s.size(), a);
+      const int64_t dominated = u > 0 && s[u - 1].b <= b;
+      lo += dominated * (mid + 1 - lo);
+      hi -= (1 - dominated) * (hi - mid);
+    }
+    if (lo == static_cast<int64_t>(fronts.size())) fronts.emplace_back();
+    auto& s = fronts[lo];
+    // p is not dominated by its front, so the steps it dominates follow it contiguously.
+    auto pos = std::lower_bound(s.begin(), s.end(), a, [](const Step& e, K v) { return e.a < v; });
+    auto end = pos;
+    while (end != s.end() && end->b >= b) ++end;
+    if (end != pos) {
+      *pos = {a, b};
+      work += s.end() - end;
+      s.erase(pos + 1, end);
+    } else {
+      work += s.end() - pos;
+      s.insert(pos, {a, b});
+    }
+    if (work > budget) return false;
+    rank[i] = static_cast<int32_t>(lo);
+  }
   return true;
 }
 
-// M >= 3: efficient non-dominated sort with binary search over fronts (ENS-BS, Zhang et al.
-// 2015). Front k dominates p implies front k-1 does, so the fronts are searched by bisection.
-template <typename T>
-int32_t rank_ens(const T* pts, int64_t U, int64_t M, int32_t* rank) {
-  std::vector<std::vector<int64_t>> fronts;
-  for (int64_t i = 0; i < U; ++i) {
-    const T* p = pts + i * M;
-    auto dominated_by = [&](const std::vector<int64_t>& front) {
-      for (auto it = front.rbegin(); it != front.rend(); ++it)
-        if (weakly_dominates(pts + *it * M, p, M)) return true;
-      return false;
-    };
-    int64_t lo = 0, hi = static_cast<int64_t>(fronts.size());
-    while (lo < hi) {
-      int64_t mid = (lo + hi) / 2;
-      if (dominated_by(fronts[mid]))
-        lo = mid + 1;
-      else
-        hi = mid;
+// ------------------------------------------------------------------------------------------
+// M >= 3: divide and conquer.
+//
+// Points are identified by their position in the sorted order (ids), which stands in for
+// objective 0; coordinates c = 0..D-1 hold objectives 1..D. Sets of ids are always kept in
+// increasing order. rank[] only grows, by rank[h] = max(rank[h], rank[l] + 1) for l dominating
+// h, so the result does not depend on the order of independent updates.
+//
+//   solve(S, k): all points of S are equal on coordinates >= k; ranks S within itself (on top
+//     of what S already received from outside).
+//   update(L, H, k): ranks of L are final and every l <= every h on coordinates >= k; applies
+//     the domination of L over H decided by the id order and coordinates < k.
+//
+// Both split at the median of coordinate k - 1 and recurse on k - 1 for pairs whose order on
+// it is settled. Memory comes from stack-like arenas, so no call allocates.
+
+// A stack allocator: memory from `alloc` stays valid until `release` of an earlier mark.
+template <typename V>
+class Arena {
+ public:
+  struct Mark {
+    size_t block, used;
+  };
+  explicit Arena(size_t first_block) { blocks_.push_back({std::make_unique<V[]>(first_block), first_block, 0}); }
+  V* alloc(size_t n) {
+    while (blocks_[cur_].used + n > blocks_[cur_].cap) {
+      if (cur_ + 1 == blocks_.size()) {
+        size_t cap = std::max(n, 2 * blocks_[cur_].cap);
+        blocks_.push_back({std::make_unique<V[]>(cap), cap, 0});
+      }
+      blocks_[++cur_].used = 0;
     }
-    if (lo == static_cast<int64_t>(fronts.size())) fronts.emplace_back();
-    fronts[lo].push_back(i);
-    rank[i] = static_cast<int32_t>(lo);
+    V* p = blocks_[cur_].mem.get() + blocks_[cur_].used;
+    blocks_[cur_].used += n;
+    return p;
   }
-  return static_cast<int32_t>(fronts.size());
+  Mark mark() const { return {cur_, blocks_[cur_].used}; }
+  void release(Mark m) {
+    cur_ = m.block;
+    blocks_[cur_].used = m.used;
+  }
+
+ private:
+  struct Block {
+    std::unique_ptr<V[]> mem;
+    size_t cap, used;
+  };
+  std::vector<Block> blocks_;
+  size_t cur_ = 0;
+};
+
+// The coordinates of the divide and conquer: objectives 1..D of the distinct points replaced
+// by their dense ranks (int32, one array per objective), so that the scans over a set of ids
+// read one small array in increasing address order.
+template <typename K>
+std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
+  std::vector<std::vector<int32_t>> cols(D, std::vector<int32_t>(U));
+  parallel_for(D, U >= 20000 ? threads : 1, 1, [&](int64_t c0, int64_t c1, int) {
+    std::vector<KeyIdx<K>> items(U), tmp;
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < U; ++i) items[i] = {pts[i * D + c], static_cast<uint32_t>(i)};
+      radix_sort(items.data(), U, tmp);
+      int32_t r = 0;
+      for (int64_t i = 0; i < U; ++i) {
+        r += i > 0 && items[i].key != items[i - 1].key;
+        cols[c][items[i].idx] = r;
+      }
+    }
+  });
+  return cols;
+}
+
+// Shared state of one divide and conquer run.
+struct DCShared {
+  std::vector<const int32_t*> col;  // col[c][id]
+  int32_t* rank;
+  std::atomic<int> idle_threads{0};
+};
+
+class DivideConquer {
+ public:
+  DivideConquer(DCShared& s, size_t n_hint) : s_(s), rank_(s.rank), ids_(4 * n_hint + 1024), vals_(n_hint + 1024) {}
+
+  void run(int64_t U, int D) {
+    int32_t* all = ids_.alloc(U);
+    std::iota(all, all + U, 0);
+    solve(all, U, D);
+  }
+
+ private:
+  static constexpr int64_t kBruteSolve = 24;          // solve() by all pairs up to this size
+  static constexpr int64_t kBrutePairs = 4096;        // update() by all pairs up to |L| |H|
+  static constexpr int64_t kBruteSide = 8;            // ... or when |L| or |H| is this small
+  static constexpr int64_t kParallelMin = 1 << 11;    // update() forks above this |L| + |H|
+
+  int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
+
+  // q dominates p on coordinates < k (q is before p).
+  bool dominates(int32_t q, int32_t p, int k) const {
+    for (int c = 0; c < k; ++c)
+      if (s_.col[c][q] > s_.col[c][p]) return false;
+    return true;
+  }
+
+  // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
+  // order; returns the sizes of the first two parts.
+  std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, int32_t m, int32_t* out) const {
+    const int32_t* v = s_.col[c];
+    int64_t nl = 0, ne = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      nl += v[S[i]] < m;
+      ne += v[S[i]] == m;
+    }
+    int32_t *l = out, *e = out + nl, *h = out + nl + ne;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t id = S[i], vi = v[id];
+      if (vi < m)
+        *l++ = id;
+      else if (vi == m)
+        *e++ = id;
+      else
+        *h++ = id;
+    }
+    return {nl, ne};
+  }
+
+  // A pivot for coordinate c over the ids of a and b: the median of a small even sample, which
+  // is cheap and splits typical data well; the exact median is the fallback that keeps the
+  // recursion depth logarithmic when the sample misleads (see balanced()).
+  int32_t sample_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) const {
+    const int32_t* col = s_.col[c];
+    const int64_t n = na + nb;
+    constexpr int kSample = 15;
+    int32_t v[kSample];
+    for (int i = 0; i < kSample; ++i) {
+      int64_t j = (2 * i + 1) * n / (2 * kSample);
+      v[i] = col[j < na ? a[j] : b[j - na]];
+    }
+    std::nth_element(v, v + kSample / 2, v + kSample);
+    return v[kSample / 2];
+  }
+  int32_t exact_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) {
+    const int32_t* col = s_.col[c];
+    auto vm = vals_.mark();
+    int32_t* v = vals_.alloc(na + nb);
+    for (int64_t i = 0; i < na; ++i) v[i] = col[a[i]];
+    for (int64_t i = 0; i < nb; ++i) v[na + i] = col[b[i]];
+    const int64_t n = na + nb;
+    std::nth_element(v, v + n / 2, v + n);
+    const int32_t m = v[n / 2];
+    vals_.release(vm);
+    return m;
+  }
+  // Neither strict side may hold more than 15/16 of the points.
+  static bool balanced(int64_t below, int64_t above, int64_t n) { return 16 * std::max(below, above) <= 15 * n; }
+
+  void solve(const int32_t* S, int64_t n, int k) {
+    if (n < 2) return;
+    if (n <= kBruteSolve) {
+      for (int64_t i = 1; i < n; ++i)
+        for (int64_t j = 0; j < i; ++j)
+          if (rank_[S[j]] >= rank_[S[i]] && dominates(S[j], S[i], k)) rank_[S[i]] = rank_[S[j]] + 1;
+      return;
+    }
+    if (k == 1) return sweep_solve(S, n);
+    const int c = k - 1;
+    const int32_t* col = s_.col[c];
+    int32_t lo = col[S[0]], hi = lo;
+    for (int64_t i = 1; i < n; ++i) {
+      lo = std::min(lo, col[S[i]]);
+      hi = std::max(hi, col[S[i]]);
+    }
+    if (lo == hi) return solve(S, n, k - 1);
+    auto im = ids_.mark();
+    int32_t* P = ids_.alloc(n);
+    int64_t nl, ne;
+    std::tie(nl, ne) = split(S, n, c, sample_median(S, n, nullptr, 0, c), P);
+    if (!balanced(nl, n - nl - ne, n)) std::tie(nl, ne) = split(S, n, c, exact_median(S, n, nullptr, 0, c), P);
+    const int64_t nh = n - nl - ne;
+    int32_t *L = P, *E = P + nl, *H = P + nl + ne;
+    solve(L, nl, k);
+    update(L, nl, E, ne, k - 1);
+    solve(E, ne, k - 1);
+    int32_t* LE = ids_.alloc(nl + ne);
+    std::merge(L, L + nl, E, E + ne, LE);
+    update(LE, nl + ne, H, nh, k - 1);
+    solve(H, nh, k);
+    ids_.release(im);
+  }
+
+  void update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    if (nl == 0 || nh == 0) return;
+    auto im = ids_.mark();
+    // rank[h] can only rise to rank[l] + 1: drop the h already above every l and the l too
+    // low to raise any h.
+    int32_t max_l = rank_[L[0]], min_h = rank_[H[0]];
+    for (int64_t i = 1; i < nl; ++i) max_l = std::max(max_l, rank_[L[i]]);
+    for (int64_t i = 1; i < nh; ++i) min_h = std::min(min_h, rank_[H[i]]);
+    if (min_h > max_l) return;
+    if (min_h > 0 && rank_[L[0]] < min_h - 1) {
+      int32_t* f = ids_.alloc(nl);
+      int64_t m = 0;
+      for (int64_t i = 0; i < nl; ++i) f[m] = L[i], m += rank_[L[i]] >= min_h - 1;
+      L = f, nl = m;
+    }
+    if (rank_[H[nh - 1]] > max_l) {
+      int32_t* f = ids_.alloc(nh);
+      int64_t m = 0;
+      for (int64_t i = 0; i < nh; ++i) f[m] = H[i], m += rank_[H[i]] <= max_l;
+      H = f, nh = m;
+    }
+    update_filtered(L, nl, H, nh, k);
+    ids_.release(im);
+  }
+
+  void update_filtered(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) {
+      for (int64_t j = 0, i_end = 0; j < nh; ++j) {
+        const int32_t h = H[j];
+        while (i_end < nl && L[i_end] < h) ++i_end;
+        for (int64_t i = 0; i < i_end; ++i)
+          if (rank_[L[i]] >= rank_[h] && dominates(L[i], h, k)) rank_[h] = rank_[L[i]] + 1;
+      }
+      return;
+    }
+    if (k == 1) return sweep_update(L, nl, H, nh);
+    const int c = k - 1;
+    const int32_t* col = s_.col[c];
+    int32_t lmin = col[L[0]], lmax = lmin, hmin = col[H[0]], hmax = hmin;
+    for (int64_t i = 1; i < nl; ++i) {
+      lmin = std::min(lmin, col[L[i]]);
+      lmax = std::max(lmax, col[L[i]]);
+    }
+    for (int64_t i = 1; i < nh; ++i) {
+      hmin = std::min(hmin, col[H[i]]);
+      hmax = std::max(hmax, col[H[i]]);
+    }
+    if (lmax <= hmin) return update(L, nl, H, nh, k - 1);
+    if (lmin > hmax) return;
+    auto im = ids_.mark();
+    int32_t* PL = ids_.alloc(nl);
+    int32_t* PH = ids_.alloc(nh);
+    int32_t m = sample_median(L, nl, H, nh, c);
+    int64_t ll, le, hl, he;
+    std::tie(ll, le) = split(L, nl, c, m, PL);
+    std::tie(hl, he) = split(H, nh, c, m, PH);
+    if (!balanced(ll + hl, nl - ll - le + nh - hl - he, nl + nh)) {
+      m = exact_median(L, nl, H, nh, c);
+      std::tie(ll, le) = split(L, nl, c, m, PL);
+      std::tie(hl, he) = split(H, nh, c, m, PH);
+    }
+    const int64_t lg = nl - ll - le, hg = nh - hl - he;
+    int32_t* LM = ids_.alloc(ll + le);  // L< and L= in id order
+    std::merge(PL, PL + ll, PL + ll, PL + ll + le, LM);
+    int32_t* HM = ids_.alloc(he + hg);  // H= and H> in id order
+    std::merge(PH + hl, PH + hl + he, PH + hl + he, PH + nh, HM);
+    // The first call writes only H<, the other two only H= and H>, and none reads what
+    // another writes, so the first may run on another thread.
+    auto low = [&](DivideConquer& w) { w.update(PL, ll, PH, hl, k); };
+    auto rest = [&] {
+      update(LM, ll + le, HM, he + hg, k - 1);
+      update(PL + ll + le, lg, PH + hl + he, hg, k);
+    };
+    if (ll + hl >= kParallelMin && try_take_thread()) {
+      std::exception_ptr err;
+      std::thread t([&] {
+        try {
+          DivideConquer w(s_, ll + hl);
+          low(w);
+        } catch (...) {
+          err = std::current_exception();
+        }
+      });
+      try {
+        rest();
+      } catch (...) {
+        t.join();
+        s_.idle_threads.fetch_add(1);
+        throw;
+      }
+      t.join();
+      s_.idle_threads.fetch_add(1);
+      if (err) std::rethrow_exception(err);
+    } else {
+      low(*this);
+      rest();
+    }
+    ids_.release(im);
+  }
+
+  bool try_take_thread() {
+    int n = s_.idle_threads.load();
+    while (n > 0)
+      if (s_.idle_threads.compare_exchange_weak(n, n - 1)) return true;
+    return false;
+  }
+
+  // Staircase for the sweeps on coordinate 0: steps (a, r) with a increasing and r strictly
+  // increasing; the best rank among inserted points with coordinate <= a is the last step
+  // at or before a.
+  struct Step {
+    int32_t a, r;
+  };
+  int32_t stair_query(int32_t a) const {  // -1 when nothing is at or before a
+    const size_t u = count_at_or_below(stair_.data(), stair_.size(), a);
+    return u == 0 ? -1 : stair_[u - 1].r;
+  }
+  void stair_insert(int32_t a, int32_t r) {
+    auto pos = std::lower_bound(stair_.begin(), stair_.end(), a, [](const Step& e, int32_t v) { return e.a < v; });
+    if (pos != stair_.begin() && std::prev(pos)->r >= r) return;
+    auto end = pos;
+    while (end != stair_.end() && end->r <= r) ++end;
+    if (end != pos) {
+      *pos = {a, r};
+      stair_.erase(pos + 1, end);
+    } else {
+      stair_.insert(pos, {a, r});
+    }
+  }
+
+  void sweep_solve(const int32_t* S, int64_t n) {
+    const int32_t* col = s_.col[0];
+    stair_.clear();
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t p = S[i];
+      rank_[p] = std::max(rank_[p], stair_query(col[p]) + 1);
+      stair_insert(col[p], rank_[p]);
+    }
+  }
+
+  void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
+    const int32_t* col = s_.col[0];
+    stair_.clear();
+    int64_t i = 0;
+    for (int64_t j = 0; j < nh; ++j) {
+      const int32_t h = H[j];
+      for (; i < nl && L[i] < h; ++i) stair_insert(col[L[i]], rank_[L[i]]);
+      rank_[h] = std::max(rank_[h], stair_query(col[h]) + 1);
+    }
+  }
+
+  DCShared& s_;
+  int32_t* rank_;
+  Arena<int32_t> ids_;
+  Arena<int32_t> vals_;
+  std::vector<Step> stair_;
+};
+
+template <typename K>
+void rank_divide_conquer(const K* pts, int64_t U, int D, int32_t* rank, int threads) {
+  auto cols = dense_columns(pts, U, D, threads);
+  DCShared s;
+  for (auto& c : cols) s.col.push_back(c.data());
+  s.rank = rank;
+  s.idle_threads = threads - 1;
+  DivideConquer(s, U).run(U, D);
 }
 
 // Ranks the distinct, lexicographically sorted points; returns the number of fronts.
-template <typename T>
-int32_t rank_sorted_unique(const T* pts, int64_t U, int64_t M, int32_t* rank, int /*threads*/) {
+template <typename K>
+int32_t rank_sorted_unique(const K* pts, int64_t U, int64_t M, int32_t* rank, int threads) {
   if (U == 0) return 0;
   if (M == 1) {
     for (int64_t i = 0; i < U; ++i) rank[i] = static_cast<int32_t>(i);
     return static_cast<int32_t>(U);
   }
   if (M == 2) return rank_sweep2(pts, U, rank);
-  return rank_ens(pts, U, M, rank);
+  bool done = false;
+  if (M == 3) {
+    int64_t log_u = 1;
+    while ((int64_t{1} << log_u) < U) ++log_u;
+    done = rank_staircase3(pts, U, rank, 4 * U * log_u * log_u);
+  }
+  if (!done) {
+    std::fill(rank, rank + U, 0);
+    rank_divide_conquer(pts, U, static_cast<int>(M - 1), rank, threads);
+  }
+  return *std::max_element(rank, rank + U) + 1;
 }
 
 // Ranks the rows idx of F into rank[idx[k]] + offset; returns the number of fronts.
 template <typename T>
 int32_t rank_rows(const T* F, int64_t M, const std::vector<int64_t>& idx, int32_t offset,
                   int32_t* rank, int threads) {
-  SortedUnique<T> su = sort_unique(F, M, idx);
+  if (idx.empty()) return 0;
+  auto su = sort_unique(F, M, idx);
   std::vector<int32_t> r(static_cast<size_t>(su.U));
   int32_t fronts = rank_sorted_unique(su.pts.data(), su.U, M, r.data(), threads);
   for (size_t k = 0; k < idx.size(); ++k) rank[idx[k]] = r[su.group[k]] + offset;
@@ -179,7 +697,8 @@ void crowding_distance_cpu(const T* F, int64_t N, int64_t M, const int32_t* rank
   const double inf = std::numeric_limits<double>::infinity();
   const int64_t n_fronts = max_rank + 1;
   parallel_for(n_fronts, resolve_threads(num_threads), 1, [&](int64_t f0, int64_t f1, int) {
-    std::vector<int64_t> order;
+    // Members are in index order and the radix sort is stable, so ties stay in index order.
+    std::vector<KeyIdx<KeyOf<T>>> items, tmp;
     for (int64_t f = f0; f < f1; ++f) {
       const int64_t* mem = members.data() + start[f];
       const int64_t n = start[f + 1] - start[f];
@@ -187,19 +706,23 @@ void crowding_distance_cpu(const T* F, int64_t N, int64_t M, const int32_t* rank
         for (int64_t k = 0; k < n; ++k) out[mem[k]] = inf;
         continue;
       }
-      order.assign(mem, mem + n);
+      items.resize(n);
       for (int64_t j = 0; j < M; ++j) {
-        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-          T x = F[a * M + j], y = F[b * M + j];
-          return x < y || (!(y < x) && a < b);
-        });
-        const double lo = F[order.front() * M + j], hi = F[order.back() * M + j];
-        out[order.front()] = inf;
-        out[order.back()] = inf;
+        for (int64_t k = 0; k < n; ++k) items[k] = {order_key(F[mem[k] * M + j]), static_cast<uint32_t>(k)};
+        radix_sort(items.data(), n, tmp);
+        auto val = [&](int64_t k) { return double(F[mem[items[k].idx] * M + j]); };
+        const double lo = val(0), hi = val(n - 1);
+        out[mem[items[0].idx]] = inf;
+        out[mem[items[n - 1].idx]] = inf;
         const double range = hi - lo;
         if (!(range > 0) || std::isinf(range)) continue;
-        for (int64_t k = 1; k + 1 < n; ++k)
-          out[order[k]] += (double(F[order[k + 1] * M + j]) - double(F[order[k - 1] * M + j])) / range;
+        double prev = lo, cur = val(1);
+        for (int64_t k = 1; k + 1 < n; ++k) {
+          const double next = val(k + 1);
+          out[mem[items[k].idx]] += (next - prev) / range;
+          prev = cur;
+          cur = next;
+        }
       }
     }
   });

@@ -8,6 +8,7 @@ namespace py = pybind11;
 
 namespace evoforge::cuda {
 void register_pareto(py::module_& m);
+void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
 }
 
@@ -30,5 +31,6 @@ PYBIND11_MODULE(_cuda, m) {
     return n;
   });
   evoforge::cuda::register_pareto(m);
+  evoforge::cuda::register_hashing(m);
   evoforge::cuda::register_variation(m);
 }

@@ -11,22 +11,9 @@ from hypothesis.extra.numpy import arrays
 import evoforge
 import reference
 from evoforge import pareto
+from evoforge.bench.pareto import point_set
 
-INF = float("inf")
-# Few distinct values make ties and duplicates common; -0.0 next to 0.0 and +-inf test the edges.
-TIE_VALUES = [-INF, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, INF]
-
-
-@st.composite
-def objective_sets(draw, max_n=48, max_m=6):
-    n = draw(st.integers(0, max_n))
-    m = draw(st.integers(1, max_m))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    if draw(st.booleans()):
-        elements = st.sampled_from(TIE_VALUES)
-    else:
-        elements = st.floats(-1e6, 1e6, allow_nan=False, width=32)
-    return draw(arrays(dtype, (n, m), elements=elements))
+from strategies import CV_VALUES, objective_sets
 
 
 @settings(max_examples=400, deadline=None)
@@ -40,7 +27,7 @@ def test_rank_matches_brute_force(F):
 @settings(max_examples=300, deadline=None)
 @given(objective_sets(max_n=40, max_m=4), st.data())
 def test_constrained_rank_matches_brute_force(F, data):
-    cv = data.draw(arrays(np.float64, len(F), elements=st.sampled_from([-1.0, -0.0, 0.0, 0.25, 1.0, 3.0, INF])))
+    cv = data.draw(arrays(np.float64, len(F), elements=st.sampled_from(CV_VALUES)))
     got = pareto.nondominated_rank(F, constraint_violation=cv)
     np.testing.assert_array_equal(got, reference.nondominated_rank(F, cv))
 
@@ -57,16 +44,9 @@ def test_empty_and_single():
 
 
 def _point_set(kind: str, n: int, m: int, rng: np.random.Generator) -> np.ndarray:
-    if kind == "uniform":
-        return rng.random((n, m))
-    if kind == "simplex":
-        x = rng.exponential(size=(n, m))
-        return x / x.sum(axis=1, keepdims=True)
-    if kind == "correlated":
-        return rng.random((n, 1)) + 0.05 * rng.standard_normal((n, m))
     if kind == "integers":
         return rng.integers(0, 5, size=(n, m)).astype(np.float64)
-    raise ValueError(kind)
+    return point_set(kind, n, m, seed=int(rng.integers(2**31)))
 
 
 @pytest.mark.parametrize("kind", ["uniform", "simplex", "correlated", "integers"])

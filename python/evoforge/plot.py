@@ -1,0 +1,94 @@
+"""Plots of search runs (matplotlib, imported only here): convergence curves from an engine's
+history and Pareto fronts. Each function draws on ``ax`` (a new figure when None) and returns it;
+``save`` writes the figure (PNG, SVG, PDF by the file's suffix)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["load_history", "convergence", "pareto_front"]
+
+
+def load_history(run: Any) -> list[dict]:
+    """The per-generation records of a run: a run directory, its history.jsonl, a Result, or a list."""
+    if isinstance(run, (str, os.PathLike)):
+        p = Path(run)
+        p = p / "history.jsonl" if p.is_dir() else p
+        if not p.is_file():
+            raise FileNotFoundError(f"no history file at {p}")
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    if hasattr(run, "history"):
+        return list(run.history)
+    return list(run)
+
+
+def _axes(ax: Any):
+    import matplotlib
+
+    if ax is None:
+        if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    return ax
+
+
+def _save(ax: Any, save: str | os.PathLike | None) -> None:
+    if save is not None:
+        ax.figure.savefig(save, dpi=150)
+
+
+def convergence(run: Any, *, key: str = "best_fitness", x: str = "evaluations", ax: Any = None,
+                label: str | None = None, save: str | os.PathLike | None = None):
+    """``key`` (e.g. best_fitness, hypervolume) against ``x`` (evaluations, generation, seconds).
+    Vector values (a front's best per objective) draw one line per component."""
+    hist = load_history(run)
+    if not hist:
+        raise ValueError("the history is empty")
+    missing = [k for k in (key, x) if k not in hist[0]]
+    if missing:
+        raise KeyError(f"history records have no {missing}; they have {sorted(hist[0])}")
+    ax = _axes(ax)
+    xs = np.array([h[x] for h in hist], dtype=float)
+    ys = np.array([np.atleast_1d(np.asarray(h[key], dtype=float)) for h in hist])
+    for j in range(ys.shape[1]):
+        name = label if ys.shape[1] == 1 else f"{label or key}[{j}]"
+        ax.plot(xs, ys[:, j], label=name)
+    ax.set_xlabel(x)
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+    if label is not None or ys.shape[1] > 1:
+        ax.legend()
+    _save(ax, save)
+    return ax
+
+
+def pareto_front(F: Any, *, ranks: Sequence[int] | None = None, ax: Any = None, labels: Sequence[str] = ("f1", "f2"),
+                 max_fronts: int = 5, save: str | os.PathLike | None = None):
+    """Scatter of 2-D objectives [N, 2], coloured by front (computed when ``ranks`` is None);
+    the first front is joined as a staircase."""
+    from . import pareto
+
+    F = np.asarray(F, dtype=float)
+    if F.ndim != 2 or F.shape[1] != 2:
+        raise ValueError(f"pareto_front draws 2 objectives: F must have shape [N, 2], got {F.shape}")
+    r = pareto.nondominated_rank(F) if ranks is None else np.asarray(ranks)
+    ax = _axes(ax)
+    for k in range(min(max_fronts, int(r.max()) + 1 if len(r) else 0)):
+        P = F[r == k]
+        ax.scatter(P[:, 0], P[:, 1], s=12, label=f"front {k}")
+        if k == 0:
+            P = P[np.argsort(P[:, 0])]
+            ax.step(P[:, 0], P[:, 1], where="post", lw=1, alpha=0.6)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(ax, save)
+    return ax

@@ -1,0 +1,29 @@
+"""Model-agnostic search engines: they see genomes, an evaluator and an evaluation cache.
+
+Every engine has ask()/tell() and run(), evaluates through :class:`evoforge.cache.EvaluationCache`,
+checkpoints after every generation when given a ``run_dir`` (resume with ``Engine.resume``), and
+writes a history (``history.jsonl``) that :mod:`evoforge.plot` draws.
+"""
+
+from .engine import Batch, Engine, Evaluator, Result
+from .ga import GA
+from .nsga2 import NSGA2
+from .one_plus_lambda import OnePlusLambda
+from .operators import (
+    SBX,
+    Crossover,
+    GaussianMutation,
+    LevelSwitch,
+    Mutation,
+    OnePointCrossover,
+    PointMutation,
+    PolynomialMutation,
+    TwoPointCrossover,
+    UniformCrossover,
+)
+
+__all__ = [
+    "Batch", "Engine", "Evaluator", "Result", "OnePlusLambda", "NSGA2", "GA",
+    "Mutation", "PointMutation", "GaussianMutation", "PolynomialMutation", "LevelSwitch",
+    "Crossover", "SBX", "UniformCrossover", "OnePointCrossover", "TwoPointCrossover",
+]

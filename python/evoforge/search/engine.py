@@ -1,0 +1,333 @@
+"""The base of every search engine: ask/tell, evaluation through the EvaluationCache, a
+checkpoint after every generation, resume, a history file and a progress bar.
+
+Symbols: B candidates in a batch, L genes per genome, M objectives.
+
+An engine is driven either by :meth:`Engine.run` (it calls an evaluator) or by hand::
+
+    while not done:
+        batch = engine.ask()                     # Batch: genomes [B, L] (+ fidelity, seed)
+        engine.tell(batch, my_fitness(batch))     # [B] or [B, M] float, minimised
+
+Evaluators: an object with ``evaluate(genomes, batch)`` (it sees the batch's fidelity and
+minibatch seed), or a plain callable ``f(genomes)``. Either returns fitness of shape [B] (one
+objective) or [B, M], or a pair ``(fitness, constraint_violation [B])``; smaller is better and
+values must be finite.
+
+Determinism: every random draw is a pure function of (seed, generation, ...) (see
+:mod:`evoforge.random`), so the same seed gives the same run, and a run resumed from its last
+checkpoint gives the same result as an uninterrupted one. Candidates evaluated before a kill are
+found in the run directory's cache and not evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from ..cache import EvaluationCache
+from ..hashing import Hasher, genotype_hash
+from ..errors import ConfigError
+
+__all__ = ["Batch", "Result", "Evaluator", "Engine", "CHECKPOINT", "HISTORY"]
+
+CHECKPOINT = "checkpoint.pkl"
+HISTORY = "history.jsonl"
+
+
+@dataclass
+class Batch:
+    """Candidates to evaluate now.
+
+    genomes : numpy.ndarray, shape (B, L)
+    fidelity : int or None -- e.g. the number of calibration tokens of this selection stage
+    seed : int or None -- the minibatch seed, shared by every candidate of the batch (None:
+        the evaluation is deterministic)
+    """
+
+    genomes: np.ndarray
+    fidelity: int | None = None
+    seed: int | None = None
+    generation: int = 0
+    stage: int = 0
+
+
+@dataclass
+class Result:
+    """What a run found. ``evaluations`` counts candidates passed to the evaluator (cache misses)."""
+
+    best_genome: np.ndarray
+    best_fitness: Any
+    generations: int
+    evaluations: int
+    requested: int
+    cache_hits: int
+    history: list = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    def evaluate(self, genomes: np.ndarray, batch: Batch) -> Any: ...
+
+
+EvaluatorLike = Union[Evaluator, Callable[[np.ndarray], Any]]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Engine:
+    """Base class. Subclasses implement ``_ask() -> Batch``, ``_tell(batch, F, cv)`` (calling
+    ``self._end_generation(...)`` when a generation is complete) and ``best``."""
+
+    def __init__(self, *, seed: int = 0, run_dir: str | os.PathLike | None = None,
+                 cache: EvaluationCache | None = None, task: str = "", progress: bool = True) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an int in [0, 2**63), got {seed!r}")
+        self.seed = int(seed)
+        self.task = str(task)
+        self.progress = bool(progress)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.generation = 0
+        self.history: list[dict] = []
+        self.evaluations = 0  # candidates passed to an evaluator
+        self.requested = 0  # candidates asked for (hits + misses)
+        self.cache_hits = 0
+        self._pending: Batch | None = None
+        self._started = time.perf_counter()
+        self._pbar = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cache is None:
+            cache = EvaluationCache(self.run_dir) if self.run_dir is not None else EvaluationCache()
+        self._cache = cache
+
+    # ---- ask / tell ----------------------------------------------------------------------------
+
+    def ask(self) -> Batch:
+        """The next candidates to evaluate (the same batch again until it is told)."""
+        if self._pending is None:
+            self._pending = self._ask()
+        return self._pending
+
+    def tell(self, batch: Batch, fitness: Any, constraint_violation: Any = None) -> None:
+        """Fitness (and constraint violation) of ``batch``, the batch last returned by ask()."""
+        if batch is not self._pending:
+            raise ValueError("tell() must receive the batch returned by the last ask()")
+        F, cv = self._check_fitness(batch, fitness, constraint_violation)
+        self._pending = None
+        self._tell(batch, F, cv)
+
+    # ---- subclass API --------------------------------------------------------------------------
+
+    n_objectives: int = 1
+    constrained: bool = False
+
+    def _ask(self) -> Batch:
+        raise NotImplementedError
+
+    def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    @property
+    def best(self) -> tuple[np.ndarray, Any]:
+        """(genome, fitness) of the best candidate so far (for NSGA-II: the first front)."""
+        raise NotImplementedError
+
+    def _end_generation(self, **record: Any) -> None:
+        """Called by subclasses when a generation is complete: history, checkpoint, progress."""
+        self.generation += 1
+        record = {"generation": self.generation, "evaluations": self.evaluations,
+                  "requested": self.requested, "cache_hits": self.cache_hits,
+                  "seconds": round(time.perf_counter() - self._started, 6), **record}
+        self.history.append(record)
+        if self.run_dir is not None:
+            self.save()  # the checkpoint first: a history line never runs ahead of it
+            with open(self.run_dir / HISTORY, "a") as f:
+                f.write(json.dumps(record, default=_json_default) + "\n")
+        if self._pbar is not None:
+            self._pbar.update(1)
+            best = record.get("best_fitness")
+            hit = self.cache_hits / max(1, self.requested)
+            self._pbar.set_postfix_str(f"best={_short(best)} hit={hit:.0%}")
+
+    # ---- evaluation through the cache -----------------------------------------------------------
+
+    def key(self, genome: np.ndarray, batch: Batch) -> bytes:
+        """Cache key of one candidate: its genome (exact: values, dtype, shape), the fidelity and
+        minibatch seed of the batch, and the task."""
+        return Hasher().update(genotype_hash(genome)).update((batch.fidelity, batch.seed, self.task)).digest()
+
+    def evaluate(self, batch: Batch, evaluator: EvaluatorLike) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fitness of a batch: cached candidates are looked up, the rest evaluated in one call."""
+        B = len(batch.genomes)
+        width = self.n_objectives + (1 if self.constrained else 0)
+        keys = [self.key(g, batch) for g in batch.genomes]
+        values = np.empty((B, width))
+        missing = []
+        for i, k in enumerate(keys):
+            entry = self._cache.get(k)
+            if entry is None:
+                missing.append(i)
+            else:
+                values[i] = entry.mean
+        # Duplicates inside a batch are evaluated once (and count as hits).
+        first: dict[bytes, int] = {}
+        todo = [i for i in missing if first.setdefault(keys[i], i) == i]
+        self.requested += B
+        self.cache_hits += B - len(todo)
+        if todo:
+            sub = Batch(batch.genomes[todo], batch.fidelity, batch.seed, batch.generation, batch.stage)
+            t0 = time.perf_counter()
+            out = evaluator.evaluate(sub.genomes, sub) if isinstance(evaluator, Evaluator) else evaluator(sub.genomes)
+            seconds = (time.perf_counter() - t0) / len(todo)
+            F, cv = self._check_fitness(sub, *(out if isinstance(out, tuple) else (out, None)))
+            row = np.column_stack([F.reshape(len(todo), -1)] + ([cv] if self.constrained else []))
+            self.evaluations += len(todo)
+            for j, i in enumerate(todo):
+                self._cache.put(keys[i], row[j] if width > 1 else float(row[j, 0]),
+                                genome=batch.genomes[i], seconds=seconds)
+                values[i] = row[j]
+        for i in missing:
+            values[i] = values[first[keys[i]]]
+        F = values[:, : self.n_objectives]
+        cv = values[:, -1] if self.constrained else None
+        return (F[:, 0] if self.n_objectives == 1 else F), cv
+
+    def _check_fitness(self, batch: Batch, fitness: Any, cv: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        B = len(batch.genomes)
+        F = np.asarray(fitness, dtype=np.float64)
+        want = (B,) if self.n_objectives == 1 else (B, self.n_objectives)
+        if F.shape != want and not (self.n_objectives == 1 and F.shape == (B, 1)):
+            raise ValueError(f"fitness must have shape {want}, got {F.shape}")
+        F = F.reshape(want)
+        bad = ~np.isfinite(F.reshape(B, -1)).all(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"fitness of candidate {i} is not finite ({F[i]}); return a large finite penalty instead")
+        if cv is None:
+            if self.constrained:
+                raise ValueError("this engine has constraints: return (fitness, constraint_violation)")
+            return F, None
+        cv = np.asarray(cv, dtype=np.float64).reshape(-1)
+        if cv.shape != (B,):
+            raise ValueError(f"constraint_violation must have shape ({B},), got {cv.shape}")
+        if not np.isfinite(cv).all():
+            raise ValueError(f"constraint_violation of candidate {int(np.argmax(~np.isfinite(cv)))} is not finite")
+        return F, cv
+
+    # ---- driver ---------------------------------------------------------------------------------
+
+    def run(self, evaluator: EvaluatorLike, *, generations: int | None = None, max_evaluations: int | None = None,
+            target: float | None = None) -> Result:
+        """Run until ``generations`` generations in total (a resumed run counts those done before),
+        ``max_evaluations`` evaluator calls, or a best fitness <= ``target``."""
+        if generations is None and max_evaluations is None and target is None:
+            raise ConfigError("give at least one of generations, max_evaluations, target")
+        if self.progress and self._pbar is None and generations is not None:
+            from tqdm.auto import tqdm
+
+            self._pbar = tqdm(total=generations, initial=self.generation, desc=type(self).__name__, leave=False)
+        try:
+            while True:
+                if generations is not None and self.generation >= generations:
+                    break
+                if max_evaluations is not None and self.evaluations >= max_evaluations:
+                    break
+                if target is not None and self.generation > 0 and _scalar(self.best[1]) <= target:
+                    break
+                batch = self.ask()
+                F, cv = self.evaluate(batch, evaluator)
+                self._pending = None
+                self._tell(batch, F, cv)
+        finally:
+            if self._pbar is not None:
+                self._pbar.close()
+                self._pbar = None
+            self._cache.flush()
+        genome, fitness = self.best
+        return Result(genome, fitness, self.generation, self.evaluations, self.requested, self.cache_hits,
+                      list(self.history), self.run_dir)
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        state["_pbar"] = None
+        return state
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the checkpoint atomically (run_dir/checkpoint.pkl by default)."""
+        p = Path(path) if path is not None else (self.run_dir / CHECKPOINT if self.run_dir else None)
+        if p is None:
+            raise ConfigError("no run_dir: give a path")
+        _atomic_write(p, pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        return p
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, *, cache: EvaluationCache | None = None,
+               progress: bool | None = None) -> "Engine":
+        """The engine of ``run_dir`` as of its last completed generation (its cache reopened)."""
+        run_dir = Path(run_dir)
+        path = run_dir / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint in {run_dir} ({path} is missing)")
+        with open(path, "rb") as f:
+            engine = pickle.load(f)
+        if not isinstance(engine, cls):
+            raise TypeError(f"{path} holds a {type(engine).__name__}, not a {cls.__name__}")
+        engine.run_dir = run_dir
+        engine._cache = cache if cache is not None else EvaluationCache(run_dir)
+        engine._pending = None
+        if progress is not None:
+            engine.progress = progress
+        # Drop history lines of a generation whose checkpoint was not written.
+        lines = [json.dumps(r, default=_json_default) + "\n" for r in engine.history]
+        _atomic_write(run_dir / HISTORY, "".join(lines).encode())
+        return engine
+
+    def close(self) -> None:
+        self._cache.close()
+
+    # ---- helpers for subclasses -----------------------------------------------------------------
+
+    def stream_seed(self, *parts: int) -> int:
+        """A 63-bit seed derived from the run seed and ``parts`` (e.g. generation, stage)."""
+        return int.from_bytes(Hasher(self.seed).update(tuple(int(p) for p in parts)).digest()[:8], "little") >> 1
+
+
+def _scalar(x: Any) -> float:
+    a = np.asarray(x, dtype=np.float64)
+    return float(a.min()) if a.size else float("inf")
+
+
+def _short(x: Any) -> str:
+    if x is None:
+        return "-"
+    a = np.asarray(x, dtype=np.float64)
+    return f"{float(a):.4g}" if a.ndim == 0 else "[" + ", ".join(f"{v:.3g}" for v in a.ravel()[:3]) + "]"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

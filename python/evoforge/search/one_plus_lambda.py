@@ -1,0 +1,102 @@
+"""(1 + lambda) evolution with multi-step selection, as in EvoPress (Sieberling et al., 2024).
+
+Each generation makes ``n_offspring`` mutants of the parent and runs the selection ``stages``
+[(survivors_1, fidelity_1), ..., (1, fidelity_S)]: stage s evaluates the candidates still alive on
+a fresh minibatch (``Batch.seed``, the same for all of them) of ``fidelity_s`` (e.g. tokens) and
+keeps the best ``survivors_s``. The parent joins at the last stage only, so it is re-evaluated on
+that stage's minibatch every generation and replaced when a survivor is at least as good
+(offspring win ties). A stage with fidelity None is deterministic (no minibatch seed), and its
+results are reused through the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..cache import EvaluationCache
+from ..errors import ConfigError
+from .engine import Batch, Engine
+from .operators import Mutation
+
+__all__ = ["OnePlusLambda"]
+
+
+class OnePlusLambda(Engine):
+    """(1 + lambda) search, minimising.
+
+    Parameters
+    ----------
+    initial : array-like, shape (L,), integer or float -- the first parent (e.g. uniform levels)
+    mutation : Mutation -- e.g. LevelSwitch() for budget-preserving level genomes, PointMutation()
+    lower, upper : scalar or array-like (L,), optional -- gene bounds passed to the mutation
+    n_offspring : int -- lambda
+    stages : sequence of (survivors, fidelity) -- default [(1, None)]: every offspring and the
+        parent on one deterministic evaluation. Survivors must decrease and end with 1; the first
+        is at most n_offspring.
+    seed, run_dir, cache, task, progress : see :class:`Engine`
+    """
+
+    def __init__(self, initial: Any, mutation: Mutation, *, lower: Any = None, upper: Any = None,
+                 n_offspring: int = 16, stages: Sequence[tuple[int, int | None]] | None = None,
+                 seed: int = 0, run_dir: str | os.PathLike | None = None, cache: EvaluationCache | None = None,
+                 task: str = "", progress: bool = True) -> None:
+        parent = np.asarray(initial)
+        if parent.ndim != 1 or parent.size == 0:
+            raise ConfigError(f"initial must be a non-empty 1-D genome, got shape {parent.shape}")
+        if parent.dtype.kind not in "iuf":
+            raise ConfigError(f"initial must hold integers or floats, got dtype {parent.dtype}")
+        if not isinstance(mutation, Mutation):
+            raise ConfigError(f"mutation must be an evoforge.search.operators.Mutation, got {type(mutation).__name__}")
+        if isinstance(n_offspring, bool) or int(n_offspring) != n_offspring or n_offspring < 1:
+            raise ConfigError(f"n_offspring must be an int >= 1, got {n_offspring!r}")
+        stages = [(1, None)] if stages is None else [(int(s), None if f is None else int(f)) for s, f in stages]
+        sizes = [s for s, _ in stages]
+        if not stages or sizes[-1] != 1 or sizes[0] > n_offspring or any(b > a for a, b in zip(sizes, sizes[1:])) \
+                or min(sizes) < 1:
+            raise ConfigError(f"stages must have non-increasing survivors ending with 1, the first <= n_offspring="
+                              f"{n_offspring}; got {stages}")
+        super().__init__(seed=seed, run_dir=run_dir, cache=cache, task=task, progress=progress)
+        self.mutation = mutation
+        self.lower, self.upper = lower, upper
+        self.n_offspring = int(n_offspring)
+        self.stages = stages
+        self.parent = parent.copy()
+        self.parent_fitness: float | None = None
+        self._alive: np.ndarray | None = None
+        self._stage = 0
+
+    def _ask(self) -> Batch:
+        g = self.generation
+        if self._alive is None:
+            self._alive = np.asarray(self.mutation.offspring(self.parent, self.n_offspring, self.lower, self.upper,
+                                                             seed=self.seed, generation=g))
+            self._stage = 0
+        s = self._stage
+        fidelity = self.stages[s][1]
+        genomes = self._alive
+        if s == len(self.stages) - 1:
+            genomes = np.concatenate([genomes, self.parent[None, :].astype(genomes.dtype)])
+        seed = None if fidelity is None else self.stream_seed(g, s)
+        return Batch(genomes, fidelity, seed, g, s)
+
+    def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
+        keep = self.stages[self._stage][0]
+        order = np.argsort(F, kind="stable")  # ties: the earlier candidate (offspring before parent)
+        if self._stage < len(self.stages) - 1:
+            self._alive = batch.genomes[np.sort(order[:keep])]
+            self._stage += 1
+            return
+        best = int(order[0])
+        improved = best < len(batch.genomes) - 1
+        self.parent = batch.genomes[best].copy()
+        self.parent_fitness = float(F[best])
+        self._alive = None
+        self._stage = 0
+        self._end_generation(best_fitness=self.parent_fitness, improved=bool(improved))
+
+    @property
+    def best(self) -> tuple[np.ndarray, Any]:
+        return self.parent.copy(), self.parent_fitness
