@@ -9,6 +9,7 @@ namespace py = pybind11;
 namespace evoforge::cuda {
 void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
+void register_variation(py::module_& m);
 }
 
 PYBIND11_MODULE(_cuda, m) {
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_cuda, m) {
   });
   evoforge::cuda::register_pareto(m);
   evoforge::cuda::register_hashing(m);
+  evoforge::cuda::register_variation(m);
 }
