@@ -63,6 +63,17 @@ fi
 timeout -k 5 "$(max 30 "$(min 200 $(( $(left) - 100 )))")" "$PY" -m pytest -q -m cuda -p no:cacheprovider "${ignore[@]}" "${junit[@]}" tests/
 echo "tests passed at $(elapsed) s"
 
+echo "== hashing and mutation GPU benchmarks"
+mkdir -p bench/results
+timeout -k 5 "$(max 30 "$(min 60 "$(left)")")" "$PY" -c "
+import json, evoforge.bench.hashing as h
+r = h.run_gpu(1024)
+print(json.dumps(r, indent=1, default=str))
+json.dump(r, open('bench/results/hashing_gpu.json', 'w'), indent=1, default=str)" || echo "hashing GPU benchmark failed"
+timeout -k 5 "$(max 60 "$(min 120 "$(left)")")" "$PY" -m evoforge.bench.mutation --cuda-only \
+  --sizes 1000 10000 100000 --genes 224 1000 --out bench/results/mutation_gpu.json || echo "mutation GPU benchmark failed"
+if [[ -n "${OUT:-}" ]]; then cp bench/results/hashing_gpu.json bench/results/mutation_gpu.json "$OUT/" 2>/dev/null || true; fi
+
 echo "== GPU benchmark"
 mkdir -p bench/results
 rest=$(max 90 "$(left)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from . import pareto
+from . import cache, crossover, deepga, hashing, mutation, pareto, random, search, selection
 from ._native import core as _core_mod
 from ._native import cuda as _cuda_mod
 from ._native import cuda_import_error as _cuda_import_error
@@ -56,6 +56,14 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "pareto",
+    "hashing",
+    "cache",
+    "random",
+    "mutation",
+    "crossover",
+    "selection",
+    "deepga",
+    "search",
     "EvoforgeError",
     "CudaUnavailableError",
     "ConfigError",
