@@ -33,6 +33,19 @@
 
 #include "evoforge/common.h"
 
+#ifndef EF_NOINLINE
+#define EF_NOINLINE
+#endif
+#ifndef EF_COPY
+#define EF_COPY 32
+#endif
+#ifndef EF_PAIRS
+#define EF_PAIRS 16384
+#endif
+#ifndef EF_SIDE
+#define EF_SIDE 16
+#endif
+
 namespace evoforge {
 namespace {
 
@@ -357,8 +370,9 @@ class DivideConquer {
 
  private:
   static constexpr int64_t kBruteSolve = 24;          // solve() by all pairs up to this size
-  static constexpr int64_t kBrutePairs = 4096;        // update() by all pairs up to |L| |H|
-  static constexpr int64_t kBruteSide = 8;            // ... or when |L| or |H| is this small
+  static constexpr int64_t kBrutePairs = EF_PAIRS;        // update() by all pairs up to |L| |H|
+  static constexpr int64_t kBruteSide = EF_SIDE;            // ... or when |L| or |H| is this small
+  static constexpr int64_t kBruteCopy = EF_COPY;
   static constexpr int64_t kParallelMin = 1 << 11;    // update() forks above this |L| + |H|
 
   int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
@@ -372,23 +386,28 @@ class DivideConquer {
 
   // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
   // order; returns the sizes of the first two parts.
-  std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, int32_t m, int32_t* out) const {
+  // Branch-free: the class of an element is unpredictable, so each element is stored at the
+  // cursor of its class picked arithmetically, and only that cursor advances.
+  EF_NOINLINE std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, int32_t m, int32_t* out) {
     const int32_t* v = s_.col[c];
+    auto vm = vals_.mark();
+    int32_t* val = vals_.alloc(n);
     int64_t nl = 0, ne = 0;
     for (int64_t i = 0; i < n; ++i) {
-      nl += v[S[i]] < m;
-      ne += v[S[i]] == m;
+      const int32_t x = v[S[i]];
+      val[i] = x;
+      nl += x < m;
+      ne += x == m;
     }
-    int32_t *l = out, *e = out + nl, *h = out + nl + ne;
+    int64_t pl = 0, pe = nl, ph = nl + ne;
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = S[i], vi = v[id];
-      if (vi < m)
-        *l++ = id;
-      else if (vi == m)
-        *e++ = id;
-      else
-        *h++ = id;
+      const int64_t lt = val[i] < m, gt = val[i] > m, eq = 1 - lt - gt;
+      out[lt * pl + eq * pe + gt * ph] = S[i];
+      pl += lt;
+      pe += eq;
+      ph += gt;
     }
+    vals_.release(vm);
     return {nl, ne};
   }
 
@@ -482,15 +501,7 @@ class DivideConquer {
   }
 
   void update_filtered(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
-    if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) {
-      for (int64_t j = 0, i_end = 0; j < nh; ++j) {
-        const int32_t h = H[j];
-        while (i_end < nl && L[i_end] < h) ++i_end;
-        for (int64_t i = 0; i < i_end; ++i)
-          if (rank_[L[i]] >= rank_[h] && dominates(L[i], h, k)) rank_[h] = rank_[L[i]] + 1;
-      }
-      return;
-    }
+    if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) return brute_update(L, nl, H, nh, k);
     if (k == 1) return sweep_update(L, nl, H, nh);
     const int c = k - 1;
     const int32_t* col = s_.col[c];
@@ -556,6 +567,65 @@ class DivideConquer {
     ids_.release(im);
   }
 
+  // update() by all pairs. L is copied into local columns so that the inner loop over L is a
+  // branch-free, vectorisable maximum over the l that dominate h.
+  template <int K>
+  EF_NOINLINE void brute_update_k(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    const int kk = K > 0 ? K : k;
+    bl_.resize(static_cast<size_t>((kk + 1) * nl));
+    int32_t* lr = bl_.data();
+    for (int64_t i = 0; i < nl; ++i) lr[i] = rank_[L[i]];
+    for (int c = 0; c < kk; ++c) {
+      const int32_t* col = s_.col[c];
+      int32_t* dst = bl_.data() + (c + 1) * nl;
+      for (int64_t i = 0; i < nl; ++i) dst[i] = col[L[i]];
+    }
+    int32_t hv[K > 0 ? K : 64];
+    for (int64_t j = 0, i_end = 0; j < nh; ++j) {
+      const int32_t h = H[j];
+      while (i_end < nl && L[i_end] < h) ++i_end;
+      for (int c = 0; c < kk; ++c) hv[c] = s_.col[c][h];
+      int32_t best = -1;
+      if (K > 0) {
+        const int32_t* lc[K > 0 ? K : 1];
+        for (int c = 0; c < K; ++c) lc[c] = bl_.data() + (c + 1) * nl;
+        for (int64_t i = 0; i < i_end; ++i) {
+          int32_t bad = 0;
+          for (int c = 0; c < K; ++c) bad |= -static_cast<int32_t>(lc[c][i] > hv[c]);
+          const int32_t v = lr[i] | bad;
+          best = best > v ? best : v;
+        }
+      } else {
+        for (int64_t i = 0; i < i_end; ++i) {
+          int ok = 1;
+          for (int c = 0; c < kk; ++c) ok &= bl_[(c + 1) * nl + i] <= hv[c];
+          const int32_t v = ok ? lr[i] : -1;
+          best = best > v ? best : v;
+        }
+      }
+      rank_[h] = std::max(rank_[h], best + 1);
+    }
+  }
+  EF_NOINLINE void brute_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    if (nh <= kBruteCopy) {
+      for (int64_t j = 0, i_end = 0; j < nh; ++j) {
+        const int32_t h = H[j];
+        while (i_end < nl && L[i_end] < h) ++i_end;
+        for (int64_t i = 0; i < i_end; ++i)
+          if (rank_[L[i]] >= rank_[h] && dominates(L[i], h, k)) rank_[h] = rank_[L[i]] + 1;
+      }
+      return;
+    }
+    switch (k) {
+      case 1: return brute_update_k<1>(L, nl, H, nh, k);
+      case 2: return brute_update_k<2>(L, nl, H, nh, k);
+      case 3: return brute_update_k<3>(L, nl, H, nh, k);
+      case 4: return brute_update_k<4>(L, nl, H, nh, k);
+      case 5: return brute_update_k<5>(L, nl, H, nh, k);
+      default: return brute_update_k<0>(L, nl, H, nh, k);
+    }
+  }
+
   bool try_take_thread() {
     int n = s_.idle_threads.load();
     while (n > 0)
@@ -596,7 +666,7 @@ class DivideConquer {
     }
   }
 
-  void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
+  EF_NOINLINE void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
     const int32_t* col = s_.col[0];
     stair_.clear();
     int64_t i = 0;
@@ -612,6 +682,7 @@ class DivideConquer {
   Arena<int32_t> ids_;
   Arena<int32_t> vals_;
   std::vector<Step> stair_;
+  std::vector<int32_t> bl_;  // brute_update's copy of L
 };
 
 template <typename K>
