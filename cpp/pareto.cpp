@@ -37,10 +37,13 @@
 #define EF_NOINLINE
 #endif
 #ifndef EF_COPY
-#define EF_COPY 32
+#define EF_COPY 8
 #endif
 #ifndef EF_PAIRS
-#define EF_PAIRS 16384
+#define EF_PAIRS 131072
+#endif
+#ifndef EF_SOLVE
+#define EF_SOLVE 128
 #endif
 #ifndef EF_SIDE
 #define EF_SIDE 16
@@ -351,6 +354,101 @@ std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, 
   return cols;
 }
 
+// The all-pairs update on local copies: lr[i] is the rank of l_i and lr[(c + 1) nl + i] its
+// coordinate c; hv[j k + c] is coordinate c of h_j, and h_j may be dominated by l_i for
+// i < io[j]. io[j] becomes 1 + the highest rank of an l dominating h_j, or 0 (in place).
+template <int K>
+inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t nl, const int32_t* hv,
+                                                      int64_t* io, int64_t nh) {
+  const int32_t* lc[K];
+  for (int c = 0; c < K; ++c) lc[c] = lr + (c + 1) * nl;
+  for (int64_t j = 0; j < nh; ++j) {
+    int32_t h[K];
+    for (int c = 0; c < K; ++c) h[c] = hv[j * K + c];
+    const int64_t n = io[j];
+    int32_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t bad = 0;
+      for (int c = 0; c < K; ++c) bad |= -static_cast<int32_t>(lc[c][i] > h[c]);
+      const int32_t v = lr[i] | bad;  // -1 unless l_i dominates h_j
+      best = best > v ? best : v;
+    }
+    io[j] = best + 1;
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(EF_NO_CLONES)
+#define EF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define EF_CLONES
+#endif
+EF_CLONES void brute_k1(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<1>(lr, nl, hv, io, nh); }
+EF_CLONES void brute_k2(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<2>(lr, nl, hv, io, nh); }
+EF_CLONES void brute_k3(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<3>(lr, nl, hv, io, nh); }
+EF_CLONES void brute_k4(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<4>(lr, nl, hv, io, nh); }
+EF_CLONES void brute_k5(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<5>(lr, nl, hv, io, nh); }
+
+void brute_kernel(int k, const int32_t* lr, int64_t nl, const int32_t* hv, const int64_t*, int64_t nh, int64_t* io) {
+  switch (k) {
+    case 1: return brute_k1(lr, nl, hv, io, nh);
+    case 2: return brute_k2(lr, nl, hv, io, nh);
+    case 3: return brute_k3(lr, nl, hv, io, nh);
+    case 4: return brute_k4(lr, nl, hv, io, nh);
+    case 5: return brute_k5(lr, nl, hv, io, nh);
+  }
+  for (int64_t j = 0; j < nh; ++j) {
+    const int64_t n = io[j];
+    int32_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      bool ok = true;
+      for (int c = 0; c < k && ok; ++c) ok = lr[(c + 1) * nl + i] <= hv[j * k + c];
+      if (ok) best = std::max(best, lr[i]);
+    }
+    io[j] = best + 1;
+  }
+}
+
+// The all-pairs solve on a local copy laid out as for brute_body (hv holds the same points as
+// lr); lr[j] is raised in place, in order.
+template <int K>
+inline __attribute__((always_inline)) void brute_solve_body(int32_t* lr, int64_t n, const int32_t* hv) {
+  const int32_t* lc[K];
+  for (int c = 0; c < K; ++c) lc[c] = lr + (c + 1) * n;
+  for (int64_t j = 1; j < n; ++j) {
+    int32_t h[K];
+    for (int c = 0; c < K; ++c) h[c] = hv[j * K + c];
+    int32_t best = -1;
+    for (int64_t i = 0; i < j; ++i) {
+      int32_t bad = 0;
+      for (int c = 0; c < K; ++c) bad |= -static_cast<int32_t>(lc[c][i] > h[c]);
+      const int32_t v = lr[i] | bad;
+      best = best > v ? best : v;
+    }
+    lr[j] = std::max(lr[j], best + 1);
+  }
+}
+EF_CLONES void brute_solve_k1(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<1>(lr, n, hv); }
+EF_CLONES void brute_solve_k2(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<2>(lr, n, hv); }
+EF_CLONES void brute_solve_k3(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<3>(lr, n, hv); }
+EF_CLONES void brute_solve_k4(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<4>(lr, n, hv); }
+EF_CLONES void brute_solve_k5(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<5>(lr, n, hv); }
+
+void brute_solve_kernel(int k, int32_t* lr, int64_t n, const int32_t* hv) {
+  switch (k) {
+    case 1: return brute_solve_k1(lr, n, hv);
+    case 2: return brute_solve_k2(lr, n, hv);
+    case 3: return brute_solve_k3(lr, n, hv);
+    case 4: return brute_solve_k4(lr, n, hv);
+    case 5: return brute_solve_k5(lr, n, hv);
+  }
+  for (int64_t j = 1; j < n; ++j)
+    for (int64_t i = 0; i < j; ++i) {
+      bool ok = true;
+      for (int c = 0; c < k && ok; ++c) ok = lr[(c + 1) * n + i] <= hv[j * k + c];
+      if (ok) lr[j] = std::max(lr[j], lr[i] + 1);
+    }
+}
+
 // Shared state of one divide and conquer run.
 struct DCShared {
   std::vector<const int32_t*> col;  // col[c][id]
@@ -369,7 +467,7 @@ class DivideConquer {
   }
 
  private:
-  static constexpr int64_t kBruteSolve = 24;          // solve() by all pairs up to this size
+  static constexpr int64_t kBruteSolve = EF_SOLVE;          // solve() by all pairs up to this size
   static constexpr int64_t kBrutePairs = EF_PAIRS;        // update() by all pairs up to |L| |H|
   static constexpr int64_t kBruteSide = EF_SIDE;            // ... or when |L| or |H| is this small
   static constexpr int64_t kBruteCopy = EF_COPY;
@@ -444,10 +542,13 @@ class DivideConquer {
   void solve(const int32_t* S, int64_t n, int k) {
     if (n < 2) return;
     if (n <= kBruteSolve) {
-      for (int64_t i = 1; i < n; ++i)
-        for (int64_t j = 0; j < i; ++j)
-          if (rank_[S[j]] >= rank_[S[i]] && dominates(S[j], S[i], k)) rank_[S[i]] = rank_[S[j]] + 1;
-      return;
+      if (n <= 24) {
+        for (int64_t i = 1; i < n; ++i)
+          for (int64_t j = 0; j < i; ++j)
+            if (rank_[S[j]] >= rank_[S[i]] && dominates(S[j], S[i], k)) rank_[S[i]] = rank_[S[j]] + 1;
+        return;
+      }
+      return brute_solve_copy(S, n, k);
     }
     if (k == 1) return sweep_solve(S, n);
     const int c = k - 1;
@@ -569,43 +670,43 @@ class DivideConquer {
 
   // update() by all pairs. L is copied into local columns so that the inner loop over L is a
   // branch-free, vectorisable maximum over the l that dominate h.
-  template <int K>
-  EF_NOINLINE void brute_update_k(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
-    const int kk = K > 0 ? K : k;
-    bl_.resize(static_cast<size_t>((kk + 1) * nl));
+  // L and H are copied into local columns (rank and coordinates < k) so that the loop over L is
+  // a branch-free, vectorised maximum over the l that dominate h (see brute_kernel).
+  EF_NOINLINE void brute_update_copy(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    bl_.resize(static_cast<size_t>((k + 1) * nl));
+    bh_.resize(static_cast<size_t>(k * nh));
+    bend_.resize(static_cast<size_t>(nh));
     int32_t* lr = bl_.data();
     for (int64_t i = 0; i < nl; ++i) lr[i] = rank_[L[i]];
-    for (int c = 0; c < kk; ++c) {
+    for (int c = 0; c < k; ++c) {
       const int32_t* col = s_.col[c];
-      int32_t* dst = bl_.data() + (c + 1) * nl;
+      int32_t* dst = lr + (c + 1) * nl;
       for (int64_t i = 0; i < nl; ++i) dst[i] = col[L[i]];
+      for (int64_t j = 0; j < nh; ++j) bh_[j * k + c] = col[H[j]];
     }
-    int32_t hv[K > 0 ? K : 64];
     for (int64_t j = 0, i_end = 0; j < nh; ++j) {
-      const int32_t h = H[j];
-      while (i_end < nl && L[i_end] < h) ++i_end;
-      for (int c = 0; c < kk; ++c) hv[c] = s_.col[c][h];
-      int32_t best = -1;
-      if (K > 0) {
-        const int32_t* lc[K > 0 ? K : 1];
-        for (int c = 0; c < K; ++c) lc[c] = bl_.data() + (c + 1) * nl;
-        for (int64_t i = 0; i < i_end; ++i) {
-          int32_t bad = 0;
-          for (int c = 0; c < K; ++c) bad |= -static_cast<int32_t>(lc[c][i] > hv[c]);
-          const int32_t v = lr[i] | bad;
-          best = best > v ? best : v;
-        }
-      } else {
-        for (int64_t i = 0; i < i_end; ++i) {
-          int ok = 1;
-          for (int c = 0; c < kk; ++c) ok &= bl_[(c + 1) * nl + i] <= hv[c];
-          const int32_t v = ok ? lr[i] : -1;
-          best = best > v ? best : v;
-        }
-      }
-      rank_[h] = std::max(rank_[h], best + 1);
+      while (i_end < nl && L[i_end] < H[j]) ++i_end;
+      bend_[j] = i_end;
     }
+    brute_kernel(k, lr, nl, bh_.data(), bend_.data(), nh, bend_.data());
+    for (int64_t j = 0; j < nh; ++j) rank_[H[j]] = std::max(rank_[H[j]], static_cast<int32_t>(bend_[j]));
   }
+  // solve() by all pairs on a local copy, in order: point j is final once the points before it
+  // have been compared with it.
+  EF_NOINLINE void brute_solve_copy(const int32_t* S, int64_t n, int k) {
+    bl_.resize(static_cast<size_t>((k + 1) * n));
+    bh_.resize(static_cast<size_t>(k * n));
+    int32_t* lr = bl_.data();
+    for (int64_t i = 0; i < n; ++i) lr[i] = rank_[S[i]];
+    for (int c = 0; c < k; ++c) {
+      const int32_t* col = s_.col[c];
+      int32_t* dst = lr + (c + 1) * n;
+      for (int64_t i = 0; i < n; ++i) dst[i] = bh_[i * k + c] = col[S[i]];
+    }
+    brute_solve_kernel(k, lr, n, bh_.data());
+    for (int64_t i = 0; i < n; ++i) rank_[S[i]] = lr[i];
+  }
+
   EF_NOINLINE void brute_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
     if (nh <= kBruteCopy) {
       for (int64_t j = 0, i_end = 0; j < nh; ++j) {
@@ -616,14 +717,7 @@ class DivideConquer {
       }
       return;
     }
-    switch (k) {
-      case 1: return brute_update_k<1>(L, nl, H, nh, k);
-      case 2: return brute_update_k<2>(L, nl, H, nh, k);
-      case 3: return brute_update_k<3>(L, nl, H, nh, k);
-      case 4: return brute_update_k<4>(L, nl, H, nh, k);
-      case 5: return brute_update_k<5>(L, nl, H, nh, k);
-      default: return brute_update_k<0>(L, nl, H, nh, k);
-    }
+    brute_update_copy(L, nl, H, nh, k);
   }
 
   bool try_take_thread() {
@@ -666,14 +760,35 @@ class DivideConquer {
     }
   }
 
+  // k = 1: for each rank r of L, lo[r - r0] = the smallest coordinate among the l inserted so far
+  // with rank >= r. It does not decrease with r, so the best rank at or below h is one
+  // branch-free search; an insertion lowers a run of entries ending at its rank.
   EF_NOINLINE void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
     const int32_t* col = s_.col[0];
-    stair_.clear();
+    int32_t r0 = rank_[L[0]], r1 = r0;
+    for (int64_t i = 1; i < nl; ++i) {
+      r0 = std::min(r0, rank_[L[i]]);
+      r1 = std::max(r1, rank_[L[i]]);
+    }
+    lo_.assign(static_cast<size_t>(r1 - r0 + 1), std::numeric_limits<int32_t>::max());
+    int32_t* lo = lo_.data();
+    const size_t nr = lo_.size();
     int64_t i = 0;
     for (int64_t j = 0; j < nh; ++j) {
       const int32_t h = H[j];
-      for (; i < nl && L[i] < h; ++i) stair_insert(col[L[i]], rank_[L[i]]);
-      rank_[h] = std::max(rank_[h], stair_query(col[h]) + 1);
+      for (; i < nl && L[i] < h; ++i) {
+        const int32_t a = col[L[i]];
+        for (int64_t t = rank_[L[i]] - r0; t >= 0 && lo[t] > a; --t) lo[t] = a;
+      }
+      const int32_t a = col[h];
+      const int32_t* base = lo;
+      for (size_t len = nr; len > 1;) {
+        const size_t half = len / 2;
+        base += half & (size_t{0} - (base[half - 1] <= a));
+        len -= half;
+      }
+      const int32_t cnt = static_cast<int32_t>(base - lo) + (*base <= a);
+      rank_[h] = std::max(rank_[h], cnt == 0 ? 0 : r0 + cnt);
     }
   }
 
@@ -682,7 +797,9 @@ class DivideConquer {
   Arena<int32_t> ids_;
   Arena<int32_t> vals_;
   std::vector<Step> stair_;
-  std::vector<int32_t> bl_;  // brute_update's copy of L
+  std::vector<int32_t> bl_, bh_;  // brute_update_copy's copies of L and H
+  std::vector<int64_t> bend_;
+  std::vector<int32_t> lo_;  // sweep_update's minima by rank
 };
 
 template <typename K>
