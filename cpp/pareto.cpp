@@ -45,6 +45,9 @@
 #ifndef EF_SOLVE
 #define EF_SOLVE 128
 #endif
+#ifndef EF_PAR
+#define EF_PAR 1024
+#endif
 #ifndef EF_SIDE
 #define EF_SIDE 16
 #endif
@@ -450,11 +453,34 @@ void brute_solve_kernel(int k, int32_t* lr, int64_t n, const int32_t* hv) {
 }
 
 // Shared state of one divide and conquer run.
+// With several threads, a part of an update that is independent of the rest is offered in a
+// single slot; an idle thread (a helper, or one waiting for its own offer) takes and runs it.
+class DivideConquer;
+struct DCTask {
+  void (*fn)(void* ctx, DivideConquer& w);
+  void* ctx;
+  std::atomic<bool> done{false};
+  std::exception_ptr err;
+};
+
 struct DCShared {
   std::vector<const int32_t*> col;  // col[c][id]
   int32_t* rank;
-  std::atomic<int> idle_threads{0};
+  std::atomic<DCTask*> slot{nullptr};
+  std::atomic<int> idle{0};  // threads looking for a task
+  std::atomic<bool> stop{false};
 };
+
+inline void cpu_relax(int& spins) {
+  if (++spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    spins = 0;
+    std::this_thread::yield();
+  }
+}
 
 class DivideConquer {
  public:
@@ -471,7 +497,7 @@ class DivideConquer {
   static constexpr int64_t kBrutePairs = EF_PAIRS;        // update() by all pairs up to |L| |H|
   static constexpr int64_t kBruteSide = EF_SIDE;            // ... or when |L| or |H| is this small
   static constexpr int64_t kBruteCopy = EF_COPY;
-  static constexpr int64_t kParallelMin = 1 << 11;    // update() forks above this |L| + |H|
+  static constexpr int64_t kParallelMin = EF_PAR;    // update() offers a part from this |L| + |H|
 
   int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
 
@@ -641,26 +667,8 @@ class DivideConquer {
       update(LM, ll + le, HM, he + hg, k - 1);
       update(PL + ll + le, lg, PH + hl + he, hg, k);
     };
-    if (ll + hl >= kParallelMin && try_take_thread()) {
-      std::exception_ptr err;
-      std::thread t([&] {
-        try {
-          DivideConquer w(s_, ll + hl);
-          low(w);
-        } catch (...) {
-          err = std::current_exception();
-        }
-      });
-      try {
-        rest();
-      } catch (...) {
-        t.join();
-        s_.idle_threads.fetch_add(1);
-        throw;
-      }
-      t.join();
-      s_.idle_threads.fetch_add(1);
-      if (err) std::rethrow_exception(err);
+    if (ll + hl >= kParallelMin && s_.idle.load(std::memory_order_relaxed) > 0) {
+      fork_join(low, rest);
     } else {
       low(*this);
       rest();
@@ -720,11 +728,72 @@ class DivideConquer {
     brute_update_copy(L, nl, H, nh, k);
   }
 
-  bool try_take_thread() {
-    int n = s_.idle_threads.load();
-    while (n > 0)
-      if (s_.idle_threads.compare_exchange_weak(n, n - 1)) return true;
-    return false;
+  // Offers low(w) to another thread while this one runs rest(); runs low itself if nobody took
+  // it, and helps with other offers while it waits.
+  template <typename Low, typename Rest>
+  void fork_join(Low& low, Rest& rest) {
+    DCTask t;
+    t.fn = [](void* ctx, DivideConquer& w) { (*static_cast<Low*>(ctx))(w); };
+    t.ctx = &low;
+    DCTask* expected = nullptr;
+    if (!s_.slot.compare_exchange_strong(expected, &t)) {
+      low(*this);
+      rest();
+      return;
+    }
+    try {
+      rest();
+    } catch (...) {
+      join(t);
+      throw;
+    }
+    join(t);
+    if (t.err) std::rethrow_exception(t.err);
+  }
+
+ public:
+  void execute(DCTask& t) {
+    try {
+      t.fn(t.ctx, *this);
+    } catch (...) {
+      t.err = std::current_exception();
+    }
+    t.done.store(true, std::memory_order_release);
+  }
+  // A helper thread: runs offered tasks until stop.
+  void serve() {
+    s_.idle.fetch_add(1);
+    for (int spins = 0; !s_.stop.load(std::memory_order_acquire);) {
+      if (take_any()) {
+        spins = 0;
+        continue;
+      }
+      cpu_relax(spins);
+    }
+    s_.idle.fetch_sub(1);
+  }
+
+ private:
+  bool take_any() {
+    DCTask* o = s_.slot.load(std::memory_order_acquire);
+    if (!o || !s_.slot.compare_exchange_strong(o, nullptr)) return false;
+    s_.idle.fetch_sub(1);
+    execute(*o);
+    s_.idle.fetch_add(1);
+    return true;
+  }
+  void join(DCTask& t) {
+    DCTask* expected = &t;
+    if (s_.slot.compare_exchange_strong(expected, nullptr)) return execute(t);
+    s_.idle.fetch_add(1);
+    for (int spins = 0; !t.done.load(std::memory_order_acquire);) {
+      if (take_any()) {
+        spins = 0;
+        continue;
+      }
+      cpu_relax(spins);
+    }
+    s_.idle.fetch_sub(1);
   }
 
   // Staircase for the sweeps on coordinate 0: steps (a, r) with a increasing and r strictly
@@ -802,13 +871,29 @@ class DivideConquer {
   std::vector<int32_t> lo_;  // sweep_update's minima by rank
 };
 
+constexpr int64_t kParallelMinPoints = 1 << 14;  // helper threads from this many points
+
 template <typename K>
 void rank_divide_conquer(const K* pts, int64_t U, int D, int32_t* rank, int threads) {
   auto cols = dense_columns(pts, U, D, threads);
   DCShared s;
   for (auto& c : cols) s.col.push_back(c.data());
   s.rank = rank;
-  s.idle_threads = threads - 1;
+  const int helpers = U >= kParallelMinPoints ? threads - 1 : 0;
+  std::vector<std::thread> pool;
+  struct Stop {
+    DCShared& s;
+    std::vector<std::thread>& pool;
+    ~Stop() {
+      s.stop.store(true, std::memory_order_release);
+      for (auto& t : pool) t.join();
+    }
+  } stop{s, pool};
+  for (int h = 0; h < helpers; ++h)
+    pool.emplace_back([&s, U] {
+      DivideConquer w(s, U / 2);
+      w.serve();
+    });
   DivideConquer(s, U).run(U, D);
 }
 
