@@ -137,7 +137,7 @@ struct SortedUnique {
 };
 
 template <typename T>
-SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
+EF_NOINLINE SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
   using K = KeyOf<T>;
   const int64_t n = static_cast<int64_t>(idx.size());
   EVOFORGE_CHECK(n < (int64_t{1} << 31), "at most 2^31 - 1 points are supported, got " << n);
@@ -251,7 +251,7 @@ inline size_t count_at_or_below(const Step* s, size_t n, V v) {
 // staircase moves its tail; adversarial inputs can make that quadratic, so the moves are
 // counted and the method gives up (returns false) once they exceed `budget`.
 template <typename K>
-bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
+EF_NOINLINE bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
   struct Step {
     K a, b;
   };
@@ -260,6 +260,7 @@ bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
   for (int64_t i = 0; i < U; ++i) {
     const K a = pts[2 * i], b = pts[2 * i + 1];
     int64_t lo = 0, hi = static_cast<int64_t>(fronts.size());
+    size_t u_hi = 0;  // the search result on front hi, once it was probed
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
       const auto& s = fronts[mid];
@@ -267,11 +268,14 @@ bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
       const int64_t dominated = u > 0 && s[u - 1].b <= b;
       lo += dominated * (mid + 1 - lo);
       hi -= (1 - dominated) * (hi - mid);
+      u_hi = dominated ? u_hi : u;
     }
     if (lo == static_cast<int64_t>(fronts.size())) fronts.emplace_back();
     auto& s = fronts[lo];
-    // p is not dominated by its front, so the steps it dominates follow it contiguously.
-    auto pos = std::lower_bound(s.begin(), s.end(), a, [](const Step& e, K v) { return e.a < v; });
+    // p is not dominated by its front, so the steps it dominates follow it contiguously. Front
+    // lo was probed last when it set hi (unless it is new and empty), which gives the number
+    // of steps at or before a; the steps' a are distinct.
+    auto pos = s.begin() + (u_hi - (u_hi > 0 && s[u_hi - 1].a == a));
     auto end = pos;
     while (end != s.end() && end->b >= b) ++end;
     if (end != pos) {
