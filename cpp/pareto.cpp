@@ -45,6 +45,9 @@
 #ifndef EF_SOLVE
 #define EF_SOLVE 128
 #endif
+#ifndef EF_CLONE_LIST
+#define EF_CLONE_LIST "avx2", "default"
+#endif
 #ifndef EF_PAR
 #define EF_PAR 1024
 #endif
@@ -347,7 +350,7 @@ class Arena {
 // by their dense ranks (int32, one array per objective), so that the scans over a set of ids
 // read one small array in increasing address order.
 template <typename K>
-std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
+EF_NOINLINE std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
   std::vector<std::vector<int32_t>> cols(D, std::vector<int32_t>(U));
   parallel_for(D, U >= 20000 ? threads : 1, 1, [&](int64_t c0, int64_t c1, int) {
     if constexpr (sizeof(K) == 8) {
@@ -397,7 +400,35 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
                                                       int64_t* io, int64_t nh) {
   const int32_t* lc[K];
   for (int c = 0; c < K; ++c) lc[c] = lr + (c + 1) * nl;
-  for (int64_t j = 0; j < nh; ++j) {
+  int64_t j = 0;
+#if 1
+  // Two h at a time share the loads of l over the shorter prefix.
+  for (; j + 1 < nh; j += 2) {
+    int32_t h0[K], h1[K];
+    for (int c = 0; c < K; ++c) h0[c] = hv[j * K + c], h1[c] = hv[(j + 1) * K + c];
+    const int64_t n0 = io[j], n1 = io[j + 1];
+    int32_t b0 = -1, b1 = -1;
+    for (int64_t i = 0; i < n0; ++i) {
+      int32_t bad0 = 0, bad1 = 0;
+      for (int c = 0; c < K; ++c) {
+        bad0 |= -static_cast<int32_t>(lc[c][i] > h0[c]);
+        bad1 |= -static_cast<int32_t>(lc[c][i] > h1[c]);
+      }
+      const int32_t v0 = lr[i] | bad0, v1 = lr[i] | bad1;
+      b0 = b0 > v0 ? b0 : v0;
+      b1 = b1 > v1 ? b1 : v1;
+    }
+    for (int64_t i = n0; i < n1; ++i) {
+      int32_t bad1 = 0;
+      for (int c = 0; c < K; ++c) bad1 |= -static_cast<int32_t>(lc[c][i] > h1[c]);
+      const int32_t v1 = lr[i] | bad1;
+      b1 = b1 > v1 ? b1 : v1;
+    }
+    io[j] = b0 + 1;
+    io[j + 1] = b1 + 1;
+  }
+#endif
+  for (; j < nh; ++j) {
     int32_t h[K];
     for (int c = 0; c < K; ++c) h[c] = hv[j * K + c];
     const int64_t n = io[j];
@@ -413,7 +444,7 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(EF_NO_CLONES)
-#define EF_CLONES __attribute__((target_clones("avx2", "default")))
+#define EF_CLONES __attribute__((target_clones(EF_CLONE_LIST)))
 #else
 #define EF_CLONES
 #endif
@@ -542,57 +573,51 @@ class DivideConquer {
 
   // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
   // order; returns the sizes of the first two parts.
-  // Branch-free: the class of an element is unpredictable, so each element is stored at the
-  // cursor of its class picked arithmetically, and only that cursor advances.
-  EF_NOINLINE std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, int32_t m, int32_t* out) {
-    const int32_t* v = s_.col[c];
-    auto vm = vals_.mark();
-    int32_t* val = vals_.alloc(n);
+  // Splits S (ids in order, v[i] = coordinate of S[i]) against m into out = [< m | == m | > m],
+  // each in order; returns the sizes of the first two parts. Branch-free: the class of an
+  // element is unpredictable, so it is stored at the cursor of its class picked
+  // arithmetically, and only that cursor advances.
+  static std::pair<int64_t, int64_t> split(const int32_t* S, const int32_t* v, int64_t n, int32_t m, int32_t* out) {
     int64_t nl = 0, ne = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t x = v[S[i]];
-      val[i] = x;
-      nl += x < m;
-      ne += x == m;
+      nl += v[i] < m;
+      ne += v[i] == m;
     }
     int64_t pl = 0, pe = nl, ph = nl + ne;
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t lt = val[i] < m, gt = val[i] > m, eq = 1 - lt - gt;
+      const int64_t lt = v[i] < m, gt = v[i] > m, eq = 1 - lt - gt;
       out[lt * pl + eq * pe + gt * ph] = S[i];
       pl += lt;
       pe += eq;
       ph += gt;
     }
-    vals_.release(vm);
     return {nl, ne};
   }
 
-  // A pivot for coordinate c over the ids of a and b: the median of a small even sample, which
-  // is cheap and splits typical data well; the exact median is the fallback that keeps the
-  // recursion depth logarithmic when the sample misleads (see balanced()).
-  int32_t sample_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) const {
-    const int32_t* col = s_.col[c];
-    const int64_t n = na + nb;
+  // A pivot among v[0, n): the median of a small sample, which is cheap and splits typical
+  // data well; the exact median is the fallback that keeps the recursion depth logarithmic
+  // when the sample misleads (see balanced()).
+  static int32_t sample_median(const int32_t* v, int64_t n) {
     constexpr int kSample = 15;
-    int32_t v[kSample];
-    for (int i = 0; i < kSample; ++i) {
-      int64_t j = (2 * i + 1) * n / (2 * kSample);
-      v[i] = col[j < na ? a[j] : b[j - na]];
-    }
-    std::nth_element(v, v + kSample / 2, v + kSample);
-    return v[kSample / 2];
+    int32_t s[kSample];
+    for (int i = 0; i < kSample; ++i) s[i] = v[(2 * i + 1) * n / (2 * kSample)];
+    std::nth_element(s, s + kSample / 2, s + kSample);
+    return s[kSample / 2];
   }
-  int32_t exact_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) {
-    const int32_t* col = s_.col[c];
+  int32_t exact_median(const int32_t* v, int64_t n) {
     auto vm = vals_.mark();
-    int32_t* v = vals_.alloc(na + nb);
-    for (int64_t i = 0; i < na; ++i) v[i] = col[a[i]];
-    for (int64_t i = 0; i < nb; ++i) v[na + i] = col[b[i]];
-    const int64_t n = na + nb;
-    std::nth_element(v, v + n / 2, v + n);
-    const int32_t m = v[n / 2];
+    int32_t* w = vals_.alloc(n);
+    std::copy(v, v + n, w);
+    std::nth_element(w, w + n / 2, w + n);
+    const int32_t m = w[n / 2];
     vals_.release(vm);
     return m;
+  }
+  // v[i] = coordinate c of ids[i], in vals_.
+  int32_t* gather(const int32_t* ids, int64_t n, int c, int32_t* v) const {
+    const int32_t* col = s_.col[c];
+    for (int64_t i = 0; i < n; ++i) v[i] = col[ids[i]];
+    return v;
   }
   // Neither strict side may hold more than 15/16 of the points.
   static bool balanced(int64_t below, int64_t above, int64_t n) { return 16 * std::max(below, above) <= 15 * n; }
@@ -609,19 +634,24 @@ class DivideConquer {
       return brute_solve_copy(S, n, k);
     }
     if (k == 1) return sweep_solve(S, n);
-    const int c = k - 1;
-    const int32_t* col = s_.col[c];
-    int32_t lo = col[S[0]], hi = lo;
+    // Each coordinate is gathered once: its range, the pivot and the split read the copy.
+    auto vm = vals_.mark();
+    const int32_t* v = gather(S, n, k - 1, vals_.alloc(n));
+    int32_t lo = v[0], hi = lo;
     for (int64_t i = 1; i < n; ++i) {
-      lo = std::min(lo, col[S[i]]);
-      hi = std::max(hi, col[S[i]]);
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
     }
-    if (lo == hi) return solve(S, n, k - 1);
+    if (lo == hi) {
+      vals_.release(vm);
+      return solve(S, n, k - 1);
+    }
     auto im = ids_.mark();
     int32_t* P = ids_.alloc(n);
     int64_t nl, ne;
-    std::tie(nl, ne) = split(S, n, c, sample_median(S, n, nullptr, 0, c), P);
-    if (!balanced(nl, n - nl - ne, n)) std::tie(nl, ne) = split(S, n, c, exact_median(S, n, nullptr, 0, c), P);
+    std::tie(nl, ne) = split(S, v, n, sample_median(v, n), P);
+    if (!balanced(nl, n - nl - ne, n)) std::tie(nl, ne) = split(S, v, n, exact_median(v, n), P);
+    vals_.release(vm);
     const int64_t nh = n - nl - ne;
     int32_t *L = P, *E = P + nl, *H = P + nl + ne;
     solve(L, nl, k);
@@ -662,31 +692,36 @@ class DivideConquer {
   void update_filtered(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
     if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) return brute_update(L, nl, H, nh, k);
     if (k == 1) return sweep_update(L, nl, H, nh);
-    const int c = k - 1;
-    const int32_t* col = s_.col[c];
-    int32_t lmin = col[L[0]], lmax = lmin, hmin = col[H[0]], hmax = hmin;
+    auto vm = vals_.mark();
+    int32_t* lv = gather(L, nl, k - 1, vals_.alloc(nl + nh));
+    int32_t* hv = gather(H, nh, k - 1, lv + nl);
+    int32_t lmin = lv[0], lmax = lmin, hmin = hv[0], hmax = hmin;
     for (int64_t i = 1; i < nl; ++i) {
-      lmin = std::min(lmin, col[L[i]]);
-      lmax = std::max(lmax, col[L[i]]);
+      lmin = std::min(lmin, lv[i]);
+      lmax = std::max(lmax, lv[i]);
     }
     for (int64_t i = 1; i < nh; ++i) {
-      hmin = std::min(hmin, col[H[i]]);
-      hmax = std::max(hmax, col[H[i]]);
+      hmin = std::min(hmin, hv[i]);
+      hmax = std::max(hmax, hv[i]);
     }
-    if (lmax <= hmin) return update(L, nl, H, nh, k - 1);
-    if (lmin > hmax) return;
+    if (lmax <= hmin || lmin > hmax) {
+      vals_.release(vm);
+      if (lmax <= hmin) update(L, nl, H, nh, k - 1);
+      return;
+    }
     auto im = ids_.mark();
     int32_t* PL = ids_.alloc(nl);
     int32_t* PH = ids_.alloc(nh);
-    int32_t m = sample_median(L, nl, H, nh, c);
+    int32_t m = sample_median(lv, nl + nh);  // lv and hv are adjacent
     int64_t ll, le, hl, he;
-    std::tie(ll, le) = split(L, nl, c, m, PL);
-    std::tie(hl, he) = split(H, nh, c, m, PH);
+    std::tie(ll, le) = split(L, lv, nl, m, PL);
+    std::tie(hl, he) = split(H, hv, nh, m, PH);
     if (!balanced(ll + hl, nl - ll - le + nh - hl - he, nl + nh)) {
-      m = exact_median(L, nl, H, nh, c);
-      std::tie(ll, le) = split(L, nl, c, m, PL);
-      std::tie(hl, he) = split(H, nh, c, m, PH);
+      m = exact_median(lv, nl + nh);
+      std::tie(ll, le) = split(L, lv, nl, m, PL);
+      std::tie(hl, he) = split(H, hv, nh, m, PH);
     }
+    vals_.release(vm);
     const int64_t lg = nl - ll - le, hg = nh - hl - he;
     int32_t* LM = ids_.alloc(ll + le);  // L< and L= in id order
     std::merge(PL, PL + ll, PL + ll, PL + ll + le, LM);
