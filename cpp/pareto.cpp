@@ -15,8 +15,8 @@
 //          inputs where the staircases degenerate it gives up after a work budget and falls
 //          back to divide and conquer.
 //   M >= 4 divide and conquer (Jensen 2003; Fortin, Grenier, Parizeau 2013; Buzdalov and
-//          Shalyto 2014), O(N log^(M-1) N), with brute force for small subproblems and
-//          pruning by rank.
+//          Shalyto 2014), O(N log^(M-1) N), with vectorised brute force for small
+//          subproblems and pruning by rank.
 #include "evoforge/pareto.h"
 
 #include <algorithm>
@@ -32,28 +32,6 @@
 #include <vector>
 
 #include "evoforge/common.h"
-
-#ifndef EF_NOINLINE
-#define EF_NOINLINE
-#endif
-#ifndef EF_COPY
-#define EF_COPY 8
-#endif
-#ifndef EF_PAIRS
-#define EF_PAIRS 131072
-#endif
-#ifndef EF_SOLVE
-#define EF_SOLVE 128
-#endif
-#ifndef EF_CLONE_LIST
-#define EF_CLONE_LIST "avx2", "default"
-#endif
-#ifndef EF_PAR
-#define EF_PAR 1024
-#endif
-#ifndef EF_SIDE
-#define EF_SIDE 16
-#endif
 
 namespace evoforge {
 namespace {
@@ -140,7 +118,7 @@ struct SortedUnique {
 };
 
 template <typename T>
-EF_NOINLINE SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
+SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int64_t>& idx) {
   using K = KeyOf<T>;
   const int64_t n = static_cast<int64_t>(idx.size());
   EVOFORGE_CHECK(n < (int64_t{1} << 31), "at most 2^31 - 1 points are supported, got " << n);
@@ -254,7 +232,7 @@ inline size_t count_at_or_below(const Step* s, size_t n, V v) {
 // staircase moves its tail; adversarial inputs can make that quadratic, so the moves are
 // counted and the method gives up (returns false) once they exceed `budget`.
 template <typename K>
-EF_NOINLINE bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
+bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
   struct Step {
     K a, b;
   };
@@ -309,7 +287,12 @@ EF_NOINLINE bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t
 //     the domination of L over H decided by the id order and coordinates < k.
 //
 // Both split at the median of coordinate k - 1 and recurse on k - 1 for pairs whose order on
-// it is settled. Memory comes from stack-like arenas, so no call allocates.
+// it is settled. Leaves: small solves and updates compare all pairs on local int32 copies
+// (structure of arrays) with branch-free kernels that vectorise (AVX2 where the CPU has it);
+// an update with one coordinate left is a sweep in id order over the minima of coordinate 0
+// per rank. With several threads, helper threads take independent parts of large updates.
+// Memory comes from stack-like arenas and scratch vectors that only grow, so calls rarely
+// allocate.
 
 // A stack allocator: memory from `alloc` stays valid until `release` of an earlier mark.
 template <typename V>
@@ -350,7 +333,7 @@ class Arena {
 // by their dense ranks (int32, one array per objective), so that the scans over a set of ids
 // read one small array in increasing address order.
 template <typename K>
-EF_NOINLINE std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
+std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
   std::vector<std::vector<int32_t>> cols(D, std::vector<int32_t>(U));
   parallel_for(D, U >= 20000 ? threads : 1, 1, [&](int64_t c0, int64_t c1, int) {
     if constexpr (sizeof(K) == 8) {
@@ -392,6 +375,9 @@ EF_NOINLINE std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_
   return cols;
 }
 
+// Brute-force kernels on local structure-of-arrays copies: int32 compares folded into a mask
+// and a maximum, without branches, so that the loop over L vectorises.
+//
 // The all-pairs update on local copies: lr[i] is the rank of l_i and lr[(c + 1) nl + i] its
 // coordinate c; hv[j k + c] is coordinate c of h_j, and h_j may be dominated by l_i for
 // i < io[j]. io[j] becomes 1 + the highest rank of an l dominating h_j, or 0 (in place).
@@ -401,8 +387,7 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
   const int32_t* lc[K];
   for (int c = 0; c < K; ++c) lc[c] = lr + (c + 1) * nl;
   int64_t j = 0;
-#if 1
-  // Two h at a time share the loads of l over the shorter prefix.
+  // Two h at a time share the loads of l over the shorter prefix (io[j] <= io[j + 1]).
   for (; j + 1 < nh; j += 2) {
     int32_t h0[K], h1[K];
     for (int c = 0; c < K; ++c) h0[c] = hv[j * K + c], h1[c] = hv[(j + 1) * K + c];
@@ -427,7 +412,6 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
     io[j] = b0 + 1;
     io[j + 1] = b1 + 1;
   }
-#endif
   for (; j < nh; ++j) {
     int32_t h[K];
     for (int c = 0; c < K; ++c) h[c] = hv[j * K + c];
@@ -443,8 +427,9 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
   }
 }
 
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(EF_NO_CLONES)
-#define EF_CLONES __attribute__((target_clones(EF_CLONE_LIST)))
+// On x86-64 with glibc (ifunc), the kernels also get an AVX2 version picked at load time.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(EVOFORGE_NO_TARGET_CLONES)
+#define EF_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define EF_CLONES
 #endif
@@ -454,7 +439,7 @@ EF_CLONES void brute_k3(const int32_t* lr, int64_t nl, const int32_t* hv, int64_
 EF_CLONES void brute_k4(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<4>(lr, nl, hv, io, nh); }
 EF_CLONES void brute_k5(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<5>(lr, nl, hv, io, nh); }
 
-void brute_kernel(int k, const int32_t* lr, int64_t nl, const int32_t* hv, const int64_t*, int64_t nh, int64_t* io) {
+void brute_kernel(int k, const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) {
   switch (k) {
     case 1: return brute_k1(lr, nl, hv, io, nh);
     case 2: return brute_k2(lr, nl, hv, io, nh);
@@ -515,9 +500,9 @@ void brute_solve_kernel(int k, int32_t* lr, int64_t n, const int32_t* hv) {
     }
 }
 
-// Shared state of one divide and conquer run.
-// With several threads, a part of an update that is independent of the rest is offered in a
-// single slot; an idle thread (a helper, or one waiting for its own offer) takes and runs it.
+// Shared state of one divide and conquer run. With several threads, a part of an update that
+// is independent of the rest is offered in a single slot; an idle thread (a helper, or one
+// waiting for its own offer to finish) takes and runs it.
 class DivideConquer;
 struct DCTask {
   void (*fn)(void* ctx, DivideConquer& w);
@@ -556,13 +541,12 @@ class DivideConquer {
   }
 
  private:
-  static constexpr int64_t kBruteSolve = EF_SOLVE;          // solve() by all pairs up to this size
-  static constexpr int64_t kBrutePairs = EF_PAIRS;        // update() by all pairs up to |L| |H|
-  static constexpr int64_t kBruteSide = EF_SIDE;            // ... or when |L| or |H| is this small
-  static constexpr int64_t kBruteCopy = EF_COPY;
-  static constexpr int64_t kParallelMin = EF_PAR;    // update() offers a part from this |L| + |H|
-
-  int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
+  // Cut-overs, measured at N = 1e5, M = 4..6 on uniform, simplex and correlated points.
+  static constexpr int64_t kBruteSolve = 128;      // solve() by all pairs up to this size
+  static constexpr int64_t kBrutePairs = 131072;   // update() by all pairs up to |L| |H|
+  static constexpr int64_t kBruteSide = 16;        // ... or when |L| or |H| is this small
+  static constexpr int64_t kBruteCopy = 8;         // ... on copies when |H| exceeds this
+  static constexpr int64_t kParallelMin = 1024;    // update() offers a part from this |L| + |H|
 
   // q dominates p on coordinates < k (q is before p).
   bool dominates(int32_t q, int32_t p, int k) const {
@@ -571,8 +555,6 @@ class DivideConquer {
     return true;
   }
 
-  // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
-  // order; returns the sizes of the first two parts.
   // Splits S (ids in order, v[i] = coordinate of S[i]) against m into out = [< m | == m | > m],
   // each in order; returns the sizes of the first two parts. Branch-free: the class of an
   // element is unpredictable, so it is stored at the cursor of its class picked
@@ -747,7 +729,7 @@ class DivideConquer {
   // branch-free, vectorisable maximum over the l that dominate h.
   // L and H are copied into local columns (rank and coordinates < k) so that the loop over L is
   // a branch-free, vectorised maximum over the l that dominate h (see brute_kernel).
-  EF_NOINLINE void brute_update_copy(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+  void brute_update_copy(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
     bl_.resize(static_cast<size_t>((k + 1) * nl));
     bh_.resize(static_cast<size_t>(k * nh));
     bend_.resize(static_cast<size_t>(nh));
@@ -763,12 +745,12 @@ class DivideConquer {
       while (i_end < nl && L[i_end] < H[j]) ++i_end;
       bend_[j] = i_end;
     }
-    brute_kernel(k, lr, nl, bh_.data(), bend_.data(), nh, bend_.data());
+    brute_kernel(k, lr, nl, bh_.data(), bend_.data(), nh);
     for (int64_t j = 0; j < nh; ++j) rank_[H[j]] = std::max(rank_[H[j]], static_cast<int32_t>(bend_[j]));
   }
   // solve() by all pairs on a local copy, in order: point j is final once the points before it
   // have been compared with it.
-  EF_NOINLINE void brute_solve_copy(const int32_t* S, int64_t n, int k) {
+  void brute_solve_copy(const int32_t* S, int64_t n, int k) {
     bl_.resize(static_cast<size_t>((k + 1) * n));
     bh_.resize(static_cast<size_t>(k * n));
     int32_t* lr = bl_.data();
@@ -782,7 +764,7 @@ class DivideConquer {
     for (int64_t i = 0; i < n; ++i) rank_[S[i]] = lr[i];
   }
 
-  EF_NOINLINE void brute_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+  void brute_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
     if (nh <= kBruteCopy) {
       for (int64_t j = 0, i_end = 0; j < nh; ++j) {
         const int32_t h = H[j];
@@ -899,7 +881,7 @@ class DivideConquer {
   // k = 1: for each rank r of L, lo[r - r0] = the smallest coordinate among the l inserted so far
   // with rank >= r. It does not decrease with r, so the best rank at or below h is one
   // branch-free search; an insertion lowers a run of entries ending at its rank.
-  EF_NOINLINE void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
+  void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
     const int32_t* col = s_.col[0];
     int32_t r0 = rank_[L[0]], r1 = r0;
     for (int64_t i = 1; i < nl; ++i) {
