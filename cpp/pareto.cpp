@@ -433,11 +433,19 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
 #else
 #define EF_CLONES
 #endif
-EF_CLONES void brute_k1(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<1>(lr, nl, hv, io, nh); }
-EF_CLONES void brute_k2(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<2>(lr, nl, hv, io, nh); }
-EF_CLONES void brute_k3(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<3>(lr, nl, hv, io, nh); }
-EF_CLONES void brute_k4(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<4>(lr, nl, hv, io, nh); }
-EF_CLONES void brute_k5(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { brute_body<5>(lr, nl, hv, io, nh); }
+#define EF_BRUTE_K(K)                                                                             \
+  EF_CLONES void brute_k##K(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { \
+    brute_body<K>(lr, nl, hv, io, nh);                                                            \
+  }
+EF_BRUTE_K(1)
+EF_BRUTE_K(2)
+EF_BRUTE_K(3)
+EF_BRUTE_K(4)
+EF_BRUTE_K(5)
+EF_BRUTE_K(6)
+EF_BRUTE_K(7)
+EF_BRUTE_K(8)
+#undef EF_BRUTE_K
 
 void brute_kernel(int k, const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) {
   switch (k) {
@@ -446,6 +454,9 @@ void brute_kernel(int k, const int32_t* lr, int64_t nl, const int32_t* hv, int64
     case 3: return brute_k3(lr, nl, hv, io, nh);
     case 4: return brute_k4(lr, nl, hv, io, nh);
     case 5: return brute_k5(lr, nl, hv, io, nh);
+    case 6: return brute_k6(lr, nl, hv, io, nh);
+    case 7: return brute_k7(lr, nl, hv, io, nh);
+    case 8: return brute_k8(lr, nl, hv, io, nh);
   }
   for (int64_t j = 0; j < nh; ++j) {
     const int64_t n = io[j];
@@ -478,11 +489,17 @@ inline __attribute__((always_inline)) void brute_solve_body(int32_t* lr, int64_t
     lr[j] = std::max(lr[j], best + 1);
   }
 }
-EF_CLONES void brute_solve_k1(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<1>(lr, n, hv); }
-EF_CLONES void brute_solve_k2(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<2>(lr, n, hv); }
-EF_CLONES void brute_solve_k3(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<3>(lr, n, hv); }
-EF_CLONES void brute_solve_k4(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<4>(lr, n, hv); }
-EF_CLONES void brute_solve_k5(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<5>(lr, n, hv); }
+#define EF_BRUTE_SOLVE_K(K) \
+  EF_CLONES void brute_solve_k##K(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<K>(lr, n, hv); }
+EF_BRUTE_SOLVE_K(1)
+EF_BRUTE_SOLVE_K(2)
+EF_BRUTE_SOLVE_K(3)
+EF_BRUTE_SOLVE_K(4)
+EF_BRUTE_SOLVE_K(5)
+EF_BRUTE_SOLVE_K(6)
+EF_BRUTE_SOLVE_K(7)
+EF_BRUTE_SOLVE_K(8)
+#undef EF_BRUTE_SOLVE_K
 
 void brute_solve_kernel(int k, int32_t* lr, int64_t n, const int32_t* hv) {
   switch (k) {
@@ -491,6 +508,9 @@ void brute_solve_kernel(int k, int32_t* lr, int64_t n, const int32_t* hv) {
     case 3: return brute_solve_k3(lr, n, hv);
     case 4: return brute_solve_k4(lr, n, hv);
     case 5: return brute_solve_k5(lr, n, hv);
+    case 6: return brute_solve_k6(lr, n, hv);
+    case 7: return brute_solve_k7(lr, n, hv);
+    case 8: return brute_solve_k8(lr, n, hv);
   }
   for (int64_t j = 1; j < n; ++j)
     for (int64_t i = 0; i < j; ++i) {
