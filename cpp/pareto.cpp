@@ -147,6 +147,8 @@ SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int6
     return true;
   };
 
+  std::vector<K> run_keys;
+  std::vector<KeyIdx<uint32_t>> run_order, run_items;
   SortedUnique<K> out;
   out.group.resize(n);
   out.pts.resize(static_cast<size_t>(n * (M - 1)));
@@ -154,7 +156,27 @@ SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int6
   for (int64_t b = 0; b < n;) {
     int64_t e = b + 1;
     while (e < n && items[e].key == items[b].key) ++e;
-    if (e - b > 1 && M > j0) std::sort(items.begin() + b, items.begin() + e, less);
+    if (e - b > 32 && M > j0) {
+      // A long run of ties: sort on a compact copy of its keys rather than reading F.
+      const int64_t n_run = e - b, w = M - j0;
+      run_keys.resize(static_cast<size_t>(n_run * w));
+      run_order.resize(static_cast<size_t>(n_run));
+      for (int64_t t = 0; t < n_run; ++t) {
+        for (int64_t j = 0; j < w; ++j) run_keys[t * w + j] = key(items[b + t].idx, j0 + j);
+        run_order[t] = {0, static_cast<uint32_t>(t)};
+      }
+      std::sort(run_order.begin(), run_order.end(), [&](const KeyIdx<uint32_t>& x, const KeyIdx<uint32_t>& y) {
+        const K* a = run_keys.data() + x.idx * w;
+        const K* c = run_keys.data() + y.idx * w;
+        for (int64_t j = 0; j < w; ++j)
+          if (a[j] != c[j]) return a[j] < c[j];
+        return false;
+      });
+      run_items.assign(items.begin() + b, items.begin() + e);
+      for (int64_t t = 0; t < n_run; ++t) items[b + t] = run_items[run_order[t].idx];
+    } else if (e - b > 1 && M > j0) {
+      std::sort(items.begin() + b, items.begin() + e, less);
+    }
     for (int64_t k = b; k < e; ++k) {
       if (k == b || !equal(items[k - 1], items[k])) {
         const T* row = F + idx[items[k].idx] * M;
