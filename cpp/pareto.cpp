@@ -15,8 +15,8 @@
 //          inputs where the staircases degenerate it gives up after a work budget and falls
 //          back to divide and conquer.
 //   M >= 4 divide and conquer (Jensen 2003; Fortin, Grenier, Parizeau 2013; Buzdalov and
-//          Shalyto 2014), O(N log^(M-1) N), with brute force for small subproblems and
-//          pruning by rank.
+//          Shalyto 2014), O(N log^(M-1) N), with vectorised brute force for small
+//          subproblems and pruning by rank.
 #include "evoforge/pareto.h"
 
 #include <algorithm>
@@ -122,28 +122,33 @@ SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int6
   using K = KeyOf<T>;
   const int64_t n = static_cast<int64_t>(idx.size());
   EVOFORGE_CHECK(n < (int64_t{1} << 31), "at most 2^31 - 1 points are supported, got " << n);
-  std::vector<KeyIdx<K>> items(n);
+  // Radix sort by the high 32 bits of the key of objective 0 (all of it for float); rows that
+  // tie on those are then ordered by all their keys, computed on the fly.
+  constexpr int kShift = 8 * sizeof(K) - 32;
+  std::vector<KeyIdx<uint32_t>> items(n);
   {
-    std::vector<KeyIdx<K>> tmp;
-    for (int64_t k = 0; k < n; ++k) items[k] = {order_key(F[idx[k] * M]), static_cast<uint32_t>(k)};
+    std::vector<KeyIdx<uint32_t>> tmp;
+    for (int64_t k = 0; k < n; ++k)
+      items[k] = {static_cast<uint32_t>(order_key(F[idx[k] * M]) >> kShift), static_cast<uint32_t>(k)};
     radix_sort(items.data(), n, tmp);
   }
-  // Only rows that tie on objective 0 need the other objectives to be ordered and compared;
-  // their keys are computed on the fly.
   auto key = [&](uint32_t k, int64_t j) { return order_key(F[idx[k] * M + j]); };
-  auto rest_less = [&](const KeyIdx<K>& x, const KeyIdx<K>& y) {
-    for (int64_t j = 1; j < M; ++j) {
+  const int64_t j0 = kShift > 0 ? 0 : 1;  // objective 0 is settled by the 32-bit key of a float
+  auto less = [&](const KeyIdx<uint32_t>& x, const KeyIdx<uint32_t>& y) {
+    for (int64_t j = j0; j < M; ++j) {
       K a = key(x.idx, j), b = key(y.idx, j);
       if (a != b) return a < b;
     }
     return false;
   };
-  auto rest_equal = [&](const KeyIdx<K>& x, const KeyIdx<K>& y) {
-    for (int64_t j = 1; j < M; ++j)
+  auto equal = [&](const KeyIdx<uint32_t>& x, const KeyIdx<uint32_t>& y) {
+    for (int64_t j = j0; j < M; ++j)
       if (key(x.idx, j) != key(y.idx, j)) return false;
     return true;
   };
 
+  std::vector<K> run_keys;
+  std::vector<KeyIdx<uint32_t>> run_order, run_items;
   SortedUnique<K> out;
   out.group.resize(n);
   out.pts.resize(static_cast<size_t>(n * (M - 1)));
@@ -151,9 +156,29 @@ SortedUnique<KeyOf<T>> sort_unique(const T* F, int64_t M, const std::vector<int6
   for (int64_t b = 0; b < n;) {
     int64_t e = b + 1;
     while (e < n && items[e].key == items[b].key) ++e;
-    if (e - b > 1 && M > 1) std::sort(items.begin() + b, items.begin() + e, rest_less);
+    if (e - b > 32 && M > j0) {
+      // A long run of ties: sort on a compact copy of its keys rather than reading F.
+      const int64_t n_run = e - b, w = M - j0;
+      run_keys.resize(static_cast<size_t>(n_run * w));
+      run_order.resize(static_cast<size_t>(n_run));
+      for (int64_t t = 0; t < n_run; ++t) {
+        for (int64_t j = 0; j < w; ++j) run_keys[t * w + j] = key(items[b + t].idx, j0 + j);
+        run_order[t] = {0, static_cast<uint32_t>(t)};
+      }
+      std::sort(run_order.begin(), run_order.end(), [&](const KeyIdx<uint32_t>& x, const KeyIdx<uint32_t>& y) {
+        const K* a = run_keys.data() + x.idx * w;
+        const K* c = run_keys.data() + y.idx * w;
+        for (int64_t j = 0; j < w; ++j)
+          if (a[j] != c[j]) return a[j] < c[j];
+        return false;
+      });
+      run_items.assign(items.begin() + b, items.begin() + e);
+      for (int64_t t = 0; t < n_run; ++t) items[b + t] = run_items[run_order[t].idx];
+    } else if (e - b > 1 && M > j0) {
+      std::sort(items.begin() + b, items.begin() + e, less);
+    }
     for (int64_t k = b; k < e; ++k) {
-      if (k == b || !rest_equal(items[k - 1], items[k])) {
+      if (k == b || !equal(items[k - 1], items[k])) {
         const T* row = F + idx[items[k].idx] * M;
         for (int64_t j = 1; j < M; ++j) *dst++ = order_key(row[j]);
         ++out.U;
@@ -238,6 +263,7 @@ bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
   for (int64_t i = 0; i < U; ++i) {
     const K a = pts[2 * i], b = pts[2 * i + 1];
     int64_t lo = 0, hi = static_cast<int64_t>(fronts.size());
+    size_t u_hi = 0;  // the search result on front hi, once it was probed
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
       const auto& s = fronts[mid];
@@ -245,11 +271,14 @@ bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
       const int64_t dominated = u > 0 && s[u - 1].b <= b;
       lo += dominated * (mid + 1 - lo);
       hi -= (1 - dominated) * (hi - mid);
+      u_hi = dominated ? u_hi : u;
     }
     if (lo == static_cast<int64_t>(fronts.size())) fronts.emplace_back();
     auto& s = fronts[lo];
-    // p is not dominated by its front, so the steps it dominates follow it contiguously.
-    auto pos = std::lower_bound(s.begin(), s.end(), a, [](const Step& e, K v) { return e.a < v; });
+    // p is not dominated by its front, so the steps it dominates follow it contiguously. Front
+    // lo was probed last when it set hi (unless it is new and empty), which gives the number
+    // of steps at or before a; the steps' a are distinct.
+    auto pos = s.begin() + (u_hi - (u_hi > 0 && s[u_hi - 1].a == a));
     auto end = pos;
     while (end != s.end() && end->b >= b) ++end;
     if (end != pos) {
@@ -280,7 +309,12 @@ bool rank_staircase3(const K* pts, int64_t U, int32_t* rank, int64_t budget) {
 //     the domination of L over H decided by the id order and coordinates < k.
 //
 // Both split at the median of coordinate k - 1 and recurse on k - 1 for pairs whose order on
-// it is settled. Memory comes from stack-like arenas, so no call allocates.
+// it is settled. Leaves: small solves and updates compare all pairs on local int32 copies
+// (structure of arrays) with branch-free kernels that vectorise (AVX2 where the CPU has it);
+// an update with one coordinate left is a sweep in id order over the minima of coordinate 0
+// per rank. With several threads, helper threads take independent parts of large updates.
+// Memory comes from stack-like arenas and scratch vectors that only grow, so calls rarely
+// allocate.
 
 // A stack allocator: memory from `alloc` stays valid until `release` of an earlier mark.
 template <typename V>
@@ -324,6 +358,31 @@ template <typename K>
 std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, int threads) {
   std::vector<std::vector<int32_t>> cols(D, std::vector<int32_t>(U));
   parallel_for(D, U >= 20000 ? threads : 1, 1, [&](int64_t c0, int64_t c1, int) {
+    if constexpr (sizeof(K) == 8) {
+      // Sort by the high 32 bits (half the passes over half the bytes), then order the rare
+      // runs that agree on them by the whole key.
+      std::vector<KeyIdx<uint32_t>> items(U), tmp;
+      for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t i = 0; i < U; ++i)
+          items[i] = {static_cast<uint32_t>(static_cast<uint64_t>(pts[i * D + c]) >> 32), static_cast<uint32_t>(i)};
+        radix_sort(items.data(), U, tmp);
+        auto full = [&](const KeyIdx<uint32_t>& e) { return pts[e.idx * D + c]; };
+        for (int64_t b = 0; b < U;) {
+          int64_t e = b + 1;
+          while (e < U && items[e].key == items[b].key) ++e;
+          if (e - b > 1)
+            std::sort(items.begin() + b, items.begin() + e,
+                      [&](const KeyIdx<uint32_t>& x, const KeyIdx<uint32_t>& y) { return full(x) < full(y); });
+          b = e;
+        }
+        int32_t r = 0;
+        for (int64_t i = 0; i < U; ++i) {
+          r += i > 0 && full(items[i]) != full(items[i - 1]);
+          cols[c][items[i].idx] = r;
+        }
+      }
+      return;
+    }
     std::vector<KeyIdx<K>> items(U), tmp;
     for (int64_t c = c0; c < c1; ++c) {
       for (int64_t i = 0; i < U; ++i) items[i] = {pts[i * D + c], static_cast<uint32_t>(i)};
@@ -338,12 +397,180 @@ std::vector<std::vector<int32_t>> dense_columns(const K* pts, int64_t U, int D, 
   return cols;
 }
 
-// Shared state of one divide and conquer run.
+// Brute-force kernels on local structure-of-arrays copies: int32 compares folded into a mask
+// and a maximum, without branches, so that the loop over L vectorises.
+//
+// The all-pairs update on local copies: lr[i] is the rank of l_i and lr[(c + 1) nl + i] its
+// coordinate c; hv[j k + c] is coordinate c of h_j, and h_j may be dominated by l_i for
+// i < io[j]. io[j] becomes 1 + the highest rank of an l dominating h_j, or 0 (in place).
+template <int K>
+inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t nl, const int32_t* hv,
+                                                      int64_t* io, int64_t nh) {
+  const int32_t* lc[K];
+  for (int c = 0; c < K; ++c) lc[c] = lr + (c + 1) * nl;
+  int64_t j = 0;
+  // Two h at a time share the loads of l over the shorter prefix (io[j] <= io[j + 1]).
+  for (; j + 1 < nh; j += 2) {
+    int32_t h0[K], h1[K];
+    for (int c = 0; c < K; ++c) h0[c] = hv[j * K + c], h1[c] = hv[(j + 1) * K + c];
+    const int64_t n0 = io[j], n1 = io[j + 1];
+    int32_t b0 = -1, b1 = -1;
+    for (int64_t i = 0; i < n0; ++i) {
+      int32_t bad0 = 0, bad1 = 0;
+      for (int c = 0; c < K; ++c) {
+        bad0 |= -static_cast<int32_t>(lc[c][i] > h0[c]);
+        bad1 |= -static_cast<int32_t>(lc[c][i] > h1[c]);
+      }
+      const int32_t v0 = lr[i] | bad0, v1 = lr[i] | bad1;
+      b0 = b0 > v0 ? b0 : v0;
+      b1 = b1 > v1 ? b1 : v1;
+    }
+    for (int64_t i = n0; i < n1; ++i) {
+      int32_t bad1 = 0;
+      for (int c = 0; c < K; ++c) bad1 |= -static_cast<int32_t>(lc[c][i] > h1[c]);
+      const int32_t v1 = lr[i] | bad1;
+      b1 = b1 > v1 ? b1 : v1;
+    }
+    io[j] = b0 + 1;
+    io[j + 1] = b1 + 1;
+  }
+  for (; j < nh; ++j) {
+    int32_t h[K];
+    for (int c = 0; c < K; ++c) h[c] = hv[j * K + c];
+    const int64_t n = io[j];
+    int32_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t bad = 0;
+      for (int c = 0; c < K; ++c) bad |= -static_cast<int32_t>(lc[c][i] > h[c]);
+      const int32_t v = lr[i] | bad;  // -1 unless l_i dominates h_j
+      best = best > v ? best : v;
+    }
+    io[j] = best + 1;
+  }
+}
+
+// On x86-64 with glibc (ifunc), the kernels also get an AVX2 version picked at load time.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(EVOFORGE_NO_TARGET_CLONES)
+#define EF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define EF_CLONES
+#endif
+#define EF_BRUTE_K(K)                                                                             \
+  EF_CLONES void brute_k##K(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { \
+    brute_body<K>(lr, nl, hv, io, nh);                                                            \
+  }
+EF_BRUTE_K(1)
+EF_BRUTE_K(2)
+EF_BRUTE_K(3)
+EF_BRUTE_K(4)
+EF_BRUTE_K(5)
+EF_BRUTE_K(6)
+EF_BRUTE_K(7)
+EF_BRUTE_K(8)
+#undef EF_BRUTE_K
+
+void brute_kernel(int k, const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) {
+  switch (k) {
+    case 1: return brute_k1(lr, nl, hv, io, nh);
+    case 2: return brute_k2(lr, nl, hv, io, nh);
+    case 3: return brute_k3(lr, nl, hv, io, nh);
+    case 4: return brute_k4(lr, nl, hv, io, nh);
+    case 5: return brute_k5(lr, nl, hv, io, nh);
+    case 6: return brute_k6(lr, nl, hv, io, nh);
+    case 7: return brute_k7(lr, nl, hv, io, nh);
+    case 8: return brute_k8(lr, nl, hv, io, nh);
+  }
+  for (int64_t j = 0; j < nh; ++j) {
+    const int64_t n = io[j];
+    int32_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      bool ok = true;
+      for (int c = 0; c < k && ok; ++c) ok = lr[(c + 1) * nl + i] <= hv[j * k + c];
+      if (ok) best = std::max(best, lr[i]);
+    }
+    io[j] = best + 1;
+  }
+}
+
+// The all-pairs solve on a local copy laid out as for brute_body (hv holds the same points as
+// lr); lr[j] is raised in place, in order.
+template <int K>
+inline __attribute__((always_inline)) void brute_solve_body(int32_t* lr, int64_t n, const int32_t* hv) {
+  const int32_t* lc[K];
+  for (int c = 0; c < K; ++c) lc[c] = lr + (c + 1) * n;
+  for (int64_t j = 1; j < n; ++j) {
+    int32_t h[K];
+    for (int c = 0; c < K; ++c) h[c] = hv[j * K + c];
+    int32_t best = -1;
+    for (int64_t i = 0; i < j; ++i) {
+      int32_t bad = 0;
+      for (int c = 0; c < K; ++c) bad |= -static_cast<int32_t>(lc[c][i] > h[c]);
+      const int32_t v = lr[i] | bad;
+      best = best > v ? best : v;
+    }
+    lr[j] = std::max(lr[j], best + 1);
+  }
+}
+#define EF_BRUTE_SOLVE_K(K) \
+  EF_CLONES void brute_solve_k##K(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<K>(lr, n, hv); }
+EF_BRUTE_SOLVE_K(1)
+EF_BRUTE_SOLVE_K(2)
+EF_BRUTE_SOLVE_K(3)
+EF_BRUTE_SOLVE_K(4)
+EF_BRUTE_SOLVE_K(5)
+EF_BRUTE_SOLVE_K(6)
+EF_BRUTE_SOLVE_K(7)
+EF_BRUTE_SOLVE_K(8)
+#undef EF_BRUTE_SOLVE_K
+
+void brute_solve_kernel(int k, int32_t* lr, int64_t n, const int32_t* hv) {
+  switch (k) {
+    case 1: return brute_solve_k1(lr, n, hv);
+    case 2: return brute_solve_k2(lr, n, hv);
+    case 3: return brute_solve_k3(lr, n, hv);
+    case 4: return brute_solve_k4(lr, n, hv);
+    case 5: return brute_solve_k5(lr, n, hv);
+    case 6: return brute_solve_k6(lr, n, hv);
+    case 7: return brute_solve_k7(lr, n, hv);
+    case 8: return brute_solve_k8(lr, n, hv);
+  }
+  for (int64_t j = 1; j < n; ++j)
+    for (int64_t i = 0; i < j; ++i) {
+      bool ok = true;
+      for (int c = 0; c < k && ok; ++c) ok = lr[(c + 1) * n + i] <= hv[j * k + c];
+      if (ok) lr[j] = std::max(lr[j], lr[i] + 1);
+    }
+}
+
+// Shared state of one divide and conquer run. With several threads, a part of an update that
+// is independent of the rest is offered in a single slot; an idle thread (a helper, or one
+// waiting for its own offer to finish) takes and runs it.
+class DivideConquer;
+struct DCTask {
+  void (*fn)(void* ctx, DivideConquer& w);
+  void* ctx;
+  std::atomic<bool> done{false};
+  std::exception_ptr err;
+};
+
 struct DCShared {
   std::vector<const int32_t*> col;  // col[c][id]
   int32_t* rank;
-  std::atomic<int> idle_threads{0};
+  std::atomic<DCTask*> slot{nullptr};
+  std::atomic<int> idle{0};  // threads looking for a task
+  std::atomic<bool> stop{false};
 };
+
+inline void cpu_relax(int& spins) {
+  if (++spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    spins = 0;
+    std::this_thread::yield();
+  }
+}
 
 class DivideConquer {
  public:
@@ -356,12 +583,12 @@ class DivideConquer {
   }
 
  private:
-  static constexpr int64_t kBruteSolve = 24;          // solve() by all pairs up to this size
-  static constexpr int64_t kBrutePairs = 4096;        // update() by all pairs up to |L| |H|
-  static constexpr int64_t kBruteSide = 8;            // ... or when |L| or |H| is this small
-  static constexpr int64_t kParallelMin = 1 << 11;    // update() forks above this |L| + |H|
-
-  int32_t x(int32_t id, int c) const { return s_.col[c][id]; }
+  // Cut-overs, measured at N = 1e5, M = 4..6 on uniform, simplex and correlated points.
+  static constexpr int64_t kBruteSolve = 128;      // solve() by all pairs up to this size
+  static constexpr int64_t kBrutePairs = 131072;   // update() by all pairs up to |L| |H|
+  static constexpr int64_t kBruteSide = 16;        // ... or when |L| or |H| is this small
+  static constexpr int64_t kBruteCopy = 8;         // ... on copies when |H| exceeds this
+  static constexpr int64_t kParallelMin = 1024;    // update() offers a part from this |L| + |H|
 
   // q dominates p on coordinates < k (q is before p).
   bool dominates(int32_t q, int32_t p, int k) const {
@@ -370,54 +597,51 @@ class DivideConquer {
     return true;
   }
 
-  // Splits S (ids in order) by coordinate c against m into out = [< m | == m | > m], each in
-  // order; returns the sizes of the first two parts.
-  std::pair<int64_t, int64_t> split(const int32_t* S, int64_t n, int c, int32_t m, int32_t* out) const {
-    const int32_t* v = s_.col[c];
+  // Splits S (ids in order, v[i] = coordinate of S[i]) against m into out = [< m | == m | > m],
+  // each in order; returns the sizes of the first two parts. Branch-free: the class of an
+  // element is unpredictable, so it is stored at the cursor of its class picked
+  // arithmetically, and only that cursor advances.
+  static std::pair<int64_t, int64_t> split(const int32_t* S, const int32_t* v, int64_t n, int32_t m, int32_t* out) {
     int64_t nl = 0, ne = 0;
     for (int64_t i = 0; i < n; ++i) {
-      nl += v[S[i]] < m;
-      ne += v[S[i]] == m;
+      nl += v[i] < m;
+      ne += v[i] == m;
     }
-    int32_t *l = out, *e = out + nl, *h = out + nl + ne;
+    int64_t pl = 0, pe = nl, ph = nl + ne;
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = S[i], vi = v[id];
-      if (vi < m)
-        *l++ = id;
-      else if (vi == m)
-        *e++ = id;
-      else
-        *h++ = id;
+      const int64_t lt = v[i] < m, gt = v[i] > m, eq = 1 - lt - gt;
+      out[lt * pl + eq * pe + gt * ph] = S[i];
+      pl += lt;
+      pe += eq;
+      ph += gt;
     }
     return {nl, ne};
   }
 
-  // A pivot for coordinate c over the ids of a and b: the median of a small even sample, which
-  // is cheap and splits typical data well; the exact median is the fallback that keeps the
-  // recursion depth logarithmic when the sample misleads (see balanced()).
-  int32_t sample_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) const {
-    const int32_t* col = s_.col[c];
-    const int64_t n = na + nb;
+  // A pivot among v[0, n): the median of a small sample, which is cheap and splits typical
+  // data well; the exact median is the fallback that keeps the recursion depth logarithmic
+  // when the sample misleads (see balanced()).
+  static int32_t sample_median(const int32_t* v, int64_t n) {
     constexpr int kSample = 15;
-    int32_t v[kSample];
-    for (int i = 0; i < kSample; ++i) {
-      int64_t j = (2 * i + 1) * n / (2 * kSample);
-      v[i] = col[j < na ? a[j] : b[j - na]];
-    }
-    std::nth_element(v, v + kSample / 2, v + kSample);
-    return v[kSample / 2];
+    int32_t s[kSample];
+    for (int i = 0; i < kSample; ++i) s[i] = v[(2 * i + 1) * n / (2 * kSample)];
+    std::nth_element(s, s + kSample / 2, s + kSample);
+    return s[kSample / 2];
   }
-  int32_t exact_median(const int32_t* a, int64_t na, const int32_t* b, int64_t nb, int c) {
-    const int32_t* col = s_.col[c];
+  int32_t exact_median(const int32_t* v, int64_t n) {
     auto vm = vals_.mark();
-    int32_t* v = vals_.alloc(na + nb);
-    for (int64_t i = 0; i < na; ++i) v[i] = col[a[i]];
-    for (int64_t i = 0; i < nb; ++i) v[na + i] = col[b[i]];
-    const int64_t n = na + nb;
-    std::nth_element(v, v + n / 2, v + n);
-    const int32_t m = v[n / 2];
+    int32_t* w = vals_.alloc(n);
+    std::copy(v, v + n, w);
+    std::nth_element(w, w + n / 2, w + n);
+    const int32_t m = w[n / 2];
     vals_.release(vm);
     return m;
+  }
+  // v[i] = coordinate c of ids[i], in vals_.
+  int32_t* gather(const int32_t* ids, int64_t n, int c, int32_t* v) const {
+    const int32_t* col = s_.col[c];
+    for (int64_t i = 0; i < n; ++i) v[i] = col[ids[i]];
+    return v;
   }
   // Neither strict side may hold more than 15/16 of the points.
   static bool balanced(int64_t below, int64_t above, int64_t n) { return 16 * std::max(below, above) <= 15 * n; }
@@ -425,25 +649,33 @@ class DivideConquer {
   void solve(const int32_t* S, int64_t n, int k) {
     if (n < 2) return;
     if (n <= kBruteSolve) {
-      for (int64_t i = 1; i < n; ++i)
-        for (int64_t j = 0; j < i; ++j)
-          if (rank_[S[j]] >= rank_[S[i]] && dominates(S[j], S[i], k)) rank_[S[i]] = rank_[S[j]] + 1;
-      return;
+      if (n <= 24) {
+        for (int64_t i = 1; i < n; ++i)
+          for (int64_t j = 0; j < i; ++j)
+            if (rank_[S[j]] >= rank_[S[i]] && dominates(S[j], S[i], k)) rank_[S[i]] = rank_[S[j]] + 1;
+        return;
+      }
+      return brute_solve_copy(S, n, k);
     }
     if (k == 1) return sweep_solve(S, n);
-    const int c = k - 1;
-    const int32_t* col = s_.col[c];
-    int32_t lo = col[S[0]], hi = lo;
+    // Each coordinate is gathered once: its range, the pivot and the split read the copy.
+    auto vm = vals_.mark();
+    const int32_t* v = gather(S, n, k - 1, vals_.alloc(n));
+    int32_t lo = v[0], hi = lo;
     for (int64_t i = 1; i < n; ++i) {
-      lo = std::min(lo, col[S[i]]);
-      hi = std::max(hi, col[S[i]]);
+      lo = std::min(lo, v[i]);
+      hi = std::max(hi, v[i]);
     }
-    if (lo == hi) return solve(S, n, k - 1);
+    if (lo == hi) {
+      vals_.release(vm);
+      return solve(S, n, k - 1);
+    }
     auto im = ids_.mark();
     int32_t* P = ids_.alloc(n);
     int64_t nl, ne;
-    std::tie(nl, ne) = split(S, n, c, sample_median(S, n, nullptr, 0, c), P);
-    if (!balanced(nl, n - nl - ne, n)) std::tie(nl, ne) = split(S, n, c, exact_median(S, n, nullptr, 0, c), P);
+    std::tie(nl, ne) = split(S, v, n, sample_median(v, n), P);
+    if (!balanced(nl, n - nl - ne, n)) std::tie(nl, ne) = split(S, v, n, exact_median(v, n), P);
+    vals_.release(vm);
     const int64_t nh = n - nl - ne;
     int32_t *L = P, *E = P + nl, *H = P + nl + ne;
     solve(L, nl, k);
@@ -482,41 +714,38 @@ class DivideConquer {
   }
 
   void update_filtered(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
-    if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) {
-      for (int64_t j = 0, i_end = 0; j < nh; ++j) {
-        const int32_t h = H[j];
-        while (i_end < nl && L[i_end] < h) ++i_end;
-        for (int64_t i = 0; i < i_end; ++i)
-          if (rank_[L[i]] >= rank_[h] && dominates(L[i], h, k)) rank_[h] = rank_[L[i]] + 1;
-      }
-      return;
-    }
+    if (nl * nh <= kBrutePairs || std::min(nl, nh) <= kBruteSide) return brute_update(L, nl, H, nh, k);
     if (k == 1) return sweep_update(L, nl, H, nh);
-    const int c = k - 1;
-    const int32_t* col = s_.col[c];
-    int32_t lmin = col[L[0]], lmax = lmin, hmin = col[H[0]], hmax = hmin;
+    auto vm = vals_.mark();
+    int32_t* lv = gather(L, nl, k - 1, vals_.alloc(nl + nh));
+    int32_t* hv = gather(H, nh, k - 1, lv + nl);
+    int32_t lmin = lv[0], lmax = lmin, hmin = hv[0], hmax = hmin;
     for (int64_t i = 1; i < nl; ++i) {
-      lmin = std::min(lmin, col[L[i]]);
-      lmax = std::max(lmax, col[L[i]]);
+      lmin = std::min(lmin, lv[i]);
+      lmax = std::max(lmax, lv[i]);
     }
     for (int64_t i = 1; i < nh; ++i) {
-      hmin = std::min(hmin, col[H[i]]);
-      hmax = std::max(hmax, col[H[i]]);
+      hmin = std::min(hmin, hv[i]);
+      hmax = std::max(hmax, hv[i]);
     }
-    if (lmax <= hmin) return update(L, nl, H, nh, k - 1);
-    if (lmin > hmax) return;
+    if (lmax <= hmin || lmin > hmax) {
+      vals_.release(vm);
+      if (lmax <= hmin) update(L, nl, H, nh, k - 1);
+      return;
+    }
     auto im = ids_.mark();
     int32_t* PL = ids_.alloc(nl);
     int32_t* PH = ids_.alloc(nh);
-    int32_t m = sample_median(L, nl, H, nh, c);
+    int32_t m = sample_median(lv, nl + nh);  // lv and hv are adjacent
     int64_t ll, le, hl, he;
-    std::tie(ll, le) = split(L, nl, c, m, PL);
-    std::tie(hl, he) = split(H, nh, c, m, PH);
+    std::tie(ll, le) = split(L, lv, nl, m, PL);
+    std::tie(hl, he) = split(H, hv, nh, m, PH);
     if (!balanced(ll + hl, nl - ll - le + nh - hl - he, nl + nh)) {
-      m = exact_median(L, nl, H, nh, c);
-      std::tie(ll, le) = split(L, nl, c, m, PL);
-      std::tie(hl, he) = split(H, nh, c, m, PH);
+      m = exact_median(lv, nl + nh);
+      std::tie(ll, le) = split(L, lv, nl, m, PL);
+      std::tie(hl, he) = split(H, hv, nh, m, PH);
     }
+    vals_.release(vm);
     const int64_t lg = nl - ll - le, hg = nh - hl - he;
     int32_t* LM = ids_.alloc(ll + le);  // L< and L= in id order
     std::merge(PL, PL + ll, PL + ll, PL + ll + le, LM);
@@ -529,26 +758,8 @@ class DivideConquer {
       update(LM, ll + le, HM, he + hg, k - 1);
       update(PL + ll + le, lg, PH + hl + he, hg, k);
     };
-    if (ll + hl >= kParallelMin && try_take_thread()) {
-      std::exception_ptr err;
-      std::thread t([&] {
-        try {
-          DivideConquer w(s_, ll + hl);
-          low(w);
-        } catch (...) {
-          err = std::current_exception();
-        }
-      });
-      try {
-        rest();
-      } catch (...) {
-        t.join();
-        s_.idle_threads.fetch_add(1);
-        throw;
-      }
-      t.join();
-      s_.idle_threads.fetch_add(1);
-      if (err) std::rethrow_exception(err);
+    if (ll + hl >= kParallelMin && s_.idle.load(std::memory_order_relaxed) > 0) {
+      fork_join(low, rest);
     } else {
       low(*this);
       rest();
@@ -556,11 +767,124 @@ class DivideConquer {
     ids_.release(im);
   }
 
-  bool try_take_thread() {
-    int n = s_.idle_threads.load();
-    while (n > 0)
-      if (s_.idle_threads.compare_exchange_weak(n, n - 1)) return true;
-    return false;
+  // update() by all pairs. L is copied into local columns so that the inner loop over L is a
+  // branch-free, vectorisable maximum over the l that dominate h.
+  // L and H are copied into local columns (rank and coordinates < k) so that the loop over L is
+  // a branch-free, vectorised maximum over the l that dominate h (see brute_kernel).
+  void brute_update_copy(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    bl_.resize(static_cast<size_t>((k + 1) * nl));
+    bh_.resize(static_cast<size_t>(k * nh));
+    bend_.resize(static_cast<size_t>(nh));
+    int32_t* lr = bl_.data();
+    for (int64_t i = 0; i < nl; ++i) lr[i] = rank_[L[i]];
+    for (int c = 0; c < k; ++c) {
+      const int32_t* col = s_.col[c];
+      int32_t* dst = lr + (c + 1) * nl;
+      for (int64_t i = 0; i < nl; ++i) dst[i] = col[L[i]];
+      for (int64_t j = 0; j < nh; ++j) bh_[j * k + c] = col[H[j]];
+    }
+    for (int64_t j = 0, i_end = 0; j < nh; ++j) {
+      while (i_end < nl && L[i_end] < H[j]) ++i_end;
+      bend_[j] = i_end;
+    }
+    brute_kernel(k, lr, nl, bh_.data(), bend_.data(), nh);
+    for (int64_t j = 0; j < nh; ++j) rank_[H[j]] = std::max(rank_[H[j]], static_cast<int32_t>(bend_[j]));
+  }
+  // solve() by all pairs on a local copy, in order: point j is final once the points before it
+  // have been compared with it.
+  void brute_solve_copy(const int32_t* S, int64_t n, int k) {
+    bl_.resize(static_cast<size_t>((k + 1) * n));
+    bh_.resize(static_cast<size_t>(k * n));
+    int32_t* lr = bl_.data();
+    for (int64_t i = 0; i < n; ++i) lr[i] = rank_[S[i]];
+    for (int c = 0; c < k; ++c) {
+      const int32_t* col = s_.col[c];
+      int32_t* dst = lr + (c + 1) * n;
+      for (int64_t i = 0; i < n; ++i) dst[i] = bh_[i * k + c] = col[S[i]];
+    }
+    brute_solve_kernel(k, lr, n, bh_.data());
+    for (int64_t i = 0; i < n; ++i) rank_[S[i]] = lr[i];
+  }
+
+  void brute_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh, int k) {
+    if (nh <= kBruteCopy) {
+      for (int64_t j = 0, i_end = 0; j < nh; ++j) {
+        const int32_t h = H[j];
+        while (i_end < nl && L[i_end] < h) ++i_end;
+        for (int64_t i = 0; i < i_end; ++i)
+          if (rank_[L[i]] >= rank_[h] && dominates(L[i], h, k)) rank_[h] = rank_[L[i]] + 1;
+      }
+      return;
+    }
+    brute_update_copy(L, nl, H, nh, k);
+  }
+
+  // Offers low(w) to another thread while this one runs rest(); runs low itself if nobody took
+  // it, and helps with other offers while it waits.
+  template <typename Low, typename Rest>
+  void fork_join(Low& low, Rest& rest) {
+    DCTask t;
+    t.fn = [](void* ctx, DivideConquer& w) { (*static_cast<Low*>(ctx))(w); };
+    t.ctx = &low;
+    DCTask* expected = nullptr;
+    if (!s_.slot.compare_exchange_strong(expected, &t)) {
+      low(*this);
+      rest();
+      return;
+    }
+    try {
+      rest();
+    } catch (...) {
+      join(t);
+      throw;
+    }
+    join(t);
+    if (t.err) std::rethrow_exception(t.err);
+  }
+
+ public:
+  void execute(DCTask& t) {
+    try {
+      t.fn(t.ctx, *this);
+    } catch (...) {
+      t.err = std::current_exception();
+    }
+    t.done.store(true, std::memory_order_release);
+  }
+  // A helper thread: runs offered tasks until stop.
+  void serve() {
+    s_.idle.fetch_add(1);
+    for (int spins = 0; !s_.stop.load(std::memory_order_acquire);) {
+      if (take_any()) {
+        spins = 0;
+        continue;
+      }
+      cpu_relax(spins);
+    }
+    s_.idle.fetch_sub(1);
+  }
+
+ private:
+  bool take_any() {
+    DCTask* o = s_.slot.load(std::memory_order_acquire);
+    if (!o || !s_.slot.compare_exchange_strong(o, nullptr)) return false;
+    s_.idle.fetch_sub(1);
+    execute(*o);
+    s_.idle.fetch_add(1);
+    return true;
+  }
+  void join(DCTask& t) {
+    DCTask* expected = &t;
+    if (s_.slot.compare_exchange_strong(expected, nullptr)) return execute(t);
+    s_.idle.fetch_add(1);
+    for (int spins = 0; !t.done.load(std::memory_order_acquire);) {
+      if (take_any()) {
+        spins = 0;
+        continue;
+      }
+      cpu_relax(spins);
+    }
+    s_.idle.fetch_sub(1);
   }
 
   // Staircase for the sweeps on coordinate 0: steps (a, r) with a increasing and r strictly
@@ -596,14 +920,35 @@ class DivideConquer {
     }
   }
 
+  // k = 1: for each rank r of L, lo[r - r0] = the smallest coordinate among the l inserted so far
+  // with rank >= r. It does not decrease with r, so the best rank at or below h is one
+  // branch-free search; an insertion lowers a run of entries ending at its rank.
   void sweep_update(const int32_t* L, int64_t nl, const int32_t* H, int64_t nh) {
     const int32_t* col = s_.col[0];
-    stair_.clear();
+    int32_t r0 = rank_[L[0]], r1 = r0;
+    for (int64_t i = 1; i < nl; ++i) {
+      r0 = std::min(r0, rank_[L[i]]);
+      r1 = std::max(r1, rank_[L[i]]);
+    }
+    lo_.assign(static_cast<size_t>(r1 - r0 + 1), std::numeric_limits<int32_t>::max());
+    int32_t* lo = lo_.data();
+    const size_t nr = lo_.size();
     int64_t i = 0;
     for (int64_t j = 0; j < nh; ++j) {
       const int32_t h = H[j];
-      for (; i < nl && L[i] < h; ++i) stair_insert(col[L[i]], rank_[L[i]]);
-      rank_[h] = std::max(rank_[h], stair_query(col[h]) + 1);
+      for (; i < nl && L[i] < h; ++i) {
+        const int32_t a = col[L[i]];
+        for (int64_t t = rank_[L[i]] - r0; t >= 0 && lo[t] > a; --t) lo[t] = a;
+      }
+      const int32_t a = col[h];
+      const int32_t* base = lo;
+      for (size_t len = nr; len > 1;) {
+        const size_t half = len / 2;
+        base += half & (size_t{0} - (base[half - 1] <= a));
+        len -= half;
+      }
+      const int32_t cnt = static_cast<int32_t>(base - lo) + (*base <= a);
+      rank_[h] = std::max(rank_[h], cnt == 0 ? 0 : r0 + cnt);
     }
   }
 
@@ -612,7 +957,12 @@ class DivideConquer {
   Arena<int32_t> ids_;
   Arena<int32_t> vals_;
   std::vector<Step> stair_;
+  std::vector<int32_t> bl_, bh_;  // brute_update_copy's copies of L and H
+  std::vector<int64_t> bend_;
+  std::vector<int32_t> lo_;  // sweep_update's minima by rank
 };
+
+constexpr int64_t kParallelMinPoints = 1 << 14;  // helper threads from this many points
 
 template <typename K>
 void rank_divide_conquer(const K* pts, int64_t U, int D, int32_t* rank, int threads) {
@@ -620,7 +970,21 @@ void rank_divide_conquer(const K* pts, int64_t U, int D, int32_t* rank, int thre
   DCShared s;
   for (auto& c : cols) s.col.push_back(c.data());
   s.rank = rank;
-  s.idle_threads = threads - 1;
+  const int helpers = U >= kParallelMinPoints ? threads - 1 : 0;
+  std::vector<std::thread> pool;
+  struct Stop {
+    DCShared& s;
+    std::vector<std::thread>& pool;
+    ~Stop() {
+      s.stop.store(true, std::memory_order_release);
+      for (auto& t : pool) t.join();
+    }
+  } stop{s, pool};
+  for (int h = 0; h < helpers; ++h)
+    pool.emplace_back([&s, U] {
+      DivideConquer w(s, U / 2);
+      w.serve();
+    });
   DivideConquer(s, U).run(U, D);
 }
 
