@@ -1060,7 +1060,10 @@ void crowding_distance_cpu(const T* F, int64_t N, int64_t M, const int32_t* rank
   std::fill(out, out + N, 0.0);
   const double inf = std::numeric_limits<double>::infinity();
   const int64_t n_fronts = max_rank + 1;
-  parallel_for(n_fronts, resolve_threads(num_threads), 1, [&](int64_t f0, int64_t f1, int) {
+  // Threads pay for themselves only on large populations (a generation of NSGA-II is often
+  // a few hundred points, where starting a thread costs more than the whole call).
+  const int threads = N >= 32768 ? resolve_threads(num_threads) : 1;
+  parallel_for(n_fronts, threads, 1, [&](int64_t f0, int64_t f1, int) {
     // Members are in index order and the radix sort is stable, so ties stay in index order.
     std::vector<KeyIdx<KeyOf<T>>> items, tmp;
     for (int64_t f = f0; f < f1; ++f) {
