@@ -29,6 +29,7 @@ void set_default_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
 void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
+void register_solvers(py::module_& m);
 
 }  // namespace evoforge
 
@@ -47,4 +48,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &evoforge::set_default_num_threads, py::arg("n"));
   evoforge::register_pareto(m);
   evoforge::register_hashing(m);
+  evoforge::register_solvers(m);
 }
