@@ -45,7 +45,8 @@ constexpr int64_t kPanel = 6;
 
 // --------------------------------------------------------------------------------------------
 // The batched update: W[r, 0:N] -= sum_{t<K} E[r*lde + t] * Urows[t][0:N] for r < R.
-// Every element subtracts its K terms in order t = 0..K-1 whatever path handles it.
+// Every element subtracts its K terms in order t = 0..K-1 with the same vector instruction
+// whatever path handles it, so terms with E = 0 (skipped or not) never change the result.
 
 template <typename T, int VB, int R>
 EVO_INLINE void update_rows(T* W, int64_t ldw, const T* E, int64_t lde, const T* const* Urows,
@@ -81,12 +82,20 @@ EVO_INLINE void update_rows(T* W, int64_t ldw, const T* E, int64_t lde, const T*
     }
     for (int r = 0; r < R; ++r) std::memcpy(W + r * ldw + c, &acc[r], VB);
   }
-  for (; c < N; ++c)
+  if (c < N) {  // a partial vector, staged so that it gets the same instructions
+    const size_t bytes = size_t(N - c) * sizeof(T);
+    V acc[R];
     for (int r = 0; r < R; ++r) {
-      T a = W[r * ldw + c];
-      for (int64_t t = 0; t < K; ++t) a -= E[r * lde + t] * Urows[t][c];
-      W[r * ldw + c] = a;
+      acc[r] = V{};
+      std::memcpy(&acc[r], W + r * ldw + c, bytes);
     }
+    for (int64_t t = 0; t < K; ++t) {
+      V uv = {};
+      std::memcpy(&uv, Urows[t] + c, bytes);
+      for (int r = 0; r < R; ++r) acc[r] -= E[r * lde + t] * uv;
+    }
+    for (int r = 0; r < R; ++r) std::memcpy(W + r * ldw + c, &acc[r], bytes);
+  }
 }
 
 template <typename T, int VB>
@@ -103,10 +112,28 @@ EVO_INLINE void update_panel(T* W, int64_t ldw, const T* E, int64_t lde, const T
 }
 static_assert(kPanel == 6, "update_panel handles panels of up to 6 rows");
 
-// w[0:n] -= e * u[0:n]
-template <typename T>
+// w[0:n] -= e * u[0:n], every element by the same vector instruction (a partial last vector is
+// staged through registers), so that the result never depends on the address alignment.
+template <typename T, int VB>
 EVO_INLINE void axpy_sub(T* w, const T* u, T e, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) w[k] -= e * u[k];
+  constexpr int VL = VB / int(sizeof(T));
+  typedef T V __attribute__((vector_size(VB)));
+  int64_t k = 0;
+  for (; k + VL <= n; k += VL) {
+    V a, b;
+    std::memcpy(&a, w + k, VB);
+    std::memcpy(&b, u + k, VB);
+    a -= e * b;
+    std::memcpy(w + k, &a, VB);
+  }
+  if (k < n) {
+    V a = {}, b = {};
+    const size_t bytes = size_t(n - k) * sizeof(T);
+    std::memcpy(&a, w + k, bytes);
+    std::memcpy(&b, u + k, bytes);
+    a -= e * b;
+    std::memcpy(w + k, &a, bytes);
+  }
 }
 
 // --------------------------------------------------------------------------------------------
@@ -215,7 +242,7 @@ EVO_INLINE void sparse_panel_block_impl(const SparseArgs<T>& a, int64_t r0, int6
       const T err = w[i] / U[i * (cols + 1)];
       w[i] = T(0);
       s.E[size_t(rr * B + j)] = err;
-      axpy_sub(w + i + 1, U + i * cols + i + 1, err, i2 - i - 1);
+      axpy_sub<T, VB>(w + i + 1, U + i * cols + i + 1, err, i2 - i - 1);
       if (a.pruned) a.pruned[r * cols + i] = 1;
     }
   }
@@ -293,7 +320,7 @@ EVO_INLINE void quant_panel_block_impl(const QuantArgs<T>& a, int64_t r0, int64_
       const T err = (x - wq) / U[i * (cols + 1)];
       w[i] = wq;
       s.E[size_t(rr * B + j)] = err;
-      if (err != T(0)) axpy_sub(w + i + 1, U + i * cols + i + 1, err, i2 - i - 1);
+      if (err != T(0)) axpy_sub<T, VB>(w + i + 1, U + i * cols + i + 1, err, i2 - i - 1);
     }
   }
   lazy_update<T, VB>(a.W + r0 * cols, cols, U, i1, i2, R, s);

@@ -393,7 +393,8 @@ def sparsegpt_levels(
     a, Wc, U, bs = _sparse_setup(W, H, blocksize, percdamp)
     rows, cols = Wc.shape
     L = len(levels)
-    Wall = np.ascontiguousarray(np.broadcast_to(Wc, (L, rows, cols)).reshape(L * rows, cols))
+    Wall = np.empty((L * rows, cols), dtype=Wc.dtype)
+    Wall.reshape(L, rows, cols)[:] = Wc
     counts = np.concatenate([prune_counts(rows, cols, bs, s) for s in levels], axis=0)
     mask = np.zeros((L * rows, cols), dtype=np.uint8) if return_mask else None
     _sparse_fn(Wc.dtype)(Wall, U, bs, counts, 0, 0, mask)
