@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import evoforge
 import numpy as np
 import pytest
+from evoforge import solvers
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import evoforge
-from evoforge import solvers
 
 # ------------------------------------------------------------------------------------------------
 # Independent references: float64, one column at a time, every later column updated at once
@@ -26,7 +25,7 @@ def ref_factor(H, percdamp=0.01):
 
 def ref_counts(rows, cols, bs, s):
     """Pruned weights per (row, block): cumulative rounding of s * (position in row-major order)."""
-    c = lambda x: int(np.floor(s * x + 0.5))  # noqa: E731
+    c = lambda x: int(np.floor(s * x + 0.5))
     out = np.zeros((rows, -(-cols // bs)), dtype=np.int64)
     for r in range(rows):
         for b in range(out.shape[1]):
@@ -149,7 +148,7 @@ def recon(W, Wc, X):
     [(13, 100, 32, 0.5, ()), (8, 70, 128, 0.3, (3, 40)), (20, 130, 64, 0.77, (0,)), (7, 64, 16, 0.0, ())],
 )
 def test_sparsegpt_matches_reference_f64(rows, cols, bs, s, dead):
-    W, X, H = layer(rows, cols, seed=rows + cols, dead=dead)
+    W, _X, H = layer(rows, cols, seed=rows + cols, dead=dead)
     want, want_mask = ref_sparsegpt(W, H, s, bs)
     got, mask = solvers.sparsegpt(W, H, s, blocksize=bs, return_mask=True)
     assert got.dtype == np.float64 and got.shape == W.shape
@@ -160,7 +159,7 @@ def test_sparsegpt_matches_reference_f64(rows, cols, bs, s, dead):
 
 @pytest.mark.parametrize("n,m,bs", [(2, 4, 128), (1, 4, 8), (4, 8, 64)])
 def test_sparsegpt_n_m_matches_reference(n, m, bs):
-    W, X, H = layer(11, 96, seed=n * m)
+    W, _X, H = layer(11, 96, seed=n * m)
     want, want_mask = ref_sparsegpt(W, H, bs=bs, n=n, m=m)
     got, mask = solvers.sparsegpt(W, H, blocksize=bs, prune_n=n, prune_m=m, return_mask=True)
     np.testing.assert_array_equal(mask, want_mask)
@@ -191,7 +190,7 @@ def test_prune_counts(rows, cols, bs, s):
 
 @pytest.mark.parametrize("s", [0.25, 0.5, 0.7])
 def test_exact_sparsity_per_row_and_block(s):
-    W, X, H = layer(30, 200, seed=1)
+    W, _X, H = layer(30, 200, seed=1)
     got, mask = solvers.sparsegpt(W.astype(np.float32), H, s, blocksize=64, return_mask=True)
     nb = -(-200 // 64)
     per_block = np.stack([mask[:, b * 64 : (b + 1) * 64].sum(axis=1) for b in range(nb)], axis=1)
@@ -201,7 +200,7 @@ def test_exact_sparsity_per_row_and_block(s):
 
 
 def test_levels_equal_single_solves_bit_for_bit():
-    W, X, H = layer(40, 200, seed=2, dead=(7,))
+    W, _X, H = layer(40, 200, seed=2, dead=(7,))
     W32 = W.astype(np.float32)
     levels = [0.0, 0.1, 0.35, 0.5, 0.8]
     out, masks = solvers.sparsegpt_levels(W32, H, levels, blocksize=64, return_mask=True)
@@ -218,7 +217,7 @@ def test_levels_equal_single_solves_bit_for_bit():
 
 def _magnitude(W, s):
     W = np.array(W, dtype=np.float64)
-    k = int(round(s * W.shape[1]))
+    k = round(s * W.shape[1])
     idx = np.argsort(np.abs(W), axis=1, kind="stable")[:, :k]
     np.put_along_axis(W, idx, 0.0, axis=1)
     return W
@@ -249,7 +248,7 @@ def test_sparsegpt_beats_magnitude(rows, cols, s, seed):
     ],
 )
 def test_gptq_matches_reference_f64(rows, cols, bits, gs, sym, act):
-    W, X, H = layer(rows, cols, seed=cols + bits, dead=(1,))
+    W, _X, H = layer(rows, cols, seed=cols + bits, dead=(1,))
     want, scales, zeros, q = ref_gptq(W, H, bits, gs, sym, act)
     got = solvers.gptq(W, H, bits, group_size=gs, symmetric=sym, blocksize=64, act_order=act)
     np.testing.assert_array_equal(got.q, q)
@@ -266,7 +265,7 @@ def test_gptq_matches_reference_f64(rows, cols, bits, gs, sym, act):
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("gs", [32, 128, 100])
 def test_gptq_values_on_the_group_grid(bits, gs):
-    W, X, H = layer(16, 257, seed=bits)
+    W, _X, H = layer(16, 257, seed=bits)
     r = solvers.gptq(W.astype(np.float32), H, bits, group_size=gs)
     assert r.weight.dtype == np.float32 and r.q.dtype == np.uint8 and r.g_idx.dtype == np.int32
     assert r.scales.shape == (16, -(-257 // gs)) and int(r.q.max()) <= 2**bits - 1
@@ -289,7 +288,7 @@ def test_gptq_float32_close_to_reference():
 
 @pytest.mark.parametrize("gs,sym", [(32, False), (64, True), (-1, False), (50, False)])
 def test_rtn_matches_reference_and_diagonal_gptq(gs, sym):
-    W, X, H = layer(10, 150, seed=3)
+    W, _X, H = layer(10, 150, seed=3)
     want, q = ref_rtn(W, 3, gs, sym)
     r = solvers.rtn(W, 3, group_size=gs, symmetric=sym)
     np.testing.assert_array_equal(r.q, q)
@@ -312,7 +311,7 @@ def test_gptq_beats_rtn(rows, cols, bits, gs, seed):
 
 
 def test_gptq_levels_equal_single_solves():
-    W, X, H = layer(12, 128, seed=4)
+    W, _X, H = layer(12, 128, seed=4)
     out = solvers.gptq_levels(W.astype(np.float32), H, [2, 3, 4], group_size=32)
     for b, r in zip([2, 3, 4], out):
         one = solvers.gptq(W.astype(np.float32), H, b, group_size=32)
@@ -325,7 +324,7 @@ def test_gptq_levels_equal_single_solves():
 
 
 def test_same_output_on_any_thread_count():
-    W, X, H = layer(100, 300, seed=6)
+    W, _X, H = layer(100, 300, seed=6)
     W32 = W.astype(np.float32)
     outs = []
     try:
@@ -358,7 +357,7 @@ def test_torch_in_torch_out_and_inputs_untouched():
 
 
 def test_bad_inputs():
-    W, X, H = layer(4, 32, seed=8)
+    W, _X, H = layer(4, 32, seed=8)
     with pytest.raises(TypeError, match="W must be float32 or float64"):
         solvers.sparsegpt(W.astype(np.float16), H, 0.5)
     with pytest.raises(ValueError, match="W must be 2-D"):
@@ -419,7 +418,7 @@ def test_bad_inputs():
 
 
 def test_dead_inputs_and_zero_rows():
-    W, X, H = layer(6, 40, seed=10, dead=(0, 5, 39))
+    W, _X, H = layer(6, 40, seed=10, dead=(0, 5, 39))
     out = solvers.sparsegpt(W, H, 0.25)
     assert np.all(out[:, [0, 5, 39]] == 0)
     r = solvers.gptq(W, H, 3, group_size=8)

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,14 +37,14 @@ from ._native import core
 __all__ = [
     "HessianFactor",
     "QuantizedLayer",
-    "hessian",
     "factor_hessian",
-    "sparsegpt",
-    "sparsegpt_levels",
-    "prune_counts",
     "gptq",
     "gptq_levels",
+    "hessian",
+    "prune_counts",
     "rtn",
+    "sparsegpt",
+    "sparsegpt_levels",
 ]
 
 _W_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -347,7 +348,7 @@ def sparsegpt(
         if sparsity is None:
             raise ValueError("sparsity is required (or prune_n and prune_m for n:m pruning)")
         s, pn, pm = _sparsity(sparsity), 0, 0
-    a, Wc, U, bs = _sparse_setup(W, H, blocksize, percdamp)
+    _a, Wc, U, bs = _sparse_setup(W, H, blocksize, percdamp)
     rows, cols = Wc.shape
     if nm and (cols % pm or bs % pm):
         raise ValueError(f"n:m pruning needs in_features ({cols}) and blocksize ({bs}) to be multiples of prune_m={pm}")
@@ -390,7 +391,7 @@ def sparsegpt_levels(
         raise
     if not levels:
         raise ValueError("sparsities is empty")
-    a, Wc, U, bs = _sparse_setup(W, H, blocksize, percdamp)
+    _a, Wc, U, bs = _sparse_setup(W, H, blocksize, percdamp)
     rows, cols = Wc.shape
     L = len(levels)
     Wall = np.empty((L * rows, cols), dtype=Wc.dtype)
