@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "evoforge/common.h"
@@ -136,13 +137,25 @@ EVO_INLINE void axpy_sub(T* w, const T* u, T e, int64_t n) {
   }
 }
 
+// The in-block update after column i: w[i+1 : i2] -= e * u[i+1 : i2], u = U[i, :]. It starts at
+// the last multiple of the vector length from the block start at or before i + 1, so that the
+// partial vector is only ever at the block end: the extra columns j <= i see U[i, j] = 0 (the
+// strict lower triangle of U is zero) except j = i itself, which the caller overwrites after.
+template <typename T, int VB>
+EVO_INLINE void block_axpy(T* w, const T* u, T e, int64_t i1, int64_t i, int64_t i2) {
+  constexpr int64_t VL = VB / int64_t(sizeof(T));
+  const int64_t start = i1 + ((i + 1 - i1) / VL) * VL;
+  axpy_sub<T, VB>(w + start, u + start, e, i2 - start);
+}
+
 // --------------------------------------------------------------------------------------------
 // Per-thread scratch for one panel and one block.
 
 template <typename T>
 struct Scratch {
   std::vector<T> E, Ec, score;
-  std::vector<int32_t> idx;
+  std::vector<uint64_t> keys;
+  std::vector<std::pair<double, int32_t>> pairs;
   std::vector<int64_t> kidx;
   std::vector<const T*> Urows;
   std::vector<uint8_t> mask;
@@ -150,7 +163,8 @@ struct Scratch {
     E.assign(size_t(kPanel * B), T(0));
     Ec.resize(size_t(kPanel * B));
     score.resize(size_t(B));
-    idx.resize(size_t(B));
+    keys.resize(size_t(B));
+    pairs.resize(size_t(B));
     kidx.resize(size_t(B));
     Urows.resize(size_t(B));
     mask.resize(size_t(B));
@@ -196,19 +210,40 @@ struct SparseArgs {
 };
 
 // Marks in s.mask[j0 .. j0+n) the c entries of s.score with the smallest scores (ties: lower j).
-template <typename T>
-void mark_smallest(Scratch<T>& s, int64_t j0, int64_t n, int64_t c) {
+// Scores are >= 0, so for float the IEEE bits order them like the values, and (bits << 32 | j)
+// is a unique integer key; doubles are selected as (score, j) pairs.
+inline void select_keys(std::vector<uint64_t>& keys, int64_t n, int64_t c) {
+  std::nth_element(keys.begin(), keys.begin() + c, keys.begin() + n);
+}
+
+inline void mark_smallest(Scratch<float>& s, int64_t j0, int64_t n, int64_t c) {
   if (c <= 0) return;
   if (c >= n) {
     std::fill(s.mask.begin() + j0, s.mask.begin() + j0 + n, uint8_t(1));
     return;
   }
-  int32_t* idx = s.idx.data();
-  for (int64_t k = 0; k < n; ++k) idx[k] = int32_t(j0 + k);
-  const T* sc = s.score.data();
-  auto less = [sc](int32_t a, int32_t b) { return sc[a] < sc[b] || (sc[a] == sc[b] && a < b); };
-  std::nth_element(idx, idx + c, idx + n, less);
-  for (int64_t k = 0; k < c; ++k) s.mask[size_t(idx[k])] = 1;
+  for (int64_t k = 0; k < n; ++k) {
+    uint32_t bits;
+    std::memcpy(&bits, &s.score[size_t(j0 + k)], 4);
+    s.keys[size_t(k)] = (uint64_t(bits) << 32) | uint64_t(j0 + k);
+  }
+  select_keys(s.keys, n, c);
+  for (int64_t k = 0; k < c; ++k) s.mask[size_t(uint32_t(s.keys[size_t(k)]))] = 1;
+}
+
+inline void mark_smallest(Scratch<double>& s, int64_t j0, int64_t n, int64_t c) {
+  if (c <= 0) return;
+  if (c >= n) {
+    std::fill(s.mask.begin() + j0, s.mask.begin() + j0 + n, uint8_t(1));
+    return;
+  }
+  auto& p = s.pairs;
+  for (int64_t k = 0; k < n; ++k) p[size_t(k)] = {s.score[size_t(j0 + k)], int32_t(j0 + k)};
+  std::nth_element(p.begin(), p.begin() + c, p.begin() + n,
+                   [](const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) {
+                     return a.first < b.first || (a.first == b.first && a.second < b.second);
+                   });
+  for (int64_t k = 0; k < c; ++k) s.mask[size_t(p[size_t(k)].second)] = 1;
 }
 
 template <typename T, int VB>
@@ -240,9 +275,9 @@ EVO_INLINE void sparse_panel_block_impl(const SparseArgs<T>& a, int64_t r0, int6
       }
       if (!s.mask[size_t(j)]) continue;
       const T err = w[i] / U[i * (cols + 1)];
-      w[i] = T(0);
       s.E[size_t(rr * B + j)] = err;
-      axpy_sub<T, VB>(w + i + 1, U + i * cols + i + 1, err, i2 - i - 1);
+      block_axpy<T, VB>(w, U + i * cols, err, i1, i, i2);
+      w[i] = T(0);
       if (a.pruned) a.pruned[r * cols + i] = 1;
     }
   }
@@ -318,9 +353,9 @@ EVO_INLINE void quant_panel_block_impl(const QuantArgs<T>& a, int64_t r0, int64_
       const T x = w[i];
       const T wq = quantize(x, scale, zero, a.maxq, a.q[r * cols + i]);
       const T err = (x - wq) / U[i * (cols + 1)];
-      w[i] = wq;
       s.E[size_t(rr * B + j)] = err;
-      if (err != T(0)) axpy_sub<T, VB>(w + i + 1, U + i * cols + i + 1, err, i2 - i - 1);
+      if (err != T(0)) block_axpy<T, VB>(w, U + i * cols, err, i1, i, i2);
+      w[i] = wq;
     }
   }
   lazy_update<T, VB>(a.W + r0 * cols, cols, U, i1, i2, R, s);

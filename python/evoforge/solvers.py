@@ -243,7 +243,7 @@ def _upper_cholesky_of_inverse(H: np.ndarray, percdamp: float) -> np.ndarray:
         U = np.triu(np.linalg.inv(L[::-1, ::-1]))
     if not np.isfinite(U).all():
         raise ValueError(msg)
-    return np.ascontiguousarray(U)
+    return np.ascontiguousarray(np.triu(U))  # the kernels rely on an exactly zero lower triangle
 
 
 def _factor(H: Any, cols: int, percdamp: float | None, act_order: bool = False) -> HessianFactor:

@@ -2,8 +2,9 @@
 // 2023) and GPTQ quantisation (Frantar et al. 2022), plus round-to-nearest.
 //
 // Shapes: a linear layer's weight W is row-major [rows, cols] (out x in). Both solvers take U, the
-// upper Cholesky factor of the damped inverse Hessian (H^-1 = U^T U), row-major [cols, cols]; only
-// its upper triangle is read. Dead inputs and dampening are the caller's job (evoforge/solvers.py).
+// upper Cholesky factor of the damped inverse Hessian (H^-1 = U^T U), row-major [cols, cols];
+// its strict lower triangle must be 0 (in-block updates start at aligned columns and multiply
+// by it). Dead inputs and dampening are the caller's job (evoforge/solvers.py).
 //
 // Rows are solved independently (they share U only), so threads split the rows; every row's
 // arithmetic is the same on any thread count, and so is the output. T = float or double.
