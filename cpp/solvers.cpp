@@ -158,7 +158,7 @@ struct Scratch {
   std::vector<std::pair<double, int32_t>> pairs;
   std::vector<int64_t> kidx;
   std::vector<const T*> Urows;
-  std::vector<uint8_t> mask;
+  std::vector<uint8_t> mask, maskR;
   void size(int64_t B) {
     E.assign(size_t(kPanel * B), T(0));
     Ec.resize(size_t(kPanel * B));
@@ -168,6 +168,7 @@ struct Scratch {
     kidx.resize(size_t(B));
     Urows.resize(size_t(B));
     mask.resize(size_t(B));
+    maskR.resize(size_t(kPanel * B));
   }
 };
 
@@ -246,42 +247,66 @@ inline void mark_smallest(Scratch<double>& s, int64_t j0, int64_t n, int64_t c) 
   for (int64_t k = 0; k < c; ++k) s.mask[size_t(p[size_t(k)].second)] = 1;
 }
 
+// Inside a block, columns are taken in sub-blocks of S columns: a column's error goes at once to
+// the rest of its sub-block (one vector when S is the vector length), and at the end of a
+// sub-block to the rest of the block with the micro-kernel (K = S). S is the vector length when
+// every selection group (n:m) or quantisation group starts on a sub-block boundary, else the block.
+template <typename T, int VB>
+EVO_INLINE int64_t sub_block(int64_t B, int64_t group) {
+  constexpr int64_t VL = VB / int64_t(sizeof(T));
+  return (group <= 0 || VL % group == 0 || group % VL == 0) ? VL : B;
+}
+
+template <typename T, int VB>
+EVO_INLINE void sub_block_update(T* Wp, int64_t cols, const T* U, int64_t i1, int64_t j0,
+                                 int64_t j1, int64_t B, int64_t R, Scratch<T>& s) {
+  if (j1 >= B) return;
+  const int64_t K = j1 - j0;
+  for (int64_t t = 0; t < K; ++t) s.Urows[size_t(t)] = U + (i1 + j0 + t) * cols + i1 + j1;
+  update_panel<T, VB>(Wp + i1 + j1, cols, s.E.data() + j0, B, s.Urows.data(), K, B - j1, R);
+}
+
 template <typename T, int VB>
 EVO_INLINE void sparse_panel_block_impl(const SparseArgs<T>& a, int64_t r0, int64_t R, int64_t b,
                                         Scratch<T>& s) {
   const int64_t cols = a.cols, i1 = b * a.bs, i2 = std::min(i1 + a.bs, cols), B = i2 - i1;
   const T* U = a.U;
+  T* Wp = a.W + r0 * cols;
   std::fill(s.E.begin(), s.E.begin() + R * B, T(0));
-  for (int64_t rr = 0; rr < R; ++rr) {
-    const int64_t r = r0 + rr;
-    T* w = a.W + r * cols;
-    std::fill(s.mask.begin(), s.mask.begin() + B, uint8_t(0));
-    auto score = [&](int64_t j) {
-      const T d = U[(i1 + j) * (cols + 1)];
-      const T x = w[i1 + j];
-      return (x * x) / (d * d);
-    };
-    if (a.pm == 0) {
-      const int64_t c = a.counts[r * a.nblocks + b];
-      if (c > 0 && c < B)
-        for (int64_t j = 0; j < B; ++j) s.score[size_t(j)] = score(j);
-      mark_smallest(s, 0, B, c);
-    }
-    for (int64_t j = 0; j < B; ++j) {
+  std::fill(s.maskR.begin(), s.maskR.begin() + R * B, uint8_t(0));
+  auto score = [&](const T* w, int64_t j) {
+    const T d = U[(i1 + j) * (cols + 1)];
+    const T x = w[i1 + j];
+    return (x * x) / (d * d);
+  };
+  auto select = [&](int64_t rr, int64_t j0, int64_t n, int64_t c) {
+    const T* w = Wp + rr * cols;
+    for (int64_t k = j0; k < j0 + n; ++k) s.score[size_t(k)] = score(w, k);
+    std::fill(s.mask.begin() + j0, s.mask.begin() + j0 + n, uint8_t(0));
+    mark_smallest(s, j0, n, c);
+    std::copy(s.mask.begin() + j0, s.mask.begin() + j0 + n, s.maskR.begin() + rr * B + j0);
+  };
+  if (a.pm == 0)
+    for (int64_t rr = 0; rr < R; ++rr) select(rr, 0, B, a.counts[(r0 + rr) * a.nblocks + b]);
+  const int64_t S = sub_block<T, VB>(B, a.pm);
+  for (int64_t j0 = 0; j0 < B; j0 += S) {
+    const int64_t j1 = std::min(j0 + S, B);
+    for (int64_t j = j0; j < j1; ++j) {
       const int64_t i = i1 + j;
-      if (a.pm > 0 && j % a.pm == 0) {
-        for (int64_t k = j; k < j + a.pm; ++k) s.score[size_t(k)] = score(k);
-        mark_smallest(s, j, a.pm, a.pn);
+      for (int64_t rr = 0; rr < R; ++rr) {
+        T* w = Wp + rr * cols;
+        if (a.pm > 0 && j % a.pm == 0) select(rr, j, a.pm, a.pn);
+        if (!s.maskR[size_t(rr * B + j)]) continue;
+        const T err = w[i] / U[i * (cols + 1)];
+        s.E[size_t(rr * B + j)] = err;
+        block_axpy<T, VB>(w, U + i * cols, err, i1, i, i1 + j1);
+        w[i] = T(0);
+        if (a.pruned) a.pruned[(r0 + rr) * cols + i] = 1;
       }
-      if (!s.mask[size_t(j)]) continue;
-      const T err = w[i] / U[i * (cols + 1)];
-      s.E[size_t(rr * B + j)] = err;
-      block_axpy<T, VB>(w, U + i * cols, err, i1, i, i2);
-      w[i] = T(0);
-      if (a.pruned) a.pruned[r * cols + i] = 1;
     }
+    sub_block_update<T, VB>(Wp, cols, U, i1, j0, j1, B, R, s);
   }
-  lazy_update<T, VB>(a.W + r0 * cols, cols, U, i1, i2, R, s);
+  lazy_update<T, VB>(Wp, cols, U, i1, i2, R, s);
 }
 
 // --------------------------------------------------------------------------------------------
@@ -334,31 +359,39 @@ EVO_INLINE void quant_panel_block_impl(const QuantArgs<T>& a, int64_t r0, int64_
                                        Scratch<T>& s) {
   const int64_t cols = a.cols, i1 = b * a.bs, i2 = std::min(i1 + a.bs, cols), B = i2 - i1;
   const T* U = a.U;
+  T* Wp = a.W + r0 * cols;
+  // Per-row grid: found up front. Per-group grid: blocks start on a group boundary, so the
+  // grid is found at j = 0 before its first use.
+  T scale[kPanel], zero[kPanel];
   for (int64_t rr = 0; rr < R; ++rr) {
-    const int64_t r = r0 + rr;
-    T* w = a.W + r * cols;
-    T* sc = a.scales + r * a.ngroups;
-    T* zr = a.zeros + r * a.ngroups;
-    // Per-row grid: found up front. Per-group grid: blocks start on a group boundary, so the
-    // grid is found at j = 0 before its first use.
-    T scale = a.gs > 0 ? T(1) : sc[0], zero = a.gs > 0 ? T(0) : zr[0];
-    for (int64_t j = 0; j < B; ++j) {
-      const int64_t i = i1 + j;
-      if (a.gs > 0 && i % a.gs == 0) {
-        const int64_t g = i / a.gs;
-        find_grid(w + i, std::min(a.gs, cols - i), a.maxq, a.sym, scale, zero);
-        sc[g] = scale;
-        zr[g] = zero;
-      }
-      const T x = w[i];
-      const T wq = quantize(x, scale, zero, a.maxq, a.q[r * cols + i]);
-      const T err = (x - wq) / U[i * (cols + 1)];
-      s.E[size_t(rr * B + j)] = err;
-      if (err != T(0)) block_axpy<T, VB>(w, U + i * cols, err, i1, i, i2);
-      w[i] = wq;
-    }
+    scale[rr] = a.gs > 0 ? T(1) : a.scales[(r0 + rr) * a.ngroups];
+    zero[rr] = a.gs > 0 ? T(0) : a.zeros[(r0 + rr) * a.ngroups];
   }
-  lazy_update<T, VB>(a.W + r0 * cols, cols, U, i1, i2, R, s);
+  const int64_t S = sub_block<T, VB>(B, a.gs);
+  for (int64_t j0 = 0; j0 < B; j0 += S) {
+    const int64_t j1 = std::min(j0 + S, B);
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t i = i1 + j;
+      for (int64_t rr = 0; rr < R; ++rr) {
+        const int64_t r = r0 + rr;
+        T* w = Wp + rr * cols;
+        if (a.gs > 0 && i % a.gs == 0) {
+          const int64_t g = i / a.gs;
+          find_grid(w + i, std::min(a.gs, cols - i), a.maxq, a.sym, scale[rr], zero[rr]);
+          a.scales[r * a.ngroups + g] = scale[rr];
+          a.zeros[r * a.ngroups + g] = zero[rr];
+        }
+        const T x = w[i];
+        const T wq = quantize(x, scale[rr], zero[rr], a.maxq, a.q[r * cols + i]);
+        const T err = (x - wq) / U[i * (cols + 1)];
+        s.E[size_t(rr * B + j)] = err;
+        if (err != T(0)) block_axpy<T, VB>(w, U + i * cols, err, i1, i, i1 + j1);
+        w[i] = wq;
+      }
+    }
+    sub_block_update<T, VB>(Wp, cols, U, i1, j0, j1, B, R, s);
+  }
+  lazy_update<T, VB>(Wp, cols, U, i1, i2, R, s);
 }
 
 // --------------------------------------------------------------------------------------------
