@@ -137,16 +137,16 @@ def run(shapes, levels, *, repeats=3, budget_s=20.0) -> dict:
         Wt, Ht = torch.from_numpy(W), torch.from_numpy(H)
         counts = [torch.from_numpy(solvers.prune_counts(R, C, 128, s).astype(np.int64)) for s in sparsities]
 
-        def ours_sparse():
+        def ours_sparse(W=W, H=H):
             return solvers.sparsegpt_levels(W, H, sparsities)
 
-        def peer_sparse():
+        def peer_sparse(Wt=Wt, Ht=Ht, counts=counts):
             return [torch_sparsegpt(torch, Wt, Ht, c) for c in counts]
 
-        def ours_gptq():
+        def ours_gptq(W=W, H=H):
             return solvers.gptq(W, H, 3, group_size=128)
 
-        def peer_gptq():
+        def peer_gptq(Wt=Wt, Ht=Ht):
             return torch_gptq(torch, Wt, Ht, 3, 128)
 
         mine, theirs = ours_sparse(), peer_sparse()
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         ["shape", f"sparsegpt x{args.levels} peer", "ours", "ratio", "rel diff",
          "gptq 3b peer", "ours", "ratio", "rel diff"], table)
     summary = {}
-    if set(res["rows"][i]["shape"] for i in range(len(res["rows"]))) == set(SHAPES):
+    if {r["shape"] for r in res["rows"]} == set(SHAPES):
         for who in ("peer", "ours"):
             summary[f"smollm2_sparsegpt_{who}_s"] = sum(
                 r[f"sparsegpt_{who}_ms"] * r["layers_in_smollm2"] for r in res["rows"]) / 1e3
