@@ -250,16 +250,16 @@ def _upper_cholesky_of_inverse(H: np.ndarray, percdamp: float) -> np.ndarray:
             raise ValueError(msg)
         V = L.flip(0, 1)
         eye = torch.eye(V.shape[0], dtype=V.dtype)
-        U = torch.linalg.solve_triangular(V, eye, upper=True).numpy()
+        U = torch.linalg.solve_triangular(V, eye, upper=True).triu_().numpy()
     else:
         try:
             L = np.linalg.cholesky(np.ascontiguousarray(H[::-1, ::-1]))
         except np.linalg.LinAlgError:
             raise ValueError(msg) from None
-        U = np.triu(np.linalg.inv(L[::-1, ::-1]))
+        U = np.triu(np.linalg.inv(L[::-1, ::-1]))  # the kernels need an exactly zero lower triangle
     if not np.isfinite(U).all():
         raise ValueError(msg)
-    return np.ascontiguousarray(np.triu(U))  # the kernels rely on an exactly zero lower triangle
+    return np.ascontiguousarray(U)
 
 
 def _factor(
