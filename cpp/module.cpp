@@ -30,6 +30,7 @@ void set_default_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
+void register_solvers(py::module_& m);
 
 }  // namespace evoforge
 
@@ -49,4 +50,5 @@ PYBIND11_MODULE(_core, m) {
   evoforge::register_pareto(m);
   evoforge::register_hashing(m);
   evoforge::register_variation(m);
+  evoforge::register_solvers(m);
 }
