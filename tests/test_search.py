@@ -274,6 +274,23 @@ def test_nan_fitness_names_the_candidate():
     e = GA(np.zeros(3), np.ones(3), pop_size=6, progress=False)
     with pytest.raises(ValueError, match="candidate 2 is not finite"):
         e.run(bad, generations=2)
+
+    # Cached candidates are not passed to the evaluator; the error still names the row of the
+    # batch that was asked, not of the sub-batch that was evaluated.
+    e = OnePlusLambda(np.zeros(6, np.int32), PointMutation(prob=0.5), lower=0, upper=1, n_offspring=3, seed=0,
+                      progress=False)
+    batch = e.ask()
+    assert len({g.tobytes() for g in batch.genomes}) == 4
+    e._cache.put(e.key(batch.genomes[0], batch), 0.0)
+
+    def bad_last(X):
+        assert len(X) == 3
+        f = one_max(X)
+        f[-1] = np.inf
+        return f
+
+    with pytest.raises(ValueError, match="candidate 3 is not finite"):
+        e.evaluate(batch, bad_last)
     with pytest.raises(ValueError, match=r"shape \(6,\)"):
         GA(np.zeros(3), np.ones(3), pop_size=6, progress=False).run(lambda X: X, generations=1)
 

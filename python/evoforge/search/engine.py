@@ -195,7 +195,7 @@ class Engine:
             t0 = time.perf_counter()
             out = evaluator.evaluate(sub.genomes, sub) if isinstance(evaluator, Evaluator) else evaluator(sub.genomes)
             seconds = (time.perf_counter() - t0) / len(todo)
-            F, cv = self._check_fitness(sub, *(out if isinstance(out, tuple) else (out, None)))
+            F, cv = self._check_fitness(sub, *(out if isinstance(out, tuple) else (out, None)), rows=todo)
             row = np.column_stack([F.reshape(len(todo), -1)] + ([cv] if self.constrained else []))
             self.evaluations += len(todo)
             for j, i in enumerate(todo):
@@ -208,8 +208,12 @@ class Engine:
         cv = values[:, -1] if self.constrained else None
         return (F[:, 0] if self.n_objectives == 1 else F), cv
 
-    def _check_fitness(self, batch: Batch, fitness: Any, cv: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    def _check_fitness(self, batch: Batch, fitness: Any, cv: Any,
+                       rows: list[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Validated fitness [B] or [B, M] and cv [B]; errors name the candidate's row in the batch
+        that was asked (``rows`` maps an evaluated sub-batch back to it)."""
         B = len(batch.genomes)
+        row = (lambda i: rows[i]) if rows is not None else (lambda i: i)
         F = np.asarray(fitness, dtype=np.float64)
         want = (B,) if self.n_objectives == 1 else (B, self.n_objectives)
         if F.shape != want and not (self.n_objectives == 1 and F.shape == (B, 1)):
@@ -218,7 +222,8 @@ class Engine:
         bad = ~np.isfinite(F.reshape(B, -1)).all(axis=1)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"fitness of candidate {i} is not finite ({F[i]}); return a large finite penalty instead")
+            raise ValueError(f"fitness of candidate {row(i)} is not finite ({F[i]}); return a large finite "
+                             "penalty instead")
         if cv is None:
             if self.constrained:
                 raise ValueError("this engine has constraints: return (fitness, constraint_violation)")
@@ -227,7 +232,7 @@ class Engine:
         if cv.shape != (B,):
             raise ValueError(f"constraint_violation must have shape ({B},), got {cv.shape}")
         if not np.isfinite(cv).all():
-            raise ValueError(f"constraint_violation of candidate {int(np.argmax(~np.isfinite(cv)))} is not finite")
+            raise ValueError(f"constraint_violation of candidate {row(int(np.argmax(~np.isfinite(cv))))} is not finite")
         return F, cv
 
     # ---- driver ---------------------------------------------------------------------------------
