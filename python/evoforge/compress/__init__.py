@@ -17,11 +17,11 @@ from .adapters import (
 )
 
 __all__ = [
-    "adapt",
-    "ModelAdapter",
-    "LayerRef",
-    "SubBlock",
-    "BlockContext",
-    "UnsupportedModelError",
     "SUPPORTED_ARCHITECTURES",
+    "BlockContext",
+    "LayerRef",
+    "ModelAdapter",
+    "SubBlock",
+    "UnsupportedModelError",
+    "adapt",
 ]

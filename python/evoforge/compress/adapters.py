@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,14 +44,14 @@ from ..errors import ConfigError
 from ..hashing import Hasher
 
 __all__ = [
-    "adapt",
-    "ModelAdapter",
-    "LayerRef",
-    "SubBlock",
-    "BlockContext",
-    "UnsupportedModelError",
-    "SUPPORTED_ARCHITECTURES",
     "SUB_BLOCK_KINDS",
+    "SUPPORTED_ARCHITECTURES",
+    "BlockContext",
+    "LayerRef",
+    "ModelAdapter",
+    "SubBlock",
+    "UnsupportedModelError",
+    "adapt",
 ]
 
 SUB_BLOCK_KINDS = ("attn", "mlp")
@@ -406,7 +407,7 @@ class ModelAdapter:
     # -- dropping sub-blocks --
 
     @contextlib.contextmanager
-    def dropped(self, drops: Iterable[tuple[int, str]]) -> Iterator["ModelAdapter"]:
+    def dropped(self, drops: Iterable[tuple[int, str]]) -> Iterator[ModelAdapter]:
         """Context in which the given sub-blocks are bypassed (their residual branch adds zero).
 
         ``drops`` holds ``(block, "attn" | "mlp")`` pairs (repeats are allowed). The modules'
@@ -436,7 +437,7 @@ class ModelAdapter:
                 else:
                     m.forward = prev
 
-    def drop(self, i: int, kind: str) -> contextlib.AbstractContextManager["ModelAdapter"]:
+    def drop(self, i: int, kind: str) -> contextlib.AbstractContextManager[ModelAdapter]:
         """``dropped([(i, kind)])``: bypass one sub-block inside a ``with``."""
         return self.dropped([(i, kind)])
 
