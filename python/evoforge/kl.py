@@ -37,7 +37,7 @@ import numpy as np
 from . import _checks
 from ._native import core
 
-__all__ = ["Teacher", "teacher_targets", "kl_divergence"]
+__all__ = ["Teacher", "kl_divergence", "teacher_targets"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Teacher:
             arrays.append(self.indices)
         return int(sum(a.nbytes for a in arrays))
 
-    def take(self, rows: Any) -> "Teacher":
+    def take(self, rows: Any) -> Teacher:
         """The teacher restricted to some tokens (e.g. a minibatch): rows as indices or a slice."""
         sel = rows if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
         return Teacher(
@@ -98,13 +98,17 @@ def _logits(x: Any, name: str, *, allow_f16: bool) -> tuple[np.ndarray, bool]:
         if str(x.dtype) == "torch.bfloat16":
             import torch
 
-            return np.ascontiguousarray(x.contiguous().view(torch.int16).numpy().view(np.uint16)), True
+            return np.ascontiguousarray(
+                x.contiguous().view(torch.int16).numpy().view(np.uint16)
+            ), True
         a = x.numpy()
     else:
         try:
             a = np.asarray(x)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
+            raise TypeError(
+                f"{name} must be a numeric array, got {type(x).__name__}: {exc}"
+            ) from None
     if a.dtype.name == "bfloat16":  # ml_dtypes
         return np.ascontiguousarray(a).view(np.uint16), True
     if a.dtype == np.float32:
@@ -131,7 +135,9 @@ def teacher_targets(teacher_logits: Any, *, top_k: int | None = None) -> Teacher
     """
     a, bf16 = _logits(teacher_logits, "teacher_logits", allow_f16=True)
     if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"teacher_logits must be 2-D [T, V] with T, V >= 1, got shape {a.shape}")
+        raise ValueError(
+            f"teacher_logits must be 2-D [T, V] with T, V >= 1, got shape {a.shape}"
+        )
     V = int(a.shape[1])
     if top_k is None:
         fn = core.kl_teacher_full_bf16 if bf16 else core.kl_teacher_full_f32
@@ -146,8 +152,13 @@ def teacher_targets(teacher_logits: Any, *, top_k: int | None = None) -> Teacher
     return Teacher(w, idx, norm, cross, np.ascontiguousarray(idx[:, 0]), V)
 
 
-def kl_divergence(teacher: Teacher, student_logits: Any, *, reduction: str = "mean",
-                  _force_scalar: bool = False) -> Any:
+def kl_divergence(
+    teacher: Teacher,
+    student_logits: Any,
+    *,
+    reduction: str = "mean",
+    _force_scalar: bool = False,
+) -> Any:
     """KL(teacher || student) per token, one fused pass over each student row.
 
     Parameters
@@ -163,20 +174,30 @@ def kl_divergence(teacher: Teacher, student_logits: Any, *, reduction: str = "me
     [B, T, V] input: float64 array [B] ("mean") or [B, T] ("none").
     """
     if not isinstance(teacher, Teacher):
-        raise TypeError(f"teacher must be a Teacher from teacher_targets(), got {type(teacher).__name__}")
+        raise TypeError(
+            f"teacher must be a Teacher from teacher_targets(), got {type(teacher).__name__}"
+        )
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     s, bf16 = _logits(student_logits, "student_logits", allow_f16=True)
     T, V = teacher.num_tokens, teacher.vocab_size
     if s.ndim not in (2, 3) or s.shape[-2:] != (T, V):
-        raise ValueError(f"student_logits must have shape [T={T}, V={V}] or [B, {T}, {V}], got {s.shape}")
+        raise ValueError(
+            f"student_logits must have shape [T={T}, V={V}] or [B, {T}, {V}], got {s.shape}"
+        )
     batched = s.ndim == 3
     B = s.shape[0] if batched else 1
     flat = s.reshape(B * T, V)
     if teacher.indices is None:
         fn = core.kl_full_bf16 if bf16 else core.kl_full_f32
-        out = fn(teacher.weights.view(np.uint16), teacher.norm, teacher.cross, teacher.pivot, flat,
-                 force_scalar=_force_scalar)
+        out = fn(
+            teacher.weights.view(np.uint16),
+            teacher.norm,
+            teacher.cross,
+            teacher.pivot,
+            flat,
+            force_scalar=_force_scalar,
+        )
     else:
         fn = core.kl_topk_bf16 if bf16 else core.kl_topk_f32
         out = fn(teacher.indices, teacher.weights, teacher.norm, teacher.cross, flat)
