@@ -31,6 +31,7 @@ void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
 void register_solvers(py::module_& m);
+void register_kl(py::module_& m);
 
 }  // namespace evoforge
 
@@ -51,4 +52,5 @@ PYBIND11_MODULE(_core, m) {
   evoforge::register_hashing(m);
   evoforge::register_variation(m);
   evoforge::register_solvers(m);
+  evoforge::register_kl(m);
 }
