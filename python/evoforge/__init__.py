@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from . import cache, crossover, deepga, hashing, mutation, pareto, random, search, selection, solvers
+from . import cache, crossover, deepga, hashing, kl, mutation, pareto, random, search, selection, solvers
 from ._native import core as _core_mod
 from ._native import cuda as _cuda_mod
 from ._native import cuda_import_error as _cuda_import_error
@@ -65,6 +65,7 @@ __all__ = [
     "deepga",
     "search",
     "solvers",
+    "kl",
     "EvoforgeError",
     "CudaUnavailableError",
     "ConfigError",
