@@ -121,3 +121,7 @@ def main(argv=None) -> int:
     )
     print("wrote", _harness.write_json(a.out, res))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
