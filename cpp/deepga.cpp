@@ -5,12 +5,8 @@
 #include <algorithm>
 
 #include "evoforge/common.h"
+#include "evoforge/macros.h"
 
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#define EVOFORGE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EVOFORGE_CLONES
-#endif
 
 namespace evoforge {
 namespace {

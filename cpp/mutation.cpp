@@ -7,14 +7,8 @@
 #include <vector>
 
 #include "evoforge/common.h"
+#include "evoforge/macros.h"
 
-// Multiversioned hot loops: every clone does the same IEEE operations (no contraction), so the
-// results do not depend on the instruction set picked at load time.
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#define EVOFORGE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define EVOFORGE_CLONES
-#endif
 
 namespace evoforge {
 

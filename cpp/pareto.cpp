@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "evoforge/common.h"
+#include "evoforge/macros.h"
 
 namespace evoforge {
 namespace {
@@ -450,13 +451,8 @@ inline __attribute__((always_inline)) void brute_body(const int32_t* lr, int64_t
 }
 
 // On x86-64 with glibc (ifunc), the kernels also get an AVX2 version picked at load time.
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(EVOFORGE_NO_TARGET_CLONES)
-#define EF_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define EF_CLONES
-#endif
 #define EF_BRUTE_K(K)                                                                             \
-  EF_CLONES void brute_k##K(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { \
+  EVOFORGE_CLONES_AVX2 void brute_k##K(const int32_t* lr, int64_t nl, const int32_t* hv, int64_t* io, int64_t nh) { \
     brute_body<K>(lr, nl, hv, io, nh);                                                            \
   }
 EF_BRUTE_K(1)
@@ -512,7 +508,7 @@ inline __attribute__((always_inline)) void brute_solve_body(int32_t* lr, int64_t
   }
 }
 #define EF_BRUTE_SOLVE_K(K) \
-  EF_CLONES void brute_solve_k##K(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<K>(lr, n, hv); }
+  EVOFORGE_CLONES_AVX2 void brute_solve_k##K(int32_t* lr, int64_t n, const int32_t* hv) { brute_solve_body<K>(lr, n, hv); }
 EF_BRUTE_SOLVE_K(1)
 EF_BRUTE_SOLVE_K(2)
 EF_BRUTE_SOLVE_K(3)

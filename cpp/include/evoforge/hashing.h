@@ -40,15 +40,12 @@
 // Not cryptographic: fine for caching and deduplication, not against inputs crafted to collide.
 #pragma once
 
+#include "evoforge/macros.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define EVOFORGE_HD __host__ __device__ __forceinline__
-#else
-#define EVOFORGE_HD inline
-#endif
 
 namespace evoforge {
 namespace hashing {

@@ -19,14 +19,11 @@
 // a few ulp (|error| < 4e-7 relative for log, < 2e-7 absolute for sin and cos).
 #pragma once
 
+#include "evoforge/macros.h"
+
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define EVOFORGE_HD __host__ __device__ __forceinline__
-#else
-#define EVOFORGE_HD inline
-#endif
 
 namespace evoforge {
 namespace philox {
