@@ -164,7 +164,7 @@ def test_sparsity_ladder_exact(llama, calib, stats, tmp_path, method):
 def test_sparsegpt_beats_magnitude(llama, calib, stats, tmp_path):
     a = adapt(llama)
     xs = layer_inputs(a, calib)
-    kw = dict(sparsity=0.5, n_levels=2, step=150, stats=stats)
+    kw = {"sparsity": 0.5, "n_levels": 2, "step": 150, "stats": stats}
     mag = build_database(a, calib, tmp_path / "mag", method="magnitude", **kw)
     sgpt = build_database(a, calib, tmp_path / "sgpt", method="sparsegpt", **kw)
     wanda = build_database(a, calib, tmp_path / "wanda", method="wanda", **kw)
@@ -205,6 +205,38 @@ def test_quant_levels(llama, calib, stats, tmp_path, method, symmetric):
         r = a.linear_layers()[3]
         want = solvers.gptq(r.weight(), solvers.factor_hessian(stats.hessian(r).numpy()), 3, group_size=gs).weight
         assert torch.equal(db.weight(r, 3), want)
+
+
+# ---- fused and transposed layers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["phi3", "gpt2"])
+def test_fused_and_conv1d(arch, tmp_path):
+    t = transformers
+    torch.manual_seed(0)
+    if arch == "phi3":
+        m = t.Phi3ForCausalLM(t.Phi3Config(vocab_size=VOCAB, hidden_size=48, intermediate_size=48, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                           bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+    else:
+        m = t.GPT2LMHeadModel(t.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                           bos_token_id=1, eos_token_id=2)).eval()
+    a = adapt(m)
+    tokens = torch.randint(3, VOCAB, (4, 12), generator=torch.Generator().manual_seed(0))
+    st = collect_hessians(a, tokens, batch_size=2)
+    xs = layer_inputs(a, tokens)
+    assert len(st.hessians) == 4 * a.n_blocks  # every layer reads its own input (fused qkv, gate_up)
+    for r in a.linear_layers():
+        X = xs[r.name]
+        torch.testing.assert_close(st.hessian(r), 2 * X.T @ X / X.shape[0], rtol=1e-9, atol=1e-9)
+    db = build_database(a, tokens, tmp_path / "db", method="sparsegpt", sparsity=0.5, n_levels=1, step=64, stats=st)
+    for r in a.linear_layers():
+        W = db.weight(r, 0)
+        assert W.shape == (r.out_features, r.in_features)
+        assert int((W != 0).sum()) == r.numel - round(0.5 * r.numel)
+        r.set_weight(W)  # the stored [out, in] convention is the adapter's, Conv1D included
+    q = build_database(a, tokens, tmp_path / "q", method="gptq", bits=(3,), group_size=16, stats=st)
+    assert q.layers == db.layers and q.levels(q.layers[0]) == [3]
 
 
 # ---- storage ------------------------------------------------------------------------------------

@@ -585,10 +585,10 @@ class LayerDatabase:
     def close(self) -> None:
         self._handles.clear()
 
-    def __enter__(self) -> LayerDatabase:
+    def __enter__(self) -> LayerDatabase:  # noqa: PYI034
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
