@@ -136,6 +136,37 @@ def test_matches_reference(tiny, top_k, reuse):
     np.testing.assert_array_equal(again, got[::-1])
 
 
+def test_prefix_accounting(tiny):
+    model, a, prov, toks = tiny
+    L, N = prov.n_layers, a.n_blocks  # 21 layers, 3 blocks of 7
+    f = KLFitness(a, prov, toks, batch_size=4)
+    g = np.zeros((1, L), dtype=np.int64)
+    g[0, 9] = 3  # block 1
+    f.evaluate(g, None)
+    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"], f.stats["dense_blocks"]) == (2, 1, N)
+    # with a base (parent): an offspring changed only in block 2 recomputes one block
+    base = np.full(L, 2)
+    kids = np.stack([base, base, base, base])
+    kids[1, 16], kids[1, 17] = 3, 1  # block 2
+    kids[2, 3], kids[2, 20] = 3, 1  # blocks 0 and 2
+    kids[3, 8] = 4  # block 1
+    f.set_base(base)
+    f.reset_stats()
+    got = f.evaluate(kids, None)
+    assert f.stats["dense_blocks"] == N  # the base stack, once
+    # base itself: head only; kid 1: 1 block; kid 2: 3 blocks; kid 3: 2 blocks
+    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"]) == (6, 6)
+    want = [reference_kl(model, a, prov, toks, x) for x in kids]
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+    f.reset_stats()  # the same minibatch: the base stack is kept
+    np.testing.assert_array_equal(f.evaluate(kids, None), got)
+    assert f.stats["dense_blocks"] == 0
+    with pytest.raises(ConfigError, match="one genome"):
+        f.set_base(kids)
+    f.set_base(None)
+    np.testing.assert_array_equal(f.evaluate(kids, None), got)
+
+
 def test_minibatch_determinism(tiny):
     model, a, prov, toks = tiny
     f = KLFitness(a, prov, toks, batch_size=2)

@@ -22,7 +22,10 @@ Prefix reuse
     whose weight equals the dense weight counts as dense. Candidates are deduplicated and sorted
     lexicographically by their per-layer configuration (a depth-first walk of their trie), so that
     each one shares the longest possible prefix with the one before; each starts from whichever
-    stack shares the longer prefix. With ``prefix_reuse=False`` every candidate runs from block 0.
+    stack shares the longer prefix. :meth:`KLFitness.set_base` adds a third stack, of a given
+    configuration (the parent of the offspring being evaluated), computed once per minibatch: an
+    offspring then recomputes only the blocks from its first mutated layer on.
+    With ``prefix_reuse=False`` every candidate runs from block 0.
 
 Weights are swapped in place with :meth:`LayerRef.set_weight`, only for the layers whose level
 differs from the configuration currently applied; :meth:`KLFitness.evaluate` leaves the model dense.
@@ -138,6 +141,9 @@ class KLFitness:
         self._work_stack: list[torch.Tensor] | None = None
         self._work_cfg: np.ndarray | None = None
         self._work_kl: float | None = None
+        self._base_genome: np.ndarray | None = None
+        self._base_cfg: np.ndarray | None = None
+        self._base_stack: list[torch.Tensor] | None = None
         self._contexts: dict[tuple[int, int], Any] = {}
         self.stats: dict[str, float] = {}
         self.reset_stats()
@@ -190,7 +196,7 @@ class KLFitness:
             "tokens": 0,  # candidate tokens scored (distinct configurations x minibatch tokens)
             "blocks_computed": 0,  # block passes over a minibatch for candidates
             "blocks_skipped": 0,  # block passes reused from a cached stack
-            "dense_blocks": 0,  # block passes for the dense stacks (once per minibatch)
+            "dense_blocks": 0,  # block passes for the dense and base stacks (once per minibatch)
             "layer_swaps": 0,  # set_weight calls
             "seconds": 0.0,
         }
@@ -344,6 +350,25 @@ class KLFitness:
         else:
             self._dense_stack = [emb]
         self._work_stack, self._work_cfg, self._work_kl = None, None, None
+        self._base_stack = None
+
+    def set_base(self, genome: Any | None) -> None:
+        """Hint the configuration most candidates derive from (e.g. the parent), or None.
+
+        With prefix reuse, its block inputs are computed once per minibatch (lazily, on the first
+        :meth:`evaluate` after this call or after the minibatch changes) and used as a third source:
+        a candidate then starts at the first block where it differs from the base, the dense model
+        or the previous candidate, whichever is latest.
+        """
+        if genome is None:
+            self._base_genome = self._base_cfg = self._base_stack = None
+            return
+        g = self.check_genomes(genome)
+        if g.shape[0] != 1:
+            raise ConfigError(f"set_base takes one genome, got {g.shape[0]}")
+        self._base_genome = g
+        self._base_cfg = None  # effective configuration, computed under inference_mode in evaluate
+        self._base_stack = None
 
     # ---- the evaluator --------------------------------------------------------------------------
 
@@ -365,6 +390,11 @@ class KLFitness:
             with torch.inference_mode():
                 self._set_minibatch(rows)
                 eff = self._effective(g)
+                if self.prefix_reuse and self._base_genome is not None and self._base_stack is None:
+                    self._base_cfg = self._effective(self._base_genome)[0]
+                    self._apply(self._base_cfg)
+                    start = self._first_block(self._base_cfg, np.full(self.n_layers, _DENSE, dtype=np.int64))
+                    self._base_stack = self._run_blocks(self._dense_stack, start, dense=True)
                 uniq, inverse = np.unique(eff, axis=0, return_inverse=True)  # lexicographic order
                 inverse = inverse.reshape(-1)
                 dense_cfg = np.full(self.n_layers, _DENSE, dtype=np.int64)
@@ -376,6 +406,10 @@ class KLFitness:
                             out[inverse == u] = self._work_kl
                             continue
                         src, start = ((self._work_stack, j_w) if j_w > j_d else (self._dense_stack, j_d))
+                        if self._base_stack is not None:
+                            j_b = self._first_block(cfg, self._base_cfg)
+                            if j_b > start:
+                                src, start = self._base_stack, j_b
                     else:
                         src, start = self._dense_stack, 0
                     self._apply(cfg)
