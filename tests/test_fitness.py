@@ -4,8 +4,6 @@ and top K, with and without prefix reuse), minibatch determinism, errors, and a 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -43,7 +41,7 @@ class MagnitudeLevels:
         key = (i, level)
         if key not in self._cache:
             W = self.dense[i].clone()
-            k = int(round(self.sparsity(level) * W.numel()))
+            k = round(self.sparsity(level) * W.numel())
             if k:
                 idx = W.abs().flatten().argsort()[:k]
                 W.view(-1)[idx] = 0
@@ -93,12 +91,12 @@ def reference_kl(model, adapter, provider, tokens, genome, top_k=None):
 
 
 def test_protocol(tiny):
-    _, a, prov, _ = tiny
+    _, _a, prov, _ = tiny
     assert isinstance(prov, LevelProvider)
 
 
 def test_dense_genome_is_zero(tiny):
-    model, a, prov, toks = tiny
+    _model, a, prov, toks = tiny
     f = KLFitness(a, prov, toks, batch_size=4)
     kl = f.evaluate(np.zeros((2, prov.n_layers), dtype=np.int64), Batch(np.zeros((2, 1))))
     assert kl.shape == (2,) and kl.dtype == np.float64
@@ -262,3 +260,19 @@ def test_stories260k(stories):
     np.testing.assert_allclose(f.evaluate(g, None), want, rtol=2e-4, atol=1e-6)
     topk = KLFitness(a, prov, toks, top_k=32, batch_size=4).evaluate(g, None)
     np.testing.assert_allclose(topk, [reference_kl(model, a, prov, toks, x, 32) for x in g], rtol=2e-4, atol=1e-6)
+
+
+def test_with_one_plus_lambda(tiny):
+    """KLFitness as the evaluator of the (1 + lambda) engine, multi-step selection on minibatches."""
+    from evoforge.search import OnePlusLambda
+    from evoforge.search.operators import LevelSwitch
+
+    _, a, prov, toks = tiny
+    f = KLFitness(a, prov, toks, batch_size=4)
+    start = np.full(prov.n_layers, 2)
+    e = OnePlusLambda(start, LevelSwitch(), lower=0, upper=4, n_offspring=6, stages=[(2, 24), (1, 48)], seed=0,
+                      progress=False)
+    res = e.run(f, generations=3)
+    assert res.best_genome.sum() == start.sum()  # budget kept by the mutation
+    assert res.best_fitness <= f.evaluate(start, None)[0] * 1.5
+    assert f.stats["candidates"] > 0
