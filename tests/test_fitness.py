@@ -1,0 +1,278 @@
+"""evoforge.compress.fitness.KLFitness on a tiny Llama built from a config and on stories260k:
+KL of the dense genome ~ 0, agreement with an independent float64 computation (full vocabulary
+and top K, with and without prefix reuse), minibatch determinism, errors, and a pruning sanity check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import SHARED_DATA
+from evoforge import ConfigError
+from evoforge.compress import adapt
+from evoforge.compress.fitness import KLFitness, LevelProvider
+from evoforge.search.engine import Batch
+
+STORIES = SHARED_DATA / "stories260k" / "hf"
+VOCAB = 100
+
+
+class MagnitudeLevels:
+    """In-memory LevelProvider: level k = magnitude pruning at sparsity k / n_levels_minus_one * max_sparsity."""
+
+    def __init__(self, adapter, n_levels=5, max_sparsity=0.8):
+        self.dense = [r.weight().detach().clone() for r in adapter.linear_layers()]
+        self.n_layers = len(self.dense)
+        self._n, self._max = n_levels, max_sparsity
+        self._cache = {}
+
+    def n_levels(self, i):
+        return self._n
+
+    def sparsity(self, level):
+        return self._max * level / (self._n - 1)
+
+    def weight(self, i, level):
+        if not 0 <= level < self._n:
+            raise IndexError(f"level {level} out of range")
+        key = (i, level)
+        if key not in self._cache:
+            W = self.dense[i].clone()
+            k = round(self.sparsity(level) * W.numel())
+            if k:
+                idx = W.abs().flatten().argsort()[:k]
+                W.view(-1)[idx] = 0
+            self._cache[key] = W
+        return self._cache[key]
+
+
+def tiny_llama(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                                   num_key_value_heads=2, num_hidden_layers=3, max_position_embeddings=64,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    m = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = tiny_llama()
+    a = adapt(model)
+    prov = MagnitudeLevels(a)
+    g = torch.Generator().manual_seed(3)
+    toks = torch.randint(3, VOCAB, (6, 12), generator=g)
+    return model, a, prov, toks
+
+
+def reference_kl(model, adapter, provider, tokens, genome, top_k=None):
+    """Independent: apply the genome by hand, full forward, float64 log_softmax + kl_div; restores weights."""
+    layers = adapter.linear_layers()
+    saved = [r.weight().clone() for r in layers]
+    with torch.no_grad():
+        t = model(input_ids=tokens).logits.double().reshape(-1, model.config.vocab_size)
+        for r, lvl, i in zip(layers, genome, range(len(layers))):
+            r.set_weight(provider.weight(i, int(lvl)))
+        s = model(input_ids=tokens).logits.double().reshape(-1, model.config.vocab_size)
+        for r, w in zip(layers, saved):
+            r.set_weight(w)
+    if top_k is not None:
+        idx = t.topk(top_k, dim=-1).indices
+        t, s = t.gather(-1, idx), s.gather(-1, idx)
+    lp, lq = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
+    return float(torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean"))
+
+
+def test_protocol(tiny):
+    _, _a, prov, _ = tiny
+    assert isinstance(prov, LevelProvider)
+
+
+def test_dense_genome_is_zero(tiny):
+    _model, a, prov, toks = tiny
+    f = KLFitness(a, prov, toks, batch_size=4)
+    kl = f.evaluate(np.zeros((2, prov.n_layers), dtype=np.int64), Batch(np.zeros((2, 1))))
+    assert kl.shape == (2,) and kl.dtype == np.float64
+    assert np.all(np.abs(kl) < 1e-6)
+    assert f.stats["blocks_computed"] == 0  # equals the dense stack: only the head runs
+
+
+@pytest.mark.parametrize("top_k", [None, 7])
+@pytest.mark.parametrize("reuse", [True, False])
+def test_matches_reference(tiny, top_k, reuse):
+    model, a, prov, toks = tiny
+    before = [r.weight().clone() for r in a.linear_layers()]
+    f = KLFitness(a, prov, toks, top_k=top_k, batch_size=4, prefix_reuse=reuse)
+    rng = np.random.default_rng(0)
+    L = prov.n_layers
+    genomes = rng.integers(0, 5, size=(6, L))
+    genomes[1, :] = genomes[0, :]  # a duplicate
+    genomes[2, : L // 2] = 0  # dense first half: starts later
+    genomes[3, :] = genomes[0, :]
+    genomes[3, -1] = (genomes[0, -1] + 1) % 5  # differs from genome 0 only in the last layer
+    genomes[4, :] = 0
+    genomes[4, 9] = 3  # one change in block 1
+    got = f.evaluate(genomes, Batch(genomes))
+    want = [reference_kl(model, a, prov, toks, gnm, top_k) for gnm in genomes]
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+    assert got[0] == got[1] and got[4] > 0
+    for r, w in zip(a.linear_layers(), before):  # model left dense
+        assert torch.equal(r.weight(), w)
+    if reuse:
+        assert f.stats["blocks_skipped"] > 0
+    else:
+        assert f.stats["blocks_skipped"] == 0 and f.stats["blocks_computed"] == 5 * a.n_blocks
+    # a second call on the same minibatch reuses the working stack and gives the same numbers
+    again = f.evaluate(genomes[::-1], Batch(genomes))
+    np.testing.assert_array_equal(again, got[::-1])
+
+
+def test_prefix_accounting(tiny):
+    model, a, prov, toks = tiny
+    L, N = prov.n_layers, a.n_blocks  # 21 layers, 3 blocks of 7
+    f = KLFitness(a, prov, toks, batch_size=4)
+    g = np.zeros((1, L), dtype=np.int64)
+    g[0, 9] = 3  # block 1
+    f.evaluate(g, None)
+    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"], f.stats["dense_blocks"]) == (2, 1, N)
+    # with a base (parent): an offspring changed only in block 2 recomputes one block
+    base = np.full(L, 2)
+    kids = np.stack([base, base, base, base])
+    kids[1, 16], kids[1, 17] = 3, 1  # block 2
+    kids[2, 3], kids[2, 20] = 3, 1  # blocks 0 and 2
+    kids[3, 8] = 4  # block 1
+    f.set_base(base)
+    f.reset_stats()
+    got = f.evaluate(kids, None)
+    assert f.stats["dense_blocks"] == N  # the base stack, once
+    # base itself: head only; kid 1: 1 block; kid 2: 3 blocks; kid 3: 2 blocks
+    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"]) == (6, 6)
+    want = [reference_kl(model, a, prov, toks, x) for x in kids]
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+    f.reset_stats()  # the same minibatch: the base stack is kept
+    np.testing.assert_array_equal(f.evaluate(kids, None), got)
+    assert f.stats["dense_blocks"] == 0
+    with pytest.raises(ConfigError, match="one genome"):
+        f.set_base(kids)
+    f.set_base(None)
+    np.testing.assert_array_equal(f.evaluate(kids, None), got)
+
+
+def test_minibatch_determinism(tiny):
+    model, a, prov, toks = tiny
+    f = KLFitness(a, prov, toks, batch_size=2)
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 5, size=(3, prov.n_layers))
+    r1 = f.minibatch(24, 11)
+    assert len(r1) == 2 and np.array_equal(r1, f.minibatch(24, 11))
+    assert len(f.minibatch(25, 11)) == 3 and len(f.minibatch(None, 11)) == 6
+    k1 = f.evaluate(g, Batch(g, fidelity=24, seed=11))
+    f.evaluate(g, Batch(g, fidelity=24, seed=12))
+    k2 = f.evaluate(g, Batch(g, fidelity=24, seed=11))
+    np.testing.assert_array_equal(k1, k2)
+    # equal to the reference on exactly those rows
+    want = [reference_kl(model, a, prov, toks[torch.as_tensor(r1)], x) for x in g]
+    np.testing.assert_allclose(k1, want, rtol=2e-4, atol=1e-6)
+    # a fresh evaluator gives the same numbers
+    k3 = KLFitness(a, prov, toks, batch_size=3).evaluate(g, Batch(g, fidelity=24, seed=11))
+    np.testing.assert_allclose(k3, k1, rtol=1e-5, atol=1e-7)
+    # seq_len cuts rows into windows
+    f2 = KLFitness(a, prov, toks, batch_size=4, seq_len=5)
+    assert (f2.n_seq, f2.seq_len) == (12, 5)
+
+
+def test_errors(tiny):
+    _, a, prov, toks = tiny
+    f = KLFitness(a, prov, toks)
+    L = prov.n_layers
+    with pytest.raises(ConfigError, match=r"shape \[B, 21\]"):
+        f.evaluate(np.zeros((2, L + 1), dtype=np.int64), Batch(np.zeros((2, 1))))
+    bad = np.zeros((2, L), dtype=np.int64)
+    bad[1, 4] = 5
+    with pytest.raises(ConfigError, match=r"genome 1: level 5 of layer 4 .* out of range \[0, 4\]"):
+        f.evaluate(bad, None)
+    bad[1, 4] = -1
+    with pytest.raises(ConfigError, match="out of range"):
+        f.evaluate(bad, None)
+    with pytest.raises(ConfigError, match="integers"):
+        f.evaluate(np.full((1, L), 0.5), None)
+    with pytest.raises(ConfigError, match="fidelity"):
+        f.evaluate(np.zeros((1, L), dtype=np.int64), Batch(None, fidelity=0, seed=1))
+
+    short = MagnitudeLevels(a)
+    short.n_layers = 3
+    with pytest.raises(ConfigError, match="provider has 3 layers"):
+        KLFitness(a, short, toks)
+    with pytest.raises(ConfigError, match="calib_tokens"):
+        KLFitness(a, prov, toks.float())
+    with pytest.raises(ConfigError, match=r"\[0, 100\)"):
+        KLFitness(a, prov, toks + 200)
+
+    class NoRange:  # provider without n_levels: its own error is named
+        def __init__(self):
+            self.n_layers, self.inner = L, prov
+
+        def weight(self, i, level):
+            return self.inner.weight(i, level)
+
+    g = np.zeros((1, L), dtype=np.int64)
+    g[0, 2] = 9
+    with pytest.raises(ConfigError, match=r"no level 9 for layer 2"):
+        KLFitness(a, NoRange(), toks).evaluate(g, None)
+
+
+# ---- stories260k --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stories():
+    if not (STORIES / "config.json").exists():
+        pytest.skip(f"stories260k not found at {STORIES} (shared data absent)")
+    model = transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
+    a = adapt(model)
+    torch.manual_seed(0)
+    with torch.no_grad():  # text sampled from the model itself, so the KL is meaningful
+        toks = model.generate(torch.ones((8, 1), dtype=torch.long), do_sample=True, max_new_tokens=63,
+                              min_new_tokens=63, pad_token_id=0, top_k=0, top_p=1.0)
+    assert toks.shape == (8, 64)
+    return model, a, toks
+
+
+def test_stories260k(stories):
+    model, a, toks = stories
+    prov = MagnitudeLevels(a, n_levels=5, max_sparsity=0.8)
+    f = KLFitness(a, prov, toks, batch_size=4)
+    L = prov.n_layers
+    uniform = np.stack([np.full(L, k) for k in range(5)])
+    kl = f.evaluate(uniform, None)
+    assert abs(kl[0]) < 1e-6
+    assert np.all(np.diff(kl) > 0), kl  # more pruning, larger KL
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 5, size=(2, L))
+    want = [reference_kl(model, a, prov, toks, x) for x in g]
+    np.testing.assert_allclose(f.evaluate(g, None), want, rtol=2e-4, atol=1e-6)
+    topk = KLFitness(a, prov, toks, top_k=32, batch_size=4).evaluate(g, None)
+    np.testing.assert_allclose(topk, [reference_kl(model, a, prov, toks, x, 32) for x in g], rtol=2e-4, atol=1e-6)
+
+
+def test_with_one_plus_lambda(tiny):
+    """KLFitness as the evaluator of the (1 + lambda) engine, multi-step selection on minibatches."""
+    from evoforge.search import OnePlusLambda
+    from evoforge.search.operators import LevelSwitch
+
+    _, a, prov, toks = tiny
+    f = KLFitness(a, prov, toks, batch_size=4)
+    start = np.full(prov.n_layers, 2)
+    e = OnePlusLambda(start, LevelSwitch(), lower=0, upper=4, n_offspring=6, stages=[(2, 24), (1, 48)], seed=0,
+                      progress=False)
+    res = e.run(f, generations=3)
+    assert res.best_genome.sum() == start.sum()  # budget kept by the mutation
+    assert res.best_fitness <= f.evaluate(start, None)[0] * 1.5
+    assert f.stats["candidates"] > 0
