@@ -6,6 +6,19 @@
 
 from __future__ import annotations
 
+from .calibration import sample_sequences, tokens_from_text
+from .database import (
+    QUANT_METHODS,
+    SPARSITY_METHODS,
+    CorruptDatabaseError,
+    DatabaseMismatchError,
+    LayerDatabase,
+    LayerStats,
+    build_database,
+    collect_hessians,
+    sparsity_ladder,
+)
+from .fitness import KLFitness, LevelProvider
 from .adapters import (
     SUPPORTED_ARCHITECTURES,
     BlockContext,
@@ -17,6 +30,19 @@ from .adapters import (
 )
 
 __all__ = [
+    "sample_sequences",
+    "tokens_from_text",
+    "QUANT_METHODS",
+    "SPARSITY_METHODS",
+    "CorruptDatabaseError",
+    "DatabaseMismatchError",
+    "LayerDatabase",
+    "LayerStats",
+    "build_database",
+    "collect_hessians",
+    "sparsity_ladder",
+    "KLFitness",
+    "LevelProvider",
     "SUPPORTED_ARCHITECTURES",
     "BlockContext",
     "LayerRef",
