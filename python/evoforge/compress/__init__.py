@@ -19,6 +19,8 @@ from .database import (
     sparsity_ladder,
 )
 from .fitness import KLFitness, LevelProvider
+from .providers import QuantLevels, SparsityLevels, provider_for
+from .pipeline import CompressionResult, apply_levels, compress, export, load_model, perplexity, resolve_model
 from .adapters import (
     SUPPORTED_ARCHITECTURES,
     BlockContext,
@@ -43,6 +45,16 @@ __all__ = [
     "sparsity_ladder",
     "KLFitness",
     "LevelProvider",
+    "QuantLevels",
+    "SparsityLevels",
+    "provider_for",
+    "CompressionResult",
+    "apply_levels",
+    "compress",
+    "export",
+    "load_model",
+    "perplexity",
+    "resolve_model",
     "SUPPORTED_ARCHITECTURES",
     "BlockContext",
     "LayerRef",
