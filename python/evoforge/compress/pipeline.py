@@ -30,7 +30,8 @@ from .database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase, build_data
 from .fitness import KLFitness
 from .providers import QuantLevels, SparsityLevels, provider_for
 
-__all__ = ["CompressionResult", "compress", "export", "apply_levels", "perplexity", "load_model",
+__all__ = ["CompressionResult", "compress", "export", "apply_levels", "perplexity", "load_model", "text_ids",
+           "compare_perplexity",
            "SMOLLM2", "resolve_model"]
 
 METHODS = ("sparsity", "quant")
@@ -434,3 +435,34 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
         for i, (n, lv) in enumerate(zip(result.layers, result.levels))]
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
     return mdir
+
+
+def text_ids(tokenizer: Any, path: str | os.PathLike) -> torch.Tensor:
+    """The token ids of a whole UTF-8 text file (no special tokens), 1-D."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"text file not found: {str(p)!r}")
+    if tokenizer is None:
+        raise ConfigError("perplexity needs a tokenizer (the model directory has none)")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    ids = tokenizer.encode(text, add_special_tokens=False) if hasattr(tokenizer, "encode") else tokenizer(text)
+    return torch.tensor(list(ids), dtype=torch.long)
+
+
+def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: int = 512,
+                       max_windows: int | None = None) -> dict:
+    """Perplexity of the dense, uniform and searched models on ``ids``; the model is left dense."""
+    adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
+    provider = result._provider  # type: ignore[attr-defined]
+    layers = adapter.linear_layers()
+    dense = [r.weight().detach().clone() for r in layers]
+    out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
+    try:
+        for name, g in (("uniform", result._initial), ("evoforge", result.genome)):  # type: ignore[attr-defined]
+            apply_levels(adapter, provider, g)
+            out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
+    finally:
+        for r, W in zip(layers, dense):
+            r.set_weight(W)
+    result.ppl = out
+    return out
