@@ -130,6 +130,9 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
     kw = {"gguf_file": gguf} if gguf else {}
     model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, **kw).eval()
     tok = None
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not gguf and not any((d / f).is_file() for f in tok_files):
+        return model, None  # no tokenizer here (e.g. stories260k): calibrate from model samples
     try:
         tok = AutoTokenizer.from_pretrained(str(d), **kw)
     except Exception:  # noqa: BLE001 -- no tokenizer files (e.g. stories260k): calibrate from samples
@@ -314,7 +317,8 @@ def compress(
                 raise ConfigError(f"run directory {str(rd)!r} holds a run with other settings ({', '.join(diff)}); "
                                   "use another --run-dir")
         else:
-            sp.write_text(json.dumps(settings, indent=1))
+            sp.with_suffix(".tmp").write_text(json.dumps(settings, indent=1))
+            os.replace(sp.with_suffix(".tmp"), sp)
 
     # calibration and held-out tokens (kept in the run directory so a resumed run uses the same)
     tp = rd / _TOKENS if rd is not None else None
@@ -327,7 +331,8 @@ def compress(
         if heldout is None:
             heldout = _calib_tokens(model, n_heldout, seq_len, seed + 1, calib_text, tokenizer)
         if tp is not None:
-            torch.save({"calibration": calibration, "heldout": heldout}, tp)
+            torch.save({"calibration": calibration, "heldout": heldout}, tp.with_suffix(".tmp"))
+            os.replace(tp.with_suffix(".tmp"), tp)
 
     # the database
     if isinstance(database, LayerDatabase):
@@ -429,8 +434,10 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
             pass
     result.model_dir = str(mdir)
     cfg = result.to_json()
+    costs = provider.costs(result.genome).tolist()
     cfg["per_layer"] = [
-        {"name": n, "level": lv, **({"sparsity": result.sparsity[i]} if result.sparsity is not None else {}),
+        {"name": n, "level": lv, "numel": int(provider.numel[i]),
+         **({"sparsity": result.sparsity[i], "nonzeros": costs[i]} if result.sparsity is not None else {}),
          **({"bits": result.bits[i]} if result.bits is not None else {})}
         for i, (n, lv) in enumerate(zip(result.layers, result.levels))]
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
