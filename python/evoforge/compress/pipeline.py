@@ -16,8 +16,9 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +31,18 @@ from .database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase, build_data
 from .fitness import KLFitness
 from .providers import QuantLevels, SparsityLevels, provider_for
 
-__all__ = ["CompressionResult", "compress", "export", "apply_levels", "perplexity", "load_model", "text_ids",
-           "compare_perplexity",
-           "SMOLLM2", "resolve_model"]
+__all__ = [
+    "SMOLLM2",
+    "CompressionResult",
+    "apply_levels",
+    "compare_perplexity",
+    "compress",
+    "export",
+    "load_model",
+    "perplexity",
+    "resolve_model",
+    "text_ids",
+]
 
 METHODS = ("sparsity", "quant")
 SMOLLM2 = "smollm2-135m"
@@ -430,8 +440,10 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
     if tokenizer is not None:
         try:
             tokenizer.save_pretrained(str(mdir))
-        except Exception:  # noqa: BLE001 -- a tokenizer that cannot be saved: the model still is
-            pass
+        except Exception as e:  # noqa: BLE001 -- a tokenizer that cannot be saved: the model still is
+            import warnings
+
+            warnings.warn(f"the tokenizer could not be saved with the model: {e}", stacklevel=2)
     result.model_dir = str(mdir)
     cfg = result.to_json()
     costs = provider.costs(result.genome).tolist()

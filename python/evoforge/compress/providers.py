@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..search import LevelSwitch
 from .database import LayerDatabase
 
-__all__ = ["SparsityLevels", "QuantLevels", "provider_for"]
+__all__ = ["QuantLevels", "SparsityLevels", "provider_for"]
 
 
 class _DatabaseLevels:
@@ -163,7 +163,7 @@ class QuantLevels(_DatabaseLevels):
         if frac > 0:
             for gid in np.unique(self.groups):
                 members = np.flatnonzero(self.groups == gid)
-                m = int(math.floor(frac * len(members) + 1e-9))
+                m = math.floor(frac * len(members) + 1e-9)
                 if m:
                     pick = members[np.floor(np.arange(m) * len(members) / m).astype(int)]
                     g[pick] = self.bits.index(lo_b + 1)
