@@ -6,6 +6,15 @@
 
 from __future__ import annotations
 
+from .adapters import (
+    SUPPORTED_ARCHITECTURES,
+    BlockContext,
+    LayerRef,
+    ModelAdapter,
+    SubBlock,
+    UnsupportedModelError,
+    adapt,
+)
 from .calibration import sample_sequences, tokens_from_text
 from .database import (
     QUANT_METHODS,
@@ -19,35 +28,46 @@ from .database import (
     sparsity_ladder,
 )
 from .fitness import KLFitness, LevelProvider
-from .adapters import (
-    SUPPORTED_ARCHITECTURES,
-    BlockContext,
-    LayerRef,
-    ModelAdapter,
-    SubBlock,
-    UnsupportedModelError,
-    adapt,
+from .pipeline import (
+    CompressionResult,
+    apply_levels,
+    compress,
+    export,
+    load_model,
+    perplexity,
+    resolve_model,
 )
+from .providers import QuantLevels, SparsityLevels, provider_for
 
 __all__ = [
-    "sample_sequences",
-    "tokens_from_text",
     "QUANT_METHODS",
     "SPARSITY_METHODS",
-    "CorruptDatabaseError",
-    "DatabaseMismatchError",
-    "LayerDatabase",
-    "LayerStats",
-    "build_database",
-    "collect_hessians",
-    "sparsity_ladder",
-    "KLFitness",
-    "LevelProvider",
     "SUPPORTED_ARCHITECTURES",
     "BlockContext",
+    "CompressionResult",
+    "CorruptDatabaseError",
+    "DatabaseMismatchError",
+    "KLFitness",
+    "LayerDatabase",
     "LayerRef",
+    "LayerStats",
+    "LevelProvider",
     "ModelAdapter",
+    "QuantLevels",
+    "SparsityLevels",
     "SubBlock",
     "UnsupportedModelError",
     "adapt",
+    "apply_levels",
+    "build_database",
+    "collect_hessians",
+    "compress",
+    "export",
+    "load_model",
+    "perplexity",
+    "provider_for",
+    "resolve_model",
+    "sample_sequences",
+    "sparsity_ladder",
+    "tokens_from_text",
 ]

