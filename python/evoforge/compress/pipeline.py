@@ -139,6 +139,12 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
     d, gguf = resolve_model(name_or_path)
     kw = {"gguf_file": gguf} if gguf else {}
     model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, **kw).eval()
+    if gguf:
+        # transformers de-quantises GGUF weights to dense float32 tensors but keeps the GGUF
+        # "quantizer" attached, which refuses save_pretrained; the weights are plain tensors now.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     tok = None
     tok_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
     if not gguf and not any((d / f).is_file() for f in tok_files):
