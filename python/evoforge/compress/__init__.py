@@ -27,6 +27,16 @@ from .database import (
     collect_hessians,
     sparsity_ladder,
 )
+from .depth import (
+    DepthFitness,
+    depth_count,
+    depth_drops,
+    depth_mutation,
+    owl_genome,
+    owl_sparsities,
+    shortgpt_genome,
+    shortgpt_scores,
+)
 from .fitness import KLFitness, LevelProvider
 from .pipeline import (
     CompressionResult,
@@ -47,6 +57,7 @@ __all__ = [
     "CompressionResult",
     "CorruptDatabaseError",
     "DatabaseMismatchError",
+    "DepthFitness",
     "KLFitness",
     "LayerDatabase",
     "LayerRef",
@@ -62,12 +73,19 @@ __all__ = [
     "build_database",
     "collect_hessians",
     "compress",
+    "depth_count",
+    "depth_drops",
+    "depth_mutation",
     "export",
     "load_model",
+    "owl_genome",
+    "owl_sparsities",
     "perplexity",
     "provider_for",
     "resolve_model",
     "sample_sequences",
+    "shortgpt_genome",
+    "shortgpt_scores",
     "sparsity_ladder",
     "tokens_from_text",
 ]

@@ -27,7 +27,18 @@ from ..errors import ConfigError
 from ..search import OnePlusLambda
 from .adapters import ModelAdapter, adapt
 from .calibration import sample_sequences, tokens_from_text
-from .database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase, build_database
+from .database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase, build_database, collect_hessians
+from .depth import (
+    DepthFitness,
+    depth_count,
+    depth_drops,
+    depth_mutation,
+    export_depth,
+    owl_genome,
+    shortgpt_genome,
+    shortgpt_scores,
+    spread_genome,
+)
 from .fitness import KLFitness
 from .providers import QuantLevels, SparsityLevels, provider_for
 
@@ -44,11 +55,13 @@ __all__ = [
     "text_ids",
 ]
 
-METHODS = ("sparsity", "quant")
+METHODS = ("sparsity", "quant", "depth")
 SMOLLM2 = "smollm2-135m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SETTINGS = "compress.json"
 _TOKENS = "tokens.pt"
+OWL_LAMBDA = 0.08
+OWL_M = 5.0
 
 
 @dataclasses.dataclass
@@ -60,6 +73,13 @@ class CompressionResult:
     bits (quant) of the searched configuration, ``uniform_budget`` the same for uniform (equal
     for sparsity; for quant equal whenever the target fills every group exactly).
     ``kl_uniform`` / ``kl_search``: KL(dense || compressed) on the held-out tokens.
+
+    Depth (``method="depth"``): ``layers`` names the 2N sub-blocks (attention of every block, then
+    MLP), ``genome`` / ``levels`` the drop mask (1 = dropped), ``budget`` the number of dropped
+    sub-blocks (2K), ``total_weights`` 2N, ``dropped`` the (block, kind) pairs; "uniform" drops K of
+    each kind evenly spaced over depth.
+    ``baselines``: extra rows, name -> {"kl": held-out KL, "genome": ..., ...}: ``"shortgpt"``
+    (depth) or ``"owl"`` (sparsity).
     """
 
     method: str
@@ -82,13 +102,15 @@ class CompressionResult:
     run_dir: str | None = None
     model_dir: str | None = None
     ppl: dict | None = None
+    baselines: dict = dataclasses.field(default_factory=dict)
+    dropped: list | None = None
 
     @property
     def average(self) -> float:
         """Average sparsity (sparsity) or bits per weight (quant) of the searched configuration."""
         if self.method == "sparsity":
             return 1.0 - self.budget / self.total_weights
-        return self.budget / self.total_weights
+        return self.budget / self.total_weights  # bits per weight; depth: share of sub-blocks dropped
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -174,6 +196,9 @@ def _check_target(method: str, target: Any) -> float:
         raise ConfigError(f"target must be finite, got {target!r}")
     if method == "sparsity" and not 0.0 < t < 1.0:
         raise ConfigError(f"sparsity target must lie in (0, 1) (a fraction of weights pruned), got {t}")
+    if method == "depth" and not t > 0:
+        raise ConfigError(f"depth target must be a fraction in (0, 1) or a count >= 1 of sub-blocks dropped per "
+                          f"kind, got {t}")
     if method == "quant" and not 2.0 <= t <= 8.0:
         raise ConfigError(f"quant target must lie in [2, 8] bits per weight, got {t}")
     return t
@@ -294,9 +319,11 @@ def compress(
     """
     method = _check_method(method)
     target = _check_target(method, target)
+    if method == "depth":
+        db_method = "none"
     if db_method is None:
         db_method = "sparsegpt" if method == "sparsity" else "gptq"
-    allowed = SPARSITY_METHODS if method == "sparsity" else QUANT_METHODS
+    allowed = ("none",) if method == "depth" else SPARSITY_METHODS if method == "sparsity" else QUANT_METHODS
     if db_method not in allowed:
         raise ConfigError(f"database method {db_method!r} does not fit method={method!r}; use one of {allowed}")
     if calib_text is not None and not Path(calib_text).is_file():
@@ -313,6 +340,7 @@ def compress(
         tokenizer = tokenizer if tokenizer is not None else tok
     model.eval()
     adapter = adapt(model)
+    k_depth = depth_count(target, adapter.n_blocks) if method == "depth" else None
     fp = adapter.fingerprint()
     rd = Path(run_dir) if run_dir is not None else None
 
@@ -349,6 +377,12 @@ def compress(
         if tp is not None:
             torch.save({"calibration": calibration, "heldout": heldout}, tp.with_suffix(".tmp"))
             os.replace(tp.with_suffix(".tmp"), tp)
+
+    if method == "depth":
+        return _compress_depth(adapter, k_depth, target, calibration, heldout, fp, rd, tokenizer=tokenizer,
+                               generations=generations, offspring=offspring, stages=stages,
+                               max_switches=max_switches, seed=seed, export_model=export_model,
+                               batch_size=batch_size, progress=progress)
 
     # the database
     if isinstance(database, LayerDatabase):
@@ -404,10 +438,20 @@ def compress(
         engine.close()
     best = np.asarray(res.best_genome, dtype=np.int64)
 
-    # the held-out comparison
+    # the held-out comparison (with OWL for sparsity)
+    baselines: dict[str, dict] = {}
+    cands = [initial, best]
+    if isinstance(provider, SparsityLevels):
+        owl, owl_s = owl_genome(adapter, provider, collect_hessians(adapter, calibration, batch_size=batch_size),
+                                lam=OWL_LAMBDA, m=OWL_M)
+        cands.append(owl)
     held = KLFitness(adapter, provider, heldout, batch_size=batch_size)
-    kls = held.evaluate(np.stack([initial, best]), None)
+    kls = held.evaluate(np.stack(cands), None)
     del held
+    if isinstance(provider, SparsityLevels):
+        baselines["owl"] = {"kl": float(kls[2]), "genome": owl.tolist(), "levels": provider.levels(owl),
+                            "sparsity": provider.sparsities(owl), "budget": provider.budget(owl),
+                            "block_sparsity": owl_s.tolist(), "lambda": OWL_LAMBDA, "M": OWL_M}
 
     result = CompressionResult(
         method=method, target=target, db_method=db_method, layers=list(db.layers),
@@ -418,7 +462,7 @@ def compress(
         total_weights=int(provider.numel.sum()), kl_uniform=float(kls[0]), kl_search=float(kls[1]),
         kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
         generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
-        run_dir=None if rd is None else str(rd))
+        run_dir=None if rd is None else str(rd), baselines=baselines)
     result._provider = provider  # type: ignore[attr-defined]  # for export and the CLI
     result._adapter = adapter  # type: ignore[attr-defined]
     result._initial = initial  # type: ignore[attr-defined]
@@ -435,6 +479,8 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
     provider = result._provider  # type: ignore[attr-defined]
     out = Path(out_dir)
     mdir = out / "model"
+    if result.method == "depth":
+        return _export_depth(result, adapter, out, mdir, tokenizer)
     layers = adapter.linear_layers()
     dense = [r.weight().detach().clone() for r in layers]
     try:
@@ -482,6 +528,12 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
     layers = adapter.linear_layers()
     dense = [r.weight().detach().clone() for r in layers]
     out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
+    if result.method == "depth":
+        for name, g in (("uniform", result._initial), ("evoforge", result.genome)):  # type: ignore[attr-defined]
+            with adapter.dropped(depth_drops(g, adapter.n_blocks)):
+                out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
+        result.ppl = out
+        return out
     try:
         for name, g in (("uniform", result._initial), ("evoforge", result.genome)):  # type: ignore[attr-defined]
             apply_levels(adapter, provider, g)
@@ -491,3 +543,85 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
             r.set_weight(W)
     result.ppl = out
     return out
+
+
+# ---- depth ----------------------------------------------------------------------------------------
+
+
+def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: torch.Tensor, heldout: torch.Tensor,
+                    fp: str, rd: Path | None, *, tokenizer: Any, generations: int, offspring: int,
+                    stages: Any, max_switches: int, seed: int, export_model: bool, batch_size: int,
+                    progress: bool) -> CompressionResult:
+    """Drop exactly K attention and K MLP sub-blocks: (1 + lambda) search from the ShortGPT baseline."""
+    N = adapter.n_blocks
+    scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
+    initial = shortgpt_genome(scores, k)
+    uniform = spread_genome(N, k)
+    fitness = DepthFitness(adapter, calibration, k=k, batch_size=batch_size)
+    if stages is None:
+        stages = _default_stages(int(offspring), int(calibration.numel()))
+    engine = None
+    if rd is not None and (rd / "checkpoint.pkl").is_file():
+        engine = OnePlusLambda.resume(rd, progress=progress)
+    if engine is None:
+        engine = OnePlusLambda(initial, depth_mutation(N, max_switches), lower=0, upper=1,
+                               n_offspring=int(offspring), stages=stages, seed=int(seed), run_dir=rd,
+                               task=f"compress:{fp}:depth:{k}", progress=progress)
+    try:
+        res = engine.run(fitness, generations=int(generations))
+    finally:
+        engine.close()
+    best = np.asarray(res.best_genome, dtype=np.int64)
+
+    held = DepthFitness(adapter, heldout, k=k, batch_size=batch_size)
+    kls = held.evaluate(np.stack([uniform, best, initial]), None)
+    del held
+    names = ([f"{adapter.sub_block(i, 'attn').module.__class__.__name__}:{i}:attn" for i in range(N)]
+             + [f"{adapter.sub_block(i, 'mlp').module.__class__.__name__}:{i}:mlp" for i in range(N)])
+    result = CompressionResult(
+        method="depth", target=target, db_method="none", layers=names, genome=best.tolist(),
+        levels=best.tolist(), sparsity=None, bits=None, budget=int(best.sum()), uniform_budget=int(uniform.sum()),
+        total_weights=2 * N, kl_uniform=float(kls[0]), kl_search=float(kls[1]),
+        kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
+        generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
+        run_dir=None if rd is None else str(rd),
+        baselines={"shortgpt": {"kl": float(kls[2]), "genome": initial.tolist(), "scores": scores.tolist(),
+                                "dropped": [list(d) for d in depth_drops(initial, N)]}},
+        dropped=[list(d) for d in depth_drops(best, N)])
+    result._provider = None  # type: ignore[attr-defined]
+    result._adapter = adapter  # type: ignore[attr-defined]
+    result._initial = uniform  # type: ignore[attr-defined]
+    if export_model and rd is not None:
+        export(result, rd, tokenizer=tokenizer)
+    return result
+
+
+def _export_depth(result: CompressionResult, adapter: ModelAdapter, out: Path, mdir: Path, tokenizer: Any) -> Path:
+    layers = adapter.linear_layers()
+    saved = [(r.module, r.module.weight.detach().clone(),
+              None if getattr(r.module, "bias", None) is None else r.module.bias.detach().clone()) for r in layers]
+    try:
+        zeroed = export_depth(adapter, result.genome)
+        adapter.model.save_pretrained(str(mdir))
+    finally:
+        with torch.no_grad():
+            for m, w, b in saved:
+                m.weight.copy_(w)
+                if b is not None:
+                    m.bias.copy_(b)
+    if tokenizer is not None:
+        try:
+            tokenizer.save_pretrained(str(mdir))
+        except Exception as e:  # noqa: BLE001
+            import warnings
+
+            warnings.warn(f"the tokenizer could not be saved with the model: {e}", stacklevel=2)
+    result.model_dir = str(mdir)
+    cfg = result.to_json()
+    cfg["k"] = int(sum(1 for d in result.dropped or () if d[1] == "attn"))
+    cfg["zeroed"] = zeroed
+    cfg["export_note"] = ("Hugging Face configs cannot remove a sub-block: the dropped sub-blocks' output "
+                          "projections (o_proj / down_proj, weight and bias) are zeroed, so their residual "
+                          "branch adds nothing; they still cost compute when run as saved.")
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    return mdir
