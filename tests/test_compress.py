@@ -190,7 +190,7 @@ def test_cli_errors(capsys, tmp_path):
                      str(tmp_path / "missing.txt"), "--quiet"]) == 2
     assert "text file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli_main(["compress", "--model", str(STORIES), "--method", "depth", "--target", "0.5"])
+        cli_main(["compress", "--model", str(STORIES), "--method", "pruning", "--target", "0.5"])
     assert cli_main(["eval", "ppl", "--model", str(tmp_path / "nope"), "--text", str(tmp_path / "t.txt")]) == 2
 
 

@@ -71,18 +71,27 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                                   max_windows=args.max_windows)
     except (EvoforgeError, ValueError, FileNotFoundError) as e:
         return _fail(str(e))
-    unit = "sparsity" if res.method == "sparsity" else "bits/weight"
-    print(f"{res.method} target {res.target:g} ({res.db_method} database, {len(res.layers)} layers, "
-          f"{res.generations} generations, {res.evaluations} evaluations)")
-    print(f"budget: {res.budget} {'non-zeros' if res.method == 'sparsity' else 'weight bits'} "
-          f"(uniform {res.uniform_budget}); average {unit} {res.average:.4f}")
+    if res.method == "depth":
+        k = res.budget // 2
+        print(f"depth target {res.target:g}: drop K={k} attention and K={k} MLP sub-blocks of {res.total_weights // 2} "
+              f"blocks ({res.generations} generations, {res.evaluations} evaluations)")
+        print("dropped: " + ", ".join(f"{b}:{kind}" for b, kind in res.dropped or ()))
+    else:
+        unit = "sparsity" if res.method == "sparsity" else "bits/weight"
+        print(f"{res.method} target {res.target:g} ({res.db_method} database, {len(res.layers)} layers, "
+              f"{res.generations} generations, {res.evaluations} evaluations)")
+        print(f"budget: {res.budget} {'non-zeros' if res.method == 'sparsity' else 'weight bits'} "
+              f"(uniform {res.uniform_budget}); average {unit} {res.average:.4f}")
     head = f"{'model':<10} {'KL (held-out)':>14}" + (f" {'perplexity':>11}" if res.ppl else "")
     print(head)
     print("-" * len(head))
-    for name, kl in (("dense", 0.0), ("uniform", res.kl_uniform), ("evoforge", res.kl_search)):
+    rows = [("dense", 0.0), ("uniform", res.kl_uniform)]
+    rows += [(name, b["kl"]) for name, b in res.baselines.items()]  # shortgpt (depth) / owl (sparsity)
+    rows.append(("evoforge", res.kl_search))
+    for name, kl in rows:
         line = f"{name:<10} {kl:>14.4f}"
         if res.ppl:
-            line += f" {res.ppl[name]:>11.3f}"
+            line += f" {res.ppl[name]:>11.3f}" if name in res.ppl else f" {'-':>11}"
         print(line)
     if res.model_dir:
         print(f"compressed model: {res.model_dir}  (configuration: {Path(res.run_dir) / 'config.json'})")
@@ -115,8 +124,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="search per-layer sparsity or bit-widths under an exact budget (EvoPress)")
     p.add_argument("--model", required=True, help="model directory, .gguf file, or smollm2-135m")
-    p.add_argument("--method", choices=("sparsity", "quant"), default="sparsity")
-    p.add_argument("--target", type=float, required=True, help="average sparsity (0..1) or bits per weight")
+    p.add_argument("--method", choices=("sparsity", "quant", "depth"), default="sparsity")
+    p.add_argument("--target", type=float, required=True,
+                   help="average sparsity (0..1), bits per weight, or for depth K: the number of attention AND "
+                        "of MLP sub-blocks to drop (an integer >= 1), or a fraction (0..1) of the blocks")
     p.add_argument("--db-method", choices=("sparsegpt", "magnitude", "wanda", "gptq", "rtn"), default=None,
                    help="how the layer database is built (default sparsegpt / gptq)")
     p.add_argument("--database", default=None, help="an existing layer database directory of this model")

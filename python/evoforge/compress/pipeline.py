@@ -529,13 +529,17 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
     dense = [r.weight().detach().clone() for r in layers]
     out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
     if result.method == "depth":
-        for name, g in (("uniform", result._initial), ("evoforge", result.genome)):  # type: ignore[attr-defined]
+        runs = [("uniform", result._initial), ("evoforge", result.genome)]  # type: ignore[attr-defined]
+        runs += [(n, b["genome"]) for n, b in result.baselines.items()]
+        for name, g in runs:
             with adapter.dropped(depth_drops(g, adapter.n_blocks)):
                 out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
         result.ppl = out
         return out
+    runs = [("uniform", result._initial), ("evoforge", result.genome)]  # type: ignore[attr-defined]
+    runs += [(n, b["genome"]) for n, b in result.baselines.items()]
     try:
-        for name, g in (("uniform", result._initial), ("evoforge", result.genome)):  # type: ignore[attr-defined]
+        for name, g in runs:
             apply_levels(adapter, provider, g)
             out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
     finally:
