@@ -62,7 +62,7 @@ def depth_count(target: Any, n_blocks: int) -> int:
         raise ConfigError(f"depth target must be a fraction in (0, 1) or a count in [1, {n_blocks - 1}] of "
                           f"sub-blocks dropped per kind, got {target!r}")
     if t < 1:
-        k = int(math.floor(t * n_blocks + 0.5))
+        k = math.floor(t * n_blocks + 0.5)
         if not 1 <= k <= n_blocks - 1:
             raise ConfigError(f"depth target {t} of {n_blocks} blocks gives K={k} sub-blocks per kind; K must lie "
                               f"in [1, {n_blocks - 1}]")

@@ -27,7 +27,13 @@ from ..errors import ConfigError
 from ..search import OnePlusLambda
 from .adapters import ModelAdapter, adapt
 from .calibration import sample_sequences, tokens_from_text
-from .database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase, build_database, collect_hessians
+from .database import (
+    QUANT_METHODS,
+    SPARSITY_METHODS,
+    LayerDatabase,
+    build_database,
+    collect_hessians,
+)
 from .depth import (
     DepthFitness,
     depth_count,
@@ -301,7 +307,11 @@ def compress(
     ----------
     model_or_path : a supported causal LM (nn.Module), a model directory, a .gguf file, or ``"smollm2-135m"``.
     method : ``"sparsity"`` (target: average sparsity in (0, 1)) or ``"quant"`` (target: average bits
-        in [2, 8]; a fractional target mixes floor/ceil bit-widths within groups of equal size).
+        in [2, 8]; a fractional target mixes floor/ceil bit-widths within groups of equal size), or
+        ``"depth"`` (target: K, the number of attention AND of MLP sub-blocks to drop, an integer in
+        [1, N - 1], or a fraction in (0, 1) of the N blocks, K = round(target * N); no database; the
+        search starts from the ShortGPT-style choice, reported in ``baselines["shortgpt"]``).
+        Sparsity also reports the OWL baseline in ``baselines["owl"]``.
     database : path of a layer database built from this model (or an open LayerDatabase); None builds
         one (in ``run_dir/db`` when given) with ``db_method`` (default sparsegpt / gptq),
         ``db_levels`` levels each side and ``db_step`` weights per step (sparsity), or ``bits`` and
