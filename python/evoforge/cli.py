@@ -69,6 +69,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if eval_text is not None and tok is not None:
             pl.compare_perplexity(res, pl.text_ids(tok, eval_text), window=args.window,
                                   max_windows=args.max_windows)
+            if res.model_dir:  # the exported configuration was written before the perplexities
+                cfg_path = Path(res.run_dir) / "config.json"
+                cfg = json.loads(cfg_path.read_text())
+                cfg["ppl"] = res.ppl
+                cfg_path.write_text(json.dumps(cfg, indent=1))
     except (EvoforgeError, ValueError, FileNotFoundError) as e:
         return _fail(str(e))
     if res.method == "depth":
