@@ -9,6 +9,16 @@ import evoforge  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+STORIES = SHARED_DATA / "stories260k" / "hf"
+
+
+def load_stories():
+    """The real tiny Llama (stories260k) in eval mode, or a skip saying where it was looked for."""
+    if not (STORIES / "config.json").exists():
+        pytest.skip(f"stories260k not found at {STORIES} (shared data absent)")
+    import transformers
+
+    return transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
 
 
 def pytest_collection_modifyitems(config, items):

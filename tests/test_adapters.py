@@ -13,11 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import SHARED_DATA
+from conftest import STORIES, load_stories
 from evoforge import ConfigError
 from evoforge.compress import SUPPORTED_ARCHITECTURES, UnsupportedModelError, adapt
 
-STORIES = SHARED_DATA / "stories260k" / "hf"
 VOCAB = 100
 ARCHS = ["llama", "mistral", "qwen2", "phi3", "gpt2"]
 PER_BLOCK = {"llama": 7, "mistral": 7, "qwen2": 7, "phi3": 4, "gpt2": 4}
@@ -390,9 +389,7 @@ def test_import_evoforge_does_not_import_transformers():
 
 @pytest.fixture(scope="module")
 def stories():
-    if not (STORIES / "config.json").exists():
-        pytest.skip(f"stories260k not found at {STORIES} (shared data absent)")
-    return transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
+    return load_stories()
 
 
 def test_stories260k(stories):

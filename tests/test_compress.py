@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import SHARED_DATA
+from conftest import STORIES, load_stories
 from evoforge import ConfigError
 from evoforge.cli import main as cli_main
 from evoforge.compress import (
@@ -31,7 +31,6 @@ from evoforge.compress import (
     compress,
 )
 
-STORIES = SHARED_DATA / "stories260k" / "hf"
 # a small schedule: 8 calibration + 8 held-out sequences of 32 tokens, 8 offspring, 12 generations
 SMALL = {"n_calib": 8, "n_heldout": 8, "seq_len": 32, "offspring": 8, "generations": 12, "db_levels": 4, "db_step": 512,
              "db_method": "magnitude", "seed": 0}
@@ -41,10 +40,9 @@ CLI_SMALL = ["--n-calib", "8", "--n-heldout", "8", "--seq-len", "32", "--offspri
 
 @pytest.fixture(scope="module")
 def stories():
-    if not (STORIES / "config.json").exists():
-        pytest.skip(f"stories260k not found at {STORIES} (shared data absent)")
+    model = load_stories()
     torch.set_num_threads(1)
-    return transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, load_stories
 from evoforge import ConfigError, solvers
 from evoforge.compress import adapt
 from evoforge.compress.calibration import sample_sequences, tokens_from_text
@@ -24,7 +24,6 @@ from evoforge.compress.database import (
     collect_hessians,
 )
 
-STORIES = SHARED_DATA / "stories260k" / "hf"
 WIKI = SHARED_DATA / "text" / "wikitext2-test.raw"
 VOCAB = 100
 
@@ -297,9 +296,7 @@ def test_errors(llama, calib, tmp_path):
 
 @pytest.fixture(scope="module")
 def stories():
-    if not (STORIES / "config.json").exists():
-        pytest.skip(f"stories260k not found at {STORIES} (shared data absent)")
-    return transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
+    return load_stories()
 
 
 def test_stories260k_sparsegpt(stories, tmp_path):

@@ -10,13 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import SHARED_DATA
+from conftest import load_stories
 from evoforge import ConfigError
 from evoforge.compress import adapt
 from evoforge.compress.fitness import KLFitness, LevelProvider
 from evoforge.search.engine import Batch
 
-STORIES = SHARED_DATA / "stories260k" / "hf"
 VOCAB = 100
 
 
@@ -233,9 +232,7 @@ def test_errors(tiny):
 
 @pytest.fixture(scope="module")
 def stories():
-    if not (STORIES / "config.json").exists():
-        pytest.skip(f"stories260k not found at {STORIES} (shared data absent)")
-    model = transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
+    model = load_stories()
     a = adapt(model)
     torch.manual_seed(0)
     with torch.no_grad():  # text sampled from the model itself, so the KL is meaningful
