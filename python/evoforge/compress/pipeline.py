@@ -12,13 +12,14 @@ describing the compression.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -235,6 +236,19 @@ def apply_levels(adapter: ModelAdapter, provider: Any, genome: Any) -> None:
     for i, (ref, j) in enumerate(zip(layers, g)):
         p = ref.module.weight
         ref.set_weight(provider.weight(i, int(j)).to(device=p.device, dtype=p.dtype))
+
+
+@contextlib.contextmanager
+def levels_applied(adapter: ModelAdapter, provider: Any, genome: Any) -> Iterator[None]:
+    """Inside the block the model has ``genome``'s levels; its weights are restored on exit."""
+    layers = adapter.linear_layers()
+    dense = [r.weight().detach().clone() for r in layers]
+    try:
+        apply_levels(adapter, provider, genome)
+        yield
+    finally:
+        for r, W in zip(layers, dense):
+            r.set_weight(W)
 
 
 def perplexity(model: Any, ids: torch.Tensor, *, window: int = 512, max_windows: int | None = None) -> float:
@@ -491,14 +505,8 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
     mdir = out / "model"
     if result.method == "depth":
         return _export_depth(result, adapter, out, mdir, tokenizer)
-    layers = adapter.linear_layers()
-    dense = [r.weight().detach().clone() for r in layers]
-    try:
-        apply_levels(adapter, provider, result.genome)
+    with levels_applied(adapter, provider, result.genome):
         adapter.model.save_pretrained(str(mdir))
-    finally:
-        for r, W in zip(layers, dense):
-            r.set_weight(W)
     if tokenizer is not None:
         try:
             tokenizer.save_pretrained(str(mdir))
@@ -535,26 +543,14 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
     """Perplexity of the dense, uniform and searched models on ``ids``; the model is left dense."""
     adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
     provider = result._provider  # type: ignore[attr-defined]
-    layers = adapter.linear_layers()
-    dense = [r.weight().detach().clone() for r in layers]
     out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
-    if result.method == "depth":
-        runs = [("uniform", result._initial), ("evoforge", result.genome)]  # type: ignore[attr-defined]
-        runs += [(n, b["genome"]) for n, b in result.baselines.items()]
-        for name, g in runs:
-            with adapter.dropped(depth_drops(g, adapter.n_blocks)):
-                out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
-        result.ppl = out
-        return out
     runs = [("uniform", result._initial), ("evoforge", result.genome)]  # type: ignore[attr-defined]
     runs += [(n, b["genome"]) for n, b in result.baselines.items()]
-    try:
-        for name, g in runs:
-            apply_levels(adapter, provider, g)
+    for name, g in runs:
+        variant = (adapter.dropped(depth_drops(g, adapter.n_blocks)) if result.method == "depth"
+                   else levels_applied(adapter, provider, g))
+        with variant:
             out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
-    finally:
-        for r, W in zip(layers, dense):
-            r.set_weight(W)
     result.ppl = out
     return out
 
