@@ -53,8 +53,9 @@ def budget_line(result: Any) -> str:
     """One line: the budget of the searched configuration against uniform's and the target."""
     m = result.method
     if m == "depth":
-        return (f"dropped {result.budget} of {result.total_weights} sub-blocks ({result.budget // 2} attention + "
-                f"{result.budget // 2} MLP); uniform drops {result.uniform_budget}")
+        k = result.budget // 2
+        return (f"drop K={k} attention and K={k} MLP sub-blocks of {result.total_weights // 2} blocks "
+                f"({result.budget} of {result.total_weights} sub-blocks; uniform spreads as many evenly)")
     unit = "non-zeros" if m == "sparsity" else "bits" + (" (weights + scales/zeros)" if result.count_metadata else "")
     avg = result.average
     return (f"budget {result.budget} {unit} (uniform {result.uniform_budget}) over {result.total_weights} weights: "
