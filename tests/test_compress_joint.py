@@ -143,3 +143,24 @@ def test_joint_bad_input(stories, tmp_path):
     with pytest.raises(ConfigError, match="consecutive"):
         compress(stories, method="depth+quant", target=3, db_method="rtn", bits=(2, 4, 8), n_calib=2, n_heldout=2,
                  seq_len=8, generations=1)
+
+
+def test_joint_fitness_prefix_reuse_matches_fresh(stories, joint_run):
+    """Candidates evaluated together (reusing the parent's and each other's block inputs) get the KL
+    each gets alone from block 0."""
+    from evoforge.compress.joint import JointFitness
+    from evoforge.search.engine import Batch
+
+    res, rd = joint_run
+    joint, adapter = res._provider, res._adapter
+    calib = torch.load(rd / "tokens.pt")["calibration"]
+    parent = np.asarray(res.genome)
+    kids = joint.mutation(3, p_depth=0.5).offspring(parent, 6, None, None, seed=3, generation=0)
+    batch = Batch(np.vstack([kids, parent]), 512, 11, 0, 0)
+    f = JointFitness(adapter, joint, calib, batch_size=4)
+    f.set_base(parent)
+    together = f.evaluate(batch.genomes, batch)
+    assert f.stats["blocks_skipped"] > 0
+    alone = [JointFitness(adapter, joint, calib, batch_size=4).evaluate(g[None], batch)[0] for g in batch.genomes]
+    np.testing.assert_allclose(together, alone, rtol=1e-5)
+    assert len(set(np.round(together, 9))) > 1

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["load_history", "convergence", "layer_levels", "pareto_front"]
+__all__ = ["convergence", "layer_levels", "load_history", "pareto_front"]
 
 
 def load_history(run: Any) -> list[dict]:

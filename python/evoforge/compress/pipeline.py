@@ -21,9 +21,9 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -614,8 +614,9 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
         units = provider.units(genome)
         cfg["per_layer"] = [{"name": r.name, "block": r.block, "numel": r.numel, "bits": int(units[gi]),
                              "dropped": bool(units[gi] == 0)} for r, gi in zip(layers, provider.layer_gene)]
-    if zeroed is not None:
+    if result.method == "depth":
         cfg["k"] = int(sum(1 for d in result.dropped or () if d[1] == "attn"))
+    if zeroed is not None:
         cfg["zeroed"] = zeroed
         cfg["export_note"] = ("Hugging Face configs cannot remove a sub-block: the dropped sub-blocks' output "
                               "projections (o_proj / down_proj, weight and bias) are zeroed, so their residual "
@@ -640,7 +641,6 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
                        max_windows: int | None = None) -> dict:
     """Perplexity of the dense, uniform and searched models on ``ids``; the model is left dense."""
     adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
-    provider = result._provider  # type: ignore[attr-defined]
     out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
     runs = [("uniform", result._initial), ("evoforge", result.genome)]  # type: ignore[attr-defined]
     runs += [(n, b["genome"]) for n, b in result.baselines.items()]

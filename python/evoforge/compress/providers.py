@@ -196,7 +196,7 @@ class QuantLevels(_DatabaseLevels):
             if j0 + 1 < len(self.bits):
                 left = float(allow[members].sum()) - float(self.cost_table[members, j0].sum())
                 up = self.cost_table[members, j0 + 1] - self.cost_table[members, j0]
-                m = min(len(members) - 1, int(math.floor(left / float(up.max()) + 1e-9)))
+                m = min(len(members) - 1, math.floor(left / float(up.max()) + 1e-9))
                 if m > 0:
                     pick = members[np.floor(np.arange(m) * len(members) / m).astype(int)]
                     g[pick] = j0 + 1

@@ -45,7 +45,10 @@ def summary_table(result: Any, *, markdown: bool = False) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
     w = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))  # noqa: E731
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+
     return "\n".join([fmt(head), "-" * (sum(w) + 2 * (len(w) - 1))] + [fmt(r) for r in body])
 
 
@@ -106,12 +109,12 @@ def write_report(result: Any, run_dir: str | os.PathLike) -> Path:
     _atomic(out / "report.json", json.dumps(data, indent=1, default=str))
     plots, note = _plots(result, out)
     notes = list(result.notes) + ([note] if note else [])
+    units = "sub-blocks" if result.method.startswith("depth") else "layers"
+    best = "-" if result.kl_calib_search is None else f"{result.kl_calib_search:.4f}"
     lines = [f"# evoforge compress: {result.method} {result.target:g}", "",
-             f"- layer database: {result.db_method}; {len(result.layers)} "
-             f"{'sub-blocks' if result.method.startswith('depth') else 'layers'}",
+             f"- layer database: {result.db_method}; {len(result.layers)} {units}",
              f"- {budget_line(result)}",
-             f"- search: {result.generations} generations, {result.evaluations} evaluations; best calibration KL "
-             + ("-" if result.kl_calib_search is None else f"{result.kl_calib_search:.4f}")]
+             f"- search: {result.generations} generations, {result.evaluations} evaluations; best calibration KL {best}"]
     if result.dropped:
         lines.append("- dropped: " + ", ".join(f"{b}:{k}" for b, k in result.dropped))
     if result.model_dir:
