@@ -164,3 +164,16 @@ def test_joint_fitness_prefix_reuse_matches_fresh(stories, joint_run):
     alone = [JointFitness(adapter, joint, calib, batch_size=4).evaluate(g[None], batch)[0] for g in batch.genomes]
     np.testing.assert_allclose(together, alone, rtol=1e-5)
     assert len(set(np.round(together, 9))) > 1
+
+
+def test_joint_perplexity_matches_exported_model(stories, joint_run):
+    from evoforge.compress import perplexity
+    from evoforge.compress.pipeline import compare_perplexity
+
+    res, rd = joint_run
+    ids = torch.randint(3, 512, (4 * 32,), generator=torch.Generator().manual_seed(5))
+    ppl = compare_perplexity(res, ids, window=32)
+    assert set(ppl) == {"dense", "uniform", "evoforge", *res.baselines}
+    m = transformers.LlamaForCausalLM.from_pretrained(rd / "model").eval()
+    assert ppl["evoforge"] == pytest.approx(perplexity(m, ids, window=32), rel=1e-5)
+    assert ppl["dense"] == pytest.approx(perplexity(stories, ids, window=32), rel=1e-12)  # left dense

@@ -46,6 +46,7 @@ def _bits_list(s: str) -> list[int]:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from evoforge.errors import EvoforgeError
@@ -80,8 +81,14 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet)
         eval_text = args.eval_text or args.calib_text
         if eval_text is not None and tok is not None:
-            pl.compare_perplexity(res, pl.text_ids(tok, eval_text), window=args.window,
-                                  max_windows=args.max_windows)
+            t0 = time.perf_counter()
+            ids = pl.text_ids(tok, eval_text)
+            pl.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
+            res.times["perplexity"] = time.perf_counter() - t0
+            n = ids.numel() // args.window if args.max_windows is None else min(ids.numel() // args.window,
+                                                                                 args.max_windows)
+            res.notes.append(f"perplexity: {n} non-overlapping windows of {args.window} tokens of {eval_text}"
+                             + (" (the calibration file)" if args.eval_text is None else ""))
             if res.model_dir:  # the exported configuration was written before the perplexities
                 cfg_path = Path(res.run_dir) / "config.json"
                 cfg = json.loads(cfg_path.read_text())

@@ -97,7 +97,8 @@ class CompressionResult:
     sub-block (0 when dropped), ``budget`` the total weight bits, ``total_weights`` all linear
     weights, ``dropped`` the dropped (block, kind) pairs; uniform drops nothing.
 
-    ``count_metadata``: quantisation budgets include the scales and zero points.
+    ``count_metadata``: quantisation budgets include the scales and zero points. ``db_path``: the
+    layer database used.
     ``baselines``: extra rows, name -> {"kl": held-out KL, "genome": ..., ...}: ``"shortgpt"``
     (depth, depth+quant) or ``"owl"`` (sparsity). ``times``: seconds per phase in this process
     (calibration, database, search, heldout, export). ``notes``: remarks for the report.
@@ -126,6 +127,7 @@ class CompressionResult:
     baselines: dict = dataclasses.field(default_factory=dict)
     dropped: list | None = None
     count_metadata: bool = False
+    db_path: str | None = None
     times: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
 
@@ -474,7 +476,7 @@ def compress(
     p = next(model.parameters())
     provider = provider_for(db, include_metadata=bool(count_metadata), device=p.device, dtype=p.dtype)
     if method == "depth+quant":
-        return _compress_joint(adapter, JointLevels(adapter, provider), target, db.method, calibration, heldout,
+        return _compress_joint(adapter, JointLevels(adapter, provider), target, db, calibration, heldout,
                                fp, rd, tokenizer=tokenizer, generations=generations, offspring=offspring,
                                stages=stages, max_switches=max_switches, seed=seed, export_model=export_model,
                                batch_size=batch_size, progress=progress, times=times)
@@ -525,7 +527,7 @@ def compress(
         kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
         generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
         run_dir=None if rd is None else str(rd), baselines=baselines, count_metadata=bool(count_metadata),
-        times=times)
+        db_path=str(db.path), times=times)
     return _finish(result, provider, adapter, initial, rd, tokenizer, export_model)
 
 
@@ -698,7 +700,7 @@ def _sub_block_names(adapter: ModelAdapter) -> list[str]:
 # ---- depth + quantisation -------------------------------------------------------------------------
 
 
-def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db_method: str,
+def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db: LayerDatabase,
                     calibration: torch.Tensor, heldout: torch.Tensor, fp: str, rd: Path | None, *, tokenizer: Any,
                     generations: int, offspring: int, stages: Any, max_switches: int, seed: int,
                     export_model: bool, batch_size: int, progress: bool, times: dict) -> CompressionResult:
@@ -708,7 +710,7 @@ def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db
     initial = joint.uniform(target)
     fitness = JointFitness(adapter, joint, calibration, batch_size=batch_size)
     res = _search(fitness, initial, joint.mutation(max_switches), joint.lower, joint.upper, rd,
-                  f"compress:{fp}:{db_method}:depth+quant:{target}", calibration, generations=generations,
+                  f"compress:{fp}:{db.method}:depth+quant:{target}", calibration, generations=generations,
                   offspring=offspring, stages=stages, seed=seed, progress=progress)
     best = np.asarray(res.best_genome, dtype=np.int64)
     times["search"] = time.perf_counter() - t0
@@ -739,14 +741,14 @@ def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db
         baselines["shortgpt"] = {"kl": float(kls[2]), "genome": base.tolist(), "bits": joint.units(base).tolist(),
                                  "dropped": [list(d) for d in joint.dropped(base)], "budget": joint.budget(base)}
     result = CompressionResult(
-        method="depth+quant", target=target, db_method=db_method, layers=_sub_block_names(adapter),
+        method="depth+quant", target=target, db_method=db.method, layers=_sub_block_names(adapter),
         genome=best.tolist(), levels=best.tolist(), sparsity=None, bits=joint.units(best).tolist(),
         budget=joint.budget(best), uniform_budget=joint.budget(initial), total_weights=joint.total_weights,
         kl_uniform=float(kls[0]), kl_search=float(kls[1]),
         kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
         generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
         run_dir=None if rd is None else str(rd), baselines=baselines,
-        dropped=[list(d) for d in joint.dropped(best)], times=times, notes=notes)
+        dropped=[list(d) for d in joint.dropped(best)], db_path=str(db.path), times=times, notes=notes)
     return _finish(result, joint, adapter, initial, rd, tokenizer, export_model)
 
 

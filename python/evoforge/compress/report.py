@@ -112,7 +112,8 @@ def write_report(result: Any, run_dir: str | os.PathLike) -> Path:
     units = "sub-blocks" if result.method.startswith("depth") else "layers"
     best = "-" if result.kl_calib_search is None else f"{result.kl_calib_search:.4f}"
     lines = [f"# evoforge compress: {result.method} {result.target:g}", "",
-             f"- layer database: {result.db_method}; {len(result.layers)} {units}",
+             f"- layer database: {result.db_method}" + (f" (`{result.db_path}`)" if result.db_path else "")
+             + f"; {len(result.layers)} {units}",
              f"- {budget_line(result)}",
              f"- search: {result.generations} generations, {result.evaluations} evaluations; best calibration KL {best}"]
     if result.dropped:
