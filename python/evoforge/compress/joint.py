@@ -17,9 +17,11 @@ Groups and units
     b_max``); every move below keeps each group's unit sum, so the budget is exact.
 Mutation (:class:`JointSwitch`)
     ``n = min(U{1..K}, U{1..K})`` moves (EvoPress's count). Each is, with probability ``p_depth``,
-    a depth move, otherwise EvoPress's level switch:
+    a depth move drawn uniformly from all valid ones, otherwise EvoPress's level switch:
 
     * switch: one kept sub-block +1 bit, another of its group -1 bit;
+    * move: a dropped sub-block takes the bits of a kept one of its group, which is dropped
+      instead (EvoPress's depth swap);
     * drop: a kept sub-block at ``b`` bits is dropped and its ``b`` units go, one at a time, to
       kept sub-blocks of its group with room (each unit to a uniformly drawn one);
     * restore: a dropped sub-block comes back at ``b_min`` bits, the ``b_min`` units taken one at
@@ -159,17 +161,17 @@ class JointLevels:
         u = self.units(genome)
         return {int(gid): int(u[self.groups == gid].sum()) for gid in np.unique(self.groups)}
 
-    def mutation(self, max_switches: int = 3, p_depth: float = 0.25) -> JointSwitch:
+    def mutation(self, max_switches: int = 3, p_depth: float = 1 / 3) -> JointSwitch:
         return JointSwitch(self.groups, self.bits[0], self.bits[-1], max_switches=max_switches, p_depth=p_depth)
 
 
 class JointSwitch(Mutation):
     """Budget-preserving mutation of joint depth + bits genomes (see the module docstring).
 
-    Genes hold 0 (dropped) or ``1 + bits - b_min``; ``groups`` [G] the group of each gene.
+    Genes hold 0 (dropped) or ``1 + bits - b_min``; ``groups``: int [n_genes], the group of each gene.
     """
 
-    def __init__(self, groups: Any, b_min: int, b_max: int, *, max_switches: int = 3, p_depth: float = 0.25,
+    def __init__(self, groups: Any, b_min: int, b_max: int, *, max_switches: int = 3, p_depth: float = 1 / 3,
                  max_attempts: int = 1000) -> None:
         if not 1 <= int(max_switches) <= 16:
             raise ConfigError(f"max_switches must lie in [1, 16], got {max_switches}")
@@ -179,32 +181,47 @@ class JointSwitch(Mutation):
         self.b_min, self.b_max = int(b_min), int(b_max)
         self.max_switches, self.p_depth, self.max_attempts = int(max_switches), float(p_depth), int(max_attempts)
 
-    def _move(self, u: np.ndarray, rng: np.random.Generator) -> bool:
-        """One move on units ``u`` (in place); False when the drawn move is impossible."""
-        i = int(rng.integers(u.size))
+    def _depth_move(self, u: np.ndarray, rng: np.random.Generator) -> bool:
+        """A depth move drawn uniformly from all valid ones (in place); False when there is none."""
+        moves: list[tuple[str, int, int]] = []
+        for gid in np.unique(self.groups):
+            same = np.flatnonzero(self.groups == gid)
+            kept, dropped = same[u[same] > 0], same[u[same] == 0]
+            can_restore = int((u[kept] - self.b_min).sum()) >= self.b_min
+            for i in dropped:
+                moves += [("move", int(i), int(j)) for j in kept]
+                if can_restore:
+                    moves.append(("restore", int(i), -1))
+            for i in kept if kept.size > 1 else ():
+                if int((self.b_max - u[kept]).sum()) - (self.b_max - u[i]) >= u[i]:
+                    moves.append(("drop", int(i), -1))
+        if not moves:
+            return False
+        kind, i, j = moves[int(rng.integers(len(moves)))]
         same = np.flatnonzero(self.groups == self.groups[i])
-        kept = same[u[same] > 0]
-        if rng.random() < self.p_depth:
-            if u[i] == 0:  # restore at b_min, taking units from others above b_min
-                if int((u[kept] - self.b_min).sum()) < self.b_min:
-                    return False
-                for _ in range(self.b_min):
-                    donors = kept[u[kept] > self.b_min]
-                    u[donors[rng.integers(donors.size)]] -= 1
-                u[i] = self.b_min
-                return True
-            others = kept[kept != i]  # drop, giving its units to others with room
-            if others.size == 0 or int((self.b_max - u[others]).sum()) < u[i]:
-                return False
+        others = same[(u[same] > 0) & (same != i)]
+        if kind == "move":
+            u[i], u[j] = u[j], 0
+        elif kind == "restore":
+            for _ in range(self.b_min):
+                donors = others[u[others] > self.b_min]
+                u[donors[rng.integers(donors.size)]] -= 1
+            u[i] = self.b_min
+        else:
             for _ in range(int(u[i])):
                 room = others[u[others] < self.b_max]
                 u[room[rng.integers(room.size)]] += 1
             u[i] = 0
-            return True
-        if u[i] == 0 or u[i] >= self.b_max:  # switch: i up one bit, another kept down one bit
-            return False
-        down = kept[(kept != i) & (u[kept] > self.b_min)]
-        if down.size == 0:
+        return True
+
+    def _move(self, u: np.ndarray, rng: np.random.Generator) -> bool:
+        """One move on units ``u`` (in place); False when the drawn move is impossible."""
+        if rng.random() < self.p_depth:
+            return self._depth_move(u, rng)
+        i = int(rng.integers(u.size))  # switch: i up one bit, another kept one of its group down one bit
+        same = np.flatnonzero(self.groups == self.groups[i])
+        down = same[(same != i) & (u[same] > self.b_min)]
+        if u[i] == 0 or u[i] >= self.b_max or down.size == 0:
             return False
         u[i] += 1
         u[down[rng.integers(down.size)]] -= 1
