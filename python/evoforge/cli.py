@@ -85,8 +85,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             ids = pl.text_ids(tok, eval_text)
             pl.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
             res.times["perplexity"] = time.perf_counter() - t0
-            n = ids.numel() // args.window if args.max_windows is None else min(ids.numel() // args.window,
-                                                                                 args.max_windows)
+            n = ids.numel() // args.window
+            n = n if args.max_windows is None else min(n, args.max_windows)
             res.notes.append(f"perplexity: {n} non-overlapping windows of {args.window} tokens of {eval_text}"
                              + (" (the calibration file)" if args.eval_text is None else ""))
             if res.model_dir:  # the exported configuration was written before the perplexities
