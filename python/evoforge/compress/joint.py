@@ -71,7 +71,6 @@ class JointLevels:
     weights : int64 [2N], linear weights per sub-block (W_i)
     groups : int64 [2N], sub-blocks of equal W share a group
     layer_gene : int64 [L], the gene of each linear layer
-    names : the 2N sub-block names (``"<module class>:<block>:attn|mlp"``)
     """
 
     def __init__(self, adapter: ModelAdapter, provider: QuantLevels) -> None:
@@ -93,8 +92,6 @@ class JointLevels:
             raise ConfigError("every sub-block needs linear layers for depth+quant")
         sizes = sorted(set(self.weights.tolist()))
         self.groups = np.array([sizes.index(int(w)) for w in self.weights], dtype=np.int64)
-        self.names = ([f"{adapter.sub_block(i, 'attn').module.__class__.__name__}:{i}:attn" for i in range(N)]
-                      + [f"{adapter.sub_block(i, 'mlp').module.__class__.__name__}:{i}:mlp" for i in range(N)])
         self.lower = np.zeros(2 * N, dtype=np.int64)
         self.upper = np.full(2 * N, len(self.bits), dtype=np.int64)
 
