@@ -166,8 +166,7 @@ def _launch(x, packed, scales, zeros, meta, bits, group_size, out_features):
     if b > MAX_BATCH or sparse_slow or not _supported(mod, index):
         w = _dequantize(mod, packed, scales, zeros, meta, bits, group_size, n, k, x.dtype, index)
         return torch.nn.functional.linear(x, w)
-    sms = torch.cuda.get_device_properties(index).multi_processor_count
-    cfg = kernel_config(b, n, k, sms)
+    cfg = kernel_config(b, n, k, _sm_count(index))
     y = torch.empty(b, n, dtype=x.dtype, device=x.device)
     ws = (torch.empty(cfg["splits"] * b * n, dtype=torch.float32, device=x.device)
           if cfg["splits"] > 1 else None)
@@ -181,6 +180,15 @@ def _launch(x, packed, scales, zeros, meta, bits, group_size, out_features):
 
 
 _SUPPORTED: dict[int, bool] = {}
+_SMS: dict[int, int] = {}
+
+
+def _sm_count(index: int) -> int:
+    if index not in _SMS:
+        import torch
+
+        _SMS[index] = int(torch.cuda.get_device_properties(index).multi_processor_count)
+    return _SMS[index]
 
 
 def _supported(mod, index: int) -> bool:
