@@ -125,17 +125,27 @@ __device__ __forceinline__ uint16_t to_bits(float v, BF16) { return __bfloat16_a
 
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1, F16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  (void)c, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+  __trap();  // no m16n8k16 before sm_80: the launcher refuses such devices
+#else
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1, BF16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  (void)c, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+  __trap();  // no m16n8k16 before sm_80: the launcher refuses such devices
+#else
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 
 // Weights are read once: bypass L1 so that it keeps x.
@@ -451,9 +461,6 @@ __device__ __forceinline__ void compute_step(const MatmulArgs& a, int g, int t, 
 
 template <class Act, int BITS, int NT, bool SPARSE>
 __global__ void __launch_bounds__(kThreads) quant_mma_kernel(MatmulArgs a) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // the launcher refuses devices below compute capability 8.0
-#else
   __shared__ uint32_t lut[16];
   if constexpr (SPARSE) {
     if (threadIdx.x < 16) lut[threadIdx.x] = spread_selectors(threadIdx.x);
@@ -505,7 +512,6 @@ __global__ void __launch_bounds__(kThreads) quant_mma_kernel(MatmulArgs a) {
       }
     }
   }
-#endif
 }
 
 // y = sum of the split partials in split order, rounded once.
@@ -675,18 +681,9 @@ void launch_act(const MatmulArgs& a, dim3 grid, cudaStream_t stream) {
 
 void matmul(const void* x, ActType type, int64_t B, bool x_aligned, const PackedWeight& w, int splits,
             int64_t steps_per_split, float* workspace, void* y, cudaStream_t stream, bool sparse) {
-  check_weight(w, sparse);
-  if (sparse && w.bits != 4) throw std::invalid_argument("the 2:4 matmul kernel takes 4-bit values");
-  if (B < 1 || B > kQuantMaxBatch) throw std::invalid_argument("batch must be 1..32");
-  if (!x || !y) throw std::invalid_argument("x and y must be device pointers");
+  check_matmul_args(x, B, x_aligned, w, sparse, splits, steps_per_split, workspace, y);
   const Layout l = layout(w, sparse);
   const int64_t n_steps = ceil_div(l.nblk, 4);
-  if (splits < 1 || splits > kQuantMaxSplits || steps_per_split < 1 || (splits - 1) * steps_per_split >= n_steps ||
-      splits * steps_per_split < n_steps)
-    throw std::invalid_argument("splits * steps_per_split must cover the K steps with no empty split");
-  if (splits > 1 && !workspace) throw std::invalid_argument("splits > 1 needs a workspace");
-  if (x_aligned && (reinterpret_cast<uintptr_t>(x) % 16 != 0 || w.K % 8 != 0))
-    throw std::invalid_argument("x_aligned needs a 16-byte aligned x and K % 8 == 0");
   int dev = 0;
   EVOFORGE_CUDA_CHECK(cudaGetDevice(&dev));
   if (!quant_matmul_supported(dev))
@@ -731,6 +728,26 @@ void matmul(const void* x, ActType type, int64_t B, bool x_aligned, const Packed
 
 }  // namespace
 
+void check_matmul_args(const void* x, int64_t B, bool x_aligned, const PackedWeight& w, bool sparse, int splits,
+                       int64_t steps_per_split, const float* workspace, const void* y) {
+  check_weight(w, sparse);
+  if (sparse && w.bits != 4) throw std::invalid_argument("the 2:4 matmul kernel takes 4-bit values");
+  if (B < 1 || B > kQuantMaxBatch) throw std::invalid_argument("batch must be 1..32");
+  if (!x || !y) throw std::invalid_argument("x and y must be device pointers");
+  const int64_t n_steps = ceil_div(ceil_div(w.K, 32), 4);
+  if (splits < 1 || splits > kQuantMaxSplits || steps_per_split < 1 || (splits - 1) * steps_per_split >= n_steps ||
+      splits * steps_per_split < n_steps)
+    throw std::invalid_argument("splits * steps_per_split must cover the K steps with no empty split");
+  if (splits > 1 && !workspace) throw std::invalid_argument("splits > 1 needs a workspace");
+  if (x_aligned && (reinterpret_cast<uintptr_t>(x) % 16 != 0 || w.K % 8 != 0))
+    throw std::invalid_argument("x_aligned needs a 16-byte aligned x and K % 8 == 0");
+}
+
+void check_dequantize_args(const PackedWeight& w, const void* out) {
+  check_weight(w, w.meta != nullptr);
+  if (!out) throw std::invalid_argument("out must be a device pointer");
+}
+
 bool quant_matmul_supported(int device) {
   int major = 0;
   EVOFORGE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
@@ -750,9 +767,8 @@ void sparse24_matmul_cuda(const void* x, ActType type, int64_t B, bool x_aligned
 }
 
 void dequantize_cuda(const PackedWeight& w, ActType type, void* out, cudaStream_t stream) {
+  check_dequantize_args(w, out);
   const bool sparse = w.meta != nullptr;
-  check_weight(w, sparse);
-  if (!out) throw std::invalid_argument("out must be a device pointer");
   const Layout l = layout(w, sparse);
   DequantArgs a;
   a.w = w;

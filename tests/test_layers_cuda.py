@@ -13,10 +13,9 @@ Stated error bounds, with S = |x| |W|^T (float64): float16 |y - ref| <= 2^-9 S, 
 
 from __future__ import annotations
 
+import evoforge
 import numpy as np
 import pytest
-
-import evoforge
 from evoforge import _native
 from evoforge.errors import CudaUnavailableError
 from evoforge.layers import _cuda as lc
@@ -71,7 +70,7 @@ def pack_codes(q: np.ndarray, bits: int) -> np.ndarray:
 
 def dequant_ref(q, scales, zeros, bits, group_size) -> np.ndarray:
     """float64 [N, K]: scales[n, k // g] * (q[n, k] - zeros[n, k // g])."""
-    n, k = q.shape
+    _n, k = q.shape
     gi = np.zeros(k, dtype=np.int64) if group_size == 0 else np.arange(k) // group_size
     s = scales.astype(np.float64)[:, gi]
     z = 2.0 ** (bits - 1) if zeros is None else zeros.astype(np.float64)[:, gi]
@@ -102,7 +101,7 @@ def random_sparse24(rng, n, k, bits, g, with_zeros):
     nib = choice[..., 0] | (choice[..., 1] << 2)
     meta = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)  # [N, Kp/8]
     kv = kp // 2
-    q, packed, scales, zeros, V = random_quant(rng, n, kv, bits, g, with_zeros)
+    _q, packed, scales, zeros, V = random_quant(rng, n, kv, bits, g, with_zeros)
     W = np.zeros((n, kp))
     rows = np.arange(n)[:, None]
     grp = np.arange(kp // 4)[None, :]
@@ -162,7 +161,7 @@ def test_reference_packer_follows_the_format(bits):
 def test_emulation_matches_float64(bits, dtype, with_zeros):
     rng = np.random.default_rng(100 * bits + with_zeros)
     for n, k, b, g in [(17, 300, 3, 64), (8, 33, 1, 32), (5, 517, 9, 0), (20, 256, 32, 256), (3, 1, 2, 128)]:
-        q, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
+        _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
         xb, x64 = random_x(rng, b, k, dtype)
         y = lc._emulate_matmul(xb, packed, lc._f32_to_bits(scales.astype(np.float32), "float16"),
                                None if zeros is None else zeros.view(np.uint16), bits, g, n, dtype=dtype)
@@ -187,10 +186,10 @@ def test_emulation_splits_add_in_order():
     same sum regrouped (only fp32 rounding may differ)."""
     rng = np.random.default_rng(3)
     n, k, b, bits, g = 12, 1000, 5, 4, 128
-    q, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, True)
+    _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, True)
     xb, x64 = random_x(rng, b, k, "float16")
     args = (xb, packed, scales.view(np.uint16), zeros.view(np.uint16), bits, g, n)
-    n_steps = -(-(-(-k // 32)) // 4)
+    n_steps = (k + 127) // 128  # ceil(ceil(k / 32) / 4)
     one = lc._emulate_matmul(*args)
     for splits, steps in [(2, 4), (3, 3), (n_steps, 1)]:
         y = lc._emulate_matmul(*args, splits=splits, steps_per_split=steps)
@@ -228,9 +227,9 @@ if HAVE_HYPOTHESIS:
     )
     def test_emulation_property(bits, g, n, k, b, dtype, with_zeros, seed, split_steps):
         rng = np.random.default_rng(seed)
-        q, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
+        _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
         xb, x64 = random_x(rng, b, k, dtype)
-        n_steps = -(-(-(-k // 32)) // 4)
+        n_steps = (k + 127) // 128  # ceil(ceil(k / 32) / 4)
         steps = min(split_steps, n_steps)
         y = lc._emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
                                bits, g, n, dtype=dtype, splits=-(-n_steps // steps), steps_per_split=steps)
@@ -276,7 +275,7 @@ def test_kernel_config_covers_k_without_empty_splits(n, k, sms):
     c = lc.kernel_config(1, n, k, sms)
     assert 1 <= c["splits"] <= lc.MAX_SPLITS
     assert c["splits"] * c["steps_per_split"] >= c["n_steps"] > (c["splits"] - 1) * c["steps_per_split"]
-    assert c["n_steps"] == -(-(-(-k // 32)) // 4)
+    assert c["n_steps"] == (k + 127) // 128  # ceil(ceil(k / 32) / 4)
     assert c["splits"] <= c["n_steps"]
     # no more splits than it takes to reach BLOCKS_PER_SM blocks per SM
     assert c["splits"] == 1 or c["row_tiles"] * (c["splits"] - 1) < lc.BLOCKS_PER_SM * sms
@@ -292,8 +291,8 @@ def test_validation_names_the_problem():
     n, k, bits, g = 6, 100, 4, 32
     packed = torch.zeros(n, lc.row_bytes(k, bits), dtype=torch.uint8)
     scales = torch.ones(n, 4, dtype=torch.float16)
-    ok = dict(packed=packed, scales=scales, zeros=None, meta=None, bits=bits, group_size=g, out_features=n,
-              in_features=k)
+    ok = {"packed": packed, "scales": scales, "zeros": None, "meta": None, "bits": bits, "group_size": g, "out_features": n,
+              "in_features": k}
 
     def check(exc, match, **kw):
         a = dict(ok, **kw)
@@ -393,7 +392,7 @@ def test_quant_matmul_against_float64_and_emulation(bits, dtype, with_zeros):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for n, k, b, g in [(1, 1, 1, 0), (17, 300, 3, 64), (130, 517, 32, 32), (300, 1000, 16, 128),
                        (64, 4096, 8, 256), (257, 33, 5, 0), (40, 2048, 33, 128), (40, 96, 70, 32)]:
-        q, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
+        _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
         xb, x64 = random_x(rng, b, k, dtype)
         y = lc.quant_matmul(_x_tensor(xb, dtype), _t(packed), _t(scales), None if zeros is None else _t(zeros),
                             bits, g, n)
@@ -435,7 +434,7 @@ def test_sparse24_matmul_against_float64(dtype, bits):
 def test_dequantize_is_rounded_once(bits, dtype):
     rng = np.random.default_rng(bits)
     for n, k, g, wz in [(5, 77, 32, True), (33, 256, 0, False), (7, 1000, 256, True)]:
-        q, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, wz)
+        _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, wz)
         d = lc.dequantize(_t(packed), _t(scales), None if zeros is None else _t(zeros), bits, g, n, k, dtype)
         assert d.shape == (n, k) and d.dtype == dtype
         ref = torch.from_numpy(W).to(dtype)  # float64 rounded once
@@ -448,7 +447,7 @@ def test_dequantize_is_rounded_once(bits, dtype):
 def test_deterministic_strided_and_empty():
     rng = np.random.default_rng(5)
     n, k, bits, g = 1000, 4096, 4, 128
-    q, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, True)
+    _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, True)
     xb, x64 = random_x(rng, 7, k, "float16")
     x = _x_tensor(xb, "float16")
     args = (_t(packed), _t(scales), _t(zeros), bits, g, n)
@@ -485,11 +484,27 @@ def test_bad_inputs_on_the_gpu():
         lc.quant_matmul(x, packed, scales, None, 4, 0, 0)
 
 
-@cuda
-@needs_gpu
-def test_native_refuses_bad_geometry():
+@pytest.mark.skipif(_native.cuda is None, reason="needs evoforge's _cuda module")
+def test_native_checks_arguments_before_touching_the_device():
+    """The native layer refuses bad geometry on its own (no device needed: nothing is launched)."""
     mod = _native.cuda
-    with pytest.raises(ValueError, match="splits"):
-        mod.quant_matmul(16, 0, 1, False, 16, 16, 0, 0, 4, 0, 8, 64, 3, 1, 16, 16, 0, 0)
+    P = 1 << 20  # a fake, 16-byte aligned device address: never dereferenced
+
+    def mm(**kw):
+        a = {"x": P, "type": 0, "B": 1, "x_aligned": False, "packed": P, "scales": P, "zeros": 0, "meta": 0, "bits": 4, "group_size": 0, "N": 8,
+                 "K": 64, "splits": 1, "steps_per_split": 1, "workspace": 0, "y": P, "stream": 0, "device": 0}
+        a.update(kw)
+        mod.quant_matmul(**a)
+
+    for kw, match in [({"splits": 3}, "splits"), ({"steps_per_split": 0}, "splits"), ({"bits": 5}, "bits"),
+                      ({"group_size": 96}, "group_size"), ({"B": 0}, "batch"), ({"B": 33}, "batch"),
+                      ({"K": 0}, "K ="), ({"packed": P + 2}, "aligned"), ({"x_aligned": True, "x": P + 8}, "x_aligned"),
+                      ({"K": 1000, "splits": 2, "steps_per_split": 1}, "splits"),
+                      ({"K": 1000, "splits": 2, "steps_per_split": 4}, "workspace"), ({"meta": P, "bits": 2}, "4-bit"),
+                      ({"type": 2}, "type")]:
+        with pytest.raises(ValueError, match=match):
+            mm(**kw)
     with pytest.raises(ValueError, match="bits"):
-        mod.quant_dequantize(16, 16, 0, 0, 5, 0, 8, 64, 0, 16, 0, 0)
+        mod.quant_dequantize(P, P, 0, 0, 5, 0, 8, 64, 0, P, 0, 0)
+    with pytest.raises(ValueError, match="out must be"):
+        mod.quant_dequantize(P, P, 0, 0, 4, 0, 8, 64, 0, 0, 0, 0)

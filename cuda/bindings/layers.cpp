@@ -40,6 +40,8 @@ void matmul(uintptr_t x, int type, int64_t B, bool x_aligned, uintptr_t packed, 
             uintptr_t workspace, uintptr_t y, uintptr_t stream, int device) {
   const ActType t = act_type(type);
   const PackedWeight w = weight(packed, scales, zeros, meta, bits, group_size, N, K);
+  check_matmul_args(reinterpret_cast<const void*>(x), B, x_aligned, w, meta != 0, splits, steps_per_split,
+                    reinterpret_cast<const float*>(workspace), reinterpret_cast<const void*>(y));
   py::gil_scoped_release release;
   DeviceGuard guard(device);
   auto fn = meta ? &sparse24_matmul_cuda : &quant_matmul_cuda;
@@ -51,6 +53,7 @@ void dequantize(uintptr_t packed, uintptr_t scales, uintptr_t zeros, uintptr_t m
                 int64_t N, int64_t K, int type, uintptr_t out, uintptr_t stream, int device) {
   const ActType t = act_type(type);
   const PackedWeight w = weight(packed, scales, zeros, meta, bits, group_size, N, K);
+  check_dequantize_args(w, reinterpret_cast<const void*>(out));
   py::gil_scoped_release release;
   DeviceGuard guard(device);
   dequantize_cuda(w, t, reinterpret_cast<void*>(out), reinterpret_cast<cudaStream_t>(stream));

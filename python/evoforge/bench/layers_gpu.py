@@ -159,12 +159,12 @@ def run(shapes, batches, formats, *, deadline_s: float, on_row=None) -> list[dic
             x16 = xs["float16"]
             reps = 20
             row["torch_fp16_us"] = _graph_time_us(
-                [lambda W=W: torch.nn.functional.linear(x16, W) for W in dense], reps=reps)
+                [lambda W=W, x16=x16: torch.nn.functional.linear(x16, W) for W in dense], reps=reps)
             row["torch_fp16_GBps"] = (dense_bytes + 2 * b * (k + n)) / (row["torch_fp16_us"] * 1e-6) / 1e9
             for fmt in formats:
                 x = xs[FORMATS[fmt][3]]
                 copies = weights[fmt]
-                us = _graph_time_us([lambda w=w: _call(w, x, n) for w in copies], reps=reps)
+                us = _graph_time_us([lambda w=w, x=x, n=n: _call(w, x, n) for w in copies], reps=reps)
                 moved = copies[0]["bytes"] + 2 * b * (k + n)
                 row[fmt] = {"us": us, "GBps": moved / (us * 1e-6) / 1e9, "speedup": row["torch_fp16_us"] / us,
                             "rel_err": _check(copies[0], x, _call(copies[0], x, n), n, k)}

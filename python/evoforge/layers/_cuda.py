@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _checks
-from .. import _native
+from .. import _checks, _native
 
-__all__ = ["quant_matmul", "sparse24_quant_matmul", "dequantize", "sparse24_dequantize", "kernel_config"]
+__all__ = ["dequantize", "kernel_config", "quant_matmul", "sparse24_dequantize", "sparse24_quant_matmul"]
 
 # Mirrors of cuda/include/evoforge/cuda/layers.h (checked against the _cuda module by the CUDA tests).
 ROWS_PER_BLOCK = 128  # 4 warps x 2 tiles of 16 rows

@@ -39,6 +39,12 @@ struct PackedWeight {
   int64_t K = 0;                     // in_features
 };
 
+/// Throw std::invalid_argument for a bad format, size, split geometry or alignment; no device
+/// access (the launchers below call them first).
+void check_matmul_args(const void* x, int64_t B, bool x_aligned, const PackedWeight& w, bool sparse, int splits,
+                       int64_t steps_per_split, const float* workspace, const void* y);
+void check_dequantize_args(const PackedWeight& w, const void* out);
+
 /// True when the current device runs the matmul kernels (tensor-core mma, compute capability
 /// 8.0 or newer); elsewhere use dequantize + a dense matmul.
 bool quant_matmul_supported(int device);
