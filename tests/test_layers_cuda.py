@@ -8,7 +8,7 @@ Two layers:
 - ``@pytest.mark.cuda`` (skipped without a GPU and the _cuda module): the kernels themselves
   against the same float64 reference and against the emulation.
 
-Stated error bounds, with S = |x| |W|^T (float64): float16 |y - ref| <= 2^-9 S, bfloat16 2^-7 S.
+Stated error bounds, with S = |x| |W|^T (float64): float16 |y - ref| <= 2^-9 S, bfloat16 2^-6 S.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ cuda = pytest.mark.cuda
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU, torch with CUDA and evoforge's _cuda module")
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
 
-BOUND = {"float16": 2.0**-9, "bfloat16": 2.0**-7}
+# 4 unit roundoffs (u = 2^-11 for float16, 2^-8 for bfloat16): at most 3 roundings per product
+# (zero, scale, product; bf16 also the scale to bf16) and one of y
+BOUND = {"float16": 2.0**-9, "bfloat16": 2.0**-6}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +407,8 @@ def test_quant_matmul_against_float64_and_emulation(bits, dtype, with_zeros):
                                      None if zeros is None else zeros.view(np.uint16), bits, g, n, dtype=dtype,
                                      splits=c["splits"], steps_per_split=c["steps_per_split"])
             d = np.abs(lc._bits_to_f32(_bits(y), dtype).astype(np.float64) - lc._bits_to_f32(emu, dtype))
-            assert np.all(d <= BOUND[dtype] / 4 * (np.abs(x64) @ np.abs(W).T) + 1e-30)
+            # one output ulp (2u) apart at most: the mma's internal summation order is the only difference
+            assert np.all(d <= BOUND[dtype] / 2 * (np.abs(x64) @ np.abs(W).T) + 1e-30)
 
 
 @cuda

@@ -15,8 +15,9 @@ Everything is checked (device, dtype, shape, contiguity, alignment, bits, group 
 native call; the native module never links libtorch (raw device pointers, sizes, stream).
 Results are deterministic: K is split into a fixed number of ranges whose partial sums are added
 in a fixed order. Error (stated, and tested): with Sum|x||w| the row sums of |x| |W|^T in float64,
-|y - x W^T| <= 2^-9 Sum|x||w| for float16 and 2^-7 Sum|x||w| for bfloat16 (the weight is rounded
-to the activation type once or twice, products are exact, sums are fp32, y is rounded once).
+|y - x W^T| <= 2^-9 Sum|x||w| for float16 and 2^-6 Sum|x||w| for bfloat16, i.e. 4 unit roundoffs
+(the weight is rounded to the activation type two or three times, products are exact, sums are
+fp32, y is rounded once).
 
 ``_emulate_matmul`` is the kernels' arithmetic in numpy, step by step: the same 32-bit words,
 shifts, masks and byte permutations, the same magic-number conversions and roundings, the same
