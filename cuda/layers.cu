@@ -639,44 +639,40 @@ int log2_exact(int v) {
   return s;
 }
 
+using KernelFn = void (*)(MatmulArgs);
+
 template <class Act, int BITS, bool SPARSE>
-void launch_bits(const MatmulArgs& a, dim3 grid, cudaStream_t stream) {
-  switch ((a.B + 7) / 8) {
+KernelFn select_nt(int64_t B) {
+  switch ((B + 7) / 8) {
     case 1:
-      quant_mma_kernel<Act, BITS, 1, SPARSE><<<grid, kThreads, 0, stream>>>(a);
-      break;
+      return quant_mma_kernel<Act, BITS, 1, SPARSE>;
     case 2:
-      quant_mma_kernel<Act, BITS, 2, SPARSE><<<grid, kThreads, 0, stream>>>(a);
-      break;
+      return quant_mma_kernel<Act, BITS, 2, SPARSE>;
     case 3:
-      quant_mma_kernel<Act, BITS, 3, SPARSE><<<grid, kThreads, 0, stream>>>(a);
-      break;
+      return quant_mma_kernel<Act, BITS, 3, SPARSE>;
     default:
-      quant_mma_kernel<Act, BITS, 4, SPARSE><<<grid, kThreads, 0, stream>>>(a);
-      break;
+      return quant_mma_kernel<Act, BITS, 4, SPARSE>;
   }
 }
 
-template <class Act, bool SPARSE>
-void launch_act(const MatmulArgs& a, dim3 grid, cudaStream_t stream) {
-  if constexpr (SPARSE) {
-    launch_bits<Act, 4, true>(a, grid, stream);
-  } else {
-    switch (a.w.bits) {
-      case 2:
-        launch_bits<Act, 2, false>(a, grid, stream);
-        break;
-      case 3:
-        launch_bits<Act, 3, false>(a, grid, stream);
-        break;
-      case 4:
-        launch_bits<Act, 4, false>(a, grid, stream);
-        break;
-      default:
-        launch_bits<Act, 8, false>(a, grid, stream);
-        break;
-    }
+template <class Act>
+KernelFn select_bits(int bits, int64_t B, bool sparse) {
+  if (sparse) return select_nt<Act, 4, true>(B);
+  switch (bits) {
+    case 2:
+      return select_nt<Act, 2, false>(B);
+    case 3:
+      return select_nt<Act, 3, false>(B);
+    case 4:
+      return select_nt<Act, 4, false>(B);
+    default:
+      return select_nt<Act, 8, false>(B);
   }
+}
+
+// The kernel instantiation for an element type, bit width, batch (n-tiles of 8) and layout.
+KernelFn select_kernel(ActType type, int bits, int64_t B, bool sparse) {
+  return type == ActType::kF16 ? select_bits<F16>(bits, B, sparse) : select_bits<BF16>(bits, B, sparse);
 }
 
 void matmul(const void* x, ActType type, int64_t B, bool x_aligned, const PackedWeight& w, int splits,
@@ -707,13 +703,7 @@ void matmul(const void* x, ActType type, int64_t B, bool x_aligned, const Packed
   a.x_aligned = x_aligned;
   a.splits = splits;
   const dim3 grid(unsigned(ceil_div(w.N, kQuantRowsPerBlock)), unsigned(splits));
-  if (sparse) {
-    if (type == ActType::kF16) launch_act<F16, true>(a, grid, stream);
-    else launch_act<BF16, true>(a, grid, stream);
-  } else {
-    if (type == ActType::kF16) launch_act<F16, false>(a, grid, stream);
-    else launch_act<BF16, false>(a, grid, stream);
-  }
+  select_kernel(type, w.bits, B, sparse)<<<grid, kThreads, 0, stream>>>(a);
   EVOFORGE_CUDA_CHECK(cudaGetLastError());
   if (splits > 1) {
     const int64_t count = B * w.N;
@@ -746,6 +736,15 @@ void check_matmul_args(const void* x, int64_t B, bool x_aligned, const PackedWei
 void check_dequantize_args(const PackedWeight& w, const void* out) {
   check_weight(w, w.meta != nullptr);
   if (!out) throw std::invalid_argument("out must be a device pointer");
+}
+
+int quant_matmul_blocks_per_sm(ActType type, int bits, int64_t B, bool sparse) {
+  if (!(bits == 2 || bits == 3 || bits == 4 || bits == 8) || B < 1 || B > kQuantMaxBatch)
+    throw std::invalid_argument("need bits in {2, 3, 4, 8} and 1 <= batch <= 32");
+  int blocks = 0;
+  EVOFORGE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &blocks, reinterpret_cast<const void*>(select_kernel(type, bits, B, sparse)), kThreads, 0));
+  return blocks;
 }
 
 bool quant_matmul_supported(int device) {

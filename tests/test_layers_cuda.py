@@ -272,15 +272,17 @@ def test_bf16_rounding_helper_matches_torch():
 
 @pytest.mark.parametrize("n", [1, 100, 576, 4096, 8192, 11008, 50000])
 @pytest.mark.parametrize("k", [1, 31, 128, 1536, 4096, 11008])
-@pytest.mark.parametrize("sms", [1, 108, 132])
-def test_kernel_config_covers_k_without_empty_splits(n, k, sms):
-    c = lc.kernel_config(1, n, k, sms)
-    assert 1 <= c["splits"] <= lc.MAX_SPLITS
-    assert c["splits"] * c["steps_per_split"] >= c["n_steps"] > (c["splits"] - 1) * c["steps_per_split"]
+@pytest.mark.parametrize(("sms", "per_sm"), [(1, 1), (108, 4), (132, 3), (132, 2)])
+def test_kernel_config_fills_one_wave_without_empty_splits(n, k, sms, per_sm):
+    c = lc.kernel_config(1, n, k, sms, per_sm)
     assert c["n_steps"] == (k + 127) // 128  # ceil(ceil(k / 32) / 4)
-    assert c["splits"] <= c["n_steps"]
-    # no more splits than it takes to reach BLOCKS_PER_SM blocks per SM
-    assert c["splits"] == 1 or c["row_tiles"] * (c["splits"] - 1) < lc.BLOCKS_PER_SM * sms
+    assert c["row_tiles"] == -(-n // 128)
+    assert 1 <= c["splits"] <= min(lc.MAX_SPLITS, c["n_steps"])
+    assert c["splits"] * c["steps_per_split"] >= c["n_steps"] > (c["splits"] - 1) * c["steps_per_split"]
+    # split K only while all blocks stay resident at once (one wave)
+    assert c["splits"] == 1 or c["row_tiles"] * c["splits"] <= sms * per_sm
+    if c["row_tiles"] * 2 <= sms * per_sm and c["n_steps"] >= 2:
+        assert c["splits"] >= 2  # and do split when two ranges fit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +404,9 @@ def test_quant_matmul_against_float64_and_emulation(bits, dtype, with_zeros):
         assert y.shape == (b, n) and y.dtype == (torch.float16 if dtype == "float16" else torch.bfloat16)
         check_close(_bits(y), dtype, x64, W)
         if b <= lc.MAX_BATCH:  # the kernels agree with their specification (mma sum order aside)
-            c = lc.kernel_config(b, n, k, sms)
+            per_sm = _native.cuda.quant_matmul_blocks_per_sm(int(dtype == "bfloat16"), bits, b, False, 0)
+            assert per_sm >= 1
+            c = lc.kernel_config(b, n, k, sms, per_sm)
             emu = lc._emulate_matmul(xb, packed, scales.view(np.uint16),
                                      None if zeros is None else zeros.view(np.uint16), bits, g, n, dtype=dtype,
                                      splits=c["splits"], steps_per_split=c["steps_per_split"])

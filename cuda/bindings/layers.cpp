@@ -73,6 +73,16 @@ void register_layers(py::module_& m) {
         return quant_matmul_supported(device);
       },
       py::arg("device"), "True when the device runs the quantised matmul kernels (compute capability >= 8.0).");
+  m.def(
+      "quant_matmul_blocks_per_sm",
+      [](int type, int bits, int64_t B, bool sparse, int device) {
+        const ActType t = act_type(type);
+        py::gil_scoped_release release;
+        DeviceGuard guard(device);
+        return quant_matmul_blocks_per_sm(t, bits, B, sparse);
+      },
+      py::arg("type"), py::arg("bits"), py::arg("B"), py::arg("sparse"), py::arg("device"),
+      "Resident blocks per SM of the matmul kernel for this element type, bit width, batch and layout.");
   m.def("quant_matmul", &matmul, py::arg("x"), py::arg("type"), py::arg("B"), py::arg("x_aligned"),
         py::arg("packed"), py::arg("scales"), py::arg("zeros"), py::arg("meta"), py::arg("bits"),
         py::arg("group_size"), py::arg("N"), py::arg("K"), py::arg("splits"), py::arg("steps_per_split"),

@@ -40,7 +40,7 @@ ROWS_PER_BLOCK = 128  # 4 warps x 2 tiles of 16 rows
 CODES_PER_STEP = 128  # a warp's step: one 32-code block per lane of a quad
 MAX_BATCH = 32
 MAX_SPLITS = 64
-BLOCKS_PER_SM = 4  # split K until about this many blocks per SM
+BLOCKS_PER_SM = 2  # resident blocks per SM when the occupancy is not asked (tests, emulation)
 BITS = (2, 3, 4, 8)
 GROUP_SIZES = (0, 32, 64, 128, 256)
 
@@ -63,16 +63,19 @@ def num_groups(columns: int, group_size: int) -> int:
     return 1 if group_size == 0 else _ceil(columns, group_size)
 
 
-def kernel_config(batch: int, out_features: int, in_features: int, sm_count: int) -> dict:
+def kernel_config(batch: int, out_features: int, in_features: int, sm_count: int,
+                  blocks_per_sm: int = BLOCKS_PER_SM) -> dict:
     """Launch geometry of the matmul kernels: {"splits", "steps_per_split", "n_steps", "row_tiles"}.
 
-    K is cut into ``n_steps`` steps of 128 codes; blocks of 128 rows x one K range; the number of
-    ranges (splits) grows until there are about 4 blocks per SM, every range non-empty."""
-    del batch  # the geometry does not depend on it (yet): kept for tuning
+    K is cut into ``n_steps`` steps of 128 codes; a block takes 128 rows x one range of steps.
+    The ranges (splits) multiply the blocks up to one full wave (``blocks_per_sm`` resident
+    blocks on each of ``sm_count`` SMs, from the native occupancy query), every range non-empty.
+    ``batch`` is part of the signature for tuning; the geometry does not depend on it."""
+    del batch
     n_steps = _ceil(_ceil(in_features, 32), 4)
     row_tiles = _ceil(out_features, ROWS_PER_BLOCK)
-    want = _ceil(BLOCKS_PER_SM * max(sm_count, 1), row_tiles)
-    splits = max(1, min(want, n_steps, MAX_SPLITS))
+    wave = max(blocks_per_sm, 1) * max(sm_count, 1)
+    splits = max(1, min(wave // row_tiles, n_steps, MAX_SPLITS))
     steps = _ceil(n_steps, splits)
     splits = _ceil(n_steps, steps)
     return {"splits": splits, "steps_per_split": steps, "n_steps": n_steps, "row_tiles": row_tiles}
@@ -166,7 +169,7 @@ def _launch(x, packed, scales, zeros, meta, bits, group_size, out_features):
     if b > MAX_BATCH or sparse_slow or not _supported(mod, index):
         w = _dequantize(mod, packed, scales, zeros, meta, bits, group_size, n, k, x.dtype, index)
         return torch.nn.functional.linear(x, w)
-    cfg = kernel_config(b, n, k, _sm_count(index))
+    cfg = kernel_config(b, n, k, _sm_count(index), _blocks_per_sm(mod, index, x.dtype, bits, b, meta is not None))
     y = torch.empty(b, n, dtype=x.dtype, device=x.device)
     ws = (torch.empty(cfg["splits"] * b * n, dtype=torch.float32, device=x.device)
           if cfg["splits"] > 1 else None)
@@ -189,6 +192,16 @@ def _sm_count(index: int) -> int:
 
         _SMS[index] = int(torch.cuda.get_device_properties(index).multi_processor_count)
     return _SMS[index]
+
+
+_OCCUPANCY: dict[tuple, int] = {}
+
+
+def _blocks_per_sm(mod, index: int, dtype, bits: int, b: int, sparse: bool) -> int:
+    key = (index, str(dtype), int(bits), (b + 7) // 8, sparse)
+    if key not in _OCCUPANCY:
+        _OCCUPANCY[key] = int(mod.quant_matmul_blocks_per_sm(_ACT[str(dtype)], int(bits), b, sparse, index))
+    return _OCCUPANCY[key]
 
 
 def _supported(mod, index: int) -> bool:

@@ -49,6 +49,10 @@ void check_dequantize_args(const PackedWeight& w, const void* out);
 /// 8.0 or newer); elsewhere use dequantize + a dense matmul.
 bool quant_matmul_supported(int device);
 
+/// Blocks of the matmul kernel for (type, bits, batch, 2:4) resident on one SM of the current
+/// device (the Python side sizes the K split to fill one wave).
+int quant_matmul_blocks_per_sm(ActType type, int bits, int64_t B, bool sparse);
+
 /// y [B, N] = x [B, K] W^T for 1 <= B <= kQuantMaxBatch, x and y of `type`; fp32 accumulation.
 /// K is cut into `splits` ranges of `steps_per_split` steps of kQuantCodesPerStep codes; with
 /// splits > 1, `workspace` holds splits * B * N floats of partial sums, added in split order.
