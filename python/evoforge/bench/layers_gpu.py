@@ -5,8 +5,8 @@ packed weights against torch's fp16 F.linear on the dense weight, in the same ru
                                         [--batches 1 4 16 32] [--out FILE] [--deadline 90]
 
 Shapes are N x K (out x in features, F.linear's weight). Formats: int4 / int3 / int2 / int8 with
-group 128 (symmetric), int4 with zeros, 2:4 + int4 (group 128 over the kept values), and int4
-with bfloat16 activations. Times are GPU times per call (microseconds) from CUDA events around a
+group 128 (symmetric), int4-zeros (asymmetric), 2:4-int4 (group 128 over the kept values), and
+int4-bf16 (bfloat16 activations). Times are GPU times per call (microseconds) from CUDA events around a
 CUDA graph of many calls (so Python's launch overhead is not counted, for torch either), the
 weights rotating over enough copies to exceed the L2 cache. GB/s = bytes that must move (packed
 weights, scales, zeros, meta, x, y) / time; the device's copy bandwidth (read + write) is measured
@@ -32,12 +32,12 @@ GROUP = 128
 # name: (bits, zeros, sparse, activation dtype name)
 FORMATS = {
     "int4": (4, False, False, "float16"),
-    "int4+z": (4, True, False, "float16"),
+    "int4-zeros": (4, True, False, "float16"),
     "int3": (3, False, False, "float16"),
     "int2": (2, False, False, "float16"),
     "int8": (8, False, False, "float16"),
-    "2:4+int4": (4, False, True, "float16"),
-    "int4 bf16": (4, False, False, "bfloat16"),
+    "2:4-int4": (4, False, True, "float16"),
+    "int4-bf16": (4, False, False, "bfloat16"),
 }
 
 
@@ -215,17 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(shapes, args.batches, args.formats, deadline_s=args.deadline, on_row=save)
     save(rows)
     print("wrote " + ", ".join(map(str, outs)))
-    print(f"\ny = x W^T on {meta['gpu']}: us per call (CUDA graph), speedup over torch fp16 F.linear;"
-          f" GB/s of int4 (device copy {meta['copy_GBps']:.0f} GB/s); group {GROUP}")
-    cols = ["N x K", "B", "torch fp16"] + [f"{f}" for f in args.formats] + ["int4 GB/s"]
+    print(f"\ny = x W^T on {meta['gpu']}: speedup over torch fp16 F.linear (us per call in CUDA graphs; int4"
+          f" GB/s against a device copy of {meta['copy_GBps']:.0f} GB/s); group {GROUP}; '-' = not run")
+    cols = ["N x K", "B", "fp16 us", "int4 us", "int4 GB/s"] + list(args.formats)
     table = []
     for r in rows:
         if r.get("skipped"):
             table.append([f"{r['N']}x{r['K']}", r["B"]] + ["-"] * (len(cols) - 2))
             continue
-        line = [f"{r['N']}x{r['K']}", r["B"], f"{r['torch_fp16_us']:.1f}"]
-        line += [f"{r[f]['us']:.1f} ({r[f]['speedup']:.2f}x)" for f in args.formats]
-        line += [f"{r['int4']['GBps']:.0f}" if "int4" in r else "-"]
+        int4 = r.get("int4")
+        line = [f"{r['N']}x{r['K']}", r["B"], f"{r['torch_fp16_us']:.1f}",
+                f"{int4['us']:.1f}" if int4 else "-", f"{int4['GBps']:.0f}" if int4 else "-"]
+        line += [f"{r[f]['speedup']:.2f}x" for f in args.formats]
         table.append(line)
     _harness.print_table(cols, table)
     return 0
