@@ -360,6 +360,63 @@ def test_cpu_tensors_are_refused_with_the_extension():
 
 
 # ---------------------------------------------------------------------------------------------
+# the launch arguments: names accepted by the native module, pointers and sizes that a kernel
+# following the emulation turns into the right y (CPU tensors, memory read through ctypes)
+
+
+def _read(ptr, dtype, shape):
+    import ctypes
+
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(ctypes.string_at(ptr, n), dtype=dtype).reshape(shape).copy()
+
+
+def _run_emulated(a):
+    """Execute native quant_matmul arguments on CPU memory with the emulation; writes y."""
+    import ctypes
+
+    sparse = a["meta"] != 0
+    cols = lc.stored_columns(a["K"], sparse)
+    G = lc.num_groups(cols, a["group_size"])
+    n, k, b = a["N"], a["K"], a["B"]
+    y = lc._emulate_matmul(
+        _read(a["x"], np.uint16, (b, k)), _read(a["packed"], np.uint8, (n, lc.row_bytes(cols, a["bits"]))),
+        _read(a["scales"], np.uint16, (n, G)), _read(a["zeros"], np.uint16, (n, G)) if a["zeros"] else None,
+        a["bits"], a["group_size"], n, meta=_read(a["meta"], np.uint8, (n, -(-k // 32) * 4)) if sparse else None,
+        dtype=["float16", "bfloat16"][a["type"]], splits=a["splits"], steps_per_split=a["steps_per_split"])
+    y = np.ascontiguousarray(y)  # keep it alive across the copy
+    ctypes.memmove(a["y"], y.ctypes.data, y.nbytes)
+
+
+@needs_torch
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_launch_arguments_drive_the_emulated_kernel(sparse, dtype):
+    rng = np.random.default_rng(11)
+    n, k, b, g = 150, 700, 6, 64
+    if sparse:
+        packed, meta, scales, zeros, W = random_sparse24(rng, n, k, 4, g, True)
+    else:
+        _, packed, scales, zeros, W = random_quant(rng, n, k, 3, g, True)
+        meta = None
+    bits = 4 if sparse else 3
+    xb, x64 = random_x(rng, b, k, dtype)
+    x = torch.from_numpy(xb.view(np.int16)).view(torch.float16 if dtype == "float16" else torch.bfloat16)
+    t = {key: None if v is None else torch.from_numpy(np.ascontiguousarray(v))
+         for key, v in (("packed", packed), ("scales", scales), ("zeros", zeros), ("meta", meta))}
+    lc._check_weight(x.device, t["packed"], t["scales"], t["zeros"], t["meta"], bits, g, n, k)
+    cfg = lc.kernel_config(b, n, k, sm_count=3, blocks_per_sm=2)  # several splits
+    assert cfg["splits"] > 1
+    args, y, ws = lc._matmul_args(x, t["packed"], t["scales"], t["zeros"], t["meta"], bits, g, n, cfg, 0, 0)
+    assert ws.numel() == cfg["splits"] * b * n and args["workspace"] == ws.data_ptr()
+    _run_emulated(args)
+    check_close(y.view(torch.int16).numpy().view(np.uint16), dtype, x64, W)
+    if _native.cuda is not None:  # the real module takes these names (and refuses a bad split first)
+        with pytest.raises(ValueError, match="splits"):
+            _native.cuda.quant_matmul(**dict(args, splits=lc.MAX_SPLITS + 1))
+
+
+# ---------------------------------------------------------------------------------------------
 # the kernels (GPU)
 
 
@@ -511,7 +568,17 @@ def test_native_checks_arguments_before_touching_the_device():
                       ({"type": 2}, "type")]:
         with pytest.raises(ValueError, match=match):
             mm(**kw)
+    # keyword names as evoforge/layers/_cuda.py passes them
+    dq = dict(packed=P, scales=P, zeros=0, meta=0, bits=4, group_size=0, N=8, K=64, type=0, out=P, stream=0, device=0)
     with pytest.raises(ValueError, match="bits"):
-        mod.quant_dequantize(P, P, 0, 0, 5, 0, 8, 64, 0, P, 0, 0)
+        mod.quant_dequantize(**dict(dq, bits=5))
     with pytest.raises(ValueError, match="out must be"):
-        mod.quant_dequantize(P, P, 0, 0, 4, 0, 8, 64, 0, 0, 0, 0)
+        mod.quant_dequantize(**dict(dq, out=0))
+    with pytest.raises(ValueError, match="type must be"):
+        mod.quant_matmul_blocks_per_sm(type=2, bits=4, B=1, sparse=False, device=0)
+    try:
+        mod.quant_matmul_supported(device=0)
+    except TypeError:  # pragma: no cover - a renamed argument
+        raise
+    except Exception:  # no GPU here: the CUDA runtime's own error
+        pass

@@ -170,16 +170,29 @@ def _launch(x, packed, scales, zeros, meta, bits, group_size, out_features):
         w = _dequantize(mod, packed, scales, zeros, meta, bits, group_size, n, k, x.dtype, index)
         return torch.nn.functional.linear(x, w)
     cfg = kernel_config(b, n, k, _sm_count(index), _blocks_per_sm(mod, index, x.dtype, bits, b, meta is not None))
-    y = torch.empty(b, n, dtype=x.dtype, device=x.device)
-    ws = (torch.empty(cfg["splits"] * b * n, dtype=torch.float32, device=x.device)
-          if cfg["splits"] > 1 else None)
-    aligned = k % 8 == 0 and x.data_ptr() % 16 == 0
-    stream = torch.cuda.current_stream(index).cuda_stream
-    mod.quant_matmul(x.data_ptr(), _ACT[str(x.dtype)], b, aligned, packed.data_ptr(), scales.data_ptr(),
-                     0 if zeros is None else zeros.data_ptr(), 0 if meta is None else meta.data_ptr(),
-                     int(bits), int(group_size), n, k, cfg["splits"], cfg["steps_per_split"],
-                     0 if ws is None else ws.data_ptr(), y.data_ptr(), stream, index)
+    args, y, _ws = _matmul_args(x, packed, scales, zeros, meta, bits, group_size, n, cfg,
+                                torch.cuda.current_stream(index).cuda_stream, index)
+    mod.quant_matmul(**args)
     return y
+
+
+def _matmul_args(x, packed, scales, zeros, meta, bits, group_size, n, cfg, stream, index):
+    """Keyword arguments of the native quant_matmul for checked tensors, the output y [B, N] and
+    the split workspace (kept alive by the caller until the launch is queued). Device-agnostic:
+    the tests run it on CPU tensors."""
+    import torch
+
+    b, k = x.shape
+    y = torch.empty(b, n, dtype=x.dtype, device=x.device)
+    ws = torch.empty(cfg["splits"] * b * n, dtype=torch.float32, device=x.device) if cfg["splits"] > 1 else None
+    args = {
+        "x": x.data_ptr(), "type": _ACT[str(x.dtype)], "B": b, "x_aligned": k % 8 == 0 and x.data_ptr() % 16 == 0,
+        "packed": packed.data_ptr(), "scales": scales.data_ptr(), "zeros": 0 if zeros is None else zeros.data_ptr(),
+        "meta": 0 if meta is None else meta.data_ptr(), "bits": int(bits), "group_size": int(group_size),
+        "N": n, "K": k, "splits": cfg["splits"], "steps_per_split": cfg["steps_per_split"],
+        "workspace": 0 if ws is None else ws.data_ptr(), "y": y.data_ptr(), "stream": stream, "device": index,
+    }
+    return args, y, ws
 
 
 _SUPPORTED: dict[int, bool] = {}
@@ -200,13 +213,14 @@ _OCCUPANCY: dict[tuple, int] = {}
 def _blocks_per_sm(mod, index: int, dtype, bits: int, b: int, sparse: bool) -> int:
     key = (index, str(dtype), int(bits), (b + 7) // 8, sparse)
     if key not in _OCCUPANCY:
-        _OCCUPANCY[key] = int(mod.quant_matmul_blocks_per_sm(_ACT[str(dtype)], int(bits), b, sparse, index))
+        _OCCUPANCY[key] = int(mod.quant_matmul_blocks_per_sm(type=_ACT[str(dtype)], bits=int(bits), B=b,
+                                                             sparse=sparse, device=index))
     return _OCCUPANCY[key]
 
 
 def _supported(mod, index: int) -> bool:
     if index not in _SUPPORTED:
-        _SUPPORTED[index] = bool(mod.quant_matmul_supported(index))
+        _SUPPORTED[index] = bool(mod.quant_matmul_supported(device=index))
     return _SUPPORTED[index]
 
 
@@ -214,10 +228,10 @@ def _dequantize(mod, packed, scales, zeros, meta, bits, group_size, n, k, dtype,
     import torch
 
     out = torch.empty(n, k, dtype=dtype, device=packed.device)
-    stream = torch.cuda.current_stream(index).cuda_stream
-    mod.quant_dequantize(packed.data_ptr(), scales.data_ptr(), 0 if zeros is None else zeros.data_ptr(),
-                         0 if meta is None else meta.data_ptr(), int(bits), int(group_size), n, k,
-                         _ACT[str(dtype)], out.data_ptr(), stream, index)
+    mod.quant_dequantize(packed=packed.data_ptr(), scales=scales.data_ptr(),
+                         zeros=0 if zeros is None else zeros.data_ptr(), meta=0 if meta is None else meta.data_ptr(),
+                         bits=int(bits), group_size=int(group_size), N=n, K=k, type=_ACT[str(dtype)],
+                         out=out.data_ptr(), stream=torch.cuda.current_stream(index).cuda_stream, device=index)
     return out
 
 
@@ -466,4 +480,4 @@ def _emulate_matmul(
     total = partial[0]
     for p in partial[1:]:  # reduce_splits_kernel: split order, fp32
         total = (total + p).astype(np.float32)
-    return _f32_to_bits(total.T, dtype)
+    return np.ascontiguousarray(_f32_to_bits(total.T, dtype))
