@@ -76,9 +76,9 @@ timeout -k 5 "$(max 60 "$(min 120 "$(left)")")" "$PY" -m evoforge.bench.mutation
 if [[ -n "${OUT:-}" ]]; then cp bench/results/hashing_gpu.json bench/results/mutation_gpu.json "$OUT/" 2>/dev/null || true; fi
 
 echo "== quantised layers GPU benchmark (quant_matmul vs torch fp16 F.linear)"
-lt=$(max 45 "$(min 120 $(( $(left) - 150 )))")
+lt=$(max 60 "$(min 120 $(( $(left) - 150 )))")
 timeout -k 5 "$lt" "$PY" -m evoforge.bench.layers_gpu --out bench/results/layers_gpu.json \
-  --deadline $(( lt - 35 )) || echo "layers GPU benchmark failed"
+  --deadline $(( lt - 20 )) || echo "layers GPU benchmark failed"
 
 echo "== GPU benchmark"
 mkdir -p bench/results
