@@ -2,7 +2,10 @@
 // y [B, N] = x [B, K] W^T with W in evoforge's packed format v1, x fp16 or bf16, fp32 sums.
 //
 // Batch 1..32 is memory bound, so the weights are read once, as they are stored, and expanded
-// in registers straight into tensor-core fragments. The mma is "swapped": W is the A operand
+// in registers straight into tensor-core fragments. The weights bypass L1
+// (ld.global.nc.L1::no_allocate) so that x stays there: x is read with 128-bit loads through L1
+// rather than staged in shared memory, because the warps of a block walk the same K range
+// together (after the first warp, x comes from L1, and no __syncthreads is needed). The mma is "swapped": W is the A operand
 // (16 output rows x 16 k) and x^T the B operand (16 k x 8 batch rows), so one mma.m16n8k16
 // serves up to 8 batch rows and 1..4 of them cover B <= 32.
 //
@@ -12,7 +15,8 @@
 // tile, loaded with one vector load per row (16 bytes for int4) - 64 contiguous bytes per row
 // and quad. K is cut into `splits` ranges (gridDim.y); with splits > 1 every block writes its
 // partial sums to a workspace and reduce_splits adds them in split order, so the result does not
-// depend on timing.
+// depend on timing. The Python side picks the split so that all blocks are resident at once (one
+// wave, from the occupancy of the kernel instantiation).
 //
 // Which k goes into which fragment slot. A dot product does not care about the order of k as
 // long as A and B agree, so the A fragments take the codes in the order that is cheapest to
@@ -63,63 +67,44 @@ static_assert(kQuantCodesPerStep == 4 * 32, "a step is one 32-code block per lan
 
 struct F16 {
   using T = __half;
+  using T2 = __half2;
   static constexpr uint32_t kMagic = 0x64006400u;  // (1024.0, 1024.0)
 };
 struct BF16 {
   using T = __nv_bfloat16;
+  using T2 = __nv_bfloat162;
   static constexpr uint32_t kMagic = 0x43004300u;  // (128.0, 128.0)
 };
 
+template <class V>
+__device__ __forceinline__ uint32_t bits_of(V v) {
+  static_assert(sizeof(V) == 4, "a pair of 16-bit values");
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+template <class V>
+__device__ __forceinline__ V from_bits(uint32_t u) {
+  V v;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
 __device__ __forceinline__ float half_bits_to_float(uint16_t b) { return __half2float(__ushort_as_half(b)); }
 
-__device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b, F16) {
-  __half2 x, y;
-  memcpy(&x, &a, 4);
-  memcpy(&y, &b, 4);
-  const __half2 r = __hsub2(x, y);
-  uint32_t u;
-  memcpy(&u, &r, 4);
-  return u;
+// Pair arithmetic on bit patterns, rounded to nearest (half2 / bfloat162 instructions).
+template <class Act>
+__device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b) {
+  using V = typename Act::T2;
+  return bits_of(__hsub2(from_bits<V>(a), from_bits<V>(b)));
 }
-__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b, F16) {
-  __half2 x, y;
-  memcpy(&x, &a, 4);
-  memcpy(&y, &b, 4);
-  const __half2 r = __hmul2(x, y);
-  uint32_t u;
-  memcpy(&u, &r, 4);
-  return u;
+template <class Act>
+__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
+  using V = typename Act::T2;
+  return bits_of(__hmul2(from_bits<V>(a), from_bits<V>(b)));
 }
-__device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b, BF16) {
-  __nv_bfloat162 x, y;
-  memcpy(&x, &a, 4);
-  memcpy(&y, &b, 4);
-  const __nv_bfloat162 r = __hsub2(x, y);
-  uint32_t u;
-  memcpy(&u, &r, 4);
-  return u;
-}
-__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b, BF16) {
-  __nv_bfloat162 x, y;
-  memcpy(&x, &a, 4);
-  memcpy(&y, &b, 4);
-  const __nv_bfloat162 r = __hmul2(x, y);
-  uint32_t u;
-  memcpy(&u, &r, 4);
-  return u;
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, F16) {
-  const __half2 r = __floats2half2_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &r, 4);
-  return u;
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, BF16) {
-  const __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &r, 4);
-  return u;
-}
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, F16) { return bits_of(__floats2half2_rn(lo, hi)); }
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, BF16) { return bits_of(__floats2bfloat162_rn(lo, hi)); }
 __device__ __forceinline__ uint16_t to_bits(float v, F16) { return __half_as_ushort(__float2half_rn(v)); }
 __device__ __forceinline__ uint16_t to_bits(float v, BF16) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
@@ -289,9 +274,9 @@ struct Dequant {
       const float hi = __uint_as_float(0x4B000000u | (cp >> 16)) - 8388608.f;
       return pack2(fmaf(lo, sf, nzs), fmaf(hi, sf, nzs), Act{});
     }
-    uint32_t d = hsub2(cp | Act::kMagic, off2, Act{});  // exact
-    if (sub_z) d = hsub2(d, z2, Act{});
-    return hmul2(d, s2, Act{});
+    uint32_t d = hsub2<Act>(cp | Act::kMagic, off2);  // exact
+    if (sub_z) d = hsub2<Act>(d, z2);
+    return hmul2<Act>(d, s2);
   }
 };
 
