@@ -459,7 +459,8 @@ def test_quant_matmul_against_float64_and_emulation(bits, dtype, with_zeros):
                             bits, g, n)
         torch.cuda.synchronize()
         assert y.shape == (b, n) and y.dtype == (torch.float16 if dtype == "float16" else torch.bfloat16)
-        check_close(_bits(y), dtype, x64, W)
+        # B > 32 is torch's matmul of the dequantised weight (which may reduce in 16 bits): 2x looser
+        check_close(_bits(y), dtype, x64, W, bound=BOUND[dtype] * (2 if b > lc.MAX_BATCH else 1))
         if b <= lc.MAX_BATCH:  # the kernels agree with their specification (mma sum order aside)
             per_sm = _native.cuda.quant_matmul_blocks_per_sm(int(dtype == "bfloat16"), bits, b, False, 0)
             assert per_sm >= 1
@@ -484,7 +485,8 @@ def test_sparse24_matmul_against_float64(dtype, bits):
         xb, x64 = random_x(rng, b, k, dtype)
         y = lc.sparse24_quant_matmul(_x_tensor(xb, dtype), _t(packed), _t(meta), _t(scales),
                                      None if zeros is None else _t(zeros), bits, g, n)
-        check_close(_bits(y), dtype, x64, W)
+        fallback = b > lc.MAX_BATCH or bits != 4  # dequantise + torch
+        check_close(_bits(y), dtype, x64, W, bound=BOUND[dtype] * (2 if fallback else 1))
         d = lc.sparse24_dequantize(_t(packed), _t(meta), _t(scales), None if zeros is None else _t(zeros), bits, g,
                                    n, k, torch.float16 if dtype == "float16" else torch.bfloat16)
         wd = lc._bits_to_f32(_bits(d), dtype).astype(np.float64)
