@@ -469,8 +469,9 @@ def test_quant_matmul_against_float64_and_emulation(bits, dtype, with_zeros):
                                      None if zeros is None else zeros.view(np.uint16), bits, g, n, dtype=dtype,
                                      splits=c["splits"], steps_per_split=c["steps_per_split"])
             d = np.abs(lc._bits_to_f32(_bits(y), dtype).astype(np.float64) - lc._bits_to_f32(emu, dtype))
-            # one output ulp (2u) apart at most: the mma's internal summation order is the only difference
-            assert np.all(d <= BOUND[dtype] / 2 * (np.abs(x64) @ np.abs(W).T) + 1e-30)
+            # one output ulp (<= 2u |y|) apart at most, plus fp32 noise: the mma's internal summation
+            # order is the only difference
+            assert np.all(d <= 0.6 * BOUND[dtype] * (np.abs(x64) @ np.abs(W).T) + 1e-30)
 
 
 @cuda
