@@ -103,8 +103,7 @@ __device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
   using V = typename Act::T2;
   return bits_of(__hmul2(from_bits<V>(a), from_bits<V>(b)));
 }
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, F16) { return bits_of(__floats2half2_rn(lo, hi)); }
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, BF16) { return bits_of(__floats2bfloat162_rn(lo, hi)); }
+__device__ __forceinline__ uint32_t pack2_bf16(float lo, float hi) { return bits_of(__floats2bfloat162_rn(lo, hi)); }
 __device__ __forceinline__ uint16_t to_bits(float v, F16) { return __half_as_ushort(__float2half_rn(v)); }
 __device__ __forceinline__ uint16_t to_bits(float v, BF16) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
@@ -234,49 +233,47 @@ __device__ __forceinline__ uint32_t code_pair(const uint32_t* w) {
 // ------------------------------------------------------------------------------------------
 // dequantisation of code pairs for one (row, group)
 
-template <class Act, int BITS>
+// The zero of symmetric codes: 2^(bits-1).
+__host__ __device__ constexpr uint32_t implied_zero(int bits) { return 1u << (bits - 1); }
+
+template <class Act, int BITS, bool ZEROS>
 struct Dequant {
   // bf16 with explicit zeros (fractional) and bf16 int8 (codes >= 128 do not fit the magic)
   // go through fp32; everything else in half2 arithmetic.
+  static constexpr bool kF32 = std::is_same_v<Act, BF16> && (ZEROS || BITS == 8);
   uint32_t off2 = 0, z2 = 0, s2 = 0;
   float sf = 0.f, nzs = 0.f;
-  bool f32 = false, sub_z = false;
 
-  __device__ __forceinline__ void set(uint16_t s_bits, uint16_t z_bits, bool has_zeros) {
-    constexpr bool is_bf16 = std::is_same_v<Act, BF16>;
-    f32 = is_bf16 && (has_zeros || BITS == 8);
-    sub_z = has_zeros;
-    const uint32_t zc = 1u << (BITS - 1);
-    if (f32) {
+  __device__ __forceinline__ void set(uint16_t s_bits, uint16_t z_bits) {
+    if constexpr (kF32) {
       sf = half_bits_to_float(s_bits);
-      const float z = has_zeros ? half_bits_to_float(z_bits) : float(zc);
+      const float z = ZEROS ? half_bits_to_float(z_bits) : float(implied_zero(BITS));
       nzs = -(z * sf);  // exact: two fp16 values
-      return;
-    }
-    if constexpr (is_bf16) {
+    } else if constexpr (std::is_same_v<Act, BF16>) {
       const uint16_t s16 = __bfloat16_as_ushort(__float2bfloat16_rn(half_bits_to_float(s_bits)));
       s2 = s16 | (uint32_t(s16) << 16);
-      off2 = Act::kMagic | zc | (zc << 16);  // 128 + zero, exact
+      off2 = Act::kMagic | implied_zero(BITS) | (implied_zero(BITS) << 16);  // 128 + zero, exact
     } else {
       s2 = s_bits | (uint32_t(s_bits) << 16);
-      if (has_zeros) {
+      if constexpr (ZEROS) {
         off2 = Act::kMagic;
         z2 = z_bits | (uint32_t(z_bits) << 16);
       } else {
-        off2 = Act::kMagic | zc | (zc << 16);  // 1024 + zero, exact
+        off2 = Act::kMagic | implied_zero(BITS) | (implied_zero(BITS) << 16);  // 1024 + zero, exact
       }
     }
   }
 
   __device__ __forceinline__ uint32_t operator()(uint32_t cp) const {
-    if (f32) {
+    if constexpr (kF32) {
       const float lo = __uint_as_float(0x4B000000u | (cp & 0xFFFFu)) - 8388608.f;  // exact code
       const float hi = __uint_as_float(0x4B000000u | (cp >> 16)) - 8388608.f;
-      return pack2(fmaf(lo, sf, nzs), fmaf(hi, sf, nzs), Act{});
+      return pack2_bf16(fmaf(lo, sf, nzs), fmaf(hi, sf, nzs));
+    } else {
+      uint32_t d = hsub2<Act>(cp | Act::kMagic, off2);  // exact
+      if constexpr (ZEROS) d = hsub2<Act>(d, z2);
+      return hmul2<Act>(d, s2);
     }
-    uint32_t d = hsub2<Act>(cp | Act::kMagic, off2);  // exact
-    if (sub_z) d = hsub2<Act>(d, z2);
-    return hmul2<Act>(d, s2);
   }
 };
 
@@ -383,8 +380,8 @@ __device__ __forceinline__ void load_step(const MatmulArgs& a, int64_t row0, int
 }
 
 // A fragments of one (tile, row) block: a[i][h] (k-step i, register half h).
-template <class Act, int BITS, bool SPARSE>
-__device__ __forceinline__ void weight_fragments(const BlockWords<BITS, SPARSE>& bw, const Dequant<Act, BITS>& dq,
+template <class Act, int BITS, bool SPARSE, bool ZEROS>
+__device__ __forceinline__ void weight_fragments(const BlockWords<BITS, SPARSE>& bw, const Dequant<Act, BITS, ZEROS>& dq,
                                                  int64_t blk, const uint32_t* lut, uint32_t (&f)[8][2]) {
   if constexpr (SPARSE) {
     const int nib_shift = 4 * int(blk & 1);  // which half of the value block
@@ -431,9 +428,16 @@ __device__ __forceinline__ void compute_step(const MatmulArgs& a, int g, int t, 
     uint32_t f[2][8][2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      Dequant<Act, BITS> dq;
-      dq.set(d.s[mt][rr], d.z[mt][rr], a.has_zeros);
-      weight_fragments<Act, BITS, SPARSE>(d.blk[mt][rr], dq, blk, lut, f[rr]);
+      // one uniform branch per row and step, not per pair
+      if (a.has_zeros) {
+        Dequant<Act, BITS, true> dq;
+        dq.set(d.s[mt][rr], d.z[mt][rr]);
+        weight_fragments<Act, BITS, SPARSE>(d.blk[mt][rr], dq, blk, lut, f[rr]);
+      } else {
+        Dequant<Act, BITS, false> dq;
+        dq.set(d.s[mt][rr], 0);
+        weight_fragments<Act, BITS, SPARSE>(d.blk[mt][rr], dq, blk, lut, f[rr]);
+      }
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
@@ -549,7 +553,7 @@ __global__ void dequantize_kernel(DequantArgs a, uint16_t* __restrict__ out) {
     const int64_t code0 = sparse ? 4 * c : 8 * c;
     const int64_t gi = a.w.group_size == 0 ? 0 : code0 / a.w.group_size;
     const float s = half_bits_to_float(a.w.scales[row * a.G + gi]);
-    const float z = a.w.zeros ? half_bits_to_float(a.w.zeros[row * a.G + gi]) : float(1u << (a.w.bits - 1));
+    const float z = a.w.zeros ? half_bits_to_float(a.w.zeros[row * a.G + gi]) : float(implied_zero(a.w.bits));
     const uint8_t* block = a.w.packed + row * a.row_bytes + (code0 >> 5) * 4 * a.w.bits;
     const int j0 = int(code0 & 31);
     float v[8];
