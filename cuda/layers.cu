@@ -66,12 +66,10 @@ static_assert(kQuantCodesPerStep == 4 * 32, "a step is one 32-code block per lan
 // element types
 
 struct F16 {
-  using T = __half;
   using T2 = __half2;
   static constexpr uint32_t kMagic = 0x64006400u;  // (1024.0, 1024.0)
 };
 struct BF16 {
-  using T = __nv_bfloat16;
   using T2 = __nv_bfloat162;
   static constexpr uint32_t kMagic = 0x43004300u;  // (128.0, 128.0)
 };
@@ -307,7 +305,6 @@ struct MatmulArgs {
 };
 
 // The x fragments of one block (32 k) for batch row n: b[i][h] as described in the header.
-template <class Act>
 __device__ __forceinline__ void load_x_fragments(const MatmulArgs& a, int64_t n, int64_t blk, bool valid,
                                                  uint32_t (&b)[8][2]) {
   uint32_t xw[16];
@@ -346,15 +343,15 @@ __device__ __forceinline__ void load_x_fragments(const MatmulArgs& a, int64_t n,
   }
 }
 
-template <class Act, int BITS, bool SPARSE>
+template <int BITS, bool SPARSE>
 struct StepData {
   BlockWords<BITS, SPARSE> blk[kMT][2];
   uint16_t s[kMT][2], z[kMT][2];
 };
 
-template <class Act, int BITS, bool SPARSE>
+template <int BITS, bool SPARSE>
 __device__ __forceinline__ void load_step(const MatmulArgs& a, int64_t row0, int t, int64_t step, int64_t end,
-                                          StepData<Act, BITS, SPARSE>& d) {
+                                          StepData<BITS, SPARSE>& d) {
   const int64_t blk = 4 * step + t;
   const bool ok = step < end && blk < a.nblk;
   // first code of the block in the stored matrix (V for 2:4: 16 kept values per block)
@@ -416,13 +413,13 @@ __device__ __forceinline__ void weight_fragments(const BlockWords<BITS, SPARSE>&
 
 template <class Act, int BITS, int NT, bool SPARSE>
 __device__ __forceinline__ void compute_step(const MatmulArgs& a, int g, int t, int64_t step,
-                                             const StepData<Act, BITS, SPARSE>& d, const uint32_t* lut,
+                                             const StepData<BITS, SPARSE>& d, const uint32_t* lut,
                                              float (&acc)[kMT][NT][4]) {
   const int64_t blk = 4 * step + t;
   const bool valid = blk < a.nblk;
   uint32_t bx[NT][8][2];
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) load_x_fragments<Act>(a, g + 8 * nt, blk, valid, bx[nt]);
+  for (int nt = 0; nt < NT; ++nt) load_x_fragments(a, g + 8 * nt, blk, valid, bx[nt]);
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
     uint32_t f[2][8][2];
@@ -470,16 +467,17 @@ __global__ void __launch_bounds__(kThreads) quant_mma_kernel(MatmulArgs a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
 
-  // Two steps of weights in flight: the loads of step s + 2 are issued before step s is used.
-  StepData<Act, BITS, SPARSE> d0, d1;
-  load_step<Act, BITS, SPARSE>(a, row0, t, begin, end, d0);
-  load_step<Act, BITS, SPARSE>(a, row0, t, begin + 1, end, d1);
+  // Two steps of weights in flight: step s + 2 is loaded as soon as step s has been used, while
+  // step s + 1 is still on its way.
+  StepData<BITS, SPARSE> d0, d1;
+  load_step<BITS, SPARSE>(a, row0, t, begin, end, d0);
+  load_step<BITS, SPARSE>(a, row0, t, begin + 1, end, d1);
   for (int64_t s = begin; s < end; s += 2) {
     compute_step<Act, BITS, NT, SPARSE>(a, g, t, s, d0, lut, acc);
-    load_step<Act, BITS, SPARSE>(a, row0, t, s + 2, end, d0);
+    load_step<BITS, SPARSE>(a, row0, t, s + 2, end, d0);
     if (s + 1 < end) {
       compute_step<Act, BITS, NT, SPARSE>(a, g, t, s + 1, d1, lut, acc);
-      load_step<Act, BITS, SPARSE>(a, row0, t, s + 3, end, d1);
+      load_step<BITS, SPARSE>(a, row0, t, s + 3, end, d1);
     }
   }
 
