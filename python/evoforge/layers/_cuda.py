@@ -12,7 +12,8 @@ same way, with 2-bit positions in ``meta`` [N, Kp/8], Kp = K rounded up to 32).
 - ``dequantize(...)`` / ``sparse24_dequantize(...)``: the dense [N, K] weight in float16/bfloat16.
 
 Everything is checked (device, dtype, shape, contiguity, alignment, bits, group size) before the
-native call; the native module never links libtorch (raw device pointers, sizes, stream).
+native call; the native module never links libtorch (raw device pointers, sizes, stream). These are
+inference kernels: the outputs carry no autograd history.
 Results are deterministic: K is split into a fixed number of ranges whose partial sums are added
 in a fixed order. Error (stated, and tested): with Sum|x||w| the row sums of |x| |W|^T in float64,
 |y - x W^T| <= 2^-9 Sum|x||w| for float16 and 2^-6 Sum|x||w| for bfloat16, i.e. 4 unit roundoffs
