@@ -14,8 +14,9 @@ same way, with 2-bit positions in ``meta`` [N, Kp/8], Kp = K rounded up to 32).
 Everything is checked (device, dtype, shape, contiguity, alignment, bits, group size) before the
 native call; the native module never links libtorch (raw device pointers, sizes, stream). These are
 inference kernels: the outputs carry no autograd history.
-Results are deterministic: K is split into a fixed number of ranges whose partial sums are added
-in a fixed order. Error (stated, and tested): with Sum|x||w| the row sums of |x| |W|^T in float64,
+Results are deterministic: for a given GPU and shape, K is split into a fixed number of ranges
+(from the shape, the SM count and the kernel's occupancy) whose partial sums are added in a fixed
+order, so the same inputs give the same bits on every run. Error (stated, and tested): with Sum|x||w| the row sums of |x| |W|^T in float64,
 |y - x W^T| <= 2^-9 Sum|x||w| for float16 and 2^-6 Sum|x||w| for bfloat16, i.e. 4 unit roundoffs
 (the weight is rounded to the activation type two or three times, products are exact, sums are
 fp32, y is rounded once).
