@@ -10,6 +10,7 @@ namespace evoforge::cuda {
 void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
+void register_layers(py::module_& m);
 }
 
 PYBIND11_MODULE(_cuda, m) {
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_cuda, m) {
   evoforge::cuda::register_pareto(m);
   evoforge::cuda::register_hashing(m);
   evoforge::cuda::register_variation(m);
+  evoforge::cuda::register_layers(m);
 }

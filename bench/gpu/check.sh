@@ -4,8 +4,9 @@
 #   1. build and install evoforge with its CUDA kernels (EVOFORGE_CUDA=ON, CUDAARCHS=native);
 #   2. run the CUDA tests (pytest -m cuda); test modules that cannot import because an optional
 #      package (hypothesis, moocore, pymoo) is missing are left out, and said so;
-#   3. run the GPU benchmark (python/evoforge/bench/pareto_gpu.py): JSON in bench/results/ and
-#      in $OUT when set; its table is printed last.
+#   3. run the GPU benchmarks (hashing, mutation, quantised layers: python/evoforge/bench/
+#      layers_gpu.py, then Pareto: pareto_gpu.py): JSON in bench/results/ and in $OUT when set;
+#      the Pareto table is printed last.
 # Each step's time limit comes out of one budget (TOTAL_S, default 470 s) so that the whole
 # script ends in under 8 minutes; the benchmark skips the cells it has no time left for.
 set -euo pipefail
@@ -73,6 +74,11 @@ json.dump(r, open('bench/results/hashing_gpu.json', 'w'), indent=1, default=str)
 timeout -k 5 "$(max 60 "$(min 120 "$(left)")")" "$PY" -m evoforge.bench.mutation --cuda-only \
   --sizes 1000 10000 100000 --genes 224 1000 --out bench/results/mutation_gpu.json || echo "mutation GPU benchmark failed"
 if [[ -n "${OUT:-}" ]]; then cp bench/results/hashing_gpu.json bench/results/mutation_gpu.json "$OUT/" 2>/dev/null || true; fi
+
+echo "== quantised layers GPU benchmark (quant_matmul vs torch fp16 F.linear)"
+lt=$(max 60 "$(min 120 $(( $(left) - 150 )))")
+timeout -k 5 "$lt" "$PY" -m evoforge.bench.layers_gpu --out bench/results/layers_gpu.json \
+  --deadline $(( lt - 20 )) || echo "layers GPU benchmark failed"
 
 echo "== GPU benchmark"
 mkdir -p bench/results
