@@ -6,33 +6,13 @@
 #include <cstdint>
 
 #include "evoforge/cuda/common.h"
+#include "evoforge/cuda/device_guard.h"
 #include "evoforge/cuda/pareto.h"
 
 namespace py = pybind11;
 
 namespace evoforge::cuda {
 namespace {
-
-// Makes `device` current for the launches and restores the previous device afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    EVOFORGE_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device) {
-      EVOFORGE_CUDA_CHECK(cudaSetDevice(device));
-      changed_ = true;
-    }
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(prev_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = 0;
-  bool changed_ = false;
-};
 
 template <typename T>
 void rank_impl(uintptr_t pts, int64_t U, int64_t M, uintptr_t rank, uintptr_t workspace,
