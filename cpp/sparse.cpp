@@ -1,0 +1,439 @@
+// Sparse linear-layer kernels (formats in evoforge/sparse.h).
+//
+// Work split: parallel_for over output rows; each row runs its batch rows in tiles of up to 8, so
+// a weight chunk is decoded once per tile and stays in registers while up to 8 FMAs use it.
+// AVX2 unstructured: one mask byte covers 8 columns; its kept values are the next popcount(m)
+// values of the stream, loaded as 8 floats and moved to their columns by one permute (table of 256
+// index vectors), the absent columns zeroed by a compare against the mask bits.
+// AVX2 2:4: one meta byte covers 8 columns and exactly 4 values; a 4-float load (upper lanes 0) is
+// permuted with index 4 for the absent columns, so no mask is needed.
+// Quantised values are first decoded for the row (codes -> s * (q - z), float32) into a per-thread
+// buffer, then read by the float32 kernel: the row stays in L1 while every batch tile uses it.
+#include "evoforge/sparse.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "evoforge/common.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+#define EVOFORGE_SPARSE_X86 1
+#include <immintrin.h>
+#else
+#define EVOFORGE_SPARSE_X86 0
+#endif
+
+namespace evoforge {
+namespace sparse {
+
+namespace {
+
+constexpr int kTile = 8;  // batch rows per pass over a weight row
+
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      int e = -1;
+      do {
+        man <<= 1;
+        ++e;
+      } while (!(man & 0x400u));
+      bits = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | man << 13;
+  } else {
+    bits = sign | (exp + 112) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float value_at(Values vt, const void* v, int64_t i) {
+  return vt == Values::f32 ? static_cast<const float*>(v)[i] : half_to_float(static_cast<const uint16_t*>(v)[i]);
+}
+
+// The 32 codes of one block of the v1 layout (packed_format.md).
+__attribute__((always_inline)) inline void decode_block(const uint8_t* p, int bits, uint8_t* c) {
+  switch (bits) {
+    case 8:
+      for (int j = 0; j < 32; ++j) c[j] = p[j];
+      break;
+    case 4:
+      for (int j = 0; j < 16; ++j) {
+        c[j] = p[j] & 15;
+        c[j + 16] = p[j] >> 4;
+      }
+      break;
+    default:  // 2 and 3: the low two bits in the 2-bit layout
+      for (int j = 0; j < 8; ++j) {
+        c[j] = p[j] & 3;
+        c[j + 8] = (p[j] >> 2) & 3;
+        c[j + 16] = (p[j] >> 4) & 3;
+        c[j + 24] = p[j] >> 6;
+      }
+      if (bits == 3) {
+        const uint32_t hi = uint32_t(p[8]) | uint32_t(p[9]) << 8 | uint32_t(p[10]) << 16 | uint32_t(p[11]) << 24;
+        for (int j = 0; j < 32; ++j) c[j] |= uint8_t(((hi >> j) & 1u) << 2);
+      }
+  }
+}
+
+// Codes [start, start + count) of a stream packed in blocks of 32 -> c[0 .. count).
+__attribute__((always_inline)) inline void decode_range(const uint8_t* packed, int bits, int64_t start,
+                                                        int64_t count, uint8_t* c) {
+  uint8_t blk[32];
+  int64_t i = 0;
+  while (i < count) {
+    const int64_t at = start + i, b = at / 32, j = at % 32;
+    const int64_t take = std::min<int64_t>(32 - j, count - i);
+    if (j == 0 && take == 32) {
+      decode_block(packed + b * 4 * bits, bits, c + i);
+    } else {
+      decode_block(packed + b * 4 * bits, bits, blk);
+      std::memcpy(c + i, blk + j, size_t(take));
+    }
+    i += take;
+  }
+}
+
+// s * (q - z) for n codes of one group.
+__attribute__((always_inline)) inline void dequant(const uint8_t* c, int64_t n, float s, float z, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = s * (float(c[i]) - z);
+}
+
+struct Group {
+  float s, z;
+};
+inline Group group_of(const QuantValues& q, int64_t n, int64_t g) {
+  const int64_t at = n * q.groups + g;
+  return {half_to_float(q.scales[at]), q.zeros ? half_to_float(q.zeros[at]) : float(1 << (q.bits - 1))};
+}
+
+// Decode row n of quantised 2:4 V ([Kp/2] values) into out.
+__attribute__((always_inline)) inline void decode_row24(const QuantValues& q, int64_t n, int64_t KV, uint8_t* codes,
+                                                        float* out) {
+  const int64_t row_bytes = (KV + 31) / 32 * 4 * q.bits;
+  decode_range(q.packed + n * row_bytes, q.bits, 0, KV, codes);
+  const int64_t g = q.group_size > 0 ? q.group_size : KV;
+  for (int64_t j = 0, k0 = 0; k0 < KV; ++j, k0 += g) {
+    const Group gr = group_of(q, n, j);
+    dequant(codes + k0, std::min(g, KV - k0), gr.s, gr.z, out + k0);
+  }
+}
+
+// Decode the kept values of unstructured row n (codes [row_ptr[n], row_ptr[n+1])) into out; the
+// group of a kept value is its original column / g, so the mask tells how many fall in a group.
+// Returns false when the mask has more kept bits than the row's codes.
+__attribute__((always_inline)) inline bool decode_row_us(const QuantValues& q, int64_t n, const uint8_t* mrow,
+                                                         int64_t KB, int64_t start, int64_t count, uint8_t* codes,
+                                                         float* out) {
+  decode_range(q.packed, q.bits, start, count, codes);
+  const int64_t gb = q.group_size > 0 ? q.group_size / 8 : KB;  // mask bytes per group
+  int64_t off = 0;
+  for (int64_t j = 0, t0 = 0; t0 < KB; ++j, t0 += gb) {
+    int64_t cnt = 0;
+    for (int64_t t = t0; t < std::min(KB, t0 + gb); ++t) cnt += __builtin_popcount(mrow[t]);
+    if (off + cnt > count) return false;
+    const Group gr = group_of(q, n, j);
+    dequant(codes + off, cnt, gr.s, gr.z, out + off);
+    off += cnt;
+  }
+  return off == count;
+}
+
+// ---- scalar --------------------------------------------------------------------------------------
+
+// Unstructured row, one batch row: returns false on a mask / row_ptr mismatch.
+template <Values VT>
+bool us_row_scalar(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow, int64_t KB,
+                   const float* x, float* out) {
+  float acc = 0.0f;
+  for (int64_t t = 0; t < KB; ++t) {
+    unsigned m = mrow[t];
+    while (m) {
+      const int j = __builtin_ctz(m);
+      m &= m - 1;
+      if (off >= limit) return false;
+      acc += value_at(VT, vals, off++) * x[8 * t + j];
+    }
+  }
+  *out = acc;
+  return off == end;
+}
+
+template <Values VT>
+float s24_row_scalar(const void* V, const uint8_t* meta, int64_t MB, const float* x) {
+  float acc = 0.0f;
+  for (int64_t t = 0; t < MB; ++t) {
+    const unsigned m = meta[t];
+    for (int h = 0; h < 2; ++h) {
+      const unsigned nib = m >> (4 * h);
+      const float* xg = x + 8 * t + 4 * h;
+      acc += value_at(VT, V, 4 * t + 2 * h) * xg[nib & 3] + value_at(VT, V, 4 * t + 2 * h + 1) * xg[(nib >> 2) & 3];
+    }
+  }
+  return acc;
+}
+
+// ---- AVX2 ----------------------------------------------------------------------------------------
+#if EVOFORGE_SPARSE_X86
+#define SP_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SP_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
+
+struct Tables {
+  alignas(32) int32_t us[256][8];  // unstructured: lane j <- rank of bit j among the set bits
+  alignas(32) int32_t s24[256][8];  // 2:4: kept lanes <- 0..3, the others <- 4 (a zero lane)
+  Tables() {
+    for (int m = 0; m < 256; ++m) {
+      for (int j = 0; j < 8; ++j) us[m][j] = (m >> j) & 1 ? __builtin_popcount(m & ((1 << j) - 1)) : 0;
+      for (int j = 0; j < 8; ++j) s24[m][j] = 4;
+      for (int h = 0; h < 2; ++h) {
+        const int nib = m >> (4 * h);
+        s24[m][4 * h + ((nib >> 2) & 3)] = 2 * h + 1;
+        s24[m][4 * h + (nib & 3)] = 2 * h;
+      }
+    }
+  }
+};
+const Tables g_tab;
+
+SP_AVX2_INLINE float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <Values VT>
+SP_AVX2_INLINE __m256 load8(const void* v, int64_t i) {
+  if constexpr (VT == Values::f32)
+    return _mm256_loadu_ps(static_cast<const float*>(v) + i);
+  else
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(v) + i)));
+}
+
+template <Values VT>
+SP_AVX2_INLINE __m256 load4_zext(const void* v, int64_t i) {
+  __m128 a;
+  if constexpr (VT == Values::f32)
+    a = _mm_loadu_ps(static_cast<const float*>(v) + i);
+  else
+    a = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(v) + i)));
+  return _mm256_insertf128_ps(_mm256_setzero_ps(), a, 0);
+}
+
+template <Values VT, int T>
+SP_AVX2 bool us_tile_avx2(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow, int64_t KB,
+                          const float* x, int64_t ldx, float* out) {
+  __m256 acc[T];
+  for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+  const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (int64_t t = 0; t < KB; ++t) {
+    const unsigned m = mrow[t];
+    if (!m) continue;
+    __m256 v;
+    if (off + 8 <= limit) {
+      v = load8<VT>(vals, off);
+    } else {  // the stream's last values: never read past its end
+      alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t i = 0; i < std::min<int64_t>(8, limit - off); ++i) tmp[i] = value_at(VT, vals, off + i);
+      v = _mm256_load_ps(tmp);
+    }
+    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.us[m]));
+    const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m)), bitsel), bitsel);
+    const __m256 w = _mm256_and_ps(_mm256_permutevar8x32_ps(v, idx), _mm256_castsi256_ps(sel));
+    for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+    off += __builtin_popcount(m);
+  }
+  for (int i = 0; i < T; ++i) out[i] = hsum(acc[i]);
+  return off == end;
+}
+
+template <Values VT, int T>
+SP_AVX2 void s24_tile_avx2(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, float* out) {
+  __m256 acc[T];
+  for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < MB; ++t) {
+    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.s24[meta[t]]));
+    const __m256 w = _mm256_permutevar8x32_ps(load4_zext<VT>(V, 4 * t), idx);
+    for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+  }
+  for (int i = 0; i < T; ++i) out[i] = hsum(acc[i]);
+}
+
+template <Values VT>
+SP_AVX2 bool us_row_avx2(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow, int64_t KB,
+                         const float* x, int64_t ldx, int64_t B, float* out) {
+  bool ok = true;
+  for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+    const float* xb = x + b0 * ldx;
+    float* o = out + b0;
+    switch (std::min<int64_t>(kTile, B - b0)) {
+#define SP_CASE(T) \
+  case T:          \
+    ok &= us_tile_avx2<VT, T>(vals, off, end, limit, mrow, KB, xb, ldx, o); \
+    break;
+      SP_CASE(1) SP_CASE(2) SP_CASE(3) SP_CASE(4) SP_CASE(5) SP_CASE(6) SP_CASE(7) SP_CASE(8)
+#undef SP_CASE
+    }
+  }
+  return ok;
+}
+
+template <Values VT>
+SP_AVX2 void s24_row_avx2(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, int64_t B,
+                          float* out) {
+  for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+    const float* xb = x + b0 * ldx;
+    float* o = out + b0;
+    switch (std::min<int64_t>(kTile, B - b0)) {
+#define SP_CASE(T) \
+  case T:          \
+    s24_tile_avx2<VT, T>(V, meta, MB, xb, ldx, o); \
+    break;
+      SP_CASE(1) SP_CASE(2) SP_CASE(3) SP_CASE(4) SP_CASE(5) SP_CASE(6) SP_CASE(7) SP_CASE(8)
+#undef SP_CASE
+    }
+  }
+}
+
+// The quantised rows: decoding compiled with AVX2 enabled (the loops vectorise), then the f32 kernel.
+SP_AVX2 void decode_row24_avx2(const QuantValues& q, int64_t n, int64_t KV, uint8_t* codes, float* out) {
+  decode_row24(q, n, KV, codes, out);
+}
+SP_AVX2 bool decode_row_us_avx2(const QuantValues& q, int64_t n, const uint8_t* mrow, int64_t KB, int64_t start,
+                                int64_t count, uint8_t* codes, float* out) {
+  return decode_row_us(q, n, mrow, KB, start, count, codes, out);
+}
+
+bool detect_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+const bool g_avx2 = detect_avx2();
+#else
+const bool g_avx2 = false;
+#endif
+
+// X copied into rows of ldx floats, zero-padded past K (kernels read whole 8-column chunks).
+std::vector<float> pad_x(const float* x, int64_t B, int64_t K, int64_t ldx) {
+  std::vector<float> xp(size_t(B * ldx), 0.0f);
+  for (int64_t b = 0; b < B; ++b) std::memcpy(xp.data() + b * ldx, x + b * K, size_t(K) * sizeof(float));
+  return xp;
+}
+
+int64_t min_rows(int64_t K, int64_t B) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, K * B)); }
+
+// Runs row(n, out[B], scratch codes, scratch floats) over the rows, writes y[b, n] (+ bias).
+template <typename RowFn>
+void over_rows(int64_t N, int64_t B, int64_t K, int64_t scratch, const float* bias, float* y, int threads,
+               RowFn&& row) {
+  parallel_for(N, resolve_threads(threads), min_rows(K, B), [&](int64_t n0, int64_t n1, int) {
+    std::vector<float> out(static_cast<size_t>(B)), fbuf(static_cast<size_t>(scratch + 8));
+    std::vector<uint8_t> cbuf(size_t(scratch + 32));
+    for (int64_t n = n0; n < n1; ++n) {
+      row(n, out.data(), cbuf.data(), fbuf.data());
+      const float bn = bias ? bias[n] : 0.0f;
+      for (int64_t b = 0; b < B; ++b) y[b * N + n] = out[size_t(b)] + bn;
+    }
+  });
+}
+
+}  // namespace
+
+bool cpu_has_avx2() { return g_avx2; }
+
+void unstructured_matmul(const float* x, int64_t B, int64_t K, const uint8_t* mask, const int64_t* row_ptr, int64_t N,
+                         Values vt, const void* values, const QuantValues* q, const float* bias, float* y, int threads,
+                         bool force_scalar) {
+  EVOFORGE_CHECK(B >= 1 && K >= 1 && N >= 1, "unstructured_matmul needs B, K, N >= 1");
+  EVOFORGE_CHECK(vt != Values::quant || q != nullptr, "quantised values need their codes and scales");
+  const int64_t KB = (K + 7) / 8, ldx = KB * 8, nnz = row_ptr[N];
+  const std::vector<float> xp = pad_x(x, B, K, ldx);
+  const bool avx2 = g_avx2 && !force_scalar;
+  std::atomic<bool> bad{false};
+  over_rows(N, B, K, K, bias, y, threads, [&](int64_t n, float* out, uint8_t* codes, float* fbuf) {
+    const uint8_t* mrow = mask + n * KB;
+    int64_t off = row_ptr[n], end = row_ptr[n + 1], limit = nnz;
+    const void* vals = values;
+    Values v = vt;
+    if (vt == Values::quant) {  // decode this row's kept values into fbuf, then read them as float32
+      bool ok;
+#if EVOFORGE_SPARSE_X86
+      ok = avx2 ? decode_row_us_avx2(*q, n, mrow, KB, off, end - off, codes, fbuf)
+                : decode_row_us(*q, n, mrow, KB, off, end - off, codes, fbuf);
+#else
+      ok = decode_row_us(*q, n, mrow, KB, off, end - off, codes, fbuf);
+#endif
+      if (!ok) {
+        bad = true;
+        return;
+      }
+      vals = fbuf, v = Values::f32, limit = end - off, end = limit, off = 0;
+    }
+#if EVOFORGE_SPARSE_X86
+    if (avx2) {
+      const bool ok = v == Values::f32 ? us_row_avx2<Values::f32>(vals, off, end, limit, mrow, KB, xp.data(), ldx, B, out)
+                                       : us_row_avx2<Values::f16>(vals, off, end, limit, mrow, KB, xp.data(), ldx, B, out);
+      if (!ok) bad = true;
+      return;
+    }
+#endif
+    for (int64_t b = 0; b < B; ++b) {
+      const float* xb = xp.data() + b * ldx;
+      const bool ok = v == Values::f32 ? us_row_scalar<Values::f32>(vals, off, end, limit, mrow, KB, xb, out + b)
+                                       : us_row_scalar<Values::f16>(vals, off, end, limit, mrow, KB, xb, out + b);
+      if (!ok) bad = true;
+    }
+  });
+  EVOFORGE_CHECK(!bad, "the sparsity mask's kept counts disagree with row_ptr (corrupt unstructured weight)");
+}
+
+void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, int64_t N, Values vt,
+                     const void* values, const QuantValues* q, const float* bias, float* y, int threads,
+                     bool force_scalar) {
+  EVOFORGE_CHECK(B >= 1 && K >= 1 && N >= 1, "sparse24_matmul needs B, K, N >= 1");
+  EVOFORGE_CHECK(vt != Values::quant || q != nullptr, "quantised values need their codes and scales");
+  const int64_t Kp = (K + 31) / 32 * 32, MB = Kp / 8, KV = Kp / 2;
+  const std::vector<float> xp = pad_x(x, B, K, Kp);
+  const bool avx2 = g_avx2 && !force_scalar;
+  over_rows(N, B, K, KV, bias, y, threads, [&](int64_t n, float* out, uint8_t* codes, float* fbuf) {
+    const uint8_t* mrow = meta + n * MB;
+    const void* V;
+    Values v = vt;
+    if (vt == Values::quant) {
+#if EVOFORGE_SPARSE_X86
+      if (avx2)
+        decode_row24_avx2(*q, n, KV, codes, fbuf);
+      else
+#endif
+        decode_row24(*q, n, KV, codes, fbuf);
+      V = fbuf, v = Values::f32;
+    } else {
+      V = vt == Values::f32 ? static_cast<const void*>(static_cast<const float*>(values) + n * KV)
+                            : static_cast<const void*>(static_cast<const uint16_t*>(values) + n * KV);
+    }
+#if EVOFORGE_SPARSE_X86
+    if (avx2) {
+      if (v == Values::f32)
+        s24_row_avx2<Values::f32>(V, mrow, MB, xp.data(), Kp, B, out);
+      else
+        s24_row_avx2<Values::f16>(V, mrow, MB, xp.data(), Kp, B, out);
+      return;
+    }
+#endif
+    for (int64_t b = 0; b < B; ++b)
+      out[b] = v == Values::f32 ? s24_row_scalar<Values::f32>(V, mrow, MB, xp.data() + b * Kp)
+                                : s24_row_scalar<Values::f16>(V, mrow, MB, xp.data() + b * Kp);
+  });
+}
+
+}  // namespace sparse
+}  // namespace evoforge

@@ -1,0 +1,404 @@
+"""Sparse (and sparse + quantised) linear layers: packed formats, Y = X W^T kernels, SparseLinear.
+
+Formats (cpp/include/evoforge/sparse.h; the v1 packed-format contract)
+-----------------------------------------------------------------------
+``"unstructured"`` (CPU only): a bitmask and the kept values. Chosen over CSR because at 50-70%
+sparsity it costs 1 bit per weight where CSR's 16-bit column indices cost 8-16 bits per kept
+value, and batch-1 matmul is bound by the bytes read.
+
+* ``mask`` uint8 [N, ceil(K/8)]: ``numpy.packbits(W != 0, axis=1, bitorder="little")``;
+* ``row_ptr`` int64 [N + 1]: kept values before each row;
+* ``values`` float32 or float16 [nnz], the kept values in row-major order; or quantised:
+  ``packed`` uint8 [ceil(nnz/32) * 4 * bits] (the kept values' codes as one stream in the v1 block
+  layout), ``scales`` / ``zeros`` float16 [N, ceil(K/g)] over *original* columns (a kept value at
+  column k uses group k // g), so ``W[n, k] = scales[n, k//g] * (q - zeros[n, k//g])``.
+
+``"2:4"`` (the contract): K padded to Kp = ceil(K/32)*32; ``meta`` uint8 [N, Kp/8]; ``values``
+float32 / float16 [N, Kp/2], or quantised V: ``packed`` uint8 [N, ceil(Kp/64) * 4 * bits],
+``scales`` / ``zeros`` float16 [N, ceil((Kp/2)/g)] (a group of g codes covers 2g columns).
+
+Zeros define the mask: a weight that is exactly 0 is pruned. Quantised values: bits in {2, 3, 4, 8},
+group_size in {32, 64, 128, 256} or 0 (per row); symmetric means no zeros tensor (the implied zero
+is 2^(bits-1)). Kernels: cpp/sparse.cpp (AVX2 + FMA + F16C at run time, scalar fallback), any batch
+size, multithreaded over output rows, results independent of the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._native import core
+
+__all__ = [
+    "FORMATS",
+    "SparseLinear",
+    "pack_codes",
+    "pack_sparse",
+    "quantize_groups",
+    "sparse_matmul",
+    "unpack_codes",
+    "unpack_sparse",
+]
+
+FORMATS = ("unstructured", "2:4")
+BITS = (2, 3, 4, 8)
+GROUP_SIZES = (0, 32, 64, 128, 256)
+_BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
+
+
+# ---- code packing (the v1 block layout) ----------------------------------------------------------
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack codes uint8 [R, L] (each < 2^bits) into the v1 layout: uint8 [R, ceil(L/32) * 4 * bits]."""
+    c = np.asarray(codes, dtype=np.uint8)
+    R, L = c.shape
+    nb = -(-L // 32)
+    blk = np.zeros((R, nb * 32), np.uint8)
+    blk[:, :L] = c
+    blk = blk.reshape(R, nb, 32)
+    if bits == 8:
+        out = blk
+    elif bits == 4:
+        out = blk[..., :16] | (blk[..., 16:] << 4)
+    else:
+        lo = blk & 3
+        out = lo[..., 0:8] | (lo[..., 8:16] << 2) | (lo[..., 16:24] << 4) | (lo[..., 24:32] << 6)
+        if bits == 3:
+            hi = ((blk >> 2) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)
+            word = hi.sum(axis=-1, dtype=np.uint32).astype("<u4")
+            out = np.concatenate([out, word[..., None].view(np.uint8)], axis=-1)
+    return np.ascontiguousarray(out.reshape(R, nb * 4 * bits))
+
+
+def unpack_codes(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: uint8 [R, row_bytes] -> codes uint8 [R, length]."""
+    p = np.asarray(packed, dtype=np.uint8)
+    R = p.shape[0]
+    blk = p.reshape(R, -1, 4 * bits)
+    if bits == 8:
+        c = blk
+    elif bits == 4:
+        c = np.concatenate([blk & 15, blk >> 4], axis=-1)
+    else:
+        b = blk[..., :8]
+        c = np.concatenate([b & 3, (b >> 2) & 3, (b >> 4) & 3, b >> 6], axis=-1)
+        if bits == 3:
+            word = np.ascontiguousarray(blk[..., 8:12]).view("<u4")[..., 0]
+            c = c | ((((word[..., None] >> np.arange(32, dtype=np.uint32)) & 1) << 2).astype(np.uint8))
+    return np.ascontiguousarray(c.reshape(R, -1)[:, :length])
+
+
+def quantize_groups(values: np.ndarray, keep: np.ndarray, bits: int, group_size: int,
+                    symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Round-to-nearest codes of ``values`` [R, L] in groups of ``group_size`` columns (0: per row).
+
+    Only entries where ``keep`` is True set a group's range; the others get the code of 0. Returns codes uint8 [R, L], scales
+    float16 [R, G] and zeros float16 [R, G] (None when symmetric); scales and zeros are rounded to
+    float16 before the codes are computed, so the codes are the nearest for the stored grid.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    R, L = v.shape
+    g = L if group_size == 0 else group_size
+    G = max(1, -(-L // g))
+    pad = np.zeros((R, G * g))
+    pad[:, :L] = v
+    kp = np.zeros((R, G * g), bool)
+    kp[:, :L] = keep
+    pv, kv = pad.reshape(R, G, g), kp.reshape(R, G, g)
+    qmax = 2**bits - 1
+    if symmetric:
+        half = 2 ** (bits - 1)
+        amax = np.where(kv, np.abs(pv), 0).max(axis=-1)
+        scale = np.where(amax > 0, amax / max(half - 1, 1), 1.0).astype(np.float16)
+        scale = np.where(scale == 0, np.float16(2**-24), scale)  # tiny ranges underflow float16
+        zero = np.full((R, G), half, np.float64)
+        zeros = None
+    else:
+        lo = np.where(kv, pv, np.inf).min(axis=-1)
+        hi = np.where(kv, pv, -np.inf).max(axis=-1)
+        lo, hi = np.where(np.isfinite(lo), np.minimum(lo, 0), 0), np.where(np.isfinite(hi), np.maximum(hi, 0), 0)
+        scale = np.where(hi > lo, (hi - lo) / qmax, 1.0).astype(np.float16)
+        scale = np.where(scale == 0, np.float16(2**-24), scale)
+        zeros = np.clip(np.round(-lo / scale.astype(np.float64)), 0, qmax).astype(np.float16)
+        zero = zeros.astype(np.float64)
+    s = scale.astype(np.float64)
+    q = np.clip(np.round(pv / s[..., None] + zero[..., None]), 0, qmax)
+    # entries not kept get the zero point's code, so they decode to exactly 0 (2:4 fill-ins, padding)
+    q = np.where(kv, q, np.clip(np.round(zero), 0, qmax)[..., None]).reshape(R, G * g)[:, :L].astype(np.uint8)
+    return q, scale, zeros
+
+
+# ---- packing -------------------------------------------------------------------------------------
+
+
+def _check_format(format: str, bits: int | None, group_size: int) -> None:
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if bits is not None and bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS} or None (float values), got {bits!r}")
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES} (0 = one group per row), got {group_size!r}")
+
+
+def _weight_array(weight: Any) -> np.ndarray:
+    w = weight.detach().cpu().float().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"weight must be 2-D [out_features, in_features] with both >= 1, got shape {w.shape}")
+    if w.dtype.kind != "f":
+        raise TypeError(f"weight must be floating point, got dtype {w.dtype}")
+    if not np.isfinite(w).all():
+        r = int(np.argmax(~np.isfinite(w).all(axis=1)))
+        raise ValueError(f"weight has NaN or inf (row {r})")
+    return w.astype(np.float32)
+
+
+def _select_24(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(meta uint8 [N, Kp/8], kept positions int [N, Kp/4, 2]) for a 2:4 weight; ValueError otherwise."""
+    N, K = w.shape
+    Kp = -(-K // 32) * 32
+    wp = np.zeros((N, Kp), np.float32)
+    wp[:, :K] = w
+    g = wp.reshape(N, Kp // 4, 4)
+    nz = g != 0
+    cnt = nz.sum(-1)
+    if (cnt > 2).any():
+        n, s = np.argwhere(cnt > 2)[0]
+        raise ValueError(f"weight is not 2:4 sparse: row {n}, columns {4 * s}..{4 * s + 3} keep {cnt[n, s]} "
+                         f"non-zeros (at most 2 of every 4 consecutive weights may be non-zero)")
+    # kept = the non-zeros, then the first zero positions to make two (stable sort: non-zeros first)
+    order = np.argsort(~nz, axis=-1, kind="stable")[..., :2]
+    pos = np.sort(order, axis=-1)
+    nib = (pos[..., 0] | (pos[..., 1] << 2)).astype(np.uint8)
+    meta = (nib[:, 0::2] | (nib[:, 1::2] << 4)).astype(np.uint8)
+    return np.ascontiguousarray(meta), pos
+
+
+def pack_sparse(weight: Any, format: str = "unstructured", *, values_dtype: torch.dtype = torch.float32,
+                bits: int | None = None, group_size: int = 128, symmetric: bool = True) -> dict[str, torch.Tensor]:
+    """Pack a dense weight [N, K] (zeros = pruned) into ``format``; returns the buffers as CPU tensors.
+
+    Parameters
+    ----------
+    weight : float tensor or array [N, K]
+    format : ``"unstructured"`` or ``"2:4"`` (every 4 consecutive weights along K keep at most 2
+        non-zeros, else ValueError naming the first bad group)
+    values_dtype : torch.float32 or torch.float16, for float values (bits=None)
+    bits, group_size, symmetric : quantise the kept values (round to nearest) instead
+
+    Returns dict with ``mask``, ``row_ptr`` (unstructured) or ``meta`` (2:4), and ``values`` or
+    ``packed``, ``scales`` (and ``zeros`` unless symmetric), as described in the module docstring.
+    """
+    _check_format(format, bits, group_size)
+    if values_dtype not in (torch.float32, torch.float16):
+        raise TypeError(f"values_dtype must be torch.float32 or torch.float16, got {values_dtype}")
+    w = _weight_array(weight)
+    N, K = w.shape
+    out: dict[str, np.ndarray | None] = {}
+    if format == "unstructured":
+        keep = w != 0
+        out["mask"] = np.packbits(keep, axis=1, bitorder="little")
+        out["row_ptr"] = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
+        if bits is None:
+            out["values"] = w[keep]
+        else:
+            q, s, z = quantize_groups(w, keep, bits, group_size, symmetric)
+            out["packed"] = pack_codes(q[keep][None, :], bits)[0]
+            out["scales"], out["zeros"] = s, z
+    else:
+        meta, pos = _select_24(w)
+        Kp = meta.shape[1] * 8
+        wp = np.zeros((N, Kp), np.float32)
+        wp[:, :K] = w
+        V = np.take_along_axis(wp.reshape(N, Kp // 4, 4), pos, axis=-1).reshape(N, Kp // 2)
+        out["meta"] = meta
+        if bits is None:
+            out["values"] = V
+        else:
+            # padding columns (k >= K) are zero weights: they do not set a group's range
+            keep = np.zeros((N, Kp // 2), bool)
+            keep.reshape(N, Kp // 4, 2)[:] = (pos + np.arange(0, Kp, 4)[None, :, None]) < K
+            q, s, z = quantize_groups(V, keep & (V != 0), bits, group_size, symmetric)
+            out["packed"], out["scales"], out["zeros"] = pack_codes(q, bits), s, z
+    res = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items() if v is not None}
+    if "values" in res:
+        res["values"] = res["values"].to(values_dtype)
+    return res
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: str = "unstructured", *,
+                  bits: int | None = None, group_size: int = 128) -> torch.Tensor:
+    """The dense float32 weight [N, K] of packed ``buffers`` (the inverse of :func:`pack_sparse`)."""
+    _check_format(format, bits, group_size)
+    K = int(in_features)
+    if format == "unstructured":
+        mask = _np(buffers["mask"])
+        N = mask.shape[0]
+        keep = np.unpackbits(mask, axis=1, count=K, bitorder="little").astype(bool)
+        W = np.zeros((N, K), np.float32)
+        if bits is None:
+            W[keep] = _np(buffers["values"]).astype(np.float32)
+        else:
+            nnz = int(keep.sum())
+            q = unpack_codes(_np(buffers["packed"])[None, :], bits, nnz)[0].astype(np.float32)
+            cols = np.nonzero(keep)[1]
+            rows = np.nonzero(keep)[0]
+            g = K if group_size == 0 else group_size
+            s, z = _grid(buffers, bits)
+            W[keep] = s[rows, cols // g] * (q - z[rows, cols // g])
+        return torch.from_numpy(W)
+    meta = _np(buffers["meta"])
+    N, Kp = meta.shape[0], meta.shape[1] * 8
+    if bits is None:
+        V = _np(buffers["values"]).astype(np.float32)
+    else:
+        q = unpack_codes(_np(buffers["packed"]), bits, Kp // 2).astype(np.float32)
+        g = Kp // 2 if group_size == 0 else group_size
+        s, z = _grid(buffers, bits)
+        gi = np.arange(Kp // 2) // g
+        V = s[:, gi] * (q - z[:, gi])
+    nib = np.stack([meta & 15, meta >> 4], axis=-1).reshape(N, Kp // 4)
+    pos = np.stack([nib & 3, (nib >> 2) & 3], axis=-1).astype(np.int64)
+    W = np.zeros((N, Kp // 4, 4), np.float32)
+    np.put_along_axis(W, pos, V.reshape(N, Kp // 4, 2), axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(W.reshape(N, Kp)[:, :K]))
+
+
+def _grid(buffers: dict[str, torch.Tensor], bits: int) -> tuple[np.ndarray, np.ndarray]:
+    s = _np(buffers["scales"]).astype(np.float32)
+    z = buffers.get("zeros")
+    zz = np.full_like(s, 2 ** (bits - 1)) if z is None else _np(z).astype(np.float32)
+    return s, zz
+
+
+# ---- the matmul ----------------------------------------------------------------------------------
+
+
+def sparse_matmul(x: Any, buffers: dict[str, torch.Tensor], in_features: int, format: str = "unstructured", *,
+                  bits: int | None = None, group_size: int = 128, bias: torch.Tensor | None = None,
+                  threads: int = 0, force_scalar: bool = False) -> np.ndarray:
+    """Y = X W^T (+ bias) on the packed weight: x float32 [B, K] (array or CPU tensor) -> float32 [B, N].
+
+    ``buffers`` as returned by :func:`pack_sparse`; the native code checks every shape again.
+    """
+    _check_format(format, bits, group_size)
+    xa = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if xa.ndim != 2 or xa.shape[1] != in_features or xa.shape[0] < 1:
+        raise ValueError(f"x must be [B, {in_features}] with B >= 1, got shape {xa.shape}")
+    xa = np.ascontiguousarray(xa, dtype=np.float32)
+    if not np.isfinite(xa).all():
+        raise ValueError("x has NaN or inf")
+    arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
+    b = None if bias is None else np.ascontiguousarray(_np(bias), dtype=np.float32)
+    kw = dict(values=arrs["values"], packed=arrs["packed"], scales=arrs["scales"], zeros=arrs["zeros"],
+              bits=4 if bits is None else int(bits), group_size=int(group_size), bias=b, threads=int(threads),
+              force_scalar=bool(force_scalar))
+    if format == "unstructured":
+        return core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], int(in_features), **kw)
+    return core.sparse24_matmul(xa, arrs["meta"], int(in_features), **kw)
+
+
+# ---- the module ----------------------------------------------------------------------------------
+
+
+class SparseLinear(nn.Module):
+    """Drop-in ``nn.Linear`` replacement holding a sparse (optionally quantised) packed weight.
+
+    Build with :meth:`from_linear` / :meth:`from_dense`. ``forward(x [..., in_features])`` ->
+    ``[..., out_features]`` in x's dtype: float32 / bfloat16 / float16 CPU tensors run the native
+    kernel (computed in float32); other devices use the dense weight rebuilt with torch.
+    Buffers (see the module docstring): ``mask`` + ``row_ptr`` or ``meta``; ``values`` or
+    ``packed`` + ``scales`` (+ ``zeros``); ``bias`` float32 [N] or None. The state dict round-trips
+    (buffer sizes depend on the weight and are taken from the loaded state).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, format: str = "unstructured",
+                 bits: int | None = None, group_size: int = 128, symmetric: bool = True,
+                 values_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        _check_format(format, bits, group_size)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.format, self.bits, self.group_size, self.symmetric = format, bits, int(group_size), bool(symmetric)
+        zero = torch.zeros((self.out_features, self.in_features))
+        for k, v in pack_sparse(zero, format, values_dtype=values_dtype, bits=bits, group_size=group_size,
+                                symmetric=symmetric).items():
+            self.register_buffer(k, v)
+        self.register_buffer("bias", torch.zeros(self.out_features) if bias else None)
+
+    @classmethod
+    def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, *, format: str = "unstructured",
+                   bits: int | None = None, group_size: int = 128, symmetric: bool = True,
+                   values_dtype: torch.dtype = torch.float32) -> SparseLinear:
+        """From a dense weight [out, in] whose zeros are the pruned weights (2:4 is validated)."""
+        N, K = weight.shape
+        m = cls(K, N, bias is not None, format=format, bits=bits, group_size=group_size, symmetric=symmetric,
+                values_dtype=values_dtype)
+        for k, v in pack_sparse(weight, format, values_dtype=values_dtype, bits=bits, group_size=group_size,
+                                symmetric=symmetric).items():
+            setattr(m, k, v)
+        if bias is not None:
+            m.bias = bias.detach().cpu().float().clone()
+        return m
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, format: str = "unstructured", **kw: Any) -> SparseLinear:
+        """From an ``nn.Linear`` (its zero weights are the pruned ones); kw as in :meth:`from_dense`."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        return cls.from_dense(linear.weight, linear.bias, format=format, **kw)
+
+    def buffers_dict(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in _BUFFERS if getattr(self, k, None) is not None}
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense float32 weight [out, in] (zeros where pruned)."""
+        return unpack_sparse(self.buffers_dict(), self.in_features, self.format, bits=self.bits,
+                             group_size=self.group_size)
+
+    @property
+    def weight_bytes(self) -> int:
+        return int(sum(t.numel() * t.element_size() for t in self.buffers_dict().values()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            W = self.to_dense().to(device=x.device, dtype=x.dtype)
+            return nn.functional.linear(x, W, None if self.bias is None else self.bias.to(x.device, x.dtype))
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            return x.new_zeros((*lead, self.out_features))
+        xa = x2.detach().float().contiguous().numpy()
+        arrs = {k: _np(v) for k, v in self.buffers_dict().items()}
+        bias = None if self.bias is None else _np(self.bias)
+        kw = dict(values=arrs.get("values"), packed=arrs.get("packed"), scales=arrs.get("scales"),
+                  zeros=arrs.get("zeros"), bits=4 if self.bits is None else self.bits, group_size=self.group_size,
+                  bias=bias)
+        if self.format == "unstructured":
+            y = core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], self.in_features, **kw)
+        else:
+            y = core.sparse24_matmul(xa, arrs["meta"], self.in_features, **kw)
+        return torch.from_numpy(y).to(x.dtype).reshape(*lead, self.out_features)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # buffer sizes depend on the weight (nnz): take them from the state being loaded
+        for k in (*_BUFFERS, "bias"):
+            t = state_dict.get(prefix + k)
+            if t is not None and getattr(self, k, None) is not None and t.shape != getattr(self, k).shape:
+                setattr(self, k, torch.empty_like(t))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def extra_repr(self) -> str:
+        q = "" if self.bits is None else f", bits={self.bits}, group_size={self.group_size}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, format={self.format!r}{q}, "
+                f"bias={self.bias is not None}")
