@@ -117,6 +117,23 @@ inline Group group_of(const QuantValues& q, int64_t n, int64_t g) {
   return {half_to_float(q.scales[at]), q.zeros ? half_to_float(q.zeros[at]) : float(1 << (q.bits - 1))};
 }
 
+// One row's quantised values for the fused AVX2 kernels: codes, its grid as float, and the mask /
+// meta bytes that one group spans.
+struct QRow {
+  const uint8_t* codes;
+  const float* s;
+  const float* z;
+  int64_t gb;
+};
+
+// Row n's grid (scales, zeros) as float into s[G], z[G].
+inline void row_grid(const QuantValues& q, int64_t n, float* s, float* z) {
+  for (int64_t j = 0; j < q.groups; ++j) {
+    const Group g = group_of(q, n, j);
+    s[j] = g.s, z[j] = g.z;
+  }
+}
+
 // Decode row n of quantised 2:4 V ([Kp/2] values) into out.
 __attribute__((always_inline)) inline void decode_row24(const QuantValues& q, int64_t n, int64_t KV, uint8_t* codes,
                                                         float* out) {
@@ -232,15 +249,26 @@ SP_AVX2_INLINE __m256 load4_zext(const void* v, int64_t i) {
 
 template <Values VT, int T>
 SP_AVX2 bool us_tile_avx2(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow, int64_t KB,
-                          const float* x, int64_t ldx, float* out) {
+                          const float* x, int64_t ldx, float* out, const QRow& qr) {
   __m256 acc[T];
   for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
   const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  __m256 sv = _mm256_setzero_ps(), zv = sv;
+  int64_t next = 0, grp = 0;
   for (int64_t t = 0; t < KB; ++t) {
+    if constexpr (VT == Values::quant) {
+      if (t == next) {
+        sv = _mm256_set1_ps(qr.s[grp]), zv = _mm256_set1_ps(qr.z[grp]);
+        ++grp, next += qr.gb;
+      }
+    }
     const unsigned m = mrow[t];
     if (!m) continue;
     __m256 v;
-    if (off + 8 <= limit) {
+    if constexpr (VT == Values::quant) {  // the codes buffer is padded: 8 codes can always be read
+      const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + off)));
+      v = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(c), zv), sv);
+    } else if (off + 8 <= limit) {
       v = load8<VT>(vals, off);
     } else {  // the stream's last values: never read past its end
       alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -258,12 +286,28 @@ SP_AVX2 bool us_tile_avx2(const void* vals, int64_t off, int64_t end, int64_t li
 }
 
 template <Values VT, int T>
-SP_AVX2 void s24_tile_avx2(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, float* out) {
+SP_AVX2 void s24_tile_avx2(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, float* out,
+                           const QRow& qr) {
   __m256 acc[T];
   for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+  __m128 sv = _mm_setzero_ps(), zv = sv;
+  int64_t next = 0, grp = 0;
   for (int64_t t = 0; t < MB; ++t) {
     const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.s24[meta[t]]));
-    const __m256 w = _mm256_permutevar8x32_ps(load4_zext<VT>(V, 4 * t), idx);
+    __m256 v4;
+    if constexpr (VT == Values::quant) {
+      if (t == next) {
+        sv = _mm_set1_ps(qr.s[grp]), zv = _mm_set1_ps(qr.z[grp]);
+        ++grp, next += qr.gb;
+      }
+      int32_t c4;
+      std::memcpy(&c4, qr.codes + 4 * t, 4);
+      const __m128 q = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(c4)));
+      v4 = _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_mul_ps(_mm_sub_ps(q, zv), sv), 0);
+    } else {
+      v4 = load4_zext<VT>(V, 4 * t);
+    }
+    const __m256 w = _mm256_permutevar8x32_ps(v4, idx);
     for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
   }
   for (int i = 0; i < T; ++i) out[i] = hsum(acc[i]);
@@ -271,7 +315,7 @@ SP_AVX2 void s24_tile_avx2(const void* V, const uint8_t* meta, int64_t MB, const
 
 template <Values VT>
 SP_AVX2 bool us_row_avx2(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow, int64_t KB,
-                         const float* x, int64_t ldx, int64_t B, float* out) {
+                         const float* x, int64_t ldx, int64_t B, float* out, const QRow& qr) {
   bool ok = true;
   for (int64_t b0 = 0; b0 < B; b0 += kTile) {
     const float* xb = x + b0 * ldx;
@@ -279,7 +323,7 @@ SP_AVX2 bool us_row_avx2(const void* vals, int64_t off, int64_t end, int64_t lim
     switch (std::min<int64_t>(kTile, B - b0)) {
 #define SP_CASE(T) \
   case T:          \
-    ok &= us_tile_avx2<VT, T>(vals, off, end, limit, mrow, KB, xb, ldx, o); \
+    ok &= us_tile_avx2<VT, T>(vals, off, end, limit, mrow, KB, xb, ldx, o, qr); \
     break;
       SP_CASE(1) SP_CASE(2) SP_CASE(3) SP_CASE(4) SP_CASE(5) SP_CASE(6) SP_CASE(7) SP_CASE(8)
 #undef SP_CASE
@@ -290,14 +334,14 @@ SP_AVX2 bool us_row_avx2(const void* vals, int64_t off, int64_t end, int64_t lim
 
 template <Values VT>
 SP_AVX2 void s24_row_avx2(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, int64_t B,
-                          float* out) {
+                          float* out, const QRow& qr) {
   for (int64_t b0 = 0; b0 < B; b0 += kTile) {
     const float* xb = x + b0 * ldx;
     float* o = out + b0;
     switch (std::min<int64_t>(kTile, B - b0)) {
 #define SP_CASE(T) \
   case T:          \
-    s24_tile_avx2<VT, T>(V, meta, MB, xb, ldx, o); \
+    s24_tile_avx2<VT, T>(V, meta, MB, xb, ldx, o, qr); \
     break;
       SP_CASE(1) SP_CASE(2) SP_CASE(3) SP_CASE(4) SP_CASE(5) SP_CASE(6) SP_CASE(7) SP_CASE(8)
 #undef SP_CASE
@@ -305,13 +349,9 @@ SP_AVX2 void s24_row_avx2(const void* V, const uint8_t* meta, int64_t MB, const 
   }
 }
 
-// The quantised rows: decoding compiled with AVX2 enabled (the loops vectorise), then the f32 kernel.
-SP_AVX2 void decode_row24_avx2(const QuantValues& q, int64_t n, int64_t KV, uint8_t* codes, float* out) {
-  decode_row24(q, n, KV, codes, out);
-}
-SP_AVX2 bool decode_row_us_avx2(const QuantValues& q, int64_t n, const uint8_t* mrow, int64_t KB, int64_t start,
-                                int64_t count, uint8_t* codes, float* out) {
-  return decode_row_us(q, n, mrow, KB, start, count, codes, out);
+// Codes of a quantised row, the unpacking compiled with AVX2 enabled (the loops vectorise).
+SP_AVX2 void decode_range_avx2(const uint8_t* packed, int bits, int64_t start, int64_t count, uint8_t* c) {
+  decode_range(packed, bits, start, count, c);
 }
 
 bool detect_avx2() {
@@ -362,30 +402,32 @@ void unstructured_matmul(const float* x, int64_t B, int64_t K, const uint8_t* ma
   over_rows(N, B, K, K, bias, y, threads, [&](int64_t n, float* out, uint8_t* codes, float* fbuf) {
     const uint8_t* mrow = mask + n * KB;
     int64_t off = row_ptr[n], end = row_ptr[n + 1], limit = nnz;
+#if EVOFORGE_SPARSE_X86
+    if (avx2) {
+      bool ok;
+      if (vt == Values::quant) {  // this row's codes, then the fused kernel dequantises as it goes
+        decode_range_avx2(q->packed, q->bits, off, end - off, codes);
+        row_grid(*q, n, fbuf, fbuf + q->groups);
+        const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 8 : KB};
+        ok = us_row_avx2<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, xp.data(), ldx, B, out, qr);
+      } else {
+        const QRow none{};
+        ok = vt == Values::f32 ? us_row_avx2<Values::f32>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, none)
+                               : us_row_avx2<Values::f16>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, none);
+      }
+      if (!ok) bad = true;
+      return;
+    }
+#endif
     const void* vals = values;
     Values v = vt;
     if (vt == Values::quant) {  // decode this row's kept values into fbuf, then read them as float32
-      bool ok;
-#if EVOFORGE_SPARSE_X86
-      ok = avx2 ? decode_row_us_avx2(*q, n, mrow, KB, off, end - off, codes, fbuf)
-                : decode_row_us(*q, n, mrow, KB, off, end - off, codes, fbuf);
-#else
-      ok = decode_row_us(*q, n, mrow, KB, off, end - off, codes, fbuf);
-#endif
-      if (!ok) {
+      if (!decode_row_us(*q, n, mrow, KB, off, end - off, codes, fbuf)) {
         bad = true;
         return;
       }
       vals = fbuf, v = Values::f32, limit = end - off, end = limit, off = 0;
     }
-#if EVOFORGE_SPARSE_X86
-    if (avx2) {
-      const bool ok = v == Values::f32 ? us_row_avx2<Values::f32>(vals, off, end, limit, mrow, KB, xp.data(), ldx, B, out)
-                                       : us_row_avx2<Values::f16>(vals, off, end, limit, mrow, KB, xp.data(), ldx, B, out);
-      if (!ok) bad = true;
-      return;
-    }
-#endif
     for (int64_t b = 0; b < B; ++b) {
       const float* xb = xp.data() + b * ldx;
       const bool ok = v == Values::f32 ? us_row_scalar<Values::f32>(vals, off, end, limit, mrow, KB, xb, out + b)
@@ -406,29 +448,29 @@ void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, 
   const bool avx2 = g_avx2 && !force_scalar;
   over_rows(N, B, K, KV, bias, y, threads, [&](int64_t n, float* out, uint8_t* codes, float* fbuf) {
     const uint8_t* mrow = meta + n * MB;
-    const void* V;
-    Values v = vt;
-    if (vt == Values::quant) {
-#if EVOFORGE_SPARSE_X86
-      if (avx2)
-        decode_row24_avx2(*q, n, KV, codes, fbuf);
-      else
-#endif
-        decode_row24(*q, n, KV, codes, fbuf);
-      V = fbuf, v = Values::f32;
-    } else {
-      V = vt == Values::f32 ? static_cast<const void*>(static_cast<const float*>(values) + n * KV)
-                            : static_cast<const void*>(static_cast<const uint16_t*>(values) + n * KV);
-    }
+    const void* V = vt == Values::f32 ? static_cast<const void*>(static_cast<const float*>(values) + n * KV)
+                                      : static_cast<const void*>(static_cast<const uint16_t*>(values) + n * KV);
 #if EVOFORGE_SPARSE_X86
     if (avx2) {
-      if (v == Values::f32)
-        s24_row_avx2<Values::f32>(V, mrow, MB, xp.data(), Kp, B, out);
-      else
-        s24_row_avx2<Values::f16>(V, mrow, MB, xp.data(), Kp, B, out);
+      if (vt == Values::quant) {
+        const int64_t row_bytes = (KV + 31) / 32 * 4 * q->bits;
+        decode_range_avx2(q->packed + n * row_bytes, q->bits, 0, KV, codes);
+        row_grid(*q, n, fbuf, fbuf + q->groups);
+        const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 4 : MB};
+        s24_row_avx2<Values::quant>(nullptr, mrow, MB, xp.data(), Kp, B, out, qr);
+      } else if (vt == Values::f32) {
+        s24_row_avx2<Values::f32>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
+      } else {
+        s24_row_avx2<Values::f16>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
+      }
       return;
     }
 #endif
+    Values v = vt;
+    if (vt == Values::quant) {
+      decode_row24(*q, n, KV, codes, fbuf);
+      V = fbuf, v = Values::f32;
+    }
     for (int64_t b = 0; b < B; ++b)
       out[b] = v == Values::f32 ? s24_row_scalar<Values::f32>(V, mrow, MB, xp.data() + b * Kp)
                                 : s24_row_scalar<Values::f16>(V, mrow, MB, xp.data() + b * Kp);
