@@ -182,22 +182,16 @@ def _open_db(result: dict, database: Any) -> Any:
     return LayerDatabase.open(database)
 
 
-def _read_codes(db: Any, name: str, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-    """(codes uint8 [N, K], scales float32 [N, G], zeros or None, group size) of a quant database level."""
+def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> nn.Module:
+    """QuantLinear of a quant database level: its codes and grid as stored (5..7 bits as 8-bit codes)."""
     from safetensors import safe_open
 
     entry = next(e for e in db.manifest["layers"] if e["name"] == name)
     with safe_open(str(db.path / entry["file"]), framework="pt", device="cpu") as f:
         q, s, z = f.get_tensor(f"q.{bits}"), f.get_tensor(f"scales.{bits}"), f.get_tensor(f"zeros.{bits}")
-        g_idx = f.get_tensor(f"g_idx.{bits}").long()
-    K = q.shape[1]
-    g = int(db.params["group_size"])
-    g = K if g <= 0 or g >= K else g
-    if not torch.equal(g_idx, torch.arange(K) // g):
-        raise ConfigError(f"layer {name}: its groups are not contiguous columns (act-order); the packed format "
-                          "needs g_idx = k // group_size")
-    gs = 0 if g == K else g
-    return q, s, (None if db.params.get("symmetric") else z), gs
+        g_idx = f.get_tensor(f"g_idx.{bits}")
+    zeros = None if db.params.get("symmetric") else z
+    return _quant_linear().from_codes(q, s, zeros, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
 
 
 def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
@@ -229,9 +223,7 @@ def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
                           symmetric=bool(qdb.params.get("symmetric", False)))
             new: nn.Module = SparseLinear.from_dense(W, b, format="unstructured", **kw)
         else:
-            bits = lv["quant"]
-            q, s, z, g = _read_codes(by_method["quant"][1], name, bits)
-            new = _quant_linear().from_codes(q, s, z, _store_bits(bits), g, bias=b)
+            new = _quant_from_db(by_method["quant"][1], name, lv["quant"], b)
         _replace(model, name, new)
 
 

@@ -33,15 +33,14 @@ import torch
 from torch import nn
 
 from .._native import core
+from .quant import pack_codes, unpack_codes
 
 __all__ = [
     "FORMATS",
     "SparseLinear",
-    "pack_codes",
     "pack_sparse",
     "quantize_groups",
     "sparse_matmul",
-    "unpack_codes",
     "unpack_sparse",
 ]
 
@@ -51,47 +50,7 @@ GROUP_SIZES = (0, 32, 64, 128, 256)
 _BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
 
 
-# ---- code packing (the v1 block layout) ----------------------------------------------------------
-
-
-def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Pack codes uint8 [R, L] (each < 2^bits) into the v1 layout: uint8 [R, ceil(L/32) * 4 * bits]."""
-    c = np.asarray(codes, dtype=np.uint8)
-    R, L = c.shape
-    nb = -(-L // 32)
-    blk = np.zeros((R, nb * 32), np.uint8)
-    blk[:, :L] = c
-    blk = blk.reshape(R, nb, 32)
-    if bits == 8:
-        out = blk
-    elif bits == 4:
-        out = blk[..., :16] | (blk[..., 16:] << 4)
-    else:
-        lo = blk & 3
-        out = lo[..., 0:8] | (lo[..., 8:16] << 2) | (lo[..., 16:24] << 4) | (lo[..., 24:32] << 6)
-        if bits == 3:
-            hi = ((blk >> 2) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)
-            word = hi.sum(axis=-1, dtype=np.uint32).astype("<u4")
-            out = np.concatenate([out, word[..., None].view(np.uint8)], axis=-1)
-    return np.ascontiguousarray(out.reshape(R, nb * 4 * bits))
-
-
-def unpack_codes(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
-    """Inverse of :func:`pack_codes`: uint8 [R, row_bytes] -> codes uint8 [R, length]."""
-    p = np.asarray(packed, dtype=np.uint8)
-    R = p.shape[0]
-    blk = p.reshape(R, -1, 4 * bits)
-    if bits == 8:
-        c = blk
-    elif bits == 4:
-        c = np.concatenate([blk & 15, blk >> 4], axis=-1)
-    else:
-        b = blk[..., :8]
-        c = np.concatenate([b & 3, (b >> 2) & 3, (b >> 4) & 3, b >> 6], axis=-1)
-        if bits == 3:
-            word = np.ascontiguousarray(blk[..., 8:12]).view("<u4")[..., 0]
-            c = c | ((((word[..., None] >> np.arange(32, dtype=np.uint32)) & 1) << 2).astype(np.uint8))
-    return np.ascontiguousarray(c.reshape(R, -1)[:, :length])
+# ---- quantised values ------------------------------------------------------------------------------
 
 
 def quantize_groups(values: np.ndarray, keep: np.ndarray, bits: int, group_size: int,
@@ -208,7 +167,8 @@ def pack_sparse(weight: Any, format: str = "unstructured", *, values_dtype: torc
             out["values"] = w[keep]
         else:
             q, s, z = quantize_groups(w, keep, bits, group_size, symmetric)
-            out["packed"] = pack_codes(q[keep][None, :], bits)[0]
+            kept = q[keep]
+            out["packed"] = pack_codes(kept[None, :], bits)[0] if kept.size else np.zeros(0, np.uint8)
             out["scales"], out["zeros"] = s, z
     else:
         meta, pos = _select_24(w)
@@ -249,7 +209,8 @@ def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: st
             W[keep] = _np(buffers["values"]).astype(np.float32)
         else:
             nnz = int(keep.sum())
-            q = unpack_codes(_np(buffers["packed"])[None, :], bits, nnz)[0].astype(np.float32)
+            q = (unpack_codes(_np(buffers["packed"])[None, :], bits, nnz)[0].astype(np.float32) if nnz
+                 else np.zeros(0, np.float32))
             cols = np.nonzero(keep)[1]
             rows = np.nonzero(keep)[0]
             g = K if group_size == 0 else group_size
@@ -355,6 +316,16 @@ class SparseLinear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
         return cls.from_dense(linear.weight, linear.bias, format=format, **kw)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SparseLinear:
+        # a dtype cast of the module (model.half()) moves but never re-types the packed format
+        keep = {k: getattr(self, k) for k in (*_BUFFERS, "bias") if getattr(self, k, None) is not None}
+        super()._apply(fn, recurse)
+        for k, t in keep.items():
+            moved = getattr(self, k)
+            if moved.dtype != t.dtype:
+                setattr(self, k, t.to(moved.device))
+        return self
 
     def buffers_dict(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k) for k in _BUFFERS if getattr(self, k, None) is not None}
