@@ -190,8 +190,8 @@ def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> 
     with safe_open(str(db.path / entry["file"]), framework="pt", device="cpu") as f:
         q, s, z = f.get_tensor(f"q.{bits}"), f.get_tensor(f"scales.{bits}"), f.get_tensor(f"zeros.{bits}")
         g_idx = f.get_tensor(f"g_idx.{bits}")
-    zeros = None if db.params.get("symmetric") else z
-    return _quant_linear().from_codes(q, s, zeros, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
+    # zeros kept even for a symmetric ladder: the stored grid is reproduced exactly whatever its zero
+    return _quant_linear().from_codes(q, s, z, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
 
 
 def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
