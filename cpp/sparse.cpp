@@ -354,12 +354,132 @@ SP_AVX2 void decode_range_avx2(const uint8_t* packed, int bits, int64_t start, i
   decode_range(packed, bits, start, count, c);
 }
 
-bool detect_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+// ---- AVX-512 (F + BW + VL + VBMI2): expand-loads put a chunk's kept values in their columns ----
+#define SP_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx2,fma,f16c,popcnt")))
+
+struct Masks24 {
+  uint8_t m[256];  // meta byte -> the 8-bit mask of its kept columns
+  Masks24() {
+    for (int b = 0; b < 256; ++b) m[b] = uint8_t(1 << (b & 3) | 1 << ((b >> 2) & 3) | 16 << ((b >> 4) & 3) | 16 << ((b >> 6) & 3));
+  }
+};
+const Masks24 g_m24;
+
+// Unstructured, 16 columns (two mask bytes) per step.
+template <Values VT, int T>
+SP_AVX512 bool us_tile_avx512(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow,
+                              int64_t KB, const float* x, int64_t ldx, float* out, const QRow& qr) {
+  __m512 acc[T];
+  for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 sv = _mm512_setzero_ps(), zv = sv;
+  int64_t next = 0, grp = 0;
+  for (int64_t t = 0; t < KB; t += 2) {
+    if constexpr (VT == Values::quant) {
+      if (t >= next) {  // groups span an even number of mask bytes (g is a multiple of 32)
+        sv = _mm512_set1_ps(qr.s[grp]), zv = _mm512_set1_ps(qr.z[grp]);
+        ++grp, next += qr.gb;
+      }
+    }
+    const unsigned m = unsigned(mrow[t]) | (t + 1 < KB ? unsigned(mrow[t + 1]) << 8 : 0u);
+    if (!m) continue;
+    const int cnt = __builtin_popcount(m);
+    const __mmask16 k = __mmask16(m);
+    __m512 w;
+    if constexpr (VT == Values::quant) {  // padded codes buffer: 16 codes can always be read
+      const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr.codes + off))));
+      w = _mm512_maskz_expand_ps(k, _mm512_mul_ps(_mm512_sub_ps(q, zv), sv));
+    } else {
+      if (off + cnt > limit) return false;  // a corrupt mask: never read past the values
+      if constexpr (VT == Values::f32) {
+        w = _mm512_maskz_expandloadu_ps(k, static_cast<const float*>(vals) + off);
+      } else {
+        const __m256i h = _mm256_maskz_expandloadu_epi16(k, static_cast<const uint16_t*>(vals) + off);
+        w = _mm512_cvtph_ps(h);
+      }
+    }
+    for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+    off += cnt;
+  }
+  for (int i = 0; i < T; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
+  return off == end;
 }
-const bool g_avx2 = detect_avx2();
+
+// 2:4, 16 columns (two meta bytes, 8 values) per step.
+template <Values VT, int T>
+SP_AVX512 void s24_tile_avx512(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx,
+                               float* out, const QRow& qr) {
+  __m512 acc[T];
+  for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+  __m256 sv = _mm256_setzero_ps(), zv = sv;
+  int64_t next = 0, grp = 0;
+  for (int64_t t = 0; t < MB; t += 2) {  // MB = Kp / 8 is a multiple of 4
+    const __mmask16 k = __mmask16(g_m24.m[meta[t]] | unsigned(g_m24.m[meta[t + 1]]) << 8);
+    __m256 v8;
+    if constexpr (VT == Values::quant) {
+      if (t >= next) {
+        sv = _mm256_set1_ps(qr.s[grp]), zv = _mm256_set1_ps(qr.z[grp]);
+        ++grp, next += qr.gb;
+      }
+      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + 4 * t))));
+      v8 = _mm256_mul_ps(_mm256_sub_ps(q, zv), sv);
+    } else if constexpr (VT == Values::f32) {
+      v8 = _mm256_loadu_ps(static_cast<const float*>(V) + 4 * t);
+    } else {
+      v8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(V) + 4 * t)));
+    }
+    const __m512 w = _mm512_maskz_expand_ps(k, _mm512_castps256_ps512(v8));
+    for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+  }
+  for (int i = 0; i < T; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
+}
+
+template <Values VT>
+SP_AVX512 bool us_row_avx512(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow,
+                             int64_t KB, const float* x, int64_t ldx, int64_t B, float* out, const QRow& qr) {
+  bool ok = true;
+  for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+    const float* xb = x + b0 * ldx;
+    float* o = out + b0;
+    switch (std::min<int64_t>(kTile, B - b0)) {
+#define SP_CASE(T) \
+  case T:          \
+    ok &= us_tile_avx512<VT, T>(vals, off, end, limit, mrow, KB, xb, ldx, o, qr); \
+    break;
+      SP_CASE(1) SP_CASE(2) SP_CASE(3) SP_CASE(4) SP_CASE(5) SP_CASE(6) SP_CASE(7) SP_CASE(8)
+#undef SP_CASE
+    }
+  }
+  return ok;
+}
+
+template <Values VT>
+SP_AVX512 void s24_row_avx512(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, int64_t B,
+                              float* out, const QRow& qr) {
+  for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+    const float* xb = x + b0 * ldx;
+    float* o = out + b0;
+    switch (std::min<int64_t>(kTile, B - b0)) {
+#define SP_CASE(T) \
+  case T:          \
+    s24_tile_avx512<VT, T>(V, meta, MB, xb, ldx, o, qr); \
+    break;
+      SP_CASE(1) SP_CASE(2) SP_CASE(3) SP_CASE(4) SP_CASE(5) SP_CASE(6) SP_CASE(7) SP_CASE(8)
+#undef SP_CASE
+    }
+  }
+}
+
+int detect_isa() {
+  __builtin_cpu_init();
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))) return 0;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vbmi2"))
+    return 2;
+  return 1;
+}
+const int g_isa = detect_isa();
 #else
-const bool g_avx2 = false;
+const int g_isa = 0;
 #endif
 
 // X copied into rows of ldx floats, zero-padded past K (kernels read whole 8-column chunks).
@@ -388,32 +508,36 @@ void over_rows(int64_t N, int64_t B, int64_t K, int64_t scratch, const float* bi
 
 }  // namespace
 
-bool cpu_has_avx2() { return g_avx2; }
+int best_isa() { return g_isa; }
 
 void unstructured_matmul(const float* x, int64_t B, int64_t K, const uint8_t* mask, const int64_t* row_ptr, int64_t N,
                          Values vt, const void* values, const QuantValues* q, const float* bias, float* y, int threads,
-                         bool force_scalar) {
+                         int max_isa) {
   EVOFORGE_CHECK(B >= 1 && K >= 1 && N >= 1, "unstructured_matmul needs B, K, N >= 1");
   EVOFORGE_CHECK(vt != Values::quant || q != nullptr, "quantised values need their codes and scales");
-  const int64_t KB = (K + 7) / 8, ldx = KB * 8, nnz = row_ptr[N];
+  const int64_t KB = (K + 7) / 8, ldx = (K + 15) / 16 * 16, nnz = row_ptr[N];
   const std::vector<float> xp = pad_x(x, B, K, ldx);
-  const bool avx2 = g_avx2 && !force_scalar;
+  const int isa = std::min(g_isa, max_isa);
   std::atomic<bool> bad{false};
   over_rows(N, B, K, K, bias, y, threads, [&](int64_t n, float* out, uint8_t* codes, float* fbuf) {
     const uint8_t* mrow = mask + n * KB;
     int64_t off = row_ptr[n], end = row_ptr[n + 1], limit = nnz;
 #if EVOFORGE_SPARSE_X86
-    if (avx2) {
+    if (isa >= 1) {
       bool ok;
+      const bool w512 = isa >= 2;
       if (vt == Values::quant) {  // this row's codes, then the fused kernel dequantises as it goes
         decode_range_avx2(q->packed, q->bits, off, end - off, codes);
         row_grid(*q, n, fbuf, fbuf + q->groups);
         const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 8 : KB};
-        ok = us_row_avx2<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, xp.data(), ldx, B, out, qr);
+        ok = w512 ? us_row_avx512<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, xp.data(), ldx, B, out, qr)
+                  : us_row_avx2<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, xp.data(), ldx, B, out, qr);
+      } else if (vt == Values::f32) {
+        ok = w512 ? us_row_avx512<Values::f32>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, QRow{})
+                  : us_row_avx2<Values::f32>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, QRow{});
       } else {
-        const QRow none{};
-        ok = vt == Values::f32 ? us_row_avx2<Values::f32>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, none)
-                               : us_row_avx2<Values::f16>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, none);
+        ok = w512 ? us_row_avx512<Values::f16>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, QRow{})
+                  : us_row_avx2<Values::f16>(values, off, end, limit, mrow, KB, xp.data(), ldx, B, out, QRow{});
       }
       if (!ok) bad = true;
       return;
@@ -440,28 +564,38 @@ void unstructured_matmul(const float* x, int64_t B, int64_t K, const uint8_t* ma
 
 void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, int64_t N, Values vt,
                      const void* values, const QuantValues* q, const float* bias, float* y, int threads,
-                     bool force_scalar) {
+                     int max_isa) {
   EVOFORGE_CHECK(B >= 1 && K >= 1 && N >= 1, "sparse24_matmul needs B, K, N >= 1");
   EVOFORGE_CHECK(vt != Values::quant || q != nullptr, "quantised values need their codes and scales");
   const int64_t Kp = (K + 31) / 32 * 32, MB = Kp / 8, KV = Kp / 2;
   const std::vector<float> xp = pad_x(x, B, K, Kp);
-  const bool avx2 = g_avx2 && !force_scalar;
+  const int isa = std::min(g_isa, max_isa);
   over_rows(N, B, K, KV, bias, y, threads, [&](int64_t n, float* out, uint8_t* codes, float* fbuf) {
     const uint8_t* mrow = meta + n * MB;
     const void* V = vt == Values::f32 ? static_cast<const void*>(static_cast<const float*>(values) + n * KV)
                                       : static_cast<const void*>(static_cast<const uint16_t*>(values) + n * KV);
 #if EVOFORGE_SPARSE_X86
-    if (avx2) {
+    if (isa >= 1) {
+      const bool w512 = isa >= 2;
       if (vt == Values::quant) {
         const int64_t row_bytes = (KV + 31) / 32 * 4 * q->bits;
         decode_range_avx2(q->packed + n * row_bytes, q->bits, 0, KV, codes);
         row_grid(*q, n, fbuf, fbuf + q->groups);
         const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 4 : MB};
-        s24_row_avx2<Values::quant>(nullptr, mrow, MB, xp.data(), Kp, B, out, qr);
+        if (w512)
+          s24_row_avx512<Values::quant>(nullptr, mrow, MB, xp.data(), Kp, B, out, qr);
+        else
+          s24_row_avx2<Values::quant>(nullptr, mrow, MB, xp.data(), Kp, B, out, qr);
       } else if (vt == Values::f32) {
-        s24_row_avx2<Values::f32>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
+        if (w512)
+          s24_row_avx512<Values::f32>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
+        else
+          s24_row_avx2<Values::f32>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
       } else {
-        s24_row_avx2<Values::f16>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
+        if (w512)
+          s24_row_avx512<Values::f16>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
+        else
+          s24_row_avx2<Values::f16>(V, mrow, MB, xp.data(), Kp, B, out, QRow{});
       }
       return;
     }

@@ -118,10 +118,10 @@ def test_quantised_values_are_round_to_nearest_on_the_stored_grid(bits, symmetri
     values=st.sampled_from(["f32", "f16", 2, 3, 4, 8]),
     group_size=st.sampled_from([0, 32, 64, 128, 256]),
     symmetric=st.booleans(),
-    force_scalar=st.booleans(),
+    isa=st.sampled_from([0, 1, 2]),
     seed=st.integers(0, 2**16),
 )
-def test_kernels_match_float64(N, K, B, sparsity, fmt, values, group_size, symmetric, force_scalar, seed):
+def test_kernels_match_float64(N, K, B, sparsity, fmt, values, group_size, symmetric, isa, seed):
     rng = np.random.default_rng(seed)
     W = random_sparse(rng, N, K, sparsity, fmt)
     bits = values if isinstance(values, int) else None
@@ -133,33 +133,37 @@ def test_kernels_match_float64(N, K, B, sparsity, fmt, values, group_size, symme
     x = rng.standard_normal((B, K)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32) if seed % 2 else None
     y = sparse_matmul(x, buf, K, fmt, bits=bits, group_size=group_size,
-                      bias=None if bias is None else torch.from_numpy(bias), force_scalar=force_scalar)
+                      bias=None if bias is None else torch.from_numpy(bias), max_isa=isa)
     assert y.shape == (B, N) and y.dtype == np.float32
     check_close(y, x, Wd, bias)
 
 
 @pytest.mark.parametrize("fmt", ["unstructured", "2:4"])
 @pytest.mark.parametrize("bits", [None, 4, 3])
-def test_results_do_not_depend_on_the_thread_count(fmt, bits):
+@pytest.mark.parametrize("isa", [0, 1, 2])
+def test_results_do_not_depend_on_the_thread_count(fmt, bits, isa):
     rng = np.random.default_rng(7)
     W = random_sparse(rng, 300, 257, 0.6, fmt)
     buf = pack_sparse(W, fmt, bits=bits, group_size=64)
     x = rng.standard_normal((5, 257)).astype(np.float32)
-    ys = [sparse_matmul(x, buf, 257, fmt, bits=bits, group_size=64, threads=t) for t in (1, 2, 3, 8)]
+    ys = [sparse_matmul(x, buf, 257, fmt, bits=bits, group_size=64, threads=t, max_isa=isa) for t in (1, 2, 3, 8)]
     for y in ys[1:]:
         assert np.array_equal(y, ys[0])
 
 
-def test_scalar_and_vector_paths_agree():
-    if not core.sparse_cpu_has_avx2():
-        pytest.skip("no AVX2 on this CPU: only the scalar path runs")
+@pytest.mark.parametrize("isa", [1, 2])
+def test_scalar_and_vector_paths_agree(isa):
+    if core.sparse_best_isa() < isa:
+        pytest.skip(f"this CPU lacks instruction set level {isa} (1 AVX2, 2 AVX-512)")
     rng = np.random.default_rng(3)
-    W = random_sparse(rng, 50, 333, 0.5, "unstructured")
-    buf = pack_sparse(W, "unstructured", bits=4, group_size=32)
-    x = rng.standard_normal((3, 333)).astype(np.float32)
-    a = sparse_matmul(x, buf, 333, "unstructured", bits=4, group_size=32)
-    b = sparse_matmul(x, buf, 333, "unstructured", bits=4, group_size=32, force_scalar=True)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for fmt in ("unstructured", "2:4"):
+        W = random_sparse(rng, 50, 333, 0.5, fmt)
+        for kw in ({}, {"values_dtype": torch.float16}, {"bits": 4, "group_size": 32}):
+            buf = pack_sparse(W, fmt, **kw)
+            x = rng.standard_normal((3, 333)).astype(np.float32)
+            a = sparse_matmul(x, buf, 333, fmt, bits=kw.get("bits"), group_size=32, max_isa=isa)
+            b = sparse_matmul(x, buf, 333, fmt, bits=kw.get("bits"), group_size=32, max_isa=0)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 # ---- bad input -------------------------------------------------------------------------------------

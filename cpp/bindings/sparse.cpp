@@ -91,7 +91,7 @@ ValueArgs value_args(const py::object& values, const py::object& packed, const p
 py::array_t<float> unstructured_impl(const py::array& x, const py::array& mask, const py::array& row_ptr,
                                      int64_t in_features, const py::object& values, const py::object& packed,
                                      const py::object& scales, const py::object& zeros, int bits, int64_t group_size,
-                                     const py::object& bias, int threads, bool force_scalar) {
+                                     const py::object& bias, int threads, int max_isa) {
   const int64_t K = in_features;
   EVOFORGE_CHECK(K >= 1, "in_features must be >= 1");
   EVOFORGE_CHECK(mask.ndim() == 2, "mask must be 2-D [N, ceil(K/8)]");
@@ -110,7 +110,7 @@ py::array_t<float> unstructured_impl(const py::array& x, const py::array& mask, 
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
-    sparse::unstructured_matmul(in.x, in.B, K, mp, rp, N, v.vt, v.values, &v.q, in.bias, yp, threads, force_scalar);
+    sparse::unstructured_matmul(in.x, in.B, K, mp, rp, N, v.vt, v.values, &v.q, in.bias, yp, threads, max_isa);
   }
   return y;
 }
@@ -118,7 +118,7 @@ py::array_t<float> unstructured_impl(const py::array& x, const py::array& mask, 
 py::array_t<float> sparse24_impl(const py::array& x, const py::array& meta, int64_t in_features,
                                  const py::object& values, const py::object& packed, const py::object& scales,
                                  const py::object& zeros, int bits, int64_t group_size, const py::object& bias,
-                                 int threads, bool force_scalar) {
+                                 int threads, int max_isa) {
   const int64_t K = in_features;
   EVOFORGE_CHECK(K >= 1, "in_features must be >= 1");
   EVOFORGE_CHECK(meta.ndim() == 2, "meta must be 2-D [N, Kp/8]");
@@ -132,7 +132,7 @@ py::array_t<float> sparse24_impl(const py::array& x, const py::array& meta, int6
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
-    sparse::sparse24_matmul(in.x, in.B, K, mp, N, v.vt, v.values, &v.q, in.bias, yp, threads, force_scalar);
+    sparse::sparse24_matmul(in.x, in.B, K, mp, N, v.vt, v.values, &v.q, in.bias, yp, threads, max_isa);
   }
   return y;
 }
@@ -144,12 +144,12 @@ void register_sparse(py::module_& m) {
         py::arg("in_features"), py::arg("values") = py::none(), py::arg("packed") = py::none(),
         py::arg("scales") = py::none(), py::arg("zeros") = py::none(), py::arg("bits") = 4,
         py::arg("group_size") = 0, py::arg("bias") = py::none(), py::arg("threads") = 0,
-        py::arg("force_scalar") = false);
+        py::arg("max_isa") = 2);
   m.def("sparse24_matmul", &sparse24_impl, py::arg("x"), py::arg("meta"), py::arg("in_features"),
         py::arg("values") = py::none(), py::arg("packed") = py::none(), py::arg("scales") = py::none(),
         py::arg("zeros") = py::none(), py::arg("bits") = 4, py::arg("group_size") = 0,
-        py::arg("bias") = py::none(), py::arg("threads") = 0, py::arg("force_scalar") = false);
-  m.def("sparse_cpu_has_avx2", &sparse::cpu_has_avx2);
+        py::arg("bias") = py::none(), py::arg("threads") = 0, py::arg("max_isa") = 2);
+  m.def("sparse_best_isa", &sparse::best_isa);
 }
 
 }  // namespace evoforge

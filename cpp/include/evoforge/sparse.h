@@ -18,8 +18,9 @@
 //   ceil(Kp / 2 / 32) * 4 * bits; scales/zeros float16 [N, G], G = ceil((Kp / 2) / g), g over V).
 //
 // Every output element is computed by one thread in a fixed order, so results do not depend on the
-// thread count. AVX2 + FMA + F16C is picked at run time (cpuid); force_scalar selects the portable
-// loop (the same sums in another order: results agree within float32 rounding). Kernels never read
+// thread count. The instruction set is picked at run time (cpuid): 2 = AVX-512 (F/BW/VL/DQ/VBMI2:
+// expand-loads), 1 = AVX2 + FMA + F16C (permute tables), 0 = portable scalar loop; max_isa caps it
+// (each level sums in its own order: results agree within float32 rounding). Kernels never read
 // outside the given arrays: a mask whose bit counts disagree with row_ptr is reported as an error.
 #pragma once
 
@@ -45,14 +46,15 @@ struct QuantValues {
 /// Throws std::invalid_argument when the mask and row_ptr disagree.
 void unstructured_matmul(const float* x, int64_t B, int64_t K, const uint8_t* mask, const int64_t* row_ptr,
                          int64_t N, Values vt, const void* values, const QuantValues* q, const float* bias,
-                         float* y, int threads, bool force_scalar);
+                         float* y, int threads, int max_isa = 2);
 
 /// 2:4: values as above ([N, Kp/2] f32 / f16), or q (quant, per-row packed V).
 void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, int64_t N, Values vt,
                      const void* values, const QuantValues* q, const float* bias, float* y, int threads,
-                     bool force_scalar);
+                     int max_isa = 2);
 
-bool cpu_has_avx2();
+/// The best instruction set level available here (0 scalar, 1 AVX2, 2 AVX-512).
+int best_isa();
 
 }  // namespace sparse
 }  // namespace evoforge

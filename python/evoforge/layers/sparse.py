@@ -19,8 +19,9 @@ float32 / float16 [N, Kp/2], or quantised V: ``packed`` uint8 [N, ceil(Kp/64) * 
 
 Zeros define the mask: a weight that is exactly 0 is pruned. Quantised values: bits in {2, 3, 4, 8},
 group_size in {32, 64, 128, 256} or 0 (per row); symmetric means no zeros tensor (the implied zero
-is 2^(bits-1)). Kernels: cpp/sparse.cpp (AVX2 + FMA + F16C at run time, scalar fallback), any batch
-size, multithreaded over output rows, results independent of the thread count.
+is 2^(bits-1)). Kernels: cpp/sparse.cpp (AVX-512 expand-loads or AVX2 permutes picked at run time,
+scalar fallback), any batch size, multithreaded over output rows, results independent of the
+thread count.
 """
 
 from __future__ import annotations
@@ -246,10 +247,11 @@ def _grid(buffers: dict[str, torch.Tensor], bits: int) -> tuple[np.ndarray, np.n
 
 def sparse_matmul(x: Any, buffers: dict[str, torch.Tensor], in_features: int, format: str = "unstructured", *,
                   bits: int | None = None, group_size: int = 128, bias: torch.Tensor | None = None,
-                  threads: int = 0, force_scalar: bool = False) -> np.ndarray:
+                  threads: int = 0, max_isa: int = 2) -> np.ndarray:
     """Y = X W^T (+ bias) on the packed weight: x float32 [B, K] (array or CPU tensor) -> float32 [B, N].
 
     ``buffers`` as returned by :func:`pack_sparse`; the native code checks every shape again.
+    ``threads`` <= 0: evoforge's default; ``max_isa`` caps the kernel: 2 AVX-512, 1 AVX2, 0 scalar.
     """
     _check_format(format, bits, group_size)
     xa = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -262,7 +264,7 @@ def sparse_matmul(x: Any, buffers: dict[str, torch.Tensor], in_features: int, fo
     b = None if bias is None else np.ascontiguousarray(_np(bias), dtype=np.float32)
     kw = dict(values=arrs["values"], packed=arrs["packed"], scales=arrs["scales"], zeros=arrs["zeros"],
               bits=4 if bits is None else int(bits), group_size=int(group_size), bias=b, threads=int(threads),
-              force_scalar=bool(force_scalar))
+              max_isa=int(max_isa))
     if format == "unstructured":
         return core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], int(in_features), **kw)
     return core.sparse24_matmul(xa, arrs["meta"], int(in_features), **kw)
