@@ -247,70 +247,98 @@ SP_AVX2_INLINE __m256 load4_zext(const void* v, int64_t i) {
   return _mm256_insertf128_ps(_mm256_setzero_ps(), a, 0);
 }
 
+// Batch tiles of T < 4 rows alternate between two accumulator sets so that consecutive FMAs do not
+// wait on each other (the sets are added at the end in a fixed order).
+template <int T>
+constexpr int acc_sets() {
+  return T < 4 ? 2 : 1;
+}
+
+struct QState {  // the current quantisation group while a row is swept
+  int64_t next = 0, grp = 0;
+};
+
+template <Values VT, int T>
+SP_AVX2_INLINE void us_step_avx2(const void* vals, int64_t& off, int64_t limit, unsigned m, int64_t t,
+                                 const float* x, int64_t ldx, __m256 (&acc)[T], const QRow& qr, QState& qs,
+                                 __m256& sv, __m256& zv) {
+  if constexpr (VT == Values::quant) {
+    if (t >= qs.next) {
+      sv = _mm256_set1_ps(qr.s[qs.grp]), zv = _mm256_set1_ps(qr.z[qs.grp]);
+      ++qs.grp, qs.next += qr.gb;
+    }
+  }
+  if (!m) return;
+  __m256 v;
+  if constexpr (VT == Values::quant) {  // the codes buffer is padded: 8 codes can always be read
+    const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + off)));
+    v = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(c), zv), sv);
+  } else if (off + 8 <= limit) {
+    v = load8<VT>(vals, off);
+  } else {  // the stream's last values: never read past its end
+    alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < std::min<int64_t>(8, limit - off); ++i) tmp[i] = value_at(VT, vals, off + i);
+    v = _mm256_load_ps(tmp);
+  }
+  const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.us[m]));
+  const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m)), bitsel), bitsel);
+  const __m256 w = _mm256_and_ps(_mm256_permutevar8x32_ps(v, idx), _mm256_castsi256_ps(sel));
+  for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+  off += __builtin_popcount(m);
+}
+
 template <Values VT, int T>
 SP_AVX2 bool us_tile_avx2(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow, int64_t KB,
                           const float* x, int64_t ldx, float* out, const QRow& qr) {
-  __m256 acc[T];
-  for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
-  const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  __m256 a0[T], a1[T];
+  for (int i = 0; i < T; ++i) a0[i] = a1[i] = _mm256_setzero_ps();
   __m256 sv = _mm256_setzero_ps(), zv = sv;
-  int64_t next = 0, grp = 0;
-  for (int64_t t = 0; t < KB; ++t) {
-    if constexpr (VT == Values::quant) {
-      if (t == next) {
-        sv = _mm256_set1_ps(qr.s[grp]), zv = _mm256_set1_ps(qr.z[grp]);
-        ++grp, next += qr.gb;
-      }
-    }
-    const unsigned m = mrow[t];
-    if (!m) continue;
-    __m256 v;
-    if constexpr (VT == Values::quant) {  // the codes buffer is padded: 8 codes can always be read
-      const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + off)));
-      v = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(c), zv), sv);
-    } else if (off + 8 <= limit) {
-      v = load8<VT>(vals, off);
-    } else {  // the stream's last values: never read past its end
-      alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int64_t i = 0; i < std::min<int64_t>(8, limit - off); ++i) tmp[i] = value_at(VT, vals, off + i);
-      v = _mm256_load_ps(tmp);
-    }
-    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.us[m]));
-    const __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(m)), bitsel), bitsel);
-    const __m256 w = _mm256_and_ps(_mm256_permutevar8x32_ps(v, idx), _mm256_castsi256_ps(sel));
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
-    off += __builtin_popcount(m);
+  QState qs;
+  constexpr int S = acc_sets<T>();
+  for (int64_t t = 0; t < KB; t += S) {
+    us_step_avx2<VT, T>(vals, off, limit, mrow[t], t, x, ldx, a0, qr, qs, sv, zv);
+    if constexpr (S == 2)
+      if (t + 1 < KB) us_step_avx2<VT, T>(vals, off, limit, mrow[t + 1], t + 1, x, ldx, a1, qr, qs, sv, zv);
   }
-  for (int i = 0; i < T; ++i) out[i] = hsum(acc[i]);
+  for (int i = 0; i < T; ++i) out[i] = hsum(_mm256_add_ps(a0[i], a1[i]));
   return off == end;
+}
+
+template <Values VT, int T>
+SP_AVX2_INLINE void s24_step_avx2(const void* V, const uint8_t* meta, int64_t t, const float* x, int64_t ldx,
+                                  __m256 (&acc)[T], const QRow& qr, QState& qs, __m128& sv, __m128& zv) {
+  const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.s24[meta[t]]));
+  __m256 v4;
+  if constexpr (VT == Values::quant) {
+    if (t >= qs.next) {
+      sv = _mm_set1_ps(qr.s[qs.grp]), zv = _mm_set1_ps(qr.z[qs.grp]);
+      ++qs.grp, qs.next += qr.gb;
+    }
+    int32_t c4;
+    std::memcpy(&c4, qr.codes + 4 * t, 4);
+    const __m128 q = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(c4)));
+    v4 = _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_mul_ps(_mm_sub_ps(q, zv), sv), 0);
+  } else {
+    v4 = load4_zext<VT>(V, 4 * t);
+  }
+  const __m256 w = _mm256_permutevar8x32_ps(v4, idx);
+  for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
 }
 
 template <Values VT, int T>
 SP_AVX2 void s24_tile_avx2(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx, float* out,
                            const QRow& qr) {
-  __m256 acc[T];
-  for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+  __m256 a0[T], a1[T];
+  for (int i = 0; i < T; ++i) a0[i] = a1[i] = _mm256_setzero_ps();
   __m128 sv = _mm_setzero_ps(), zv = sv;
-  int64_t next = 0, grp = 0;
-  for (int64_t t = 0; t < MB; ++t) {
-    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(g_tab.s24[meta[t]]));
-    __m256 v4;
-    if constexpr (VT == Values::quant) {
-      if (t == next) {
-        sv = _mm_set1_ps(qr.s[grp]), zv = _mm_set1_ps(qr.z[grp]);
-        ++grp, next += qr.gb;
-      }
-      int32_t c4;
-      std::memcpy(&c4, qr.codes + 4 * t, 4);
-      const __m128 q = _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(c4)));
-      v4 = _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_mul_ps(_mm_sub_ps(q, zv), sv), 0);
-    } else {
-      v4 = load4_zext<VT>(V, 4 * t);
-    }
-    const __m256 w = _mm256_permutevar8x32_ps(v4, idx);
-    for (int i = 0; i < T; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+  QState qs;
+  constexpr int S = acc_sets<T>();
+  for (int64_t t = 0; t < MB; t += S) {  // MB is a multiple of 4
+    s24_step_avx2<VT, T>(V, meta, t, x, ldx, a0, qr, qs, sv, zv);
+    if constexpr (S == 2) s24_step_avx2<VT, T>(V, meta, t + 1, x, ldx, a1, qr, qs, sv, zv);
   }
-  for (int i = 0; i < T; ++i) out[i] = hsum(acc[i]);
+  for (int i = 0; i < T; ++i) out[i] = hsum(_mm256_add_ps(a0[i], a1[i]));
 }
 
 template <Values VT>
@@ -349,9 +377,31 @@ SP_AVX2 void s24_row_avx2(const void* V, const uint8_t* meta, int64_t MB, const 
   }
 }
 
-// Codes of a quantised row, the unpacking compiled with AVX2 enabled (the loops vectorise).
-SP_AVX2 void decode_range_avx2(const uint8_t* packed, int bits, int64_t start, int64_t count, uint8_t* c) {
-  decode_range(packed, bits, start, count, c);
+// Codes [start, start + count) of a packed stream: whole blocks are unpacked into c (which holds
+// count + 64 codes), the returned pointer is code `start`.
+SP_AVX2 const uint8_t* decode_codes_avx2(const uint8_t* packed, int bits, int64_t start, int64_t count, uint8_t* c) {
+  const int64_t b0 = start / 32, b1 = (start + count + 31) / 32;
+  const __m128i lo4 = _mm_set1_epi8(0x0f), lo2 = _mm_set1_epi8(0x03);
+  uint8_t* o = c;
+  for (int64_t b = b0; b < b1; ++b, o += 32) {
+    const uint8_t* p = packed + b * 4 * bits;
+    if (bits == 4) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_and_si128(v, lo4));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm_and_si128(_mm_srli_epi16(v, 4), lo4));
+    } else if (bits == 8) {
+      std::memcpy(o, p, 32);
+    } else if (bits == 2) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_and_si128(v, lo2));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o + 8), _mm_and_si128(_mm_srli_epi16(v, 2), lo2));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o + 16), _mm_and_si128(_mm_srli_epi16(v, 4), lo2));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o + 24), _mm_and_si128(_mm_srli_epi16(v, 6), lo2));
+    } else {
+      decode_block(p, bits, o);
+    }
+  }
+  return c + start % 32;
 }
 
 // ---- AVX-512 (F + BW + VL + VBMI2): expand-loads put a chunk's kept values in their columns ----
@@ -365,72 +415,94 @@ struct Masks24 {
 };
 const Masks24 g_m24;
 
-// Unstructured, 16 columns (two mask bytes) per step.
+#define SP_AVX512_INLINE \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,avx2,fma,f16c,popcnt"), always_inline)) inline
+
+// Unstructured, 16 columns (two mask bytes) per step; false on a corrupt mask (never reads past
+// the values).
+template <Values VT, int T>
+SP_AVX512_INLINE bool us_step_avx512(const void* vals, int64_t& off, int64_t limit, const uint8_t* mrow, int64_t KB,
+                                     int64_t t, const float* x, int64_t ldx, __m512 (&acc)[T], const QRow& qr,
+                                     QState& qs, __m512& sv, __m512& zv) {
+  if constexpr (VT == Values::quant) {
+    if (t >= qs.next) {  // groups span an even number of mask bytes (g is a multiple of 32)
+      sv = _mm512_set1_ps(qr.s[qs.grp]), zv = _mm512_set1_ps(qr.z[qs.grp]);
+      ++qs.grp, qs.next += qr.gb;
+    }
+  }
+  const unsigned m = unsigned(mrow[t]) | (t + 1 < KB ? unsigned(mrow[t + 1]) << 8 : 0u);
+  if (!m) return true;
+  const int cnt = __builtin_popcount(m);
+  const __mmask16 k = __mmask16(m);
+  __m512 w;
+  if constexpr (VT == Values::quant) {  // padded codes buffer: 16 codes can always be read
+    const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr.codes + off))));
+    w = _mm512_maskz_expand_ps(k, _mm512_mul_ps(_mm512_sub_ps(q, zv), sv));
+  } else {
+    if (off + cnt > limit) return false;
+    if constexpr (VT == Values::f32)
+      w = _mm512_maskz_expandloadu_ps(k, static_cast<const float*>(vals) + off);
+    else
+      w = _mm512_cvtph_ps(_mm256_maskz_expandloadu_epi16(k, static_cast<const uint16_t*>(vals) + off));
+  }
+  for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+  off += cnt;
+  return true;
+}
+
 template <Values VT, int T>
 SP_AVX512 bool us_tile_avx512(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow,
                               int64_t KB, const float* x, int64_t ldx, float* out, const QRow& qr) {
-  __m512 acc[T];
-  for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 a0[T], a1[T];
+  for (int i = 0; i < T; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
   __m512 sv = _mm512_setzero_ps(), zv = sv;
-  int64_t next = 0, grp = 0;
-  for (int64_t t = 0; t < KB; t += 2) {
-    if constexpr (VT == Values::quant) {
-      if (t >= next) {  // groups span an even number of mask bytes (g is a multiple of 32)
-        sv = _mm512_set1_ps(qr.s[grp]), zv = _mm512_set1_ps(qr.z[grp]);
-        ++grp, next += qr.gb;
-      }
-    }
-    const unsigned m = unsigned(mrow[t]) | (t + 1 < KB ? unsigned(mrow[t + 1]) << 8 : 0u);
-    if (!m) continue;
-    const int cnt = __builtin_popcount(m);
-    const __mmask16 k = __mmask16(m);
-    __m512 w;
-    if constexpr (VT == Values::quant) {  // padded codes buffer: 16 codes can always be read
-      const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr.codes + off))));
-      w = _mm512_maskz_expand_ps(k, _mm512_mul_ps(_mm512_sub_ps(q, zv), sv));
-    } else {
-      if (off + cnt > limit) return false;  // a corrupt mask: never read past the values
-      if constexpr (VT == Values::f32) {
-        w = _mm512_maskz_expandloadu_ps(k, static_cast<const float*>(vals) + off);
-      } else {
-        const __m256i h = _mm256_maskz_expandloadu_epi16(k, static_cast<const uint16_t*>(vals) + off);
-        w = _mm512_cvtph_ps(h);
-      }
-    }
-    for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
-    off += cnt;
+  QState qs;
+  constexpr int S = acc_sets<T>();
+  for (int64_t t = 0; t < KB; t += 2 * S) {
+    if (!us_step_avx512<VT, T>(vals, off, limit, mrow, KB, t, x, ldx, a0, qr, qs, sv, zv)) return false;
+    if constexpr (S == 2)
+      if (t + 2 < KB && !us_step_avx512<VT, T>(vals, off, limit, mrow, KB, t + 2, x, ldx, a1, qr, qs, sv, zv))
+        return false;
   }
-  for (int i = 0; i < T; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
+  for (int i = 0; i < T; ++i) out[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
   return off == end;
 }
 
 // 2:4, 16 columns (two meta bytes, 8 values) per step.
 template <Values VT, int T>
+SP_AVX512_INLINE void s24_step_avx512(const void* V, const uint8_t* meta, int64_t t, const float* x, int64_t ldx,
+                                      __m512 (&acc)[T], const QRow& qr, QState& qs, __m256& sv, __m256& zv) {
+  const __mmask16 k = __mmask16(g_m24.m[meta[t]] | unsigned(g_m24.m[meta[t + 1]]) << 8);
+  __m256 v8;
+  if constexpr (VT == Values::quant) {
+    if (t >= qs.next) {
+      sv = _mm256_set1_ps(qr.s[qs.grp]), zv = _mm256_set1_ps(qr.z[qs.grp]);
+      ++qs.grp, qs.next += qr.gb;
+    }
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + 4 * t))));
+    v8 = _mm256_mul_ps(_mm256_sub_ps(q, zv), sv);
+  } else if constexpr (VT == Values::f32) {
+    v8 = _mm256_loadu_ps(static_cast<const float*>(V) + 4 * t);
+  } else {
+    v8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(V) + 4 * t)));
+  }
+  const __m512 w = _mm512_maskz_expand_ps(k, _mm512_castps256_ps512(v8));
+  for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+}
+
+template <Values VT, int T>
 SP_AVX512 void s24_tile_avx512(const void* V, const uint8_t* meta, int64_t MB, const float* x, int64_t ldx,
                                float* out, const QRow& qr) {
-  __m512 acc[T];
-  for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 a0[T], a1[T];
+  for (int i = 0; i < T; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
   __m256 sv = _mm256_setzero_ps(), zv = sv;
-  int64_t next = 0, grp = 0;
-  for (int64_t t = 0; t < MB; t += 2) {  // MB = Kp / 8 is a multiple of 4
-    const __mmask16 k = __mmask16(g_m24.m[meta[t]] | unsigned(g_m24.m[meta[t + 1]]) << 8);
-    __m256 v8;
-    if constexpr (VT == Values::quant) {
-      if (t >= next) {
-        sv = _mm256_set1_ps(qr.s[grp]), zv = _mm256_set1_ps(qr.z[grp]);
-        ++grp, next += qr.gb;
-      }
-      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + 4 * t))));
-      v8 = _mm256_mul_ps(_mm256_sub_ps(q, zv), sv);
-    } else if constexpr (VT == Values::f32) {
-      v8 = _mm256_loadu_ps(static_cast<const float*>(V) + 4 * t);
-    } else {
-      v8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(V) + 4 * t)));
-    }
-    const __m512 w = _mm512_maskz_expand_ps(k, _mm512_castps256_ps512(v8));
-    for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
+  QState qs;
+  constexpr int S = acc_sets<T>();
+  for (int64_t t = 0; t < MB; t += 2 * S) {  // MB = Kp / 8 is a multiple of 4
+    s24_step_avx512<VT, T>(V, meta, t, x, ldx, a0, qr, qs, sv, zv);
+    if constexpr (S == 2) s24_step_avx512<VT, T>(V, meta, t + 2, x, ldx, a1, qr, qs, sv, zv);
   }
-  for (int i = 0; i < T; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
+  for (int i = 0; i < T; ++i) out[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
 }
 
 template <Values VT>
@@ -497,7 +569,7 @@ void over_rows(int64_t N, int64_t B, int64_t K, int64_t scratch, const float* bi
                RowFn&& row) {
   parallel_for(N, resolve_threads(threads), min_rows(K, B), [&](int64_t n0, int64_t n1, int) {
     std::vector<float> out(static_cast<size_t>(B)), fbuf(static_cast<size_t>(scratch + 8));
-    std::vector<uint8_t> cbuf(size_t(scratch + 32));
+    std::vector<uint8_t> cbuf(size_t(scratch + 96));  // + block rounding + vector over-read
     for (int64_t n = n0; n < n1; ++n) {
       row(n, out.data(), cbuf.data(), fbuf.data());
       const float bn = bias ? bias[n] : 0.0f;
@@ -527,9 +599,9 @@ void unstructured_matmul(const float* x, int64_t B, int64_t K, const uint8_t* ma
       bool ok;
       const bool w512 = isa >= 2;
       if (vt == Values::quant) {  // this row's codes, then the fused kernel dequantises as it goes
-        decode_range_avx2(q->packed, q->bits, off, end - off, codes);
+        const uint8_t* c = decode_codes_avx2(q->packed, q->bits, off, end - off, codes);
         row_grid(*q, n, fbuf, fbuf + q->groups);
-        const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 8 : KB};
+        const QRow qr{c, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 8 : KB};
         ok = w512 ? us_row_avx512<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, xp.data(), ldx, B, out, qr)
                   : us_row_avx2<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, xp.data(), ldx, B, out, qr);
       } else if (vt == Values::f32) {
@@ -579,7 +651,7 @@ void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, 
       const bool w512 = isa >= 2;
       if (vt == Values::quant) {
         const int64_t row_bytes = (KV + 31) / 32 * 4 * q->bits;
-        decode_range_avx2(q->packed + n * row_bytes, q->bits, 0, KV, codes);
+        decode_codes_avx2(q->packed + n * row_bytes, q->bits, 0, KV, codes);
         row_grid(*q, n, fbuf, fbuf + q->groups);
         const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 4 : MB};
         if (w512)
