@@ -439,11 +439,19 @@ SP_AVX512_INLINE bool us_step_avx512(const void* vals, int64_t& off, int64_t lim
     const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr.codes + off))));
     w = _mm512_maskz_expand_ps(k, _mm512_mul_ps(_mm512_sub_ps(q, zv), sv));
   } else {
-    if (off + cnt > limit) return false;
-    if constexpr (VT == Values::f32)
-      w = _mm512_maskz_expandloadu_ps(k, static_cast<const float*>(vals) + off);
-    else
-      w = _mm512_cvtph_ps(_mm256_maskz_expandloadu_epi16(k, static_cast<const uint16_t*>(vals) + off));
+    if (off + 16 <= limit) {  // a plain load + register expand (the memory form of expand is slower)
+      if constexpr (VT == Values::f32)
+        w = _mm512_maskz_expand_ps(k, _mm512_loadu_ps(static_cast<const float*>(vals) + off));
+      else
+        w = _mm512_cvtph_ps(_mm256_maskz_expand_epi16(
+            k, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(vals) + off))));
+    } else {
+      if (off + cnt > limit) return false;
+      if constexpr (VT == Values::f32)
+        w = _mm512_maskz_expandloadu_ps(k, static_cast<const float*>(vals) + off);
+      else
+        w = _mm512_cvtph_ps(_mm256_maskz_expandloadu_epi16(k, static_cast<const uint16_t*>(vals) + off));
+    }
   }
   for (int i = 0; i < T; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i * ldx + 8 * t), acc[i]);
   off += cnt;

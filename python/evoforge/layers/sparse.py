@@ -322,6 +322,7 @@ class SparseLinear(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> SparseLinear:
         # a dtype cast of the module (model.half()) moves but never re-types the packed format
         keep = {k: getattr(self, k) for k in (*_BUFFERS, "bias") if getattr(self, k, None) is not None}
+        self.__dict__["_native"] = None
         super()._apply(fn, recurse)
         for k, t in keep.items():
             moved = getattr(self, k)
@@ -352,16 +353,29 @@ class SparseLinear(nn.Module):
         if x2.shape[0] == 0:
             return x.new_zeros((*lead, self.out_features))
         xa = x2.detach().float().contiguous().numpy()
-        arrs = {k: _np(v) for k, v in self.buffers_dict().items()}
-        bias = None if self.bias is None else _np(self.bias)
-        kw = dict(values=arrs.get("values"), packed=arrs.get("packed"), scales=arrs.get("scales"),
-                  zeros=arrs.get("zeros"), bits=4 if self.bits is None else self.bits, group_size=self.group_size,
-                  bias=bias)
-        if self.format == "unstructured":
-            y = core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], self.in_features, **kw)
-        else:
-            y = core.sparse24_matmul(xa, arrs["meta"], self.in_features, **kw)
+        fn, args, kw = self._native_call()
+        y = fn(xa, *args, **kw)
         return torch.from_numpy(y).to(x.dtype).reshape(*lead, self.out_features)
+
+    def _native_call(self) -> tuple[Any, tuple, dict]:
+        # numpy views of the buffers, made once: the per-call cost matters for small layers
+        call = self.__dict__.get("_native")
+        if call is None:
+            arrs = {k: _np(v) for k, v in self.buffers_dict().items()}
+            kw = dict(values=arrs.get("values"), packed=arrs.get("packed"), scales=arrs.get("scales"),
+                      zeros=arrs.get("zeros"), bits=4 if self.bits is None else self.bits,
+                      group_size=self.group_size, bias=None if self.bias is None else _np(self.bias))
+            if self.format == "unstructured":
+                call = (core.sparse_unstructured_matmul, (arrs["mask"], arrs["row_ptr"], self.in_features), kw)
+            else:
+                call = (core.sparse24_matmul, (arrs["meta"], self.in_features), kw)
+            self.__dict__["_native"] = call
+        return call
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _BUFFERS or name == "bias":
+            self.__dict__["_native"] = None
+        super().__setattr__(name, value)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # buffer sizes depend on the weight (nnz): take them from the state being loaded
