@@ -586,6 +586,16 @@ void over_rows(int64_t N, int64_t B, int64_t K, int64_t scratch, const float* bi
   });
 }
 
+// Runs row(n, scratch codes, scratch floats) over the rows (the dense unpacking).
+template <typename RowFn>
+void over_rows_dense(int64_t N, int64_t K, int threads, RowFn&& row) {
+  parallel_for(N, resolve_threads(threads), min_rows(K, 1), [&](int64_t n0, int64_t n1, int) {
+    std::vector<float> fbuf(static_cast<size_t>(K + 8));
+    std::vector<uint8_t> cbuf(size_t(K + 96));
+    for (int64_t n = n0; n < n1; ++n) row(n, cbuf.data(), fbuf.data());
+  });
+}
+
 }  // namespace
 
 int best_isa() { return g_isa; }
@@ -688,6 +698,62 @@ void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, 
     for (int64_t b = 0; b < B; ++b)
       out[b] = v == Values::f32 ? s24_row_scalar<Values::f32>(V, mrow, MB, xp.data() + b * Kp)
                                 : s24_row_scalar<Values::f16>(V, mrow, MB, xp.data() + b * Kp);
+  });
+}
+
+void unstructured_to_dense(int64_t K, const uint8_t* mask, const int64_t* row_ptr, int64_t N, Values vt,
+                           const void* values, const QuantValues* q, float* w, int threads) {
+  const int64_t KB = (K + 7) / 8;
+  std::atomic<bool> bad{false};
+  over_rows_dense(N, K, threads, [&](int64_t n, uint8_t* codes, float* fbuf) {
+    const uint8_t* mrow = mask + n * KB;
+    int64_t off = row_ptr[n];
+    const int64_t end = row_ptr[n + 1];
+    const void* vals = values;
+    Values v = vt;
+    if (vt == Values::quant) {
+      if (!decode_row_us(*q, n, mrow, KB, off, end - off, codes, fbuf)) {
+        bad = true;
+        return;
+      }
+      vals = fbuf, v = Values::f32, off = 0;
+    }
+    const int64_t stop = vt == Values::quant ? end - row_ptr[n] : end;
+    float* wr = w + n * K;
+    std::fill(wr, wr + K, 0.0f);
+    for (int64_t t = 0; t < KB; ++t)
+      for (unsigned m = mrow[t]; m; m &= m - 1) {
+        if (off >= stop) {
+          bad = true;
+          return;
+        }
+        wr[8 * t + __builtin_ctz(m)] = value_at(v, vals, off++);
+      }
+    if (off != stop) bad = true;
+  });
+  EVOFORGE_CHECK(!bad, "the sparsity mask's kept counts disagree with row_ptr (corrupt unstructured weight)");
+}
+
+void sparse24_to_dense(int64_t K, const uint8_t* meta, int64_t N, Values vt, const void* values, const QuantValues* q,
+                       float* w, int threads) {
+  const int64_t Kp = (K + 31) / 32 * 32, MB = Kp / 8, KV = Kp / 2;
+  over_rows_dense(N, KV, threads, [&](int64_t n, uint8_t* codes, float* fbuf) {
+    const void* V = vt == Values::f32 ? static_cast<const void*>(static_cast<const float*>(values) + n * KV)
+                                      : static_cast<const void*>(static_cast<const uint16_t*>(values) + n * KV);
+    Values v = vt;
+    if (vt == Values::quant) {
+      decode_row24(*q, n, KV, codes, fbuf);
+      V = fbuf, v = Values::f32;
+    }
+    float* wr = w + n * K;
+    std::fill(wr, wr + K, 0.0f);
+    for (int64_t t = 0; t < MB; ++t)
+      for (int h = 0; h < 2; ++h) {
+        const unsigned nib = meta[n * MB + t] >> (4 * h);
+        const int64_t c0 = 8 * t + 4 * h + (nib & 3), c1 = 8 * t + 4 * h + ((nib >> 2) & 3);
+        if (c0 < K) wr[c0] = value_at(v, V, 4 * t + 2 * h);
+        if (c1 < K) wr[c1] = value_at(v, V, 4 * t + 2 * h + 1);
+      }
   });
 }
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evoforge._native import core
+from evoforge.layers.quant import unpack_codes
 from evoforge.layers.sparse import SparseLinear, pack_sparse, quantize_groups, sparse_matmul, unpack_sparse
 
 
@@ -33,11 +34,48 @@ def random_sparse(rng, N, K, sparsity, pattern):
     return W
 
 
+def reference_dense(b, K, fmt, bits, group_size):
+    """numpy reading of the formats as documented (independent of the native unpacking)."""
+    b = {k: v.numpy() for k, v in b.items()}
+
+    def grid():
+        s = b["scales"].astype(np.float32)
+        return s, np.full_like(s, 2 ** (bits - 1)) if "zeros" not in b else b["zeros"].astype(np.float32)
+
+    if fmt == "unstructured":
+        N = b["mask"].shape[0]
+        keep = np.unpackbits(b["mask"], axis=1, count=K, bitorder="little").astype(bool)
+        W = np.zeros((N, K), np.float32)
+        if bits is None:
+            W[keep] = b["values"].astype(np.float32)
+        elif keep.any():
+            q = unpack_codes(b["packed"][None, :], bits, int(keep.sum()))[0].astype(np.float32)
+            rows, cols = np.nonzero(keep)
+            s, z = grid()
+            g = K if group_size == 0 else group_size
+            W[keep] = s[rows, cols // g] * (q - z[rows, cols // g])
+        return W
+    meta = b["meta"]
+    N, Kp = meta.shape[0], meta.shape[1] * 8
+    if bits is None:
+        V = b["values"].astype(np.float32)
+    else:
+        q = unpack_codes(b["packed"], bits, Kp // 2).astype(np.float32)
+        s, z = grid()
+        gi = np.arange(Kp // 2) // (Kp // 2 if group_size == 0 else group_size)
+        V = s[:, gi] * (q - z[:, gi])
+    nib = np.stack([meta & 15, meta >> 4], axis=-1).reshape(N, Kp // 4)
+    pos = np.stack([nib & 3, (nib >> 2) & 3], axis=-1).astype(np.int64)
+    W = np.zeros((N, Kp // 4, 4), np.float32)
+    np.put_along_axis(W, pos, V.reshape(N, Kp // 4, 2), axis=-1)
+    return W.reshape(N, Kp)[:, :K]
+
+
 def dense_of(W, buffers, fmt, bits, group_size, values_dtype):
-    """The weight the packed buffers represent, computed independently of unpack_sparse."""
+    """The weight the packed buffers represent (float values: from W itself)."""
     if bits is None:
         return W.astype(np.float16).astype(np.float32) if values_dtype == torch.float16 else W
-    return unpack_sparse(buffers, W.shape[1], fmt, bits=bits, group_size=group_size).numpy()
+    return reference_dense(buffers, W.shape[1], fmt, bits, group_size)
 
 
 def check_close(y, x, Wd, bias=None):
@@ -130,6 +168,8 @@ def test_kernels_match_float64(N, K, B, sparsity, fmt, values, group_size, symme
     Wd = dense_of(W, buf, fmt, bits, group_size, vd)
     if bits is not None:  # pruned weights stay exactly zero after quantisation
         assert (Wd[W == 0] == 0).all()
+    # the native unpacking gives the same weight, bit for bit
+    assert np.array_equal(unpack_sparse(buf, K, fmt, bits=bits, group_size=group_size).numpy(), Wd)
     x = rng.standard_normal((B, K)).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32) if seed % 2 else None
     y = sparse_matmul(x, buf, K, fmt, bits=bits, group_size=group_size,
@@ -203,6 +243,8 @@ def test_bad_inputs_raise_clear_errors():
     bad[-2] = bad[-1]
     with pytest.raises(ValueError, match="disagree"):
         core.sparse_unstructured_matmul(x, mask, bad, 40, values=vals)
+    with pytest.raises(ValueError, match="disagree"):
+        core.sparse_unstructured_dense(mask, bad, 40, values=vals)
     with pytest.raises(ValueError, match="C-contiguous"):
         core.sparse24_matmul(np.asfortranarray(np.ones((3, 40), np.float32)),
                              np.zeros((2, 8), np.uint8), 40, values=np.zeros((2, 32), np.float32))
@@ -225,6 +267,9 @@ def test_sparse_linear_matches_dense_linear_and_round_trips(fmt, kw):
     y = m(x)
     assert y.shape == (2, 5, 33) and y.dtype == torch.float32
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    xl = torch.randn(3, 40, 70)  # more than DENSE_ROWS rows: the dense fallback
+    torch.testing.assert_close(m(xl).double(), torch.nn.functional.linear(xl.double(), m.to_dense().double(),
+                               lin.bias.double()), rtol=1e-5, atol=1e-5)
     if not kw:
         torch.testing.assert_close(y, lin(x), rtol=1e-5, atol=1e-5)
     yb = m(x.bfloat16())

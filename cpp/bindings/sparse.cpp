@@ -137,6 +137,49 @@ py::array_t<float> sparse24_impl(const py::array& x, const py::array& meta, int6
   return y;
 }
 
+py::array_t<float> unstructured_dense_impl(const py::array& mask, const py::array& row_ptr, int64_t in_features,
+                                           const py::object& values, const py::object& packed,
+                                           const py::object& scales, const py::object& zeros, int bits,
+                                           int64_t group_size, int threads) {
+  const int64_t K = in_features;
+  EVOFORGE_CHECK(K >= 1, "in_features must be >= 1");
+  EVOFORGE_CHECK(mask.ndim() == 2 && mask.shape(0) >= 1, "mask must be 2-D [N, ceil(K/8)] with N >= 1");
+  const int64_t N = mask.shape(0);
+  const uint8_t* mp = data_of<uint8_t>(mask, "mask", 'u', {N, (K + 7) / 8});
+  const int64_t* rp = data_of<int64_t>(row_ptr, "row_ptr", 'i', {N + 1});
+  EVOFORGE_CHECK(rp[0] == 0, "row_ptr[0] must be 0");
+  for (int64_t n = 0; n < N; ++n)
+    EVOFORGE_CHECK(rp[n + 1] >= rp[n] && rp[n + 1] - rp[n] <= K,
+                   "row_ptr must be non-decreasing with at most K values per row (row " << n << ")");
+  ValueArgs v = value_args(values, packed, scales, zeros, bits, group_size, N, rp[N], K, 0, false);
+  py::array_t<float> w({N, K});
+  float* wp = w.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparse::unstructured_to_dense(K, mp, rp, N, v.vt, v.values, &v.q, wp, threads);
+  }
+  return w;
+}
+
+py::array_t<float> sparse24_dense_impl(const py::array& meta, int64_t in_features, const py::object& values,
+                                       const py::object& packed, const py::object& scales, const py::object& zeros,
+                                       int bits, int64_t group_size, int threads) {
+  const int64_t K = in_features;
+  EVOFORGE_CHECK(K >= 1, "in_features must be >= 1");
+  EVOFORGE_CHECK(meta.ndim() == 2 && meta.shape(0) >= 1, "meta must be 2-D [N, Kp/8] with N >= 1");
+  const int64_t N = meta.shape(0), Kp = (K + 31) / 32 * 32, KV = Kp / 2;
+  const uint8_t* mp = data_of<uint8_t>(meta, "meta", 'u', {N, Kp / 8});
+  ValueArgs v = value_args(values, packed, scales, zeros, bits, group_size, N, N * KV, KV,
+                           (KV + 31) / 32 * 4 * bits, true);
+  py::array_t<float> w({N, K});
+  float* wp = w.mutable_data();
+  {
+    py::gil_scoped_release release;
+    sparse::sparse24_to_dense(K, mp, N, v.vt, v.values, &v.q, wp, threads);
+  }
+  return w;
+}
+
 }  // namespace
 
 void register_sparse(py::module_& m) {
@@ -149,6 +192,13 @@ void register_sparse(py::module_& m) {
         py::arg("values") = py::none(), py::arg("packed") = py::none(), py::arg("scales") = py::none(),
         py::arg("zeros") = py::none(), py::arg("bits") = 4, py::arg("group_size") = 0,
         py::arg("bias") = py::none(), py::arg("threads") = 0, py::arg("max_isa") = 2);
+  m.def("sparse_unstructured_dense", &unstructured_dense_impl, py::arg("mask"), py::arg("row_ptr"),
+        py::arg("in_features"), py::arg("values") = py::none(), py::arg("packed") = py::none(),
+        py::arg("scales") = py::none(), py::arg("zeros") = py::none(), py::arg("bits") = 4,
+        py::arg("group_size") = 0, py::arg("threads") = 0);
+  m.def("sparse24_dense", &sparse24_dense_impl, py::arg("meta"), py::arg("in_features"),
+        py::arg("values") = py::none(), py::arg("packed") = py::none(), py::arg("scales") = py::none(),
+        py::arg("zeros") = py::none(), py::arg("bits") = 4, py::arg("group_size") = 0, py::arg("threads") = 0);
   m.def("sparse_best_isa", &sparse::best_isa);
 }
 

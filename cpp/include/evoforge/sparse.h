@@ -53,6 +53,13 @@ void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, 
                      const void* values, const QuantValues* q, const float* bias, float* y, int threads,
                      int max_isa = 2);
 
+/// The dense weight w float32 [N, K] of a packed one (zeros where pruned); for batches where a dense
+/// matmul beats the sparse kernel.
+void unstructured_to_dense(int64_t K, const uint8_t* mask, const int64_t* row_ptr, int64_t N, Values vt,
+                           const void* values, const QuantValues* q, float* w, int threads);
+void sparse24_to_dense(int64_t K, const uint8_t* meta, int64_t N, Values vt, const void* values, const QuantValues* q,
+                       float* w, int threads);
+
 /// The best instruction set level available here (0 scalar, 1 AVX2, 2 AVX-512).
 int best_isa();
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .._native import core
-from .quant import pack_codes, unpack_codes
+from .quant import pack_codes
 
 __all__ = [
     "FORMATS",
@@ -48,6 +48,7 @@ __all__ = [
 FORMATS = ("unstructured", "2:4")
 BITS = (2, 3, 4, 8)
 GROUP_SIZES = (0, 32, 64, 128, 256)
+DENSE_ROWS = 16  # forward: above this many rows, unpack to dense and use torch's matmul
 _BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
 
 
@@ -197,49 +198,15 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: str = "unstructured", *,
-                  bits: int | None = None, group_size: int = 128) -> torch.Tensor:
-    """The dense float32 weight [N, K] of packed ``buffers`` (the inverse of :func:`pack_sparse`)."""
+                  bits: int | None = None, group_size: int = 128, threads: int = 0) -> torch.Tensor:
+    """The dense float32 weight [N, K] of packed ``buffers`` (the inverse of :func:`pack_sparse`), native."""
     _check_format(format, bits, group_size)
-    K = int(in_features)
+    arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
+    kw = dict(values=arrs["values"], packed=arrs["packed"], scales=arrs["scales"], zeros=arrs["zeros"],
+              bits=4 if bits is None else int(bits), group_size=int(group_size), threads=int(threads))
     if format == "unstructured":
-        mask = _np(buffers["mask"])
-        N = mask.shape[0]
-        keep = np.unpackbits(mask, axis=1, count=K, bitorder="little").astype(bool)
-        W = np.zeros((N, K), np.float32)
-        if bits is None:
-            W[keep] = _np(buffers["values"]).astype(np.float32)
-        else:
-            nnz = int(keep.sum())
-            q = (unpack_codes(_np(buffers["packed"])[None, :], bits, nnz)[0].astype(np.float32) if nnz
-                 else np.zeros(0, np.float32))
-            cols = np.nonzero(keep)[1]
-            rows = np.nonzero(keep)[0]
-            g = K if group_size == 0 else group_size
-            s, z = _grid(buffers, bits)
-            W[keep] = s[rows, cols // g] * (q - z[rows, cols // g])
-        return torch.from_numpy(W)
-    meta = _np(buffers["meta"])
-    N, Kp = meta.shape[0], meta.shape[1] * 8
-    if bits is None:
-        V = _np(buffers["values"]).astype(np.float32)
-    else:
-        q = unpack_codes(_np(buffers["packed"]), bits, Kp // 2).astype(np.float32)
-        g = Kp // 2 if group_size == 0 else group_size
-        s, z = _grid(buffers, bits)
-        gi = np.arange(Kp // 2) // g
-        V = s[:, gi] * (q - z[:, gi])
-    nib = np.stack([meta & 15, meta >> 4], axis=-1).reshape(N, Kp // 4)
-    pos = np.stack([nib & 3, (nib >> 2) & 3], axis=-1).astype(np.int64)
-    W = np.zeros((N, Kp // 4, 4), np.float32)
-    np.put_along_axis(W, pos, V.reshape(N, Kp // 4, 2), axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(W.reshape(N, Kp)[:, :K]))
-
-
-def _grid(buffers: dict[str, torch.Tensor], bits: int) -> tuple[np.ndarray, np.ndarray]:
-    s = _np(buffers["scales"]).astype(np.float32)
-    z = buffers.get("zeros")
-    zz = np.full_like(s, 2 ** (bits - 1)) if z is None else _np(z).astype(np.float32)
-    return s, zz
+        return torch.from_numpy(core.sparse_unstructured_dense(arrs["mask"], arrs["row_ptr"], int(in_features), **kw))
+    return torch.from_numpy(core.sparse24_dense(arrs["meta"], int(in_features), **kw))
 
 
 # ---- the matmul ----------------------------------------------------------------------------------
@@ -277,8 +244,9 @@ class SparseLinear(nn.Module):
     """Drop-in ``nn.Linear`` replacement holding a sparse (optionally quantised) packed weight.
 
     Build with :meth:`from_linear` / :meth:`from_dense`. ``forward(x [..., in_features])`` ->
-    ``[..., out_features]`` in x's dtype: float32 / bfloat16 / float16 CPU tensors run the native
-    kernel (computed in float32); other devices use the dense weight rebuilt with torch.
+    ``[..., out_features]`` in x's dtype: float32 / bfloat16 / float16 CPU tensors with at most
+    ``DENSE_ROWS`` rows run the native kernel (computed in float32); more rows, or other devices,
+    unpack the weight to dense (natively) and use torch's matmul.
     Buffers (see the module docstring): ``mask`` + ``row_ptr`` or ``meta``; ``values`` or
     ``packed`` + ``scales`` (+ ``zeros``); ``bias`` float32 [N] or None. The state dict round-trips
     (buffer sizes depend on the weight and are taken from the loaded state).
@@ -352,6 +320,9 @@ class SparseLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
             return x.new_zeros((*lead, self.out_features))
+        if x2.shape[0] > DENSE_ROWS:  # many rows: a dense matmul beats expanding the weight per tile
+            W = self.to_dense().to(x.dtype)
+            return nn.functional.linear(x, W, None if self.bias is None else self.bias.to(x.dtype))
         xa = x2.detach().float().contiguous().numpy()
         fn, args, kw = self._native_call()
         y = fn(xa, *args, **kw)
