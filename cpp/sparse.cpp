@@ -549,6 +549,67 @@ SP_AVX512 void s24_row_avx512(const void* V, const uint8_t* meta, int64_t MB, co
   }
 }
 
+// Dense rows (the unpacking for large batches): the kernels' expand, stored instead of multiplied.
+SP_AVX512_INLINE void store16(float* wr, int64_t t, int64_t K, __m512 w) {
+  const int64_t valid = std::min<int64_t>(16, K - 8 * t);
+  _mm512_mask_storeu_ps(wr + 8 * t, __mmask16((1u << valid) - 1u), w);
+}
+
+template <Values VT>
+SP_AVX512 bool us_dense_avx512(const void* vals, int64_t off, int64_t end, int64_t limit, const uint8_t* mrow,
+                               int64_t KB, int64_t K, float* wr, const QRow& qr) {
+  __m512 sv = _mm512_setzero_ps(), zv = sv;
+  QState qs;
+  for (int64_t t = 0; t < KB; t += 2) {
+    if constexpr (VT == Values::quant) {
+      if (t >= qs.next) {
+        sv = _mm512_set1_ps(qr.s[qs.grp]), zv = _mm512_set1_ps(qr.z[qs.grp]);
+        ++qs.grp, qs.next += qr.gb;
+      }
+    }
+    const unsigned m = unsigned(mrow[t]) | (t + 1 < KB ? unsigned(mrow[t + 1]) << 8 : 0u);
+    const int cnt = __builtin_popcount(m);
+    const __mmask16 k = __mmask16(m);
+    __m512 w;
+    if constexpr (VT == Values::quant) {
+      const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr.codes + off))));
+      w = _mm512_maskz_expand_ps(k, _mm512_mul_ps(_mm512_sub_ps(q, zv), sv));
+    } else {
+      if (off + cnt > limit) return false;
+      if constexpr (VT == Values::f32)
+        w = _mm512_maskz_expandloadu_ps(k, static_cast<const float*>(vals) + off);
+      else
+        w = _mm512_cvtph_ps(_mm256_maskz_expandloadu_epi16(k, static_cast<const uint16_t*>(vals) + off));
+    }
+    store16(wr, t, K, w);
+    off += cnt;
+  }
+  return off == end;
+}
+
+template <Values VT>
+SP_AVX512 void s24_dense_avx512(const void* V, const uint8_t* meta, int64_t MB, int64_t K, float* wr, const QRow& qr) {
+  __m256 sv = _mm256_setzero_ps(), zv = sv;
+  QState qs;
+  for (int64_t t = 0; t < MB && 8 * t < K; t += 2) {
+    const __mmask16 k = __mmask16(g_m24.m[meta[t]] | unsigned(g_m24.m[meta[t + 1]]) << 8);
+    __m256 v8;
+    if constexpr (VT == Values::quant) {
+      while (t >= qs.next) {
+        sv = _mm256_set1_ps(qr.s[qs.grp]), zv = _mm256_set1_ps(qr.z[qs.grp]);
+        ++qs.grp, qs.next += qr.gb;
+      }
+      const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + 4 * t))));
+      v8 = _mm256_mul_ps(_mm256_sub_ps(q, zv), sv);
+    } else if constexpr (VT == Values::f32) {
+      v8 = _mm256_loadu_ps(static_cast<const float*>(V) + 4 * t);
+    } else {
+      v8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(V) + 4 * t)));
+    }
+    store16(wr, t, K, _mm512_maskz_expand_ps(k, _mm512_castps256_ps512(v8)));
+  }
+}
+
 int detect_isa() {
   __builtin_cpu_init();
   if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))) return 0;
@@ -703,12 +764,29 @@ void sparse24_matmul(const float* x, int64_t B, int64_t K, const uint8_t* meta, 
 
 void unstructured_to_dense(int64_t K, const uint8_t* mask, const int64_t* row_ptr, int64_t N, Values vt,
                            const void* values, const QuantValues* q, float* w, int threads) {
-  const int64_t KB = (K + 7) / 8;
+  const int64_t KB = (K + 7) / 8, nnz = row_ptr[N];
   std::atomic<bool> bad{false};
   over_rows_dense(N, K, threads, [&](int64_t n, uint8_t* codes, float* fbuf) {
     const uint8_t* mrow = mask + n * KB;
     int64_t off = row_ptr[n];
     const int64_t end = row_ptr[n + 1];
+#if EVOFORGE_SPARSE_X86
+    if (g_isa >= 2) {
+      bool ok;
+      if (vt == Values::quant) {
+        const uint8_t* c = decode_codes_avx2(q->packed, q->bits, off, end - off, codes);
+        row_grid(*q, n, fbuf, fbuf + q->groups);
+        const QRow qr{c, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 8 : KB};
+        ok = us_dense_avx512<Values::quant>(nullptr, 0, end - off, 0, mrow, KB, K, w + n * K, qr);
+      } else if (vt == Values::f32) {
+        ok = us_dense_avx512<Values::f32>(values, off, end, nnz, mrow, KB, K, w + n * K, QRow{});
+      } else {
+        ok = us_dense_avx512<Values::f16>(values, off, end, nnz, mrow, KB, K, w + n * K, QRow{});
+      }
+      if (!ok) bad = true;
+      return;
+    }
+#endif
     const void* vals = values;
     Values v = vt;
     if (vt == Values::quant) {
@@ -740,6 +818,22 @@ void sparse24_to_dense(int64_t K, const uint8_t* meta, int64_t N, Values vt, con
   over_rows_dense(N, KV, threads, [&](int64_t n, uint8_t* codes, float* fbuf) {
     const void* V = vt == Values::f32 ? static_cast<const void*>(static_cast<const float*>(values) + n * KV)
                                       : static_cast<const void*>(static_cast<const uint16_t*>(values) + n * KV);
+#if EVOFORGE_SPARSE_X86
+    if (g_isa >= 2) {
+      if (vt == Values::quant) {
+        const int64_t row_bytes = (KV + 31) / 32 * 4 * q->bits;
+        decode_codes_avx2(q->packed + n * row_bytes, q->bits, 0, KV, codes);
+        row_grid(*q, n, fbuf, fbuf + q->groups);
+        const QRow qr{codes, fbuf, fbuf + q->groups, q->group_size > 0 ? q->group_size / 4 : MB};
+        s24_dense_avx512<Values::quant>(nullptr, meta + n * MB, MB, K, w + n * K, qr);
+      } else if (vt == Values::f32) {
+        s24_dense_avx512<Values::f32>(V, meta + n * MB, MB, K, w + n * K, QRow{});
+      } else {
+        s24_dense_avx512<Values::f16>(V, meta + n * MB, MB, K, w + n * K, QRow{});
+      }
+      return;
+    }
+#endif
     Values v = vt;
     if (vt == Values::quant) {
       decode_row24(*q, n, KV, codes, fbuf);
