@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import load_stories
-
 from evoforge.compress import adapt
 from evoforge.compress.database import build_database
 from evoforge.compress.pipeline import apply_levels

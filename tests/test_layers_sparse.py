@@ -11,12 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from evoforge._native import core
 from evoforge.layers.quant import unpack_codes
-from evoforge.layers.sparse import SparseLinear, pack_sparse, quantize_groups, sparse_matmul, unpack_sparse
+from evoforge.layers.sparse import (
+    SparseLinear,
+    pack_sparse,
+    quantize_groups,
+    sparse_matmul,
+    unpack_sparse,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def random_sparse(rng, N, K, sparsity, pattern):

@@ -129,7 +129,7 @@ def _prune(W: torch.Tensor, sparsity: float, pattern: str) -> torch.Tensor:
         drop = g.abs().argsort(dim=-1, stable=True)[..., :2]
         g.scatter_(-1, drop, 0.0)
         return g.reshape(N, Kp)[:, :K].contiguous()
-    p = int(round(sparsity * W.numel()))
+    p = round(sparsity * W.numel())
     if p:
         W.view(-1)[W.abs().view(-1).argsort(stable=True)[:p]] = 0.0
     return W
@@ -219,8 +219,8 @@ def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
             kw: dict[str, Any] = {}
             if "quant" in lv:
                 qdb = by_method["quant"][1]
-                kw = dict(bits=_store_bits(lv["quant"]), group_size=_group_size(qdb.params["group_size"]),
-                          symmetric=bool(qdb.params.get("symmetric", False)))
+                kw = {"bits": _store_bits(lv["quant"]), "group_size": _group_size(qdb.params["group_size"]),
+                      "symmetric": bool(qdb.params.get("symmetric", False))}
             new: nn.Module = SparseLinear.from_dense(W, b, format="unstructured", **kw)
         else:
             new = _quant_from_db(by_method["quant"][1], name, lv["quant"], b)

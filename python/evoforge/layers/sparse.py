@@ -26,7 +26,6 @@ thread count.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -202,8 +201,8 @@ def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: st
     """The dense float32 weight [N, K] of packed ``buffers`` (the inverse of :func:`pack_sparse`), native."""
     _check_format(format, bits, group_size)
     arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
-    kw = dict(values=arrs["values"], packed=arrs["packed"], scales=arrs["scales"], zeros=arrs["zeros"],
-              bits=4 if bits is None else int(bits), group_size=int(group_size), threads=int(threads))
+    kw = {"values": arrs["values"], "packed": arrs["packed"], "scales": arrs["scales"], "zeros": arrs["zeros"],
+          "bits": 4 if bits is None else int(bits), "group_size": int(group_size), "threads": int(threads)}
     if format == "unstructured":
         return torch.from_numpy(core.sparse_unstructured_dense(arrs["mask"], arrs["row_ptr"], int(in_features), **kw))
     return torch.from_numpy(core.sparse24_dense(arrs["meta"], int(in_features), **kw))
@@ -229,9 +228,9 @@ def sparse_matmul(x: Any, buffers: dict[str, torch.Tensor], in_features: int, fo
         raise ValueError("x has NaN or inf")
     arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
     b = None if bias is None else np.ascontiguousarray(_np(bias), dtype=np.float32)
-    kw = dict(values=arrs["values"], packed=arrs["packed"], scales=arrs["scales"], zeros=arrs["zeros"],
-              bits=4 if bits is None else int(bits), group_size=int(group_size), bias=b, threads=int(threads),
-              max_isa=int(max_isa))
+    kw = {"values": arrs["values"], "packed": arrs["packed"], "scales": arrs["scales"], "zeros": arrs["zeros"],
+          "bits": 4 if bits is None else int(bits), "group_size": int(group_size), "bias": b,
+          "threads": int(threads), "max_isa": int(max_isa)}
     if format == "unstructured":
         return core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], int(in_features), **kw)
     return core.sparse24_matmul(xa, arrs["meta"], int(in_features), **kw)
@@ -333,9 +332,9 @@ class SparseLinear(nn.Module):
         call = self.__dict__.get("_native")
         if call is None:
             arrs = {k: _np(v) for k, v in self.buffers_dict().items()}
-            kw = dict(values=arrs.get("values"), packed=arrs.get("packed"), scales=arrs.get("scales"),
-                      zeros=arrs.get("zeros"), bits=4 if self.bits is None else self.bits,
-                      group_size=self.group_size, bias=None if self.bias is None else _np(self.bias))
+            kw = {"values": arrs.get("values"), "packed": arrs.get("packed"), "scales": arrs.get("scales"),
+                  "zeros": arrs.get("zeros"), "bits": 4 if self.bits is None else self.bits,
+                  "group_size": self.group_size, "bias": None if self.bias is None else _np(self.bias)}
             if self.format == "unstructured":
                 call = (core.sparse_unstructured_matmul, (arrs["mask"], arrs["row_ptr"], self.in_features), kw)
             else:
