@@ -137,10 +137,19 @@ py::array_t<float> sparse24_impl(const py::array& x, const py::array& meta, int6
   return y;
 }
 
+// The dense output: a new array, or `out` (float32 [N, K], C-contiguous, writeable) reused.
+py::array_t<float> dense_out(const py::object& out, int64_t N, int64_t K) {
+  if (out.is_none()) return py::array_t<float>({N, K});
+  py::array a = out.cast<py::array>();
+  data_of<float>(a, "out", 'f', {N, K});
+  EVOFORGE_CHECK(a.writeable(), "out must be writeable");
+  return py::array_t<float>(a);
+}
+
 py::array_t<float> unstructured_dense_impl(const py::array& mask, const py::array& row_ptr, int64_t in_features,
                                            const py::object& values, const py::object& packed,
                                            const py::object& scales, const py::object& zeros, int bits,
-                                           int64_t group_size, int threads) {
+                                           int64_t group_size, int threads, const py::object& out) {
   const int64_t K = in_features;
   EVOFORGE_CHECK(K >= 1, "in_features must be >= 1");
   EVOFORGE_CHECK(mask.ndim() == 2 && mask.shape(0) >= 1, "mask must be 2-D [N, ceil(K/8)] with N >= 1");
@@ -152,7 +161,7 @@ py::array_t<float> unstructured_dense_impl(const py::array& mask, const py::arra
     EVOFORGE_CHECK(rp[n + 1] >= rp[n] && rp[n + 1] - rp[n] <= K,
                    "row_ptr must be non-decreasing with at most K values per row (row " << n << ")");
   ValueArgs v = value_args(values, packed, scales, zeros, bits, group_size, N, rp[N], K, 0, false);
-  py::array_t<float> w({N, K});
+  py::array_t<float> w = dense_out(out, N, K);
   float* wp = w.mutable_data();
   {
     py::gil_scoped_release release;
@@ -163,7 +172,7 @@ py::array_t<float> unstructured_dense_impl(const py::array& mask, const py::arra
 
 py::array_t<float> sparse24_dense_impl(const py::array& meta, int64_t in_features, const py::object& values,
                                        const py::object& packed, const py::object& scales, const py::object& zeros,
-                                       int bits, int64_t group_size, int threads) {
+                                       int bits, int64_t group_size, int threads, const py::object& out) {
   const int64_t K = in_features;
   EVOFORGE_CHECK(K >= 1, "in_features must be >= 1");
   EVOFORGE_CHECK(meta.ndim() == 2 && meta.shape(0) >= 1, "meta must be 2-D [N, Kp/8] with N >= 1");
@@ -171,7 +180,7 @@ py::array_t<float> sparse24_dense_impl(const py::array& meta, int64_t in_feature
   const uint8_t* mp = data_of<uint8_t>(meta, "meta", 'u', {N, Kp / 8});
   ValueArgs v = value_args(values, packed, scales, zeros, bits, group_size, N, N * KV, KV,
                            (KV + 31) / 32 * 4 * bits, true);
-  py::array_t<float> w({N, K});
+  py::array_t<float> w = dense_out(out, N, K);
   float* wp = w.mutable_data();
   {
     py::gil_scoped_release release;
@@ -195,10 +204,11 @@ void register_sparse(py::module_& m) {
   m.def("sparse_unstructured_dense", &unstructured_dense_impl, py::arg("mask"), py::arg("row_ptr"),
         py::arg("in_features"), py::arg("values") = py::none(), py::arg("packed") = py::none(),
         py::arg("scales") = py::none(), py::arg("zeros") = py::none(), py::arg("bits") = 4,
-        py::arg("group_size") = 0, py::arg("threads") = 0);
+        py::arg("group_size") = 0, py::arg("threads") = 0, py::arg("out") = py::none());
   m.def("sparse24_dense", &sparse24_dense_impl, py::arg("meta"), py::arg("in_features"),
         py::arg("values") = py::none(), py::arg("packed") = py::none(), py::arg("scales") = py::none(),
-        py::arg("zeros") = py::none(), py::arg("bits") = 4, py::arg("group_size") = 0, py::arg("threads") = 0);
+        py::arg("zeros") = py::none(), py::arg("bits") = 4, py::arg("group_size") = 0, py::arg("threads") = 0,
+        py::arg("out") = py::none());
   m.def("sparse_best_isa", &sparse::best_isa);
 }
 

@@ -26,6 +26,7 @@ thread count.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ FORMATS = ("unstructured", "2:4")
 BITS = (2, 3, 4, 8)
 GROUP_SIZES = (0, 32, 64, 128, 256)
 DENSE_ROWS = 16  # forward: above this many rows, unpack to dense and use torch's matmul
+_SCRATCH = threading.local()
 _BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
 
 
@@ -197,11 +199,15 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: str = "unstructured", *,
-                  bits: int | None = None, group_size: int = 128, threads: int = 0) -> torch.Tensor:
-    """The dense float32 weight [N, K] of packed ``buffers`` (the inverse of :func:`pack_sparse`), native."""
+                  bits: int | None = None, group_size: int = 128, threads: int = 0,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """The dense float32 weight [N, K] of packed ``buffers`` (the inverse of :func:`pack_sparse`), native.
+
+    ``out``: a float32 [N, K] contiguous CPU tensor to write into (returned), else a new one.
+    """
     _check_format(format, bits, group_size)
     arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
-    kw = {"values": arrs["values"], "packed": arrs["packed"], "scales": arrs["scales"], "zeros": arrs["zeros"],
+    kw = {"out": None if out is None else out.numpy(), "values": arrs["values"], "packed": arrs["packed"], "scales": arrs["scales"], "zeros": arrs["zeros"],
           "bits": 4 if bits is None else int(bits), "group_size": int(group_size), "threads": int(threads)}
     if format == "unstructured":
         return torch.from_numpy(core.sparse_unstructured_dense(arrs["mask"], arrs["row_ptr"], int(in_features), **kw))
@@ -320,12 +326,24 @@ class SparseLinear(nn.Module):
         if x2.shape[0] == 0:
             return x.new_zeros((*lead, self.out_features))
         if x2.shape[0] > DENSE_ROWS:  # many rows: a dense matmul beats expanding the weight per tile
-            W = self.to_dense().to(x.dtype)
+            W = self._dense_scratch()
+            W = W if x.dtype == torch.float32 else W.to(x.dtype)
             return nn.functional.linear(x, W, None if self.bias is None else self.bias.to(x.dtype))
         xa = x2.detach().float().contiguous().numpy()
         fn, args, kw = self._native_call()
         y = fn(xa, *args, **kw)
         return torch.from_numpy(y).to(x.dtype).reshape(*lead, self.out_features)
+
+    def _dense_scratch(self) -> torch.Tensor:
+        # The dense weight in a per-thread buffer shared by the layers of one shape: a fresh
+        # [N, K] allocation per call costs more in page faults than the unpacking itself.
+        key = (self.out_features, self.in_features)
+        bufs = _SCRATCH.__dict__.setdefault("by_shape", {})
+        buf = bufs.get(key)
+        if buf is None:
+            buf = bufs[key] = torch.empty(key, dtype=torch.float32)
+        return unpack_sparse(self.buffers_dict(), self.in_features, self.format, bits=self.bits,
+                             group_size=self.group_size, out=buf)
 
     def _native_call(self) -> tuple[Any, tuple, dict]:
         # numpy views of the buffers, made once: the per-call cost matters for small layers
