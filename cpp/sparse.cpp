@@ -274,6 +274,7 @@ SP_AVX2_INLINE void us_step_avx2(const void* vals, int64_t& off, int64_t limit, 
     const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qr.codes + off)));
     v = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(c), zv), sv);
   } else if (off + 8 <= limit) {
+    _mm_prefetch(static_cast<const char*>(vals) + (off + 256) * (VT == Values::f32 ? 4 : 2), _MM_HINT_T0);
     v = load8<VT>(vals, off);
   } else {  // the stream's last values: never read past its end
     alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -439,6 +440,8 @@ SP_AVX512_INLINE bool us_step_avx512(const void* vals, int64_t& off, int64_t lim
     const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qr.codes + off))));
     w = _mm512_maskz_expand_ps(k, _mm512_mul_ps(_mm512_sub_ps(q, zv), sv));
   } else {
+    // the value stream advances by a data-dependent amount: prefetch it well ahead
+    _mm_prefetch(static_cast<const char*>(vals) + (off + 256) * (VT == Values::f32 ? 4 : 2), _MM_HINT_T0);
     if (off + 16 <= limit) {  // a plain load + register expand (the memory form of expand is slower)
       if constexpr (VT == Values::f32)
         w = _mm512_maskz_expand_ps(k, _mm512_loadu_ps(static_cast<const float*>(vals) + off));
