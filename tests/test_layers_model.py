@@ -135,6 +135,28 @@ def test_search_results_apply_as_packed_layers(tmp_path):
         assert torch.equal(r.weight() == 0, ref.get_submodule(r.name).weight == 0)
 
 
+def test_depth_quant_result_drops_sub_blocks_and_quantises_the_rest(tmp_path):
+    dense = tiny_llama(4)
+    qdb = _quant_db(dense, tmp_path / "qdb")
+    units = [4, 0, 3, 6]  # attention of blocks 0, 1, then MLP of blocks 0, 1; 0 = dropped
+    res = {"method": "depth+quant", "layers": ["attn0", "attn1", "mlp0", "mlp1"], "bits": units,
+           "db_path": str(qdb.path)}
+    model = apply(copy.deepcopy(dense), res)
+    ref = copy.deepcopy(dense)
+    for r in adapt(ref).linear_layers():
+        b = units[r.block if r.kind in ("q", "k", "v", "o") else 2 + r.block]
+        if b:
+            r.set_weight(qdb.weight(r.name, b).float())
+            assert isinstance(model.get_submodule(r.name), QuantLinear)
+        else:
+            m = model.get_submodule(r.name)
+            assert isinstance(m, SparseLinear) and int(m.row_ptr[-1]) == 0  # nothing stored
+            if r.kind == "o":  # the exported model: the dropped sub-block's output projection zeroed
+                r.set_weight(torch.zeros_like(r.weight()))
+    ids = torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(logits(model, ids), logits(ref, ids), rtol=2e-3, atol=2e-3)
+
+
 def test_bad_configs_raise(tmp_path):
     dense = tiny_llama()
     with pytest.raises(ConfigError, match="unknown keys"):
@@ -152,6 +174,11 @@ def test_bad_configs_raise(tmp_path):
         apply(dense, {"method": "sparsity", "layers": ["x"], "levels": [0]}, sdb.path)
     with pytest.raises(ConfigError, match="holds sparsity"):
         apply(dense, {"method": "quant", "layers": list(sdb.layers), "levels": [4] * len(sdb.layers)}, sdb.path)
+    with pytest.raises(ConfigError, match="got method 'depth'"):
+        apply(dense, {"method": "depth", "layers": [], "levels": []}, sdb.path)
+    qdb = _quant_db(dense, tmp_path / "qdb")
+    with pytest.raises(ConfigError, match="3 sub-block bit-widths"):
+        apply(dense, {"method": "depth+quant", "bits": [4, 4, 4]}, qdb.path)
     with pytest.raises(ConfigError, match="no packed layers"):
         save(tiny_llama(), tmp_path / "x")
     with pytest.raises(FileNotFoundError, match="evoforge_layers.json"):

@@ -20,8 +20,11 @@ Configurations
   float values); e.g. ``{"bits": 4, "group_size": 128}`` or ``{"sparsity": 0.5}``;
 * a search result: :class:`evoforge.compress.pipeline.CompressionResult`, its ``to_json()`` dict,
   or the path of a run directory / its ``config.json``, with the layer database it was searched on
-  (``database=``; default ``<run_dir>/db``); a list of two results (one sparsity, one quant, each
-  with its database: ``database=[db_s, db_q]``) gives sparse + quantised layers.
+  (``database=``; default the result's ``db_path``, else ``<run_dir>/db``); a list of two results
+  (one sparsity, one quant, each with its database: ``database=[db_s, db_q]``) gives sparse +
+  quantised layers. A ``"depth+quant"`` result (one bit-width per sub-block, 0 = dropped) gives
+  QuantLinear layers, and all-zero SparseLinear layers (no storage, no compute) for every linear
+  layer of a dropped sub-block, which reproduces the exported model's zeroed output projections.
 
 Quantised bit-widths 5, 6 and 7 (database ladders) are stored with 8-bit codes (same values).
 
@@ -176,10 +179,35 @@ def _open_db(result: dict, database: Any) -> Any:
     if isinstance(database, LayerDatabase):
         return database
     if database is None:
-        if not result.get("run_dir"):
-            raise ConfigError("a search result without run_dir needs database= (the layer database it was searched on)")
-        database = Path(result["run_dir"]) / "db"
+        if result.get("db_path"):
+            database = result["db_path"]
+        elif result.get("run_dir"):
+            database = Path(result["run_dir"]) / "db"
+        else:
+            raise ConfigError("a search result without db_path or run_dir needs database= (the layer database "
+                              "it was searched on)")
     return LayerDatabase.open(database)
+
+
+_ATTN_KINDS = frozenset({"q", "k", "v", "o", "qkv"})
+
+
+def _depth_quant_levels(model: nn.Module, result: dict) -> dict[str, dict[str, int]]:
+    """Per layer ``{"quant": bits}``, or ``{"dropped": 1}`` for the layers of a dropped sub-block.
+
+    ``result["bits"]`` holds one bit-width per sub-block (attention of blocks 0..N-1, then MLP), 0 =
+    dropped (:mod:`evoforge.compress.joint`).
+    """
+    refs = _layer_refs(model)
+    units = list(result["bits"])
+    n = max(r.block for r in refs) + 1
+    if len(units) != 2 * n:
+        raise ConfigError(f"a depth+quant result has {len(units)} sub-block bit-widths, the model {2 * n} sub-blocks")
+    out = {}
+    for r in refs:
+        b = int(units[r.block if r.kind in _ATTN_KINDS else n + r.block])
+        out[r.name] = {"dropped": 1} if b == 0 else {"quant": b}
+    return out
 
 
 def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> nn.Module:
@@ -197,16 +225,21 @@ def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> 
 def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
     by_method: dict[str, tuple[dict, Any]] = {}
     for r, db in zip(results, dbs):
-        if r.get("method") not in ("sparsity", "quant"):
-            raise ConfigError(f"apply handles sparsity and quant results, got method {r.get('method')!r}")
-        if r["method"] in by_method:
-            raise ConfigError(f"two {r['method']} results given; pass at most one sparsity and one quant result")
-        if db.kind != r["method"]:
+        if r.get("method") not in ("sparsity", "quant", "depth+quant"):
+            raise ConfigError(f"apply handles sparsity, quant and depth+quant results, got method {r.get('method')!r}")
+        kind = "quant" if r["method"] == "depth+quant" else r["method"]
+        if kind in by_method:
+            raise ConfigError(f"two {kind} results given; pass at most one sparsity and one quant result")
+        if db.kind != kind:
             raise ConfigError(f"the database {str(db.path)!r} holds {db.kind} levels, the result is {r['method']}")
-        by_method[r["method"]] = (r, db)
+        by_method[kind] = (r, db)
     refs = {ref.name: ref for ref in _layer_refs(model)}
     levels: dict[str, dict[str, int]] = {}
+    if by_method.get("quant", ({},))[0].get("method") == "depth+quant":
+        levels = _depth_quant_levels(model, by_method["quant"][0])
     for method, (r, db) in by_method.items():
+        if r["method"] == "depth+quant":
+            continue
         if list(r["layers"]) != list(refs):
             missing = sorted(set(r["layers"]) ^ set(refs))[:3]
             raise ConfigError(f"the {method} result's layers do not match the model's (e.g. {missing})")
@@ -214,14 +247,17 @@ def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
             levels.setdefault(name, {})[method] = int(lv)
     for name, ref in refs.items():
         lv, b = levels[name], _bias(ref)
-        if "sparsity" in lv:
+        if "dropped" in lv:  # a dropped sub-block: all-zero layers (nothing stored, nothing computed)
+            zero = torch.zeros(ref.out_features, ref.in_features)
+            new: nn.Module = SparseLinear.from_dense(zero, None if b is None else torch.zeros_like(b))
+        elif "sparsity" in lv:
             W = by_method["sparsity"][1].weight(name, lv["sparsity"]).float()
             kw: dict[str, Any] = {}
             if "quant" in lv:
                 qdb = by_method["quant"][1]
                 kw = {"bits": _store_bits(lv["quant"]), "group_size": _group_size(qdb.params["group_size"]),
                       "symmetric": bool(qdb.params.get("symmetric", False))}
-            new: nn.Module = SparseLinear.from_dense(W, b, format="unstructured", **kw)
+            new = SparseLinear.from_dense(W, b, format="unstructured", **kw)
         else:
             new = _quant_from_db(by_method["quant"][1], name, lv["quant"], b)
         _replace(model, name, new)
