@@ -398,7 +398,8 @@ class QuantLinear(torch.nn.Module):
         if math.prod(x.shape[:-1]) > 64:
             w = self.dequantize().to(x.dtype)
             return torch.nn.functional.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
-        return quant_matmul(x, self.packed, self.scales, self.zeros, self.bits, self.group_size, self.bias)
+        bias = None if self.bias is None else self.bias.float()
+        return quant_matmul(x, self.packed, self.scales, self.zeros, self.bits, self.group_size, bias)
 
     def dequantize(self) -> torch.Tensor:
         """The weight as float32 (N, K) on the CPU."""
