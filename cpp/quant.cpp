@@ -158,7 +158,7 @@ void rows_portable(int bits, const Args& a, int64_t n0, int64_t n1, int64_t B) {
 
 namespace avx2 {
 #define QK_FN static inline __attribute__((always_inline, target("avx2,fma,f16c")))
-constexpr int NBMAX = 4;
+constexpr int NBMAX = 2, RMAX = 2;
 struct V {
   using F = __m256;
   static constexpr int W = 8;
@@ -166,6 +166,7 @@ struct V {
   QK_FN F load(const float* p) { return _mm256_loadu_ps(p); }
   QK_FN F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   QK_FN F add(F a, F b) { return _mm256_add_ps(a, b); }
+  QK_FN F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   QK_FN F set1(float s) { return _mm256_set1_ps(s); }
   QK_FN float hsum(F v) {
     __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -220,7 +221,7 @@ __attribute__((target("avx2,fma,f16c"))) void run(int bits, const Args& a, int64
 #endif
 namespace avx512 {
 #define QK_FN static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,fma,f16c")))
-constexpr int NBMAX = 8;
+constexpr int NBMAX = 4, RMAX = 4;
 struct V {
   using F = __m512;
   static constexpr int W = 16;
@@ -228,6 +229,7 @@ struct V {
   QK_FN F load(const float* p) { return _mm512_loadu_ps(p); }
   QK_FN F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   QK_FN F add(F a, F b) { return _mm512_add_ps(a, b); }
+  QK_FN F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   QK_FN F set1(float s) { return _mm512_set1_ps(s); }
   QK_FN float hsum(F v) { return _mm512_reduce_add_ps(v); }
   QK_FN float half(uint16_t h) { return _cvtsh_ss(h); }

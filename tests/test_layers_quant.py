@@ -68,14 +68,13 @@ def ref_weight(c, s, z, bits, g) -> np.ndarray:
 
 
 def error_bound(c, s, z, bits, g, x) -> np.ndarray:
-    """[B, N] float32 accumulation bound: 2u (L + G + 4) sum_k |s| (q + |z|) |x|, L = group length."""
+    """[B, N] float32 accumulation bound: 2u (K + G + 4) sum_k |s| (q + |z|) |x|."""
     K = c.shape[1]
     gi = group_index(K, g)
     s64 = np.abs(s.astype(np.float64))[:, gi]
     z64 = np.full_like(s64, 2.0 ** (bits - 1)) if z is None else np.abs(z.astype(np.float64))[:, gi]
     M = np.abs(x.astype(np.float64)) @ (s64 * (c + z64)).T
-    L = g if g else K
-    return 2 * U * (L + num_groups(K, g) + 4) * M
+    return 2 * U * (K + num_groups(K, g) + 4) * M
 
 
 def make_layer(rng, N, K, bits, g, symmetric, scale=1.0):
