@@ -174,6 +174,8 @@ struct V {
     return _mm_cvtss_f32(_mm_add_ss(r, _mm_shuffle_ps(r, r, 1)));
   }
   QK_FN float half(uint16_t h) { return _cvtsh_ss(h); }
+  template <int BITS>
+  static constexpr bool biased = false;
   // h = 0 or 8: codes h..h+7 and 16+h..16+h+7 of the block at p.
   template <int BITS>
   QK_FN void codes(const uint8_t* p, int h, F& f0, F& f1) {
@@ -233,31 +235,44 @@ struct V {
   QK_FN F set1(float s) { return _mm512_set1_ps(s); }
   QK_FN float hsum(F v) { return _mm512_reduce_add_ps(v); }
   QK_FN float half(uint16_t h) { return _cvtsh_ss(h); }
-  // h = 0: codes 0..15 and 16..31 of the block at p.
+  // h = 0: codes 0..15 and 16..31 of the block at p. Codes of b < 8 bits are placed in the top
+  // mantissa bits of 1.0f, f = 1 + q 2^-b (exact; a shift and a ternary logic op per 16 codes,
+  // no integer-to-float conversion); the kernel rescales s and z accordingly (biased<BITS>).
+  template <int BITS>
+  static constexpr bool biased = BITS < 8;
   template <int BITS>
   QK_FN void codes(const uint8_t* p, int, F& f0, F& f1) {
-    __m128i lo, hi;
+    const __m512i one = _mm512_set1_epi32(0x3F800000);
+    constexpr int kOr = 0xEA;  // ternary logic (a & b) | c
     if constexpr (BITS == 8) {
-      lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-      hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+      f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+      f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
     } else if constexpr (BITS == 4) {
-      const __m128i r = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), m = _mm_set1_epi8(15);
-      lo = _mm_and_si128(r, m);
-      hi = _mm_and_si128(_mm_srli_epi16(r, 4), m);
+      // Lane j holds byte j: code j in bits 0..3, code 16 + j in bits 4..7.
+      const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      const __m512i m = _mm512_set1_epi32(0x00780000);
+      f0 = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(d, 19), m, one, kOr));
+      f1 = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(d, 15), m, one, kOr));
     } else {
-      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), m = _mm_set1_epi8(3);
-      const __m128i s = _mm_unpacklo_epi64(v, _mm_srli_epi64(v, 2));  // codes 0..15 | 16..31 >> 4
-      lo = _mm_and_si128(s, m);
-      hi = _mm_and_si128(_mm_srli_epi64(s, 4), m);
+      // Lanes j and 8 + j both hold byte j (codes j, j+8, j+16, j+24 in bit pairs).
+      const __m512i d = _mm512_cvtepu8_epi32(_mm_castpd_si128(_mm_loaddup_pd(reinterpret_cast<const double*>(p))));
+      constexpr int top = 23 - BITS;  // where a code's bit 0 goes
+      const __m512i s0 = _mm512_set_epi32(top - 2, top - 2, top - 2, top - 2, top - 2, top - 2, top - 2, top - 2,
+                                          top, top, top, top, top, top, top, top);
+      const __m512i s1 = _mm512_sub_epi32(s0, _mm512_set1_epi32(4));
+      const __m512i m = _mm512_set1_epi32(3 << top);
+      __m512i lo = _mm512_ternarylogic_epi32(_mm512_sllv_epi32(d, s0), m, one, kOr);
+      __m512i hi = _mm512_ternarylogic_epi32(_mm512_sllv_epi32(d, s1), m, one, kOr);
       if constexpr (BITS == 3) {  // bit j of the mask word is bit 2 of code j
         uint32_t hb;
         std::memcpy(&hb, p + 8, 4);
-        lo = _mm_or_si128(lo, _mm_maskz_set1_epi8(static_cast<__mmask16>(hb & 0xFFFF), 4));
-        hi = _mm_or_si128(hi, _mm_maskz_set1_epi8(static_cast<__mmask16>(hb >> 16), 4));
+        const __m512i b2 = _mm512_set1_epi32(4 << top);
+        lo = _mm512_mask_or_epi32(lo, static_cast<__mmask16>(hb & 0xFFFF), lo, b2);
+        hi = _mm512_mask_or_epi32(hi, static_cast<__mmask16>(hb >> 16), hi, b2);
       }
+      f0 = _mm512_castsi512_ps(lo);
+      f1 = _mm512_castsi512_ps(hi);
     }
-    f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
-    f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
   }
 };
 #include "quant_kernel.h"

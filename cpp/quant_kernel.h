@@ -2,7 +2,8 @@
 // a namespace that defines:
 //   QK_FN      the attributes of every kernel function (always_inline + the target ISA),
 //   struct V   the vector primitives: F, W (floats per vector), zero, load, fma, add, mul, set1, hsum,
-//              half, and codes<BITS>(block, h, f0, f1): codes h..h+W-1 and 16+h..16+h+W-1 as floats,
+//              half, and codes<BITS>(block, h, f0, f1): codes h..h+W-1 and 16+h..16+h+W-1 as floats
+//              (q, or 1 + q 2^-BITS when biased<BITS>),
 //   NBMAX, RMAX  the tile: up to NBMAX rows of x times RMAX rows of W, sized so that the
 //              accumulators stay in registers.
 // Not a public header: no include guard, on purpose.
@@ -36,8 +37,13 @@ QK_FN void tile(const Args& a, int64_t n0, int64_t b0) {
     F sv[R], lo[R], hi[R];
     QK_UNROLL for (int r = 0; r < R; ++r) {
       const int64_t at = (n0 + r) * a.G + g;
-      const float s = V::half(a.scales[at]);
-      const float sz = s * (a.zeros ? V::half(a.zeros[at]) : static_cast<float>(1 << (BITS - 1)));
+      float s = V::half(a.scales[at]);
+      float z = a.zeros ? V::half(a.zeros[at]) : static_cast<float>(1 << (BITS - 1));
+      if constexpr (V::template biased<BITS>) {  // codes arrive as 1 + q 2^-b: s (q - z) = s 2^b (f - 1 - z 2^-b)
+        s *= static_cast<float>(1 << BITS);
+        z = 1.f + z / static_cast<float>(1 << BITS);
+      }
+      const float sz = s * z;
       sv[r] = V::set1(s);
       lo[r] = hi[r] = V::zero();
       QK_UNROLL for (int i = 0; i < NB; ++i) corr[i][r] = __builtin_fmaf(sz, a.xs[(b0 + i) * a.G + g], corr[i][r]);

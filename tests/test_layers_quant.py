@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-import evoforge  # noqa: E402
-from evoforge import _native, solvers  # noqa: E402
-from evoforge.errors import ConfigError  # noqa: E402
-from evoforge.layers import (  # noqa: E402
+import evoforge
+from evoforge import _native, solvers
+from evoforge.errors import ConfigError
+from evoforge.layers import (
     QuantLinear,
     dequantize,
     num_groups,
@@ -26,6 +23,8 @@ from evoforge.layers import (  # noqa: E402
     row_bytes,
     unpack_codes,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ISAS = _native.core.quant_isas()
 U = 2.0**-24  # float32 unit roundoff
@@ -68,12 +67,12 @@ def ref_weight(c, s, z, bits, g) -> np.ndarray:
 
 
 def error_bound(c, s, z, bits, g, x) -> np.ndarray:
-    """[B, N] float32 accumulation bound: 2u (K + G + 4) sum_k |s| (q + |z|) |x|."""
+    """[B, N] float32 accumulation bound: 2u (K + G + 4) sum_k |s| (q + |z| + 2^b) |x|."""
     K = c.shape[1]
     gi = group_index(K, g)
     s64 = np.abs(s.astype(np.float64))[:, gi]
     z64 = np.full_like(s64, 2.0 ** (bits - 1)) if z is None else np.abs(z.astype(np.float64))[:, gi]
-    M = np.abs(x.astype(np.float64)) @ (s64 * (c + z64)).T
+    M = np.abs(x.astype(np.float64)) @ (s64 * (c + z64 + 2.0**bits)).T
     return 2 * U * (K + num_groups(K, g) + 4) * M
 
 

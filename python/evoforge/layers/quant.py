@@ -17,7 +17,8 @@ the per-group sums of x computed once per call. Each output is computed by one t
 order, so results do not depend on the thread count (``evoforge.set_num_threads``). The kernel is
 picked at run time (AVX-512, AVX2 + FMA + F16C, or portable). Float32 error bound, per output,
 against the exact product with the same packed weights (first order in u = 2^-24):
-``|err| <= 2u (K + G + 4) * sum_k |s| (q + |z|) |x_k|`` (+ 2u |bias|), checked by the tests.
+``|err| <= 2u (K + G + 4) * sum_k |s| (q + |z| + 2^b) |x_k|`` (+ 2u |bias|), checked by the tests
+(the 2^b term: the AVX-512 kernel carries codes as 1 + q 2^-b, exact, to skip a conversion).
 
 The thin ops take numpy arrays or CPU torch tensors and return the same kind. Non-contiguous
 inputs are copied. ``import evoforge`` does not import this package; it needs torch.
@@ -248,7 +249,7 @@ def quantize_rtn(weight: Any, bits: int = 4, group_size: int = 128, symmetric: b
         raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
     if not np.isfinite(w).all():
         raise ValueError("weight contains NaN or inf")
-    N, K = w.shape
+    K = w.shape[1]
     ql = solvers.rtn(w, b, group_size=g if g else -1, symmetric=bool(symmetric))
     if np.abs(ql.scales).max(initial=0.0) > _FP16_MAX:
         raise ValueError(f"a group's scale exceeds float16's range ({_FP16_MAX}); the weights are too large")
