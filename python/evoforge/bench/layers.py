@@ -4,7 +4,7 @@ fp32 ``nn.Linear``, bf16 ``nn.Linear``, and torch's own weight-only CPU ops
 ``aten._weight_int8pack_mm`` (int8, per-row scales) and ``aten._weight_int4pack_mm_for_cpu``
 (int4, group 128), each skipped with a note when this torch lacks it.
 
-    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--e2e] [--out FILE]
+    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--threads N] [--e2e] [--out FILE]
 
 Shapes are in_features x out_features: 576x1536 (SmolLM2-135M MLP), 4096x4096, 4096x11008.
 Effective GB/s = bytes of the stored weight (packed codes + scales, or the float / int matrix)
@@ -207,9 +207,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="576x1536 and 4096x4096, batch 1 and 8, int2/int4/int8")
     ap.add_argument("--batch", type=int, nargs="+", default=None)
     ap.add_argument("--bits", type=int, nargs="+", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="threads of evoforge and torch (default: evoforge's)")
     ap.add_argument("--e2e", action="store_true", help="also SmolLM2-135M greedy decoding, fp32 vs int4/int8")
     ap.add_argument("--out", default=str(Path("bench/results/layers.json")))
     a = ap.parse_args(argv)
+    if a.threads:
+        evoforge.set_num_threads(a.threads)
     shapes = SHAPES[:2] if a.quick else SHAPES
     batches = a.batch or ([1, 8] if a.quick else [1, 8, 32])
     bits = a.bits or ([2, 4, 8] if a.quick else [2, 3, 4, 8])
