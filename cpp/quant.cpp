@@ -1,14 +1,14 @@
-// Weight-only quantised matmul on the packed format of evoforge/quant.h.
+// Weight-only quantised matmul on the packed format of evoforge/quant.h, plus pack / unpack /
+// dequantise.
 //
-// Batch 1 is memory bound: every packed byte is read once and unpacked in registers. Per group the
-// codes are converted to float and multiplied into float32 vector accumulators against x; the
-// scale and zero are factored out of the group sum, sum_k s (q - z) x = s (sum_k q x - z sum_k x),
-// with the per-group sums of x computed once per call. For batch > 1 a tile of up to 8 rows of x
-// shares each unpacked block, so the unpack cost is amortised over the tile.
+// Batch 1 is memory bound: every packed byte is read once and unpacked in registers, never written
+// back as floats. The zero point is factored out of each group, sum_k s (q - z) x =
+// s sum_k q x - (s z) sum_k x, with the per-group sums of x computed once per call. Tiles of up to
+// 4 rows of W x 4 rows of x (cpp/quant_kernel.h) share every x load across the rows of W and every
+// unpacked block across the rows of x.
 //
-// One kernel body, written with GCC/Clang vector extensions, is compiled three times: for AVX-512F
-// (16 floats per vector), AVX2 + FMA (8) and the portable baseline (8 floats on SSE2 or whatever the
-// target has); the best one this CPU supports is picked at run time.
+// The SIMD body is compiled for AVX-512 (F/BW/VL) and for AVX2 + FMA + F16C with intrinsics, and a
+// plain C++ kernel serves every other CPU; the best one this CPU runs is picked at load time.
 #include "evoforge/quant.h"
 
 #include <algorithm>
@@ -21,6 +21,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the packed format is r
 #define EVOFORGE_INLINE inline __attribute__((always_inline))
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define EVOFORGE_QUANT_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
 #endif
 
 namespace evoforge {
@@ -108,49 +110,6 @@ void pack_block(const uint8_t* c, int bits, uint8_t* p) {
 
 // ---- the matmul kernel -------------------------------------------------------------------------
 
-template <int W>
-struct Vec {
-  typedef float F __attribute__((vector_size(W * 4)));
-  typedef int32_t I __attribute__((vector_size(W * 4)));
-  typedef uint8_t U8 __attribute__((vector_size(W)));
-};
-
-// Codes h..h+W-1 of a block into lo and codes 16+h..16+h+W-1 into hi (h = 0, or 0 and 8 for W = 8).
-template <int BITS, int W>
-EVOFORGE_INLINE void codes(const uint8_t* p, int h, typename Vec<W>::U8& lo, typename Vec<W>::U8& hi) {
-  using U8 = typename Vec<W>::U8;
-  if constexpr (BITS == 8) {
-    std::memcpy(&lo, p + h, W);
-    std::memcpy(&hi, p + 16 + h, W);
-  } else if constexpr (BITS == 4) {
-    U8 r;
-    std::memcpy(&r, p + h, W);
-    lo = r & 15;
-    hi = r >> 4;
-  } else {
-    // Byte j holds codes j, j+8, j+16, j+24 in bit pairs: four 64-bit words of eight codes each.
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    constexpr uint64_t m = 0x0303030303030303ull;
-    uint64_t q[4] = {v & m, (v >> 2) & m, (v >> 4) & m, (v >> 6) & m};
-    if constexpr (BITS == 3) {
-      uint32_t hb;
-      std::memcpy(&hb, p + 8, 4);
-      q[0] |= kSpread.v[hb & 255];
-      q[1] |= kSpread.v[(hb >> 8) & 255];
-      q[2] |= kSpread.v[(hb >> 16) & 255];
-      q[3] |= kSpread.v[hb >> 24];
-    }
-    if constexpr (W == 16) {
-      std::memcpy(&lo, q, 16);
-      std::memcpy(&hi, q + 2, 16);
-    } else {
-      std::memcpy(&lo, q + h / 8, 8);
-      std::memcpy(&hi, q + 2 + h / 8, 8);
-    }
-  }
-}
-
 struct Args {
   const float* xp;   // [B, Kp] x padded with zeros to Kp = 32 * nblocks
   const float* xs;   // [B, G] per-group sums of x
@@ -162,101 +121,183 @@ struct Args {
   int64_t N, Kp, G, rb, nblocks, gb;  // gb: blocks per group
 };
 
-// Outputs y[b0 .. b0+NB-1, n]: one pass over row n's packed bytes for NB rows of x.
-template <int BITS, int W, int NB>
-EVOFORGE_INLINE void tile(const Args& a, int64_t n, int64_t b0) {
-  using F = typename Vec<W>::F;
-  using I = typename Vec<W>::I;
-  using U8 = typename Vec<W>::U8;
-  constexpr int bpb = 4 * BITS;
-  const uint8_t* row = a.packed + n * a.rb;
-  const float* x[NB];
-  for (int i = 0; i < NB; ++i) x[i] = a.xp + (b0 + i) * a.Kp;
-  F tot[NB];
-  float corr[NB];
-  for (int i = 0; i < NB; ++i) {
-    tot[i] = F{};
-    corr[i] = 0.f;
-  }
-  for (int64_t g = 0; g < a.G; ++g) {
-    const float s = half_to_float(a.scales[n * a.G + g]);
-    const float z = a.zeros ? half_to_float(a.zeros[n * a.G + g]) : static_cast<float>(1 << (BITS - 1));
-    F acc0[NB], acc1[NB];
-    for (int i = 0; i < NB; ++i) acc0[i] = acc1[i] = F{};
-    const int64_t t1 = std::min(a.nblocks, (g + 1) * a.gb);
-    for (int64_t t = g * a.gb; t < t1; ++t) {
-      const uint8_t* p = row + t * bpb;
-      for (int h = 0; h < 16; h += W) {
-        U8 lo, hi;
-        codes<BITS, W>(p, h, lo, hi);
-        const F f0 = __builtin_convertvector(__builtin_convertvector(lo, I), F);
-        const F f1 = __builtin_convertvector(__builtin_convertvector(hi, I), F);
-        for (int i = 0; i < NB; ++i) {
-          F x0, x1;
-          std::memcpy(&x0, x[i] + 32 * t + h, sizeof(F));
-          std::memcpy(&x1, x[i] + 32 * t + 16 + h, sizeof(F));
-          acc0[i] += f0 * x0;
-          acc1[i] += f1 * x1;
+// Portable kernel: each block unpacked to bytes once, then plain float loops per row of x.
+void rows_portable(int bits, const Args& a, int64_t n0, int64_t n1, int64_t B) {
+  std::vector<float> acc(B), tot(B), corr(B);
+  uint8_t c[32];
+  const float zsym = static_cast<float>(1 << (bits - 1));
+  const int bpb = 4 * bits;
+  for (int64_t n = n0; n < n1; ++n) {
+    std::fill(tot.begin(), tot.end(), 0.f);
+    std::fill(corr.begin(), corr.end(), 0.f);
+    for (int64_t g = 0; g < a.G; ++g) {
+      const float s = half_to_float(a.scales[n * a.G + g]);
+      const float z = a.zeros ? half_to_float(a.zeros[n * a.G + g]) : zsym;
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t t = g * a.gb; t < std::min(a.nblocks, (g + 1) * a.gb); ++t) {
+        unpack_block(a.packed + n * a.rb + t * bpb, bits, c);
+        for (int64_t b = 0; b < B; ++b) {
+          const float* xb = a.xp + b * a.Kp + 32 * t;
+          float sum = acc[b];
+          for (int j = 0; j < 32; ++j) sum += static_cast<float>(c[j]) * xb[j];
+          acc[b] = sum;
         }
       }
-    }
-    for (int i = 0; i < NB; ++i) {
-      tot[i] += s * (acc0[i] + acc1[i]);
-      corr[i] += s * z * a.xs[(b0 + i) * a.G + g];
-    }
-  }
-  const float b = a.bias ? a.bias[n] : 0.f;
-  for (int i = 0; i < NB; ++i) {
-    float sum = 0.f;
-    for (int l = 0; l < W; ++l) sum += tot[i][l];
-    a.y[(b0 + i) * a.N + n] = (sum - corr[i]) + b;
-  }
-}
-
-// Rows [n0, n1) for all B rows of x, in tiles of NBMAX, then 4, 2, 1.
-template <int BITS, int W, int NBMAX>
-EVOFORGE_INLINE void rows(const Args& a, int64_t n0, int64_t n1, int64_t B) {
-  for (int64_t n = n0; n < n1; ++n) {
-    int64_t b = 0;
-    for (; b + NBMAX <= B; b += NBMAX) tile<BITS, W, NBMAX>(a, n, b);
-    if constexpr (NBMAX > 4) {
-      if (B - b >= 4) {
-        tile<BITS, W, 4>(a, n, b);
-        b += 4;
+      for (int64_t b = 0; b < B; ++b) {
+        tot[b] += s * acc[b];
+        corr[b] += s * z * a.xs[b * a.G + g];
       }
     }
-    if (B - b >= 2) {
-      tile<BITS, W, 2>(a, n, b);
-      b += 2;
-    }
-    if (B - b >= 1) tile<BITS, W, 1>(a, n, b);
+    const float bias = a.bias ? a.bias[n] : 0.f;
+    for (int64_t b = 0; b < B; ++b) a.y[b * a.N + n] = (tot[b] - corr[b]) + bias;
   }
 }
-
-template <int W, int NBMAX>
-EVOFORGE_INLINE void rows_any(int bits, const Args& a, int64_t n0, int64_t n1, int64_t B) {
-  switch (bits) {
-    case 2: rows<2, W, NBMAX>(a, n0, n1, B); break;
-    case 3: rows<3, W, NBMAX>(a, n0, n1, B); break;
-    case 4: rows<4, W, NBMAX>(a, n0, n1, B); break;
-    default: rows<8, W, NBMAX>(a, n0, n1, B); break;
-  }
-}
-
-void rows_scalar(int bits, const Args& a, int64_t n0, int64_t n1, int64_t B) { rows_any<8, 4>(bits, a, n0, n1, B); }
 
 #ifdef EVOFORGE_QUANT_X86
-__attribute__((target("avx2,fma"))) void rows_avx2(int bits, const Args& a, int64_t n0, int64_t n1, int64_t B) {
-  rows_any<8, 4>(bits, a, n0, n1, B);
+#define QK_UNROLL _Pragma("GCC unroll 16")
+
+namespace avx2 {
+#define QK_FN static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+constexpr int NBMAX = 2, RMAX = 2;
+struct V {
+  using F = __m256;
+  static constexpr int W = 8;
+  QK_FN F zero() { return _mm256_setzero_ps(); }
+  QK_FN F load(const float* p) { return _mm256_loadu_ps(p); }
+  QK_FN F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  QK_FN F add(F a, F b) { return _mm256_add_ps(a, b); }
+  QK_FN F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  QK_FN F set1(float s) { return _mm256_set1_ps(s); }
+  QK_FN float hsum(F v) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_shuffle_ps(r, r, 1)));
+  }
+  QK_FN float half(uint16_t h) { return _cvtsh_ss(h); }
+  template <int BITS>
+  static constexpr bool biased = false;
+  // h = 0 or 8: codes h..h+7 and 16+h..16+h+7 of the block at p.
+  template <int BITS>
+  QK_FN void codes(const uint8_t* p, int h, F& f0, F& f1) {
+    __m128i lo, hi;
+    if constexpr (BITS == 8) {
+      lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + h));
+      hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 16 + h));
+    } else if constexpr (BITS == 4) {
+      const __m128i r = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + h)), m = _mm_set1_epi8(15);
+      lo = _mm_and_si128(r, m);
+      hi = _mm_and_si128(_mm_srli_epi16(r, 4), m);
+    } else {
+      // Byte j holds codes j, j+8, j+16, j+24 in bit pairs.
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), m = _mm_set1_epi8(3);
+      const __m128i s = h == 0 ? v : _mm_srli_epi64(v, 2);
+      lo = _mm_and_si128(s, m);
+      hi = _mm_and_si128(_mm_srli_epi64(s, 4), m);
+      if constexpr (BITS == 3) {
+        uint32_t hb;
+        std::memcpy(&hb, p + 8, 4);
+        lo = _mm_or_si128(lo, _mm_cvtsi64_si128(static_cast<long long>(kSpread.v[(hb >> h) & 255])));
+        hi = _mm_or_si128(hi, _mm_cvtsi64_si128(static_cast<long long>(kSpread.v[(hb >> (16 + h)) & 255])));
+      }
+    }
+    f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  }
+};
+#include "quant_kernel.h"
+__attribute__((target("avx2,fma,f16c"))) void run(int bits, const Args& a, int64_t n0, int64_t n1, int64_t B) {
+  switch (bits) {
+    case 2: return rows<2>(a, n0, n1, B);
+    case 3: return rows<3>(a, n0, n1, B);
+    case 4: return rows<4>(a, n0, n1, B);
+    default: return rows<8>(a, n0, n1, B);
+  }
 }
-__attribute__((target("avx512f,fma"))) void rows_avx512(int bits, const Args& a, int64_t n0, int64_t n1,
-                                                         int64_t B) {
-  rows_any<16, 8>(bits, a, n0, n1, B);
+#undef QK_FN
+}  // namespace avx2
+
+// GCC 12 reports its own _mm512_undefined_* helpers as maybe-uninitialized (a known false positive).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace avx512 {
+#define QK_FN static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,fma,f16c")))
+constexpr int NBMAX = 4, RMAX = 4;
+struct V {
+  using F = __m512;
+  static constexpr int W = 16;
+  QK_FN F zero() { return _mm512_setzero_ps(); }
+  QK_FN F load(const float* p) { return _mm512_loadu_ps(p); }
+  QK_FN F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  QK_FN F add(F a, F b) { return _mm512_add_ps(a, b); }
+  QK_FN F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  QK_FN F set1(float s) { return _mm512_set1_ps(s); }
+  QK_FN float hsum(F v) { return _mm512_reduce_add_ps(v); }
+  QK_FN float half(uint16_t h) { return _cvtsh_ss(h); }
+  // h = 0: codes 0..15 and 16..31 of the block at p. Codes of b < 8 bits are placed in the top
+  // mantissa bits of 1.0f, f = 1 + q 2^-b (exact; a shift and a ternary logic op per 16 codes,
+  // no integer-to-float conversion); the kernel rescales s and z accordingly (biased<BITS>).
+  template <int BITS>
+  static constexpr bool biased = BITS < 8;
+  template <int BITS>
+  QK_FN void codes(const uint8_t* p, int, F& f0, F& f1) {
+    const __m512i one = _mm512_set1_epi32(0x3F800000);
+    constexpr int kOr = 0xEA;  // ternary logic (a & b) | c
+    if constexpr (BITS == 8) {
+      f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+      f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+    } else if constexpr (BITS == 4) {
+      // Lane j holds byte j: code j in bits 0..3, code 16 + j in bits 4..7.
+      const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      const __m512i m = _mm512_set1_epi32(0x00780000);
+      f0 = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(d, 19), m, one, kOr));
+      f1 = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(d, 15), m, one, kOr));
+    } else {
+      // Lanes j and 8 + j both hold byte j (codes j, j+8, j+16, j+24 in bit pairs).
+      const __m512i d = _mm512_cvtepu8_epi32(_mm_castpd_si128(_mm_loaddup_pd(reinterpret_cast<const double*>(p))));
+      constexpr int top = 23 - BITS;  // where a code's bit 0 goes
+      const __m512i s0 = _mm512_set_epi32(top - 2, top - 2, top - 2, top - 2, top - 2, top - 2, top - 2, top - 2,
+                                          top, top, top, top, top, top, top, top);
+      const __m512i s1 = _mm512_sub_epi32(s0, _mm512_set1_epi32(4));
+      const __m512i m = _mm512_set1_epi32(3 << top);
+      __m512i lo = _mm512_ternarylogic_epi32(_mm512_sllv_epi32(d, s0), m, one, kOr);
+      __m512i hi = _mm512_ternarylogic_epi32(_mm512_sllv_epi32(d, s1), m, one, kOr);
+      if constexpr (BITS == 3) {  // bit j of the mask word is bit 2 of code j
+        uint32_t hb;
+        std::memcpy(&hb, p + 8, 4);
+        const __m512i b2 = _mm512_set1_epi32(4 << top);
+        lo = _mm512_mask_or_epi32(lo, static_cast<__mmask16>(hb & 0xFFFF), lo, b2);
+        hi = _mm512_mask_or_epi32(hi, static_cast<__mmask16>(hb >> 16), hi, b2);
+      }
+      f0 = _mm512_castsi512_ps(lo);
+      f1 = _mm512_castsi512_ps(hi);
+    }
+  }
+};
+#include "quant_kernel.h"
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) void run(int bits, const Args& a, int64_t n0, int64_t n1,
+                                                                  int64_t B) {
+  switch (bits) {
+    case 2: return rows<2>(a, n0, n1, B);
+    case 3: return rows<3>(a, n0, n1, B);
+    case 4: return rows<4>(a, n0, n1, B);
+    default: return rows<8>(a, n0, n1, B);
+  }
 }
+#undef QK_FN
+}  // namespace avx512
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 Isa detect_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return Isa::Avx512;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C)) return Isa::Scalar;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("fma"))
+    return Isa::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
   return Isa::Scalar;
 }
@@ -364,10 +405,10 @@ void matmul(const float* x, int64_t B, const uint8_t* packed, const uint16_t* sc
   const int64_t min_rows = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, Kp * B));
   parallel_for(N, resolve_threads(threads), min_rows, [&](int64_t n0, int64_t n1, int) {
 #ifdef EVOFORGE_QUANT_X86
-    if (isa == Isa::Avx512) return rows_avx512(bits, a, n0, n1, B);
-    if (isa == Isa::Avx2) return rows_avx2(bits, a, n0, n1, B);
+    if (isa == Isa::Avx512) return avx512::run(bits, a, n0, n1, B);
+    if (isa == Isa::Avx2) return avx2::run(bits, a, n0, n1, B);
 #endif
-    rows_scalar(bits, a, n0, n1, B);
+    rows_portable(bits, a, n0, n1, B);
   });
 }
 

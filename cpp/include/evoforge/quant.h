@@ -54,10 +54,12 @@ bool isa_supported(Isa isa);
 const char* isa_name(Isa isa);
 
 /// y float32 [B, N] = x [B, K] W^T (+ bias [N] when not null), W given packed as above; never
-/// materialises W. Per output: for each group, sum_k q x in float32 vector lanes, then
-/// tot += s * sum and corr += s * z * (sum_k x over the group), y = tot - corr + bias.
+/// materialises W. Codes are unpacked in registers and multiply-added against x in float32 vector
+/// lanes (scaled per group), the zero point enters once per group as (s * z) * sum_k x, with the
+/// per-group sums of x computed once per call. Error against the exact product with these weights:
+/// |err| <= 2u (K + G + 4) sum_k |s| (q + |z| + 2^bits) |x_k|, u = 2^-24 (first order).
 /// Every output is computed by one thread in a fixed order, so y does not depend on `threads`
-/// (it may differ in the last bits between instruction sets, which contract FMAs differently).
+/// (it may differ in the last bits between instruction sets).
 void matmul(const float* x, int64_t B, const uint8_t* packed, const uint16_t* scales, const uint16_t* zeros,
             const float* bias, int64_t N, int64_t K, int bits, int64_t group_size, float* y, int threads, Isa isa);
 

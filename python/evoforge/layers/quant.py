@@ -10,13 +10,15 @@ scales float16 [N, G]; zeros float16 [N, G], or None = symmetric with the implie
 packed uint8 [N, ceil(K / 32) * 4 * b], every row packed on its own in blocks of 32 codes.
 
 :func:`quant_matmul` computes ``x W^T (+ bias)`` on the packed bytes (no dequantised matrix):
-per group it sums q * x in float32 and applies the scale and zero once,
-``s * (sum q x - z * sum x)``. Each output is computed by one thread in a fixed order, so results
-do not depend on the thread count (``evoforge.set_num_threads``). The kernel is picked at run time
-(AVX-512, AVX2 + FMA, or portable). Float32 error bound, per output, against the exact product
-with the same packed weights: ``|err| <= (L + G + 3) * 2^-24 * sum_g |s_g| * (sum_k q|x| + |z| sum_k |x|)``
-with L the longest accumulation chain in a group (g / lanes + 2 lane reductions, at most K), up to
-first-order terms (tests/test_layers_quant.py checks a bound of this form).
+each block of 32 codes is unpacked in registers, converted to float and multiply-added against x
+in float32 vector lanes; the scale multiplies the codes (several rows of x) or the group's partial
+sum (one row of x), and the zero point is applied once per group, ``- (s * z) * sum_k x``, with
+the per-group sums of x computed once per call. Each output is computed by one thread in a fixed
+order, so results do not depend on the thread count (``evoforge.set_num_threads``). The kernel is
+picked at run time (AVX-512, AVX2 + FMA + F16C, or portable). Float32 error bound, per output,
+against the exact product with the same packed weights (first order in u = 2^-24):
+``|err| <= 2u (K + G + 4) * sum_k |s| (q + |z| + 2^b) |x_k|`` (+ 2u |bias|), checked by the tests
+(the 2^b term: the AVX-512 kernel carries codes as 1 + q 2^-b, exact, to skip a conversion).
 
 The thin ops take numpy arrays or CPU torch tensors and return the same kind. Non-contiguous
 inputs are copied. ``import evoforge`` does not import this package; it needs torch.
@@ -247,7 +249,7 @@ def quantize_rtn(weight: Any, bits: int = 4, group_size: int = 128, symmetric: b
         raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
     if not np.isfinite(w).all():
         raise ValueError("weight contains NaN or inf")
-    N, K = w.shape
+    K = w.shape[1]
     ql = solvers.rtn(w, b, group_size=g if g else -1, symmetric=bool(symmetric))
     if np.abs(ql.scales).max(initial=0.0) > _FP16_MAX:
         raise ValueError(f"a group's scale exceeds float16's range ({_FP16_MAX}); the weights are too large")
@@ -398,7 +400,8 @@ class QuantLinear(torch.nn.Module):
         if math.prod(x.shape[:-1]) > 64:
             w = self.dequantize().to(x.dtype)
             return torch.nn.functional.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
-        return quant_matmul(x, self.packed, self.scales, self.zeros, self.bits, self.group_size, self.bias)
+        bias = None if self.bias is None else self.bias.float()
+        return quant_matmul(x, self.packed, self.scales, self.zeros, self.bits, self.group_size, bias)
 
     def dequantize(self) -> torch.Tensor:
         """The weight as float32 (N, K) on the CPU."""
