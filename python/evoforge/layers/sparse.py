@@ -250,8 +250,10 @@ class SparseLinear(nn.Module):
 
     Build with :meth:`from_linear` / :meth:`from_dense`. ``forward(x [..., in_features])`` ->
     ``[..., out_features]`` in x's dtype: float32 / bfloat16 / float16 CPU tensors with at most
-    ``DENSE_ROWS`` rows run the native kernel (computed in float32); more rows, or other devices,
-    unpack the weight to dense (natively) and use torch's matmul.
+    ``DENSE_ROWS`` rows run the native kernel (computed in float32); 2:4 + quantised values with
+    float16 / bfloat16 CUDA inputs run ``evoforge.layers._cuda.sparse24_quant_matmul``; more rows,
+    or other devices and formats, unpack the weight to dense (on the CPU) and use torch's matmul.
+    Inference only (no autograd).
     Buffers (see the module docstring): ``mask`` + ``row_ptr`` or ``meta``; ``values`` or
     ``packed`` + ``scales`` (+ ``zeros``); ``bias`` float32 [N] or None. The state dict round-trips
     (buffer sizes depend on the weight and are taken from the loaded state).
@@ -318,6 +320,14 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
+        if (x.device.type == "cuda" and self.format == "2:4" and self.bits is not None
+                and x.dtype in (torch.float16, torch.bfloat16)):
+            from . import _cuda  # the contract's GPU kernel (evoforge.layers._cuda)
+
+            y = _cuda.sparse24_quant_matmul(x.reshape(-1, self.in_features), self.packed, self.meta, self.scales,
+                                            getattr(self, "zeros", None), self.bits, self.group_size,
+                                            self.out_features).reshape(*x.shape[:-1], self.out_features)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
         if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             W = self.to_dense().to(device=x.device, dtype=x.dtype)
             return nn.functional.linear(x, W, None if self.bias is None else self.bias.to(x.device, x.dtype))
