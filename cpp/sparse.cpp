@@ -1,14 +1,16 @@
 // Sparse linear-layer kernels (formats in evoforge/sparse.h).
 //
 // Work split: parallel_for over output rows; each row runs its batch rows in tiles of up to 8, so
-// a weight chunk is decoded once per tile and stays in registers while up to 8 FMAs use it.
-// AVX2 unstructured: one mask byte covers 8 columns; its kept values are the next popcount(m)
-// values of the stream, loaded as 8 floats and moved to their columns by one permute (table of 256
-// index vectors), the absent columns zeroed by a compare against the mask bits.
-// AVX2 2:4: one meta byte covers 8 columns and exactly 4 values; a 4-float load (upper lanes 0) is
-// permuted with index 4 for the absent columns, so no mask is needed.
-// Quantised values are first decoded for the row (codes -> s * (q - z), float32) into a per-thread
-// buffer, then read by the float32 kernel: the row stays in L1 while every batch tile uses it.
+// a weight chunk is expanded once per tile and stays in a register while up to 8 FMAs use it
+// (tiles of fewer than 4 rows alternate two accumulator sets to hide the FMA latency).
+// AVX-512 (F/BW/VL/DQ/VBMI2): two mask bytes cover 16 columns; their popcount kept values are the
+// next values of the stream, loaded and put in their columns by one expand (maskz_expand); 2:4 does
+// the same with the 16-bit mask of two meta bytes (a 256-entry table) over 8 consecutive values.
+// AVX2: one mask byte, 8 columns: a permute from a 256-entry index table, absent columns zeroed by
+// a compare against the mask bits; 2:4: a 4-float load (upper lanes 0) permuted with index 4 for
+// the absent columns. Quantised values: the row's codes are unpacked to bytes once (per-thread
+// buffer), and the kernels dequantise s * (q - z) on the fly before the expand. The portable
+// scalar loop decodes the row to float32 first. Results do not depend on the thread count.
 #include "evoforge/sparse.h"
 
 #include <algorithm>
