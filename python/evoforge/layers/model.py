@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .quant import QuantLinear
 from .sparse import GROUP_SIZES, SparseLinear
 
 __all__ = ["apply", "load", "packed_layers", "save"]
@@ -55,14 +56,6 @@ LAYERS_FILE = "evoforge_layers.json"
 WEIGHTS_FILE = "model.safetensors"
 _SPEC_KEYS = {"sparsity", "pattern", "bits", "group_size", "symmetric", "values_dtype"}
 _VALUE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-def _quant_linear() -> Any:
-    try:
-        from .quant import QuantLinear
-    except ImportError as e:  # the quantised kernels live in evoforge.layers.quant
-        raise ConfigError(f"quantised layers need evoforge.layers.QuantLinear, which failed to import ({e})") from None
-    return QuantLinear
 
 
 def _store_bits(bits: int) -> int:
@@ -153,7 +146,7 @@ def _apply_spec(model: nn.Module, s: dict) -> None:
                 lin.weight.copy_(W)
                 if b is not None:
                     lin.bias.copy_(b)
-            new = _quant_linear().from_linear(lin, bits=_store_bits(s["bits"]), group_size=s["group_size"],
+            new = QuantLinear.from_linear(lin, bits=_store_bits(s["bits"]), group_size=s["group_size"],
                                               symmetric=bool(s.get("symmetric", True)))
         _replace(model, ref.name, new)
 
@@ -219,7 +212,7 @@ def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> 
         q, s, z = f.get_tensor(f"q.{bits}"), f.get_tensor(f"scales.{bits}"), f.get_tensor(f"zeros.{bits}")
         g_idx = f.get_tensor(f"g_idx.{bits}")
     # zeros kept even for a symmetric ladder: the stored grid is reproduced exactly whatever its zero
-    return _quant_linear().from_codes(q, s, z, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
+    return QuantLinear.from_codes(q, s, z, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
 
 
 def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
@@ -298,7 +291,7 @@ def packed_layers(model: nn.Module) -> dict[str, dict]:
                          "bias": m.bias is not None, "format": m.format, "bits": m.bits,
                          "group_size": m.group_size, "symmetric": m.symmetric,
                          "values_dtype": None if vd is None else str(vd.dtype).removeprefix("torch.")}
-        elif type(m).__name__ == "QuantLinear":
+        elif isinstance(m, QuantLinear):
             out[name] = {"class": "QuantLinear", "in_features": m.in_features, "out_features": m.out_features,
                          "bias": getattr(m, "bias", None) is not None, "bits": int(m.bits),
                          "group_size": int(m.group_size), "symmetric": bool(m.symmetric)}
@@ -366,9 +359,8 @@ def load(path: str | os.PathLike) -> nn.Module:
                                         bits=s["bits"], group_size=s["group_size"], symmetric=s["symmetric"],
                                         values_dtype=_VALUE_DTYPES.get(s["values_dtype"] or "float32"))
         else:
-            QL = _quant_linear()
             lin = nn.Linear(s["in_features"], s["out_features"], bias=s["bias"])
-            m = QL.from_linear(lin, bits=s["bits"], group_size=s["group_size"], symmetric=s["symmetric"])
+            m = QuantLinear.from_linear(lin, bits=s["bits"], group_size=s["group_size"], symmetric=s["symmetric"])
         _replace(model, name, m)
     sd = load_file(str(p / WEIGHTS_FILE))
     for k, src in meta.get("tied", {}).items():
