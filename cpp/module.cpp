@@ -32,6 +32,8 @@ void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
 void register_solvers(py::module_& m);
 void register_kl(py::module_& m);
+void register_quant(py::module_& m);
+void register_sparse(py::module_& m);
 
 }  // namespace evoforge
 
@@ -53,4 +55,6 @@ PYBIND11_MODULE(_core, m) {
   evoforge::register_variation(m);
   evoforge::register_solvers(m);
   evoforge::register_kl(m);
+  evoforge::register_quant(m);
+  evoforge::register_sparse(m);
 }
