@@ -1,0 +1,32 @@
+"""The default backend: the evaluator runs in the driver's process, one call per batch."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .protocol import Backend
+
+__all__ = ["InProcess"]
+
+
+class InProcess(Backend):
+    """Calls ``evaluator`` (``evaluate(genomes, batch)`` or ``f(genomes)``) on the whole batch, as the
+    engines do without a backend; ``broadcast`` calls the evaluator's method at once."""
+
+    def __init__(self, evaluator: Any) -> None:
+        super().__init__()
+        if not callable(getattr(evaluator, "evaluate", None)) and not callable(evaluator):
+            raise TypeError(f"evaluator must have evaluate(genomes, batch) or be callable, got "
+                            f"{type(evaluator).__name__}")
+        self.evaluator = evaluator
+
+    def evaluate_chunks(self, genomes: np.ndarray, batch: Any = None) -> Iterator[tuple[np.ndarray, Any]]:
+        ev = self.evaluator
+        out = ev.evaluate(genomes, batch) if callable(getattr(ev, "evaluate", None)) else ev(genomes)
+        yield np.arange(len(genomes)), out
+
+    def broadcast(self, method: str, *args: Any) -> None:
+        super().broadcast(method, *args)
+        getattr(self.evaluator, method)(*args)
