@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -99,7 +100,7 @@ class ProcessPool(WorkerPool):
             try:
                 kind, value = conn.recv()
             except (EOFError, OSError):
-                kind, value = "start-error", f"the process exited with code {self._procs[s].exitcode}"
+                kind, value = "start-error", f"the process exited ({self._exit_reason(s)})"
             if kind != "ready":
                 self._stop(slots)
                 raise EvaluationError(f"evaluation worker {s} could not build its evaluator:\n{value}")
@@ -128,8 +129,7 @@ class ProcessPool(WorkerPool):
                 try:
                     task_id, outcome, value = conn.recv()
                 except (EOFError, OSError):
-                    code = self._procs[s].exitcode if self._procs[s] is not None else None
-                    out += [(t, DIED, f"exit code {code}") for t in tokens if t[0] == s]
+                    out += [(t, DIED, self._exit_reason(s)) for t in tokens if t[0] == s]
                     break
                 if outcome == FAILED:
                     payload, tb = value
@@ -140,6 +140,19 @@ class ProcessPool(WorkerPool):
                 if not conn.poll(0):
                     break
         return out
+
+    def _exit_reason(self, slot: int) -> str:
+        p = self._procs[slot]
+        if p is None:
+            return "stopped"
+        p.join(1.0)
+        code = p.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                pass
+        return f"exit code {code}"
 
     def _kill(self, slot: int) -> None:
         p, conn = self._procs[slot], self._conns[slot]
