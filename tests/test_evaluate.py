@@ -41,18 +41,23 @@ def toy_fitness(genomes: np.ndarray, seed: int | None) -> np.ndarray:
 
 
 def _claim(marker: str) -> bool:
-    """True for exactly one caller across processes (the first to create ``marker``)."""
+    """True for exactly one caller across processes (the first to create ``marker``, which then
+    holds the caller's pid)."""
     try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    return True
 
 
 class Toy:
-    """Evaluator: toy_fitness + ``offset`` (set by broadcast). ``fault`` ("kill", "hang", "raise" or
-    "kill-always") strikes the first chunk of generation ``fault_gen`` anywhere (``marker`` makes it
-    once); ``log`` gets one JSON line per finished candidate; ``delay`` seconds per candidate."""
+    """Evaluator: toy_fitness + ``offset`` (set by broadcast). ``fault`` strikes the first chunk of
+    generation ``fault_gen`` on any worker, once (``marker`` then holds that worker's pid): "kill"
+    (SIGKILL of its own pid), "hang" (sleeps, e.g. until a test kills it), "raise"; "kill-always"
+    strikes every chunk of that generation. ``log`` gets one JSON line per finished candidate;
+    ``delay`` seconds per candidate."""
 
     def __init__(self, log: str | None = None, fault: str | None = None, fault_gen: int = 1,
                  marker: str | None = None, delay: float = 0.0) -> None:
