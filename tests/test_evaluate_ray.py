@@ -27,6 +27,7 @@ ray = pytest.importorskip("ray")
 import test_evaluate as toy  # noqa: E402
 from conftest import STORIES  # noqa: E402
 from evoforge.cache import EvaluationCache  # noqa: E402
+from evoforge.cli import main as cli_main  # noqa: E402
 from evoforge.evaluate import RayBackend  # noqa: E402
 from evoforge.search import Batch, OnePlusLambda  # noqa: E402
 
@@ -47,12 +48,20 @@ def cluster():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_unreachable_address_fails_fast():
+def test_unreachable_address_fails_fast(capsys):
     with socket.socket() as s:  # a loopback port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"no Ray cluster answers at '127.0.0.1:{port}'.*ray start --head"):
         RayBackend(toy.Toy, address=f"127.0.0.1:{port}", connect_timeout=2.0)
+    # The command line says so before it loads the model.
+    argv = ["compress", "--model", "no-such-model", "--target", "0.5", "--backend", "ray", "--address",
+            f"127.0.0.1:{port}", "--quiet"]
+    assert cli_main(argv) == 2
+    assert f"no Ray cluster answers at '127.0.0.1:{port}'" in capsys.readouterr().err
+    argv[argv.index("ray")] = "process"
+    assert cli_main(argv) == 2
+    assert "--address needs --backend ray" in capsys.readouterr().err
 
 
 def _kill_when_claimed(marker: Path, done: threading.Event) -> None:

@@ -52,6 +52,7 @@ from .providers import QuantLevels, SparsityLevels, provider_for
 __all__ = [
     "SMOLLM2",
     "CompressionResult",
+    "FitnessFactory",
     "apply_levels",
     "compare_perplexity",
     "compress",
@@ -275,16 +276,56 @@ def perplexity(model: Any, ids: torch.Tensor, *, window: int = 512, max_windows:
 
 
 class _BaseSetter:
-    """Evaluator wrapper: hints the engine's parent to KLFitness (prefix reuse) every generation."""
+    """Evaluator wrapper: hints the engine's parent to KLFitness (prefix reuse) every generation,
+    on every worker of the backend."""
 
-    def __init__(self, fitness: KLFitness, engine: OnePlusLambda) -> None:
-        self.fitness, self.engine, self._gen = fitness, engine, None
+    def __init__(self, backend: Any, engine: OnePlusLambda) -> None:
+        self.backend, self.engine, self._gen = backend, engine, None
 
-    def evaluate(self, genomes: np.ndarray, batch: Any) -> np.ndarray:
+    def evaluate_chunks(self, genomes: np.ndarray, batch: Any) -> Any:
         if batch.generation != self._gen:
             self._gen = batch.generation
-            self.fitness.set_base(self.engine.parent)
-        return self.fitness.evaluate(genomes, batch)
+            self.backend.broadcast("set_base", self.engine.parent)
+        return self.backend.evaluate_chunks(genomes, batch)
+
+
+@dataclasses.dataclass
+class FitnessFactory:
+    """Builds the search's fitness in an evaluation worker (:mod:`evoforge.evaluate`), once: loads
+    the model (``model``: a path, loaded there from shared storage, or the module itself, pickled),
+    checks it is the driver's (``fingerprint``), opens the layer database (``database``, memory-
+    mapped) and returns KLFitness, or DepthFitness when ``depth_k`` is set."""
+
+    model: Any
+    fingerprint: str
+    calibration: torch.Tensor
+    database: str | None
+    batch_size: int
+    device: str = "cpu"
+    depth_k: int | None = None
+
+    def __call__(self) -> KLFitness:
+        model = load_model(self.model)[0] if isinstance(self.model, (str, os.PathLike)) else self.model
+        adapter = adapt(model.to(self.device).eval())
+        if adapter.fingerprint() != self.fingerprint:
+            raise ConfigError(f"the worker's model {str(self.model)[:80]!r} is not the driver's (fingerprint "
+                              f"{adapter.fingerprint()} != {self.fingerprint})")
+        if self.depth_k is not None:
+            return DepthFitness(adapter, self.calibration, k=self.depth_k, batch_size=self.batch_size)
+        p = next(model.parameters())
+        provider = provider_for(LayerDatabase.open(self.database, model_fingerprint=self.fingerprint),
+                                device=p.device, dtype=p.dtype)
+        return KLFitness(adapter, provider, self.calibration, batch_size=self.batch_size)
+
+
+def _search_backend(backend: Any, factory: FitnessFactory, local: Any) -> Any:
+    """The evaluation backend of the search: in-process on ``local()`` (default), else by name
+    ("process", "ray") or a callable taking the factory (e.g. ``partial(RayBackend, address=...)``)."""
+    from ..evaluate import InProcess, open_backend
+
+    if backend is None or backend == "inprocess":
+        return InProcess(local())
+    return open_backend(backend, factory) if isinstance(backend, str) else backend(factory)
 
 
 def compress(
@@ -314,6 +355,7 @@ def compress(
     export_model: bool = True,
     batch_size: int = 8,
     progress: bool = False,
+    backend: Any = None,
 ) -> CompressionResult:
     """Search per-layer compression levels under an exact global budget (EvoPress-style).
 
@@ -340,6 +382,11 @@ def compress(
     run_dir : directory for the checkpoint, cache, tokens, database and exported model; an existing
         run with the same settings resumes; other settings raise ConfigError.
     export_model : write ``run_dir/model`` and ``run_dir/config.json`` (needs run_dir).
+    backend : where the search's fitness is computed: None (in-process), ``"process"``, ``"ray"``,
+        or a callable taking a :class:`FitnessFactory` and returning an :mod:`evoforge.evaluate`
+        backend (e.g. ``functools.partial(RayBackend, address="auto", timeout=600)``). Workers load
+        the model from ``model_or_path`` when it is a path (else receive the module) and open the
+        database from its directory: both must be on storage every worker sees.
     """
     method = _check_method(method)
     target = _check_target(method, target)
@@ -402,11 +449,14 @@ def compress(
             torch.save({"calibration": calibration, "heldout": heldout}, tp.with_suffix(".tmp"))
             os.replace(tp.with_suffix(".tmp"), tp)
 
+    source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model
+    factory = FitnessFactory(source, fp, calibration, None, int(batch_size), next(model.parameters()).device.type)
     if method == "depth":
+        factory.depth_k = k_depth
         return _compress_depth(adapter, k_depth, target, calibration, heldout, fp, rd, tokenizer=tokenizer,
                                generations=generations, offspring=offspring, stages=stages,
                                max_switches=max_switches, seed=seed, export_model=export_model,
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, progress=progress, backend=backend, factory=factory)
 
     # the database
     if isinstance(database, LayerDatabase):
@@ -446,7 +496,7 @@ def compress(
     db_method = db.method
 
     # the search
-    fitness = KLFitness(adapter, provider, calibration, batch_size=batch_size)
+    factory.database = str(db.path)
     if stages is None:
         stages = _default_stages(int(offspring), int(calibration.numel()))
     engine = None
@@ -457,7 +507,10 @@ def compress(
                                upper=provider.upper, n_offspring=int(offspring), stages=stages, seed=int(seed),
                                run_dir=rd, task=f"compress:{fp}:{db.method}:{method}:{target}", progress=progress)
     try:
-        res = engine.run(_BaseSetter(fitness, engine), generations=int(generations))
+        evaluator = _search_backend(backend, factory,
+                                    lambda: KLFitness(adapter, provider, calibration, batch_size=batch_size))
+        with evaluator:
+            res = engine.run(_BaseSetter(evaluator, engine), generations=int(generations))
     finally:
         engine.close()
     best = np.asarray(res.best_genome, dtype=np.int64)
@@ -561,13 +614,12 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
 def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: torch.Tensor, heldout: torch.Tensor,
                     fp: str, rd: Path | None, *, tokenizer: Any, generations: int, offspring: int,
                     stages: Any, max_switches: int, seed: int, export_model: bool, batch_size: int,
-                    progress: bool) -> CompressionResult:
+                    progress: bool, backend: Any = None, factory: FitnessFactory | None = None) -> CompressionResult:
     """Drop exactly K attention and K MLP sub-blocks: (1 + lambda) search from the ShortGPT baseline."""
     N = adapter.n_blocks
     scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
     initial = shortgpt_genome(scores, k)
     uniform = spread_genome(N, k)
-    fitness = DepthFitness(adapter, calibration, k=k, batch_size=batch_size)
     if stages is None:
         stages = _default_stages(int(offspring), int(calibration.numel()))
     engine = None
@@ -578,7 +630,9 @@ def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: t
                                n_offspring=int(offspring), stages=stages, seed=int(seed), run_dir=rd,
                                task=f"compress:{fp}:depth:{k}", progress=progress)
     try:
-        res = engine.run(fitness, generations=int(generations))
+        with _search_backend(backend, factory,
+                             lambda: DepthFitness(adapter, calibration, k=k, batch_size=batch_size)) as evaluator:
+            res = engine.run(evaluator, generations=int(generations))
     finally:
         engine.close()
     best = np.asarray(res.best_genome, dtype=np.int64)

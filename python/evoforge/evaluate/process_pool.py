@@ -165,3 +165,16 @@ class ProcessPool(WorkerPool):
 
     def _pid(self, slot: int) -> int:
         return self._pids[slot]
+
+    def close(self) -> None:
+        # Ask idle workers to exit first (they release what they hold), then kill any left.
+        for conn in self._conns:
+            try:
+                if conn is not None:
+                    conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for p in self._procs:
+            if p is not None:
+                p.join(2.0)
+        super().close()

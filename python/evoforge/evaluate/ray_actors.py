@@ -7,7 +7,7 @@ dispatched with load balancing, and an actor that dies or hangs (``timeout``) is
 replaced, and its chunks re-dispatched (see :mod:`evoforge.evaluate.dispatch`).
 
 Connecting: ``address=None`` uses the Ray session this process already has (``ray.init`` done by
-the caller), else starts a local one; ``"auto"`` joins the cluster started on this machine with
+the caller), else starts a local one (on the loopback address, no dashboard); ``"auto"`` joins the cluster started on this machine with
 ``ray start``; ``"HOST:PORT"`` (or ``"ray://HOST:PORT"``) joins a remote head node. An address
 that does not answer raises :class:`ConnectionError` within ``connect_timeout`` seconds instead
 of Ray's own minutes of retries.
@@ -58,6 +58,8 @@ def connect(address: str | None = None, *, connect_timeout: float = 5.0, **init_
                                   "on a node of the cluster") from None
     if ray.is_initialized():
         return False
+    if address is None:  # a new local instance: this machine only, no dashboard
+        init_options = {"_node_ip_address": "127.0.0.1", "include_dashboard": False, **init_options}
     try:
         ray.init(address=address, **init_options)
     except ConnectionError as e:
