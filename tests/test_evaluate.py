@@ -261,3 +261,20 @@ def test_process_pool_errors(tmp_path):
 
 def _failing_factory(msg: str):
     raise FileNotFoundError(msg)
+
+
+def _toy_until_fault(marker: str, **kw) -> Toy:
+    """A factory that fails once the fault struck (a worker whose node is gone cannot come back)."""
+    if os.path.exists(marker):
+        raise RuntimeError("this worker's node is gone")
+    return Toy(marker=marker, **kw)
+
+
+def test_process_pool_goes_on_without_a_worker_that_cannot_restart(tmp_path):
+    ref, seen = reference()
+    log, marker = tmp_path / "log.jsonl", str(tmp_path / "marker")
+    with ProcessPool(functools.partial(_toy_until_fault, marker, log=str(log), fault="kill", fault_gen=1),
+                     workers=2, threads=1) as pool:
+        assert summary(make_engine().run(pool, generations=GENERATIONS)) == ref
+        assert len(pool.pids()) == 1  # the killed worker's slot was retired
+    assert Counter(read_log(log)) == Counter(seen)

@@ -58,6 +58,7 @@ class WorkerPool(Backend):
         self.depth = int(depth)
         self._seen = [0] * self.n_workers  # latest broadcast version sent to each slot
         self._alive = [False] * self.n_workers
+        self._retired = [False] * self.n_workers
         self._closed = False
         self.stats = {"chunks": 0, "candidates": 0, "restarts": 0, "redispatched": 0, "timeouts": 0}
 
@@ -96,6 +97,17 @@ class WorkerPool(Backend):
                 self._alive[s] = True
                 self._seen[s] = 0
 
+    def _replace(self, slot: int) -> None:
+        """Start ``slot``'s worker if it is down; if that fails while other slots can still work
+        (e.g. its node is gone), retire the slot instead of stopping the search."""
+        try:
+            self._ensure([slot])
+        except EvaluationError as e:
+            if all(self._retired[t] for t in range(self.n_workers) if t != slot):
+                raise
+            log.warning("evaluation worker %d could not be restarted, going on without it: %s", slot, e)
+            self._retired[slot] = True
+
     def _restart(self, slot: int, reason: str) -> None:
         log.warning("evaluation worker %d (pid %s) %s: restarting it", slot, self._safe_pid(slot), reason)
         self._drop(slot)
@@ -116,8 +128,9 @@ class WorkerPool(Backend):
             return "?"
 
     def pids(self) -> list[int]:
-        self._ensure(list(range(self.n_workers)))
-        return [self._pid(s) for s in range(self.n_workers)]
+        slots = [s for s in range(self.n_workers) if not self._retired[s]]
+        self._ensure(slots)
+        return [self._pid(s) for s in slots]
 
     def _chunks(self, genomes: np.ndarray) -> list[np.ndarray]:
         B = len(genomes)
@@ -153,8 +166,10 @@ class WorkerPool(Backend):
         try:
             while done < len(chunks):
                 for s in range(self.n_workers):
-                    while queue and len(held[s]) < self.depth:
-                        self._ensure([s])
+                    while queue and len(held[s]) < self.depth and not self._retired[s]:
+                        self._replace(s)
+                        if self._retired[s]:
+                            break
                         c = queue.popleft()
                         calls = self._pending_calls(self._seen[s])
                         token = self._submit(s, Task(genomes[chunks[c]], batch, calls))

@@ -104,7 +104,6 @@ class RayBackend(WorkerPool):
             self._factory_ref = ray.put(factory)
             self._actors: list[Any] = [None] * self.n_workers
             self._pids = [0] * self.n_workers
-            self._token_slot: dict[Any, int] = {}
             self._ensure(list(range(self.n_workers)))
         except BaseException:
             self.close()
@@ -132,9 +131,7 @@ class RayBackend(WorkerPool):
                 raise EvaluationError(f"Ray actor {s} could not build its evaluator: {e}") from None
 
     def _submit(self, slot: int, task: Task) -> Any:
-        ref = self._actors[slot].run.remote(task)
-        self._token_slot[ref] = slot
-        return ref
+        return self._actors[slot].run.remote(task)
 
     def _poll(self, tokens: list[Any], wait_s: float | None) -> list[tuple[Any, str, Any]]:
         ray = _import_ray()
@@ -143,7 +140,6 @@ class RayBackend(WorkerPool):
             ready, _ = ray.wait(tokens, num_returns=len(tokens), timeout=0)
         out = []
         for ref in ready:
-            self._token_slot.pop(ref, None)
             try:
                 out.append((ref, OK, ray.get(ref)))
             except ray.exceptions.RayTaskError as e:  # the evaluator raised: the caller's error
@@ -155,7 +151,6 @@ class RayBackend(WorkerPool):
     def _kill(self, slot: int) -> None:
         actor = self._actors[slot]
         self._actors[slot] = None
-        self._token_slot = {t: s for t, s in self._token_slot.items() if s != slot}
         if actor is not None:
             _import_ray().kill(actor, no_restart=True)
 
