@@ -159,9 +159,11 @@ def test_compression_search_equals_in_process(cluster, tmp_path):
     from evoforge.compress.pipeline import compress
 
     model = load_stories()
-    kw = dict(method="sparsity", target=0.5, db_method="magnitude", db_levels=2, n_calib=4, n_heldout=2,
-              seq_len=32, generations=3, offspring=4, seed=0, export_model=False)
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    V = model.config.vocab_size
+    kw = dict(method="quant", target=3, db_method="rtn", bits=(2, 3, 4), generations=3, offspring=4, seed=0,
+              calibration=torch.randint(0, V, (4, 32), generator=g), heldout=torch.randint(0, V, (2, 32), generator=g),
+              export_model=False)
     ref = compress(model, run_dir=tmp_path / "inproc", **kw)
     ray_res = compress(str(STORIES), run_dir=tmp_path / "ray", backend=functools.partial(RayBackend, workers=2),
                        **kw)
