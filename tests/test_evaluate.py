@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from evoforge.cache import EvaluationCache
 from evoforge.errors import ConfigError
 from evoforge.evaluate import EvaluationError, InProcess, ProcessPool, open_backend
@@ -80,9 +79,8 @@ class Toy:
         F = toy_fitness(genomes, batch.seed) + self.offset
         if self.log:
             with open(self.log, "a") as f:  # one short append per line: atomic across processes
-                for g in genomes:
-                    f.write(json.dumps({"g": np.asarray(g).tolist(), "fidelity": batch.fidelity, "seed": batch.seed,
-                                        "gen": batch.generation, "pid": os.getpid()}) + "\n")
+                f.writelines(json.dumps({"g": np.asarray(g).tolist(), "fidelity": batch.fidelity, "seed": batch.seed,
+                                        "gen": batch.generation, "pid": os.getpid()}) + "\n" for g in genomes)
         return F
 
 
@@ -108,7 +106,7 @@ def summary(result) -> tuple:
 GENERATIONS = 6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(offset: float = 0.0) -> tuple:
     """The in-process search (no backend) and the candidates it evaluated."""
     e = make_engine()
@@ -244,9 +242,8 @@ def test_process_pool_errors(tmp_path):
         np.testing.assert_array_equal(pool.evaluate(g, Batch(g)), toy_fitness(g, None))
     # A candidate that kills every worker it reaches is given up after max_attempts.
     factory = functools.partial(Toy, fault="kill-always", fault_gen=0)
-    with ProcessPool(factory, workers=1, max_attempts=2) as pool:
-        with pytest.raises(EvaluationError, match="lost 2 times"):
-            make_engine().run(pool, generations=1)
+    with ProcessPool(factory, workers=1, max_attempts=2) as pool, pytest.raises(EvaluationError, match="lost 2 times"):
+        make_engine().run(pool, generations=1)
     # A factory that fails names the cause; bad options are ConfigErrors.
     with pytest.raises(EvaluationError, match="(?s)could not build its evaluator.*FileNotFoundError: no such model"):
         ProcessPool(functools.partial(_failing_factory, "no such model"), workers=1)

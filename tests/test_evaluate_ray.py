@@ -24,12 +24,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import test_evaluate as toy  # noqa: E402
-from conftest import STORIES  # noqa: E402
-from evoforge.cache import EvaluationCache  # noqa: E402
-from evoforge.cli import main as cli_main  # noqa: E402
-from evoforge.evaluate import RayBackend  # noqa: E402
-from evoforge.search import Batch, OnePlusLambda  # noqa: E402
+import test_evaluate as toy
+from conftest import STORIES
+from evoforge.cache import EvaluationCache
+from evoforge.cli import main as cli_main
+from evoforge.evaluate import RayBackend
+from evoforge.search import Batch, OnePlusLambda
 
 
 @pytest.fixture(scope="module")
@@ -123,19 +123,19 @@ def test_killed_driver_resumes_without_reevaluating(cluster, tmp_path):
             toy.make_engine(run_dir={str(run_dir)!r}).run(b, generations=toy.GENERATIONS)
         print("finished")
     """)
-    out = open(tmp_path / "driver.log", "w")  # a file, not a pipe: a full pipe would block the driver
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(2400):  # until about a third of the evaluations finished (bounded wait)
-            if len(toy.read_log(log1)) >= 24 or proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, (tmp_path / "driver.log").read_text()
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        out.close()
+    # The driver's output goes to a file, not a pipe: a full pipe would block it.
+    with open(tmp_path / "driver.log", "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(2400):  # until about a third of the evaluations finished (bounded wait)
+                if len(toy.read_log(log1)) >= 24 or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, (tmp_path / "driver.log").read_text()
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
     with EvaluationCache(run_dir) as cache:
         finished = set(cache.keys())
     assert finished and (run_dir / "checkpoint.pkl").is_file()
@@ -154,16 +154,15 @@ def test_killed_driver_resumes_without_reevaluating(cluster, tmp_path):
 @pytest.mark.skipif(not (STORIES / "config.json").exists(), reason=f"stories260k not found at {STORIES}")
 def test_compression_search_equals_in_process(cluster, tmp_path):
     import torch
-
     from conftest import load_stories
     from evoforge.compress.pipeline import compress
 
     model = load_stories()
     g = torch.Generator().manual_seed(0)
     V = model.config.vocab_size
-    kw = dict(method="quant", target=3, db_method="rtn", bits=(2, 3, 4), generations=3, offspring=4, seed=0,
-              calibration=torch.randint(0, V, (4, 32), generator=g), heldout=torch.randint(0, V, (2, 32), generator=g),
-              export_model=False)
+    kw = {"method": "quant", "target": 3, "db_method": "rtn", "bits": (2, 3, 4), "generations": 3, "offspring": 4,
+          "seed": 0, "calibration": torch.randint(0, V, (4, 32), generator=g),
+          "heldout": torch.randint(0, V, (2, 32), generator=g), "export_model": False}
     ref = compress(model, run_dir=tmp_path / "inproc", **kw)
     ray_res = compress(str(STORIES), run_dir=tmp_path / "ray", backend=functools.partial(RayBackend, workers=2),
                        **kw)

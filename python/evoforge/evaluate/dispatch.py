@@ -16,14 +16,15 @@ import logging
 import math
 import time
 from collections import deque
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
 from .protocol import Backend, EvaluationError, EvaluatorFactory, Task
 
-__all__ = ["WorkerPool", "DIED", "OK", "FAILED"]
+__all__ = ["DIED", "FAILED", "OK", "WorkerPool"]
 
 log = logging.getLogger("evoforge.evaluate")
 
@@ -118,7 +119,7 @@ class WorkerPool(Backend):
             self._alive[slot] = False
             try:
                 self._kill(slot)
-            except Exception:  # noqa: BLE001 -- it is being replaced; a failed kill must not stop the run
+            except Exception:
                 log.debug("killing worker %d failed", slot, exc_info=True)
 
     def _safe_pid(self, slot: int) -> Any:

@@ -71,7 +71,7 @@ class ProcessPool(WorkerPool):
         super().__init__(factory, n, timeout=timeout, max_attempts=max_attempts, chunk_size=chunk_size)
         try:
             self._factory_bytes = pickle.dumps(factory)
-        except Exception as e:  # noqa: BLE001 -- name the problem: the factory must travel to the workers
+        except Exception as e:
             raise EvaluationError(f"the factory cannot be pickled for the worker processes ({e}); use a "
                                   "module-level function or class, or functools.partial of one") from e
         self.threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // self.n_workers)

@@ -22,7 +22,8 @@ from __future__ import annotations
 import abc
 import os
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Task:
     calls : list of (version, method, args), applied in order before evaluating.
     """
 
-    __slots__ = ("genomes", "fidelity", "seed", "generation", "stage", "calls")
+    __slots__ = ("calls", "fidelity", "generation", "genomes", "seed", "stage")
 
     def __init__(self, genomes: np.ndarray, batch: Any, calls: list[tuple[int, str, tuple]]) -> None:
         self.genomes = genomes
@@ -160,8 +161,8 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Stop the workers (idempotent)."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
