@@ -10,10 +10,10 @@ An engine is driven either by :meth:`Engine.run` (it calls an evaluator) or by h
         engine.tell(batch, my_fitness(batch))     # [B] or [B, M] float, minimised
 
 Evaluators: an object with ``evaluate(genomes, batch)`` (it sees the batch's fidelity and
-minibatch seed), or a plain callable ``f(genomes)``, or a backend of :mod:`evoforge.evaluate`
-(process pool, Ray), whose ``evaluate_chunks`` results are cached chunk by chunk. Either returns fitness of shape [B] (one
+minibatch seed), or a plain callable ``f(genomes)``. Either returns fitness of shape [B] (one
 objective) or [B, M], or a pair ``(fitness, constraint_violation [B])``; smaller is better and
-values must be finite.
+values must be finite. A backend of :mod:`evoforge.evaluate` (process pool, Ray) also has
+``evaluate_chunks``, whose chunks are cached as they arrive.
 
 Determinism: every random draw is a pure function of (seed, generation, ...) (see
 :mod:`evoforge.random`), so the same seed gives the same run, and a run resumed from its last
@@ -204,24 +204,28 @@ class Engine:
                 parts = [(np.arange(len(todo)), evaluator.evaluate(sub.genomes, sub))]
             else:
                 parts = [(np.arange(len(todo)), evaluator(sub.genomes))]
-            for idx, out in parts:
-                idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-                if idx.size == 0:
-                    continue
-                if stored[idx].any() or np.unique(idx).size != idx.size:
-                    raise ValueError("the evaluator returned fitness for a candidate twice")
-                rows = [todo[j] for j in idx]
-                part = Batch(sub.genomes[idx], batch.fidelity, batch.seed, batch.generation, batch.stage)
-                F, cv = self._check_fitness(part, *(out if isinstance(out, tuple) else (out, None)), rows=rows)
-                row = np.column_stack([F.reshape(len(idx), -1)] + ([cv] if self.constrained else []))
-                t1 = time.perf_counter()
-                seconds, t0 = (t1 - t0) / len(idx), t1
-                self.evaluations += len(idx)
-                for j, i in enumerate(rows):
-                    self._cache.put(keys[i], row[j] if width > 1 else float(row[j, 0]),
-                                    genome=batch.genomes[i], seconds=seconds)
-                    values[i] = row[j]
-                stored[idx] = True
+            try:
+                for idx, out in parts:
+                    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+                    if idx.size == 0:
+                        continue
+                    if stored[idx].any() or np.unique(idx).size != idx.size:
+                        raise ValueError("the evaluator returned fitness for a candidate twice")
+                    rows = [todo[j] for j in idx]
+                    part = Batch(sub.genomes[idx], batch.fidelity, batch.seed, batch.generation, batch.stage)
+                    F, cv = self._check_fitness(part, *(out if isinstance(out, tuple) else (out, None)), rows=rows)
+                    row = np.column_stack([F.reshape(len(idx), -1)] + ([cv] if self.constrained else []))
+                    t1 = time.perf_counter()
+                    seconds, t0 = (t1 - t0) / len(idx), t1
+                    self.evaluations += len(idx)
+                    for j, i in enumerate(rows):
+                        self._cache.put(keys[i], row[j] if width > 1 else float(row[j, 0]),
+                                        genome=batch.genomes[i], seconds=seconds)
+                        values[i] = row[j]
+                    stored[idx] = True
+            finally:
+                if hasattr(parts, "close"):
+                    parts.close()  # a backend abandons the chunks still running at once
             if not stored.all():
                 raise ValueError(f"the evaluator returned no fitness for candidate {todo[int(np.argmin(stored))]}")
         for i in missing:
