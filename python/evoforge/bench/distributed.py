@@ -9,7 +9,9 @@ numpy work (a fixed number of iterations, calibrated once in the driver, so ever
 same work). Each backend evaluates the same batch (``backend.evaluate``) after a warm-up; workers
 are started before timing (their start-up is a one-off cost of a search, reported separately).
 "CPU per worker" is the share of a core each worker process got while timed (from /proc): on a
-shared machine it falls below 100 %, and the speed-up with it.
+shared machine it falls below 100 %, and the speed-up with it. "CPU ms/candidate" is the workers'
+CPU time per candidate: equal for 1 and 2 workers means no parallel overhead, so the speed-up is
+bounded by the cores the machine gives, not by the backend.
 Overhead: an empty fitness on ``--overhead-candidates`` genomes, (backend time - in-process time) /
 candidates, with the default chunking (a batch is cut into 4 chunks per worker) and with one
 candidate per chunk (the worst case: one round trip each).
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         c0, t0 = cpu_seconds(pids), time.perf_counter()
         t = _harness.measure(lambda: backend.evaluate(X, batch), repeats=repeats, warmup=1, budget_s=60.0)
         c1, wall = cpu_seconds(pids), time.perf_counter() - t0
-        t["worker_cpu_share"] = None if c0 is None or c1 is None else (c1 - c0) / (wall * len(pids))
+        ok = c0 is not None and c1 is not None
+        t["worker_cpu_share"] = (c1 - c0) / (wall * len(pids)) if ok else None
+        t["worker_cpu_ms_per_candidate"] = (c1 - c0) * 1e3 / (len(X) * (t["runs"] + 1)) if ok else None
         return t
 
     backends = [("process pool", lambda f, n, **kw: ProcessPool(f, n, threads=1, **kw))]
@@ -172,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         table.append([r["backend"], r["workers"], _harness.fmt_ms(r["median_ms"]), f"{r['candidates_per_s']:.1f}",
                       f"{r['speedup_vs_one']:.2f}x", f"{r['vs_in_process']:.2f}x",
                       "-" if r["worker_cpu_share"] is None else f"{100 * r['worker_cpu_share']:.0f}%",
+                      "-" if r["worker_cpu_ms_per_candidate"] is None else f"{r['worker_cpu_ms_per_candidate']:.1f}",
                       f"{r['start_s']:.1f}" if "start_s" in r else "-", r["load"]])
     _harness.print_table(["backend", "workers", "batch ms", "candidates/s", "vs 1 worker", "vs in-process",
-                          "CPU per worker", "start s", "load (1/5/15 min)"], table)
+                          "CPU per worker", "CPU ms/candidate", "start s", "load (1/5/15 min)"], table)
     print(f"\nDispatch overhead: empty fitness, {len(small)} candidates, 1 worker "
           f"(in-process {_harness.fmt_ms(empty_in['median_ms'])} ms per batch)")
     _harness.print_table(["backend", "chunk size", "batch ms", "overhead ms/candidate", "target", "met", "load"],
