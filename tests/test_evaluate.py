@@ -224,9 +224,13 @@ def test_process_pool_survives_a_killed_or_hung_worker(tmp_path, fault):
         pids = pool.pids()
         assert summary(make_engine().run(pool, generations=GENERATIONS)) == ref
         assert (tmp_path / "marker").exists()  # the fault did strike
-        assert pool.stats["restarts"] == 1 and pool.stats["redispatched"] >= 1
-        assert pool.stats["timeouts"] == (1 if fault == "hang" else 0)
-        assert len(set(pool.pids()) - set(pids)) == 1  # one worker was replaced
+        # The struck worker was replaced (a hang: by the timeout; a very slow machine may time out more).
+        assert pool.stats["redispatched"] >= 1
+        if fault == "kill":
+            assert pool.stats["restarts"] == 1 and pool.stats["timeouts"] == 0
+            assert len(set(pool.pids()) - set(pids)) == 1
+        else:
+            assert pool.stats["restarts"] == pool.stats["timeouts"] >= 1
     # No evaluation lost: every candidate the in-process run evaluated finished on some worker.
     assert Counter(read_log(log)) == Counter(seen)
 
