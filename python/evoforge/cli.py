@@ -77,7 +77,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         model, tok = pl.load_model(args.model)
         res = pl.compress(
             # workers load the model from its path (shared storage) rather than receive a copy
-            model if backend is None else args.model, backend=backend, method=args.method, target=args.target, database=args.database, db_method=args.db_method,
+            model if backend is None else args.model, backend=backend,
+            method=args.method, target=args.target, database=args.database, db_method=args.db_method,
             db_levels=args.db_levels, db_step=args.db_step, bits=args.bits, group_size=args.group_size,
             calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
             seq_len=args.seq_len, generations=args.generations, offspring=args.offspring, stages=stages,
