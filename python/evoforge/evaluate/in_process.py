@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .protocol import Backend
+from .protocol import Backend, call_evaluator
 
 __all__ = ["InProcess"]
 
@@ -24,9 +24,7 @@ class InProcess(Backend):
         self.evaluator = evaluator
 
     def evaluate_chunks(self, genomes: np.ndarray, batch: Any = None) -> Iterator[tuple[np.ndarray, Any]]:
-        ev = self.evaluator
-        out = ev.evaluate(genomes, batch) if callable(getattr(ev, "evaluate", None)) else ev(genomes)
-        yield np.arange(len(genomes)), out
+        yield np.arange(len(genomes)), call_evaluator(self.evaluator, genomes, batch)
 
     def broadcast(self, method: str, *args: Any) -> None:
         super().broadcast(method, *args)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import EvoforgeError
 
-__all__ = ["Backend", "EvaluationError", "EvaluatorFactory", "Replica", "Task"]
+__all__ = ["Backend", "EvaluationError", "EvaluatorFactory", "Replica", "Task", "call_evaluator"]
 
 EvaluatorFactory = Callable[[], Any]
 
@@ -55,12 +55,12 @@ class Task:
         self.stage = getattr(batch, "stage", 0)
         self.calls = calls
 
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in self.__slots__)
 
-    def __setstate__(self, state: tuple) -> None:
-        for s, v in zip(self.__slots__, state):
-            setattr(self, s, v)
+def call_evaluator(evaluator: Any, genomes: np.ndarray, batch: Any) -> Any:
+    """``evaluator.evaluate(genomes, batch)``, or ``evaluator(genomes)`` for a plain callable."""
+    if callable(getattr(evaluator, "evaluate", None)):
+        return evaluator.evaluate(genomes, batch)
+    return evaluator(genomes)
 
 
 def _set_threads(threads: int) -> None:
@@ -101,8 +101,7 @@ class Replica:
                 getattr(self.evaluator, method)(*args)
                 self.version = version
         batch = Batch(task.genomes, task.fidelity, task.seed, task.generation, task.stage)
-        ev = self.evaluator
-        out = ev.evaluate(task.genomes, batch) if callable(getattr(ev, "evaluate", None)) else ev(task.genomes)
+        out = call_evaluator(self.evaluator, task.genomes, batch)
         if isinstance(out, tuple):
             return tuple(np.asarray(o) for o in out)
         return np.asarray(out)
