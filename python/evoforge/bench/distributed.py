@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     backends = [("process pool", lambda f, n, **kw: ProcessPool(f, n, threads=1, **kw))]
     tmp = None
     if not args.no_ray:
-        import ray
+        try:
+            import ray
+        except ImportError:
+            ap.error("Ray is not installed: pip install 'evoforge[ray]', or pass --no-ray")
 
         tmp = tempfile.mkdtemp(prefix="evoray-", dir="/tmp")  # short: Ray's socket paths must stay short
         t0 = time.perf_counter()
