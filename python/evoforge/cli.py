@@ -70,10 +70,28 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                       for a, b in (part.split(":") for part in args.stages.split(","))]
         except ValueError:
             return _fail(f"--stages must look like 4:256,1:all (survivors:tokens), got {args.stages!r}")
+    backend = None
+    if args.backend != "inprocess":
+        import functools
+
+        from evoforge.evaluate import open_backend
+
+        opts = {"workers": args.workers, "timeout": args.timeout}
+        if args.backend == "ray":
+            opts["address"] = args.address
+        elif args.address is not None:
+            return _fail("--address needs --backend ray")
+        backend = functools.partial(open_backend, args.backend, **opts)
     try:
+        if args.backend == "ray":  # an unreachable cluster fails now, not after loading the model
+            from evoforge.evaluate.ray_actors import connect
+
+            connect(args.address)
         model, tok = pl.load_model(args.model)
         res = pl.compress(
-            model, method=args.method, target=args.target, database=args.database, db_method=args.db_method,
+            # workers load the model from its path (shared storage) rather than receive a copy
+            model if backend is None else args.model, backend=backend,
+            method=args.method, target=args.target, database=args.database, db_method=args.db_method,
             db_levels=args.db_levels, db_step=args.db_step, bits=args.bits, group_size=args.group_size,
             symmetric=args.symmetric, count_metadata=args.count_metadata,
             calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
@@ -95,7 +113,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                 cfg["ppl"] = res.ppl
                 cfg_path.write_text(json.dumps(cfg, indent=1))
             write_report(res, res.run_dir)
-    except (EvoforgeError, ValueError, FileNotFoundError) as e:
+    except (EvoforgeError, ValueError, FileNotFoundError, ConnectionError, ImportError) as e:
         return _fail(str(e))
     print(f"{res.method} target {res.target:g} ({res.db_method} database, {len(res.layers)} "
           f"{'sub-blocks' if res.method.startswith('depth') else 'layers'}, {res.generations} generations, "
@@ -249,6 +267,13 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=("inprocess", "process", "ray"), default="inprocess",
+                   help="where candidates are evaluated: here, a local process pool, or Ray actors")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: auto (started with `ray start` on this node) or HOST:PORT of its head")
+    p.add_argument("--workers", type=int, default=None, help="evaluation workers (default: one per GPU or CPU)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds a worker may return nothing before it counts as hung and is replaced")
     p.set_defaults(fn=_cmd_compress, symmetric=False)
     p = sub.add_parser("eval", help="evaluate a model: evoforge eval ppl --model DIR --text FILE")
     p.add_argument("what", choices=("ppl",))

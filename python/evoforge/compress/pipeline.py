@@ -58,6 +58,7 @@ from .report import write_report
 __all__ = [
     "SMOLLM2",
     "CompressionResult",
+    "FitnessFactory",
     "apply_levels",
     "compare_perplexity",
     "compress",
@@ -295,16 +296,60 @@ def perplexity(model: Any, ids: torch.Tensor, *, window: int = 512, max_windows:
 
 
 class _BaseSetter:
-    """Evaluator wrapper: hints the engine's parent to KLFitness (prefix reuse) every generation."""
+    """Evaluator wrapper: hints the engine's parent to KLFitness (prefix reuse) every generation,
+    on every worker of the backend."""
 
-    def __init__(self, fitness: KLFitness, engine: OnePlusLambda) -> None:
-        self.fitness, self.engine, self._gen = fitness, engine, None
+    def __init__(self, backend: Any, engine: OnePlusLambda) -> None:
+        self.backend, self.engine, self._gen = backend, engine, None
 
-    def evaluate(self, genomes: np.ndarray, batch: Any) -> np.ndarray:
+    def evaluate_chunks(self, genomes: np.ndarray, batch: Any) -> Any:
         if batch.generation != self._gen:
             self._gen = batch.generation
-            self.fitness.set_base(self.engine.parent)
-        return self.fitness.evaluate(genomes, batch)
+            self.backend.broadcast("set_base", self.engine.parent)
+        return self.backend.evaluate_chunks(genomes, batch)
+
+
+@dataclasses.dataclass
+class FitnessFactory:
+    """Builds the search's fitness in an evaluation worker (:mod:`evoforge.evaluate`), once: loads
+    the model (``model``: a path, loaded there from shared storage, or the module itself, pickled),
+    checks it is the driver's (``fingerprint``), opens the layer database (``database``, memory-
+    mapped) and returns KLFitness, DepthFitness when ``depth_k`` is set, or JointFitness when ``joint``."""
+
+    model: Any
+    fingerprint: str
+    calibration: torch.Tensor
+    database: str | None
+    batch_size: int
+    device: str = "cpu"
+    depth_k: int | None = None
+    joint: bool = False
+    include_metadata: bool = False
+
+    def __call__(self) -> Any:
+        model = load_model(self.model)[0] if isinstance(self.model, (str, os.PathLike)) else self.model
+        adapter = adapt(model.to(self.device).eval())
+        if adapter.fingerprint() != self.fingerprint:
+            raise ConfigError(f"the worker's model {str(self.model)[:80]!r} is not the driver's (fingerprint "
+                              f"{adapter.fingerprint()} != {self.fingerprint})")
+        if self.depth_k is not None:
+            return DepthFitness(adapter, self.calibration, k=self.depth_k, batch_size=self.batch_size)
+        p = next(model.parameters())
+        provider = provider_for(LayerDatabase.open(self.database, model_fingerprint=self.fingerprint),
+                                include_metadata=self.include_metadata, device=p.device, dtype=p.dtype)
+        if self.joint:
+            return JointFitness(adapter, JointLevels(adapter, provider), self.calibration, batch_size=self.batch_size)
+        return KLFitness(adapter, provider, self.calibration, batch_size=self.batch_size)
+
+
+def _search_backend(backend: Any, factory: FitnessFactory, local: Any) -> Any:
+    """The evaluation backend of the search: in-process on ``local()`` (default), else by name
+    ("process", "ray") or a callable taking the factory (e.g. ``partial(RayBackend, address=...)``)."""
+    from ..evaluate import InProcess, open_backend
+
+    if backend is None or backend == "inprocess":
+        return InProcess(local())
+    return open_backend(backend, factory) if isinstance(backend, str) else backend(factory)
 
 
 def compress(
@@ -336,6 +381,7 @@ def compress(
     export_model: bool = True,
     batch_size: int = 8,
     progress: bool = False,
+    backend: Any = None,
 ) -> CompressionResult:
     """Search per-layer compression levels under an exact global budget (EvoPress-style).
 
@@ -367,6 +413,11 @@ def compress(
     run_dir : directory for the checkpoint, cache, tokens, database and exported model; an existing
         run with the same settings resumes; other settings raise ConfigError.
     export_model : write ``run_dir/model`` and ``run_dir/config.json`` (needs run_dir).
+    backend : where the search's fitness is computed: None (in-process), ``"process"``, ``"ray"``,
+        or a callable taking a :class:`FitnessFactory` and returning an :mod:`evoforge.evaluate`
+        backend (e.g. ``functools.partial(RayBackend, address="auto", timeout=600)``). Workers load
+        the model from ``model_or_path`` when it is a path (else receive the module) and open the
+        database from its directory: both must be on storage every worker sees.
     """
     method = _check_method(method)
     target = _check_target(method, target)
@@ -440,11 +491,15 @@ def compress(
             os.replace(tp.with_suffix(".tmp"), tp)
 
     times["calibration"] = time.perf_counter() - t0
+    source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model
+    factory = FitnessFactory(source, fp, calibration, None, int(batch_size), next(model.parameters()).device.type)
     if method == "depth":
+        factory.depth_k = k_depth
         return _compress_depth(adapter, k_depth, target, calibration, heldout, fp, rd, tokenizer=tokenizer,
                                generations=generations, offspring=offspring, stages=stages,
                                max_switches=max_switches, seed=seed, export_model=export_model,
-                               batch_size=batch_size, progress=progress, times=times)
+                               batch_size=batch_size, progress=progress, times=times, backend=backend,
+                               factory=factory)
     t0 = time.perf_counter()
 
     # the database
@@ -479,7 +534,9 @@ def compress(
         return _compress_joint(adapter, JointLevels(adapter, provider), target, db, calibration, heldout,
                                fp, rd, tokenizer=tokenizer, generations=generations, offspring=offspring,
                                stages=stages, max_switches=max_switches, seed=seed, export_model=export_model,
-                               batch_size=batch_size, progress=progress, times=times)
+                               batch_size=batch_size, progress=progress, times=times, backend=backend,
+                               factory=dataclasses.replace(factory, database=str(db.path), joint=True,
+                                                           include_metadata=bool(count_metadata)))
     if isinstance(provider, SparsityLevels):
         if abs(provider.target - target) > 1e-9:
             raise ConfigError(f"the database {str(db.path)!r} was built for sparsity {provider.target}, "
@@ -493,10 +550,12 @@ def compress(
 
     # the search
     t0 = time.perf_counter()
-    fitness = KLFitness(adapter, provider, calibration, batch_size=batch_size)
-    res = _search(fitness, initial, provider.mutation(max_switches), provider.lower, provider.upper, rd,
+    factory.database, factory.include_metadata = str(db.path), bool(count_metadata)
+    res = _search(lambda: KLFitness(adapter, provider, calibration, batch_size=batch_size), initial,
+                  provider.mutation(max_switches), provider.lower, provider.upper, rd,
                   f"compress:{fp}:{db.method}:{method}:{target}", calibration, generations=generations,
-                  offspring=offspring, stages=stages, seed=seed, progress=progress)
+                  offspring=offspring, stages=stages, seed=seed, progress=progress, backend=backend,
+                  factory=factory)
     best = np.asarray(res.best_genome, dtype=np.int64)
     times["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -546,10 +605,11 @@ def _finish(result: CompressionResult, provider: Any, adapter: ModelAdapter, ini
     return result
 
 
-def _search(fitness: Any, initial: np.ndarray, mutation: Any, lower: Any, upper: Any, rd: Path | None, task: str,
+def _search(local: Any, initial: np.ndarray, mutation: Any, lower: Any, upper: Any, rd: Path | None, task: str,
             calibration: torch.Tensor, *, generations: int, offspring: int, stages: Any, seed: int,
-            progress: bool) -> Any:
-    """Run (or resume from ``rd``) the (1 + lambda) search from ``initial``; the engine's Result."""
+            progress: bool, backend: Any = None, factory: FitnessFactory | None = None) -> Any:
+    """Run (or resume from ``rd``) the (1 + lambda) search from ``initial``; the engine's Result.
+    Candidates are evaluated by ``local()`` in-process, or by ``backend`` workers built from ``factory``."""
     if stages is None:
         stages = _default_stages(int(offspring), int(calibration.numel()))
     engine = None
@@ -559,7 +619,8 @@ def _search(fitness: Any, initial: np.ndarray, mutation: Any, lower: Any, upper:
         engine = OnePlusLambda(initial, mutation, lower=lower, upper=upper, n_offspring=int(offspring),
                                stages=stages, seed=int(seed), run_dir=rd, task=task, progress=progress)
     try:
-        return engine.run(_BaseSetter(fitness, engine), generations=int(generations))
+        with _search_backend(backend, factory, local) as evaluator:
+            return engine.run(_BaseSetter(evaluator, engine), generations=int(generations))
     finally:
         engine.close()
 
@@ -659,17 +720,18 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
 def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: torch.Tensor, heldout: torch.Tensor,
                     fp: str, rd: Path | None, *, tokenizer: Any, generations: int, offspring: int,
                     stages: Any, max_switches: int, seed: int, export_model: bool, batch_size: int,
-                    progress: bool, times: dict) -> CompressionResult:
+                    progress: bool, times: dict, backend: Any = None,
+                    factory: FitnessFactory | None = None) -> CompressionResult:
     """Drop exactly K attention and K MLP sub-blocks: (1 + lambda) search from the ShortGPT baseline."""
     N = adapter.n_blocks
     t0 = time.perf_counter()
     scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
     initial = shortgpt_genome(scores, k)
     uniform = spread_genome(N, k)
-    fitness = DepthFitness(adapter, calibration, k=k, batch_size=batch_size)
-    res = _search(fitness, initial, depth_mutation(N, max_switches), 0, 1, rd, f"compress:{fp}:depth:{k}",
-                  calibration, generations=generations, offspring=offspring, stages=stages, seed=seed,
-                  progress=progress)
+    res = _search(lambda: DepthFitness(adapter, calibration, k=k, batch_size=batch_size), initial,
+                  depth_mutation(N, max_switches), 0, 1, rd, f"compress:{fp}:depth:{k}", calibration,
+                  generations=generations, offspring=offspring, stages=stages, seed=seed, progress=progress,
+                  backend=backend, factory=factory)
     best = np.asarray(res.best_genome, dtype=np.int64)
     times["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -703,15 +765,17 @@ def _sub_block_names(adapter: ModelAdapter) -> list[str]:
 def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db: LayerDatabase,
                     calibration: torch.Tensor, heldout: torch.Tensor, fp: str, rd: Path | None, *, tokenizer: Any,
                     generations: int, offspring: int, stages: Any, max_switches: int, seed: int,
-                    export_model: bool, batch_size: int, progress: bool, times: dict) -> CompressionResult:
+                    export_model: bool, batch_size: int, progress: bool, times: dict, backend: Any = None,
+                    factory: FitnessFactory | None = None) -> CompressionResult:
     """Joint search over dropped sub-blocks and bit-widths from uniform (no drops, target bits)."""
     N = adapter.n_blocks
     t0 = time.perf_counter()
     initial = joint.uniform(target)
-    fitness = JointFitness(adapter, joint, calibration, batch_size=batch_size)
-    res = _search(fitness, initial, joint.mutation(max_switches), joint.lower, joint.upper, rd,
+    res = _search(lambda: JointFitness(adapter, joint, calibration, batch_size=batch_size), initial,
+                  joint.mutation(max_switches), joint.lower, joint.upper, rd,
                   f"compress:{fp}:{db.method}:depth+quant:{target}", calibration, generations=generations,
-                  offspring=offspring, stages=stages, seed=seed, progress=progress)
+                  offspring=offspring, stages=stages, seed=seed, progress=progress, backend=backend,
+                  factory=factory)
     best = np.asarray(res.best_genome, dtype=np.int64)
     times["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()

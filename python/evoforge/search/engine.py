@@ -12,7 +12,8 @@ An engine is driven either by :meth:`Engine.run` (it calls an evaluator) or by h
 Evaluators: an object with ``evaluate(genomes, batch)`` (it sees the batch's fidelity and
 minibatch seed), or a plain callable ``f(genomes)``. Either returns fitness of shape [B] (one
 objective) or [B, M], or a pair ``(fitness, constraint_violation [B])``; smaller is better and
-values must be finite.
+values must be finite. A backend of :mod:`evoforge.evaluate` (process pool, Ray) also has
+``evaluate_chunks``, whose chunks are cached as they arrive.
 
 Determinism: every random draw is a pure function of (seed, generation, ...) (see
 :mod:`evoforge.random`), so the same seed gives the same run, and a run resumed from its last
@@ -193,15 +194,40 @@ class Engine:
         if todo:
             sub = Batch(batch.genomes[todo], batch.fidelity, batch.seed, batch.generation, batch.stage)
             t0 = time.perf_counter()
-            out = evaluator.evaluate(sub.genomes, sub) if isinstance(evaluator, Evaluator) else evaluator(sub.genomes)
-            seconds = (time.perf_counter() - t0) / len(todo)
-            F, cv = self._check_fitness(sub, *(out if isinstance(out, tuple) else (out, None)), rows=todo)
-            row = np.column_stack([F.reshape(len(todo), -1)] + ([cv] if self.constrained else []))
-            self.evaluations += len(todo)
-            for j, i in enumerate(todo):
-                self._cache.put(keys[i], row[j] if width > 1 else float(row[j, 0]),
-                                genome=batch.genomes[i], seconds=seconds)
-                values[i] = row[j]
+            stored = np.zeros(len(todo), dtype=bool)
+            # A backend (evoforge.evaluate) yields chunks as its workers finish them: each is cached
+            # at once, so a driver killed mid-batch keeps what finished.
+            chunks = getattr(evaluator, "evaluate_chunks", None)
+            if callable(chunks):
+                parts = chunks(sub.genomes, sub)
+            elif isinstance(evaluator, Evaluator):
+                parts = [(np.arange(len(todo)), evaluator.evaluate(sub.genomes, sub))]
+            else:
+                parts = [(np.arange(len(todo)), evaluator(sub.genomes))]
+            try:
+                for idx, out in parts:
+                    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+                    if idx.size == 0:
+                        continue
+                    if stored[idx].any() or np.unique(idx).size != idx.size:
+                        raise ValueError("the evaluator returned fitness for a candidate twice")
+                    rows = [todo[j] for j in idx]
+                    part = Batch(sub.genomes[idx], batch.fidelity, batch.seed, batch.generation, batch.stage)
+                    F, cv = self._check_fitness(part, *(out if isinstance(out, tuple) else (out, None)), rows=rows)
+                    row = np.column_stack([F.reshape(len(idx), -1)] + ([cv] if self.constrained else []))
+                    t1 = time.perf_counter()
+                    seconds, t0 = (t1 - t0) / len(idx), t1
+                    self.evaluations += len(idx)
+                    for j, i in enumerate(rows):
+                        self._cache.put(keys[i], row[j] if width > 1 else float(row[j, 0]),
+                                        genome=batch.genomes[i], seconds=seconds)
+                        values[i] = row[j]
+                    stored[idx] = True
+            finally:
+                if hasattr(parts, "close"):
+                    parts.close()  # a backend abandons the chunks still running at once
+            if not stored.all():
+                raise ValueError(f"the evaluator returned no fitness for candidate {todo[int(np.argmin(stored))]}")
         for i in missing:
             values[i] = values[first[keys[i]]]
         F = values[:, : self.n_objectives]
