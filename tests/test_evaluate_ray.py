@@ -152,7 +152,8 @@ def test_killed_driver_resumes_without_reevaluating(cluster, tmp_path):
 
 
 @pytest.mark.skipif(not (STORIES / "config.json").exists(), reason=f"stories260k not found at {STORIES}")
-def test_compression_search_equals_in_process(cluster, tmp_path):
+@pytest.mark.parametrize("method", ["quant", "depth+quant"])
+def test_compression_search_equals_in_process(cluster, tmp_path, method):
     import torch
     from conftest import load_stories
     from evoforge.compress.pipeline import compress
@@ -160,7 +161,7 @@ def test_compression_search_equals_in_process(cluster, tmp_path):
     model = load_stories()
     g = torch.Generator().manual_seed(0)
     V = model.config.vocab_size
-    kw = {"method": "quant", "target": 3, "db_method": "rtn", "bits": (2, 3, 4), "generations": 3, "offspring": 4,
+    kw = {"method": method, "target": 3, "db_method": "rtn", "bits": (2, 3, 4), "generations": 3, "offspring": 4,
           "seed": 0, "calibration": torch.randint(0, V, (4, 32), generator=g),
           "heldout": torch.randint(0, V, (2, 32), generator=g), "export_model": False}
     ref = compress(model, run_dir=tmp_path / "inproc", **kw)
