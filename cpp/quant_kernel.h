@@ -50,6 +50,12 @@ QK_FN void tile(const Args& a, int64_t n0, int64_t b0) {
     }
     const int64_t t1 = std::min(a.nblocks, (g + 1) * a.gb);
     for (int64_t t = g * a.gb; t < t1; ++t) {
+      // The next R rows start where these end: fetch them a row-block ahead, one prefetch per
+      // cache line, so that DRAM latency overlaps the arithmetic (the hardware streamers ramp up
+      // too late on 4 interleaved short streams).
+      if ((t * bpb) % 64 < bpb) {
+        QK_UNROLL for (int r = 0; r < R; ++r) __builtin_prefetch(row[r] + R * a.rb + t * bpb);
+      }
       QK_UNROLL for (int h = 0; h < 16; h += V::W) {
         F f0[R], f1[R];
         QK_UNROLL for (int r = 0; r < R; ++r) {
