@@ -11,8 +11,9 @@
 // A tile unpacks each block of its R weight rows once and multiply-adds it into NB x R vector
 // accumulators, so every x load serves R rows and every unpacked block NB rows of x. The zero
 // point is applied once per group and output: corr += (s * z) * sum_k x.
-// Every output's arithmetic is the same whatever the tile it lands in, so results depend neither on
-// the thread count nor on how rows are split.
+// An output's arithmetic depends on B and its row of x (which tile size NB covers it), never on the
+// rows of W it is tiled with (R) or on the thread that computes it: results do not depend on the
+// thread count.
 
 template <int BITS, int NB, int R>
 QK_FN void tile(const Args& a, int64_t n0, int64_t b0) {
