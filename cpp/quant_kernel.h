@@ -11,8 +11,9 @@
 // A tile unpacks each block of its R weight rows once and multiply-adds it into NB x R vector
 // accumulators, so every x load serves R rows and every unpacked block NB rows of x. The zero
 // point is applied once per group and output: corr += (s * z) * sum_k x.
-// Every output's arithmetic is the same whatever the tile it lands in, so results depend neither on
-// the thread count nor on how rows are split.
+// An output's arithmetic depends on B and its row of x (which tile size NB covers it), never on the
+// rows of W it is tiled with (R) or on the thread that computes it: results do not depend on the
+// thread count.
 
 template <int BITS, int NB, int R>
 QK_FN void tile(const Args& a, int64_t n0, int64_t b0) {
@@ -50,6 +51,12 @@ QK_FN void tile(const Args& a, int64_t n0, int64_t b0) {
     }
     const int64_t t1 = std::min(a.nblocks, (g + 1) * a.gb);
     for (int64_t t = g * a.gb; t < t1; ++t) {
+      // The next R rows start where these end: fetch them a row-block ahead, one prefetch per
+      // cache line, so that DRAM latency overlaps the arithmetic (the hardware streamers ramp up
+      // too late on 4 interleaved short streams).
+      if ((t * bpb) % 64 < bpb) {
+        QK_UNROLL for (int r = 0; r < R; ++r) __builtin_prefetch(row[r] + R * a.rb + t * bpb);
+      }
       QK_UNROLL for (int h = 0; h < 16; h += V::W) {
         F f0[R], f1[R];
         QK_UNROLL for (int r = 0; r < R; ++r) {

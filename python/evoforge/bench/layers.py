@@ -4,13 +4,15 @@ fp32 ``nn.Linear``, bf16 ``nn.Linear``, and torch's own weight-only CPU ops
 ``aten._weight_int8pack_mm`` (int8, per-row scales) and ``aten._weight_int4pack_mm_for_cpu``
 (int4, group 128), each skipped with a note when this torch lacks it.
 
-    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--threads N] [--e2e] [--out FILE]
+    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--threads N] [--cold] [--e2e]
+                           [--out FILE]
 
 Shapes are in_features x out_features: 576x1536 (SmolLM2-135M MLP), 4096x4096, 4096x11008.
 Effective GB/s = bytes of the stored weight (packed codes + scales, or the float / int matrix)
 read per call / median time; "% bw" divides it by the memory bandwidth measured in the same run
-(a multi-threaded torch sum over 512 MiB; the sum over 64 MiB, which a large L3 may hold as it
-holds the weights between repeated calls, is reported too). Batch 1 is memory bound: the ratio to fp32 is bounded
+(float32 ``torch.mv`` over a 512 MiB matrix, the same threads; the rate over 64 MiB, which a large
+L3 may hold as it holds the weights between repeated calls, is reported too). ``--cold`` makes every timed call read
+its weight from DRAM (each method rotates over copies of its weights, 1 GiB in all). Batch 1 is memory bound: the ratio to fp32 is bounded
 by 32 / (bits per weight including the scales).
 
 ``--e2e`` adds greedy decoding with SmolLM2-135M (``evoforge compress --model smollm2-135m``; needs
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 from pathlib import Path
 
@@ -40,57 +43,68 @@ _TEXT = (
     "and the population grew fivefold within a century."
 )
 GROUP = 128
+COLD_BYTES = 2**30  # --cold: weight copies per method, > a 480 MiB L3 (this machine's)
 
 
 def bandwidth_gbs(nbytes: int, budget_s: float) -> float:
-    """Read bandwidth: a torch sum over ``nbytes`` of float32 (all benchmark threads)."""
+    """Read bandwidth: float32 matrix-vector products (torch.mv, all benchmark threads) over a
+    [nbytes / 16 KiB, 4096] matrix; sgemv streams the matrix once, so its rate is the read rate."""
     import torch
 
-    a = torch.ones(nbytes // 4)
-    m = _harness.measure(lambda: a.sum(), repeats=5, budget_s=budget_s)
+    A, v = torch.randn(nbytes // 4 // 4096, 4096), torch.randn(4096)
+    m = _harness.measure(lambda: torch.mv(A, v), repeats=5, budget_s=budget_s)
     return nbytes / 1e9 / (m["median_ms"] / 1e3)
 
 
-def _torch_peers(K: int, N: int, B: int, g, repeats: int, budget_s: float) -> list[dict]:
-    import torch
+def _rotating(fn, weights: tuple, nbytes: int, cold: bool):
+    """A call of ``fn(*weights)``; cold: on the next of enough copies of ``weights`` (>= COLD_BYTES
+    together) that every call reads its weight from DRAM rather than from a cache."""
+    n = -(-COLD_BYTES // max(1, nbytes)) if cold else 1
+    copies = [weights] + [tuple(w.clone() if hasattr(w, "clone") else w.copy() for w in weights) for _ in range(n - 1)]
+    it = itertools.cycle(copies)
+    return lambda: fn(*next(it))
 
-    rows = []
-    lin = torch.nn.Linear(K, N, bias=False)
+
+def _torch_peers(K: int, N: int, B: int, g, repeats: int, budget_s: float, cold: bool) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+
     x = torch.randn(B, K, generator=g)
-    rows.append(("torch fp32 Linear", lambda: lin(x), 4 * N * K))
-    lin16 = torch.nn.Linear(K, N, bias=False).to(torch.bfloat16)
     x16 = x.bfloat16()
-    rows.append(("torch bf16 Linear", lambda: lin16(x16), 2 * N * K))
-    w8 = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=g)
-    s8 = torch.rand(N, generator=g)
-    try:
-        torch.ops.aten._weight_int8pack_mm(x, w8, s8)
-        rows.append(("torch _weight_int8pack_mm", lambda: torch.ops.aten._weight_int8pack_mm(x, w8, s8), N * K + 4 * N))
-    except (AttributeError, RuntimeError) as exc:
-        rows.append(("torch _weight_int8pack_mm", None, f"unavailable: {str(exc).splitlines()[0][:60]}"))
-    try:
-        w4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
-            torch.randint(0, 16, (N, K), dtype=torch.int32, generator=g), 8
-        )
+    ops = torch.ops.aten
+
+    def int8():
+        w8, s8 = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=g), torch.rand(N, generator=g)
+        ops._weight_int8pack_mm(x, w8, s8)
+        return lambda w, s: ops._weight_int8pack_mm(x, w, s), (w8, s8)
+
+    def int4():
+        w4 = ops._convert_weight_to_int4pack_for_cpu(torch.randint(0, 16, (N, K), dtype=torch.int32, generator=g), 8)
         sz = torch.rand(K // GROUP, N, 2, generator=g)
-        torch.ops.aten._weight_int4pack_mm_for_cpu(x, w4, GROUP, sz)
-        rows.append((
-            "torch _weight_int4pack_mm_for_cpu g128",
-            lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, w4, GROUP, sz),
-            w4.numel() + sz.numel() * 4,
-        ))
-    except (AttributeError, RuntimeError) as exc:
-        rows.append(("torch _weight_int4pack_mm_for_cpu g128", None, f"unavailable: {str(exc).splitlines()[0][:60]}"))
+        ops._weight_int4pack_mm_for_cpu(x, w4, GROUP, sz)
+        return lambda w, s: ops._weight_int4pack_mm_for_cpu(x, w, GROUP, s), (w4, sz)
+
+    peers = [
+        ("torch fp32 Linear", lambda: (lambda w: F.linear(x, w), (torch.randn(N, K, generator=g),))),
+        ("torch bf16 Linear", lambda: (lambda w: F.linear(x16, w), (torch.randn(N, K, generator=g).bfloat16(),))),
+        ("torch _weight_int8pack_mm", int8),
+        ("torch _weight_int4pack_mm_for_cpu g128", int4),
+    ]
     out = []
-    for name, fn, nbytes in rows:
-        if fn is None:
-            out.append({"method": name, "note": nbytes})
+    for name, make in peers:
+        try:
+            fn, weights = make()
+        except (AttributeError, RuntimeError) as exc:  # an op this torch lacks, or a shape it rejects
+            out.append({"method": name, "note": f"unavailable: {str(exc).splitlines()[0][:60]}"})
             continue
-        out.append({"method": name, "bytes": nbytes, **_harness.measure(fn, repeats=repeats, budget_s=budget_s)})
+        nbytes = sum(w.numel() * w.element_size() for w in weights)
+        call = _rotating(fn, weights, nbytes, cold)
+        out.append({"method": name, "bytes": nbytes, **_harness.measure(call, repeats=repeats, budget_s=budget_s)})
+        del call
     return out
 
 
-def _ours(K: int, N: int, B: int, bits: int, rng, repeats: int, budget_s: float) -> dict:
+def _ours(K: int, N: int, B: int, bits: int, rng, repeats: int, budget_s: float, cold: bool) -> dict:
     from evoforge.layers import num_groups, pack_codes, quant_matmul
 
     codes = rng.integers(0, 1 << bits, (N, K), dtype=np.uint8)
@@ -101,11 +115,13 @@ def _ours(K: int, N: int, B: int, bits: int, rng, repeats: int, budget_s: float)
     gi, n = np.arange(K) // GROUP, min(N, 256)  # float64 reference on the first output rows
     w = scales[:n].astype(np.float64)[:, gi] * (codes[:n] - 2.0 ** (bits - 1))
     err = float(np.abs(y[:, :n] - x.astype(np.float64) @ w.T).max())
-    m = _harness.measure(lambda: quant_matmul(x, packed, scales, None, bits, GROUP), repeats=repeats, budget_s=budget_s)
-    return {"method": f"evoforge int{bits} g{GROUP}", "bytes": packed.nbytes + scales.nbytes, "max_abs_err": err, **m}
+    nbytes = packed.nbytes + scales.nbytes
+    call = _rotating(lambda p, s: quant_matmul(x, p, s, None, bits, GROUP), (packed, scales), nbytes, cold)
+    m = _harness.measure(call, repeats=repeats, budget_s=budget_s)
+    return {"method": f"evoforge int{bits} g{GROUP}", "bytes": nbytes, "max_abs_err": err, **m}
 
 
-def run(shapes, batches, bits_list, *, repeats: int = 7, budget_s: float = 3.0) -> dict:
+def run(shapes, batches, bits_list, *, repeats: int = 7, budget_s: float = 3.0, cold: bool = False) -> dict:
     import torch
 
     threads = evoforge.get_num_threads()
@@ -118,11 +134,12 @@ def run(shapes, batches, bits_list, *, repeats: int = 7, budget_s: float = 3.0) 
     rng = np.random.default_rng(0)
     rows = []
     with torch.inference_mode():
-        _all(shapes, batches, bits_list, g, rng, repeats, budget_s, threads, bw, rows)
+        _all(shapes, batches, bits_list, g, rng, repeats, budget_s, threads, bw, rows, cold)
     return {
         "machine": _harness.machine(),
         "torch": torch.__version__,
         "isa": evoforge._native.core.quant_isas()[-1],
+        "cold": cold,
         "bandwidth_GB_per_s": bw,
         "bandwidth_64MiB_GB_per_s": bw64,
         "loadavg_before": load_before,
@@ -131,11 +148,11 @@ def run(shapes, batches, bits_list, *, repeats: int = 7, budget_s: float = 3.0) 
     }
 
 
-def _all(shapes, batches, bits_list, g, rng, repeats, budget_s, threads, bw, rows) -> None:
+def _all(shapes, batches, bits_list, g, rng, repeats, budget_s, threads, bw, rows, cold) -> None:
     for K, N in shapes:
         for B in batches:
-            res = _torch_peers(K, N, B, g, repeats, budget_s)
-            res += [_ours(K, N, B, b, rng, repeats, budget_s) for b in bits_list]
+            res = _torch_peers(K, N, B, g, repeats, budget_s, cold)
+            res += [_ours(K, N, B, b, rng, repeats, budget_s, cold) for b in bits_list]
             base = res[0]["median_ms"]
             for r in res:
                 r.update({"in_features": K, "out_features": N, "batch": B, "threads": threads})
@@ -212,6 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=None)
     ap.add_argument("--bits", type=int, nargs="+", default=None)
     ap.add_argument("--threads", type=int, default=None, help="threads of evoforge and torch (default: evoforge's)")
+    ap.add_argument("--cold", action="store_true", help="rotate over 1 GiB of weight copies: weights come from DRAM")
     ap.add_argument("--e2e", action="store_true", help="also SmolLM2-135M greedy decoding, fp32 vs int4/int8")
     ap.add_argument("--out", default=str(Path("bench/results/layers.json")))
     a = ap.parse_args(argv)
@@ -220,10 +238,10 @@ def main(argv=None) -> int:
     shapes = SHAPES[:2] if a.quick else SHAPES
     batches = a.batch or ([1, 8] if a.quick else [1, 8, 32])
     bits = a.bits or ([2, 4, 8] if a.quick else [2, 3, 4, 8])
-    res = run(shapes, batches, bits, repeats=5 if a.quick else 9, budget_s=1.5 if a.quick else 3.0)
+    res = run(shapes, batches, bits, repeats=5 if a.quick else 9, budget_s=1.5 if a.quick else 3.0, cold=a.cold)
     print(
-        f"memory bandwidth (torch sum, {res['rows'][0]['threads']} threads): {res['bandwidth_GB_per_s']:.1f} GB/s "
-        f"(512 MiB), {res['bandwidth_64MiB_GB_per_s']:.1f} GB/s (64 MiB); "
+        f"memory bandwidth (torch.mv, {res['rows'][0]['threads']} threads): {res['bandwidth_GB_per_s']:.1f} GB/s "
+        f"(512 MiB), {res['bandwidth_64MiB_GB_per_s']:.1f} GB/s (64 MiB); weights {'cold (DRAM)' if a.cold else 'warm'}; "
         f"kernel: {res['isa']}; load average {res['loadavg_before'][0]:.2f} -> {res['loadavg_after'][0]:.2f}"
     )
     _harness.print_table(
