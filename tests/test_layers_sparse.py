@@ -250,6 +250,12 @@ def test_bad_inputs_raise_clear_errors():
         core.sparse_unstructured_matmul(x, mask, bad, 40, values=vals)
     with pytest.raises(ValueError, match="disagree"):
         core.sparse_unstructured_dense(mask, bad, 40, values=vals)
+    # bits past in_features (K = 4: only the low nibble is a column), each count consistent
+    tail, rp4, v4 = np.array([[0xF0]], np.uint8), np.array([0, 4], np.int64), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="past in_features"):
+        core.sparse_unstructured_dense(tail, rp4, 4, values=v4)
+    with pytest.raises(ValueError, match="past in_features"):
+        core.sparse_unstructured_matmul(np.ones((1, 4), np.float32), tail, rp4, 4, values=v4)
     with pytest.raises(ValueError, match="C-contiguous"):
         core.sparse24_matmul(np.asfortranarray(np.ones((3, 40), np.float32)),
                              np.zeros((2, 8), np.uint8), 40, values=np.zeros((2, 32), np.float32))

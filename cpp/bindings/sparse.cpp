@@ -14,6 +14,16 @@ namespace py = pybind11;
 namespace evoforge {
 namespace {
 
+// The kernels place the t-th set bit of a row at column 8 * byte + bit: a bit past K would write
+// (or read) outside the row, so it is refused here rather than trusted.
+void check_mask_tail(const uint8_t* mp, int64_t N, int64_t K) {
+  if (K % 8 == 0) return;
+  const int64_t KB = (K + 7) / 8;
+  for (int64_t n = 0; n < N; ++n)
+    EVOFORGE_CHECK((mp[n * KB + KB - 1] >> (K % 8)) == 0,
+                   "mask has bits set past in_features = " << K << " (row " << n << ")");
+}
+
 using sparse::QuantValues;
 using sparse::Values;
 
@@ -103,6 +113,7 @@ py::array_t<float> unstructured_impl(const py::array& x, const py::array& mask, 
   for (int64_t n = 0; n < N; ++n)
     EVOFORGE_CHECK(rp[n + 1] >= rp[n] && rp[n + 1] - rp[n] <= K,
                    "row_ptr must be non-decreasing with at most K values per row (row " << n << ")");
+  check_mask_tail(mp, N, K);
   const int64_t nnz = rp[N];
   Inputs in = inputs(x, K, N, bias);
   ValueArgs v = value_args(values, packed, scales, zeros, bits, group_size, N, nnz, K, 0, false);
@@ -160,6 +171,7 @@ py::array_t<float> unstructured_dense_impl(const py::array& mask, const py::arra
   for (int64_t n = 0; n < N; ++n)
     EVOFORGE_CHECK(rp[n + 1] >= rp[n] && rp[n + 1] - rp[n] <= K,
                    "row_ptr must be non-decreasing with at most K values per row (row " << n << ")");
+  check_mask_tail(mp, N, K);
   ValueArgs v = value_args(values, packed, scales, zeros, bits, group_size, N, rp[N], K, 0, false);
   py::array_t<float> w = dense_out(out, N, K);
   float* wp = w.mutable_data();

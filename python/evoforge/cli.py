@@ -39,10 +39,14 @@ def _bits_list(s: str) -> list[int]:
     try:
         if ".." in s:
             a, b = s.split("..")
-            return list(range(int(a), int(b) + 1))
-        return [int(b) for b in s.split(",")]
+            out = list(range(int(a), int(b) + 1))
+        else:
+            out = [int(b) for b in s.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"bits must look like 2..8 or 2,3,4, got {s!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"bits must be an increasing range such as 2..8, got {s!r}")
+    return out
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
@@ -71,6 +75,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         except ValueError:
             return _fail(f"--stages must look like 4:256,1:all (survivors:tokens), got {args.stages!r}")
     backend = None
+    if args.address is not None and args.backend != "ray":
+        return _fail("--address needs --backend ray")
     if args.backend != "inprocess":
         import functools
 
@@ -79,8 +85,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         opts = {"workers": args.workers, "timeout": args.timeout}
         if args.backend == "ray":
             opts["address"] = args.address
-        elif args.address is not None:
-            return _fail("--address needs --backend ray")
         backend = functools.partial(open_backend, args.backend, **opts)
     try:
         if args.backend == "ray":  # an unreachable cluster fails now, not after loading the model

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["summary_rows", "summary_table", "write_report"]
+__all__ = ["budget_line", "summary_rows", "summary_table", "write_report"]
 
 _UNITS = {"sparsity": "average sparsity", "quant": "bits per weight", "depth": "share of sub-blocks dropped",
           "depth+quant": "bits per weight"}

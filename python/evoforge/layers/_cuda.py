@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import _checks, _native
+from .format import BITS, GROUP_SIZES, num_groups, row_bytes
 
 __all__ = ["dequantize", "kernel_config", "quant_matmul", "sparse24_dequantize", "sparse24_quant_matmul"]
 
@@ -43,8 +44,6 @@ CODES_PER_STEP = 128  # a warp's step: one 32-code block per lane of a quad
 MAX_BATCH = 32
 MAX_SPLITS = 64
 BLOCKS_PER_SM = 2  # resident blocks per SM when the occupancy is not asked (tests, emulation)
-BITS = (2, 3, 4, 8)
-GROUP_SIZES = (0, 32, 64, 128, 256)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -54,15 +53,6 @@ def _ceil(a: int, b: int) -> int:
 def stored_columns(in_features: int, sparse: bool) -> int:
     """Columns of the stored code matrix: K, or Kp / 2 for 2:4 values."""
     return _ceil(in_features, 32) * 16 if sparse else in_features
-
-
-def row_bytes(columns: int, bits: int) -> int:
-    """Bytes of one packed row of ``columns`` codes."""
-    return _ceil(columns, 32) * 4 * bits
-
-
-def num_groups(columns: int, group_size: int) -> int:
-    return 1 if group_size == 0 else _ceil(columns, group_size)
 
 
 def kernel_config(batch: int, out_features: int, in_features: int, sm_count: int,

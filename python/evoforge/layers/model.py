@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .format import GROUP_SIZES
 from .quant import QuantLinear
-from .sparse import GROUP_SIZES, SparseLinear
+from .sparse import SparseLinear
 
 __all__ = ["apply", "load", "packed_layers", "save"]
 
@@ -98,8 +99,8 @@ def _check_spec(spec: dict) -> dict:
     if bad:
         raise ConfigError(f"unknown keys {sorted(bad)} in the spec; allowed: {sorted(_SPEC_KEYS)}")
     s = dict(spec)
-    if not {"sparsity", "bits", "pattern"} & set(s):
-        raise ConfigError("a spec needs 'sparsity' (or 'pattern') and/or 'bits'")
+    if not {"sparsity", "bits"} & set(s) and s.get("pattern") != "2:4":
+        raise ConfigError("a spec needs 'sparsity' (or pattern '2:4') and/or 'bits'")
     pattern = s.setdefault("pattern", "unstructured")
     if pattern not in ("unstructured", "2:4"):
         raise ConfigError(f"pattern must be 'unstructured' or '2:4', got {pattern!r}")
@@ -359,8 +360,8 @@ def load(path: str | os.PathLike) -> nn.Module:
                                         bits=s["bits"], group_size=s["group_size"], symmetric=s["symmetric"],
                                         values_dtype=_VALUE_DTYPES.get(s["values_dtype"] or "float32"))
         else:
-            lin = nn.Linear(s["in_features"], s["out_features"], bias=s["bias"])
-            m = QuantLinear.from_linear(lin, bits=s["bits"], group_size=s["group_size"], symmetric=s["symmetric"])
+            m = QuantLinear(s["in_features"], s["out_features"], s["bias"], bits=s["bits"],
+                            group_size=s["group_size"], symmetric=s["symmetric"])
         _replace(model, name, m)
     sd = load_file(str(p / WEIGHTS_FILE))
     for k, src in meta.get("tied", {}).items():

@@ -34,7 +34,14 @@ import torch
 
 from .. import _checks, solvers
 from .._native import core
-from ..errors import ConfigError
+from .format import (
+    BITS,
+    GROUP_SIZES,
+    check_bits,
+    check_group_size,
+    num_groups,
+    row_bytes,
+)
 
 __all__ = [
     "BITS",
@@ -49,35 +56,8 @@ __all__ = [
     "unpack_codes",
 ]
 
-BITS = (2, 3, 4, 8)
-GROUP_SIZES = (0, 32, 64, 128, 256)
 _FP16_MAX = 65504.0
-
-
-def _bits(bits: Any) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in BITS:
-        raise ConfigError(f"bits must be one of {BITS}, got {bits!r}")
-    return int(bits)
-
-
-def _group(group_size: Any) -> int:
-    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)):
-        raise ConfigError(f"group_size must be an int, got {group_size!r}")
-    g = 0 if int(group_size) == -1 else int(group_size)
-    if g not in GROUP_SIZES:
-        raise ConfigError(f"group_size must be 32, 64, 128, 256 or 0/-1 (one group per row), got {group_size}")
-    return g
-
-
-def row_bytes(in_features: int, bits: int) -> int:
-    """Bytes of one packed row: ceil(K / 32) * 4 * bits."""
-    return -(-int(in_features) // 32) * 4 * _bits(bits)
-
-
-def num_groups(in_features: int, group_size: int) -> int:
-    """G = ceil(K / group_size), or 1 for one group per row."""
-    g = _group(group_size)
-    return -(-int(in_features) // g) if g else 1
+_bits, _group = check_bits, check_group_size
 
 
 def _array(a: Any, name: str, dtype: Any, ndim: int) -> np.ndarray:
@@ -390,6 +370,11 @@ class QuantLinear(torch.nn.Module):
         if x.device.type == "cuda":
             from . import _cuda
 
+            if x.dtype not in (torch.float16, torch.bfloat16):  # the kernels take 16-bit activations
+                w = _cuda.dequantize(self.packed, self.scales, self.zeros, self.bits, self.group_size,
+                                     self.out_features, self.in_features, torch.float16).to(x.dtype)
+                b = None if self.bias is None else self.bias.to(x.dtype)
+                return torch.nn.functional.linear(x, w, b)
             y = _cuda.quant_matmul(
                 x.reshape(-1, self.in_features), self.packed, self.scales, self.zeros,
                 self.bits, self.group_size, self.out_features,

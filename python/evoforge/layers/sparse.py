@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .._native import core
+from .format import BITS, GROUP_SIZES
 from .quant import pack_codes
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 FORMATS = ("unstructured", "2:4")
-BITS = (2, 3, 4, 8)
-GROUP_SIZES = (0, 32, 64, 128, 256)
 DENSE_ROWS = 16  # forward: above this many rows, unpack to dense and use torch's matmul
 _SCRATCH = threading.local()
 _BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
@@ -60,7 +59,8 @@ def quantize_groups(values: np.ndarray, keep: np.ndarray, bits: int, group_size:
                     symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Round-to-nearest codes of ``values`` [R, L] in groups of ``group_size`` columns (0: per row).
 
-    Only entries where ``keep`` is True set a group's range; the others get the code of 0. Returns codes uint8 [R, L], scales
+    The grid is :func:`evoforge.layers.quant.quantize_rtn`'s, but only entries where ``keep`` is True
+    set a group's range; the others get the zero point's code (they decode to 0). Returns codes uint8 [R, L], scales
     float16 [R, G] and zeros float16 [R, G] (None when symmetric); scales and zeros are rounded to
     float16 before the codes are computed, so the codes are the nearest for the stored grid.
     """
@@ -77,7 +77,8 @@ def quantize_groups(values: np.ndarray, keep: np.ndarray, bits: int, group_size:
     if symmetric:
         half = 2 ** (bits - 1)
         amax = np.where(kv, np.abs(pv), 0).max(axis=-1)
-        scale = np.where(amax > 0, amax / max(half - 1, 1), 1.0).astype(np.float16)
+        # the grid of solvers.rtn / quant.quantize_rtn (GPTQ's), so packed layers match the database
+        scale = np.where(amax > 0, 2 * amax / qmax, 1.0).astype(np.float16)
         scale = np.where(scale == 0, np.float16(2**-24), scale)  # tiny ranges underflow float16
         zero = np.full((R, G), half, np.float64)
         zeros = None

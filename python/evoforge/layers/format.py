@@ -1,0 +1,47 @@
+"""The packed weight format v1 (specified in cpp/include/evoforge/quant.h): its bit-widths, group
+sizes and sizes, shared by the CPU modules and the CUDA wrappers (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["BITS", "GROUP_SIZES", "check_bits", "check_group_size", "num_groups", "row_bytes"]
+
+BITS = (2, 3, 4, 8)
+GROUP_SIZES = (0, 32, 64, 128, 256)  # 0: one group per row
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_bits(bits: Any) -> int:
+    """``bits`` as an int of :data:`BITS`, else ConfigError (a ValueError)."""
+    if not _is_int(bits) or int(bits) not in BITS:
+        raise ConfigError(f"bits must be one of {BITS}, got {bits!r}")
+    return int(bits)
+
+
+def check_group_size(group_size: Any) -> int:
+    """``group_size`` as an int of :data:`GROUP_SIZES` (-1 is taken as 0, one group per row)."""
+    if not _is_int(group_size):
+        raise ConfigError(f"group_size must be an int, got {group_size!r}")
+    g = 0 if int(group_size) == -1 else int(group_size)
+    if g not in GROUP_SIZES:
+        raise ConfigError(f"group_size must be 32, 64, 128, 256 or 0/-1 (one group per row), got {group_size}")
+    return g
+
+
+def row_bytes(columns: int, bits: int) -> int:
+    """Bytes of one packed row of ``columns`` codes: ceil(columns / 32) * 4 * bits."""
+    return -(-int(columns) // 32) * 4 * check_bits(bits)
+
+
+def num_groups(columns: int, group_size: int) -> int:
+    """G = ceil(columns / group_size), or 1 for one group per row."""
+    g = check_group_size(group_size)
+    return -(-int(columns) // g) if g else 1
