@@ -71,8 +71,9 @@ def tiny():
     return model, a, prov, toks
 
 
-def reference_kl(model, adapter, provider, tokens, genome, top_k=None):
-    """Independent: apply the genome by hand, full forward, float64 log_softmax + kl_div; restores weights."""
+def reference_kl(model, adapter, provider, tokens, genome, top_k=None, tail=True):
+    """Independent: apply the genome by hand, full forward, float64 log_softmax + kl_div; restores weights.
+    Top K: over the teacher's K tokens plus one bin for the rest (tail), or over the K renormalised."""
     layers = adapter.linear_layers()
     saved = [r.weight().clone() for r in layers]
     with torch.no_grad():
@@ -84,6 +85,14 @@ def reference_kl(model, adapter, provider, tokens, genome, top_k=None):
             r.set_weight(w)
     if top_k is not None:
         idx = t.topk(top_k, dim=-1).indices
+        if tail:  # K + 1 bins: log-probabilities of the K tokens and of the rest, both models
+            def bins(x):
+                lx = torch.log_softmax(x, -1)
+                rest = lx.scatter(1, idx, -torch.inf).logsumexp(-1, keepdim=True)
+                return torch.cat([lx.gather(-1, idx), rest], -1)
+
+            lp, lq = bins(t), bins(s)
+            return float(torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean"))
         t, s = t.gather(-1, idx), s.gather(-1, idx)
     lp, lq = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
     return float(torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean"))
@@ -103,12 +112,14 @@ def test_dense_genome_is_zero(tiny):
     assert f.stats["blocks_computed"] == 0  # equals the dense stack: only the head runs
 
 
-@pytest.mark.parametrize("top_k", [None, 7])
-@pytest.mark.parametrize("reuse", [True, False])
-def test_matches_reference(tiny, top_k, reuse):
+@pytest.mark.parametrize(("top_k", "tail", "reuse", "fused"),
+                         [(None, True, True, True), (None, True, False, False), (7, True, True, True),
+                          (7, True, False, False), (7, False, True, True), (7, False, True, False)])
+def test_matches_reference(tiny, top_k, tail, reuse, fused):
     model, a, prov, toks = tiny
     before = [r.weight().clone() for r in a.linear_layers()]
-    f = KLFitness(a, prov, toks, top_k=top_k, batch_size=4, prefix_reuse=reuse)
+    f = KLFitness(a, prov, toks, top_k=top_k, tail=tail, batch_size=4, prefix_reuse=reuse, fused_kl=fused,
+                  head_tokens=5)
     rng = np.random.default_rng(0)
     L = prov.n_layers
     genomes = rng.integers(0, 5, size=(6, L))
@@ -119,7 +130,7 @@ def test_matches_reference(tiny, top_k, reuse):
     genomes[4, :] = 0
     genomes[4, 9] = 3  # one change in block 1
     got = f.evaluate(genomes, Batch(genomes))
-    want = [reference_kl(model, a, prov, toks, gnm, top_k) for gnm in genomes]
+    want = [reference_kl(model, a, prov, toks, gnm, top_k, tail) for gnm in genomes]
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
     assert got[0] == got[1] and got[4] > 0
     for r, w in zip(a.linear_layers(), before):  # model left dense
@@ -140,7 +151,8 @@ def test_prefix_accounting(tiny):
     g = np.zeros((1, L), dtype=np.int64)
     g[0, 9] = 3  # block 1
     f.evaluate(g, None)
-    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"], f.stats["dense_blocks"]) == (2, 1, N)
+    # the dense stack grows only as far as it is used: one block
+    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"], f.stats["dense_blocks"]) == (2, 1, 1)
     # with a base (parent): an offspring changed only in block 2 recomputes one block
     base = np.full(L, 2)
     kids = np.stack([base, base, base, base])
