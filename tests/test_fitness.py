@@ -285,3 +285,23 @@ def test_with_one_plus_lambda(tiny):
     assert res.best_genome.sum() == start.sum()  # budget kept by the mutation
     assert res.best_fitness <= f.evaluate(start, None)[0] * 1.5
     assert f.stats["candidates"] > 0
+
+
+def test_teacher_dir_memmap_and_reuse(tiny, tmp_path):
+    _model, a, prov, toks = tiny
+    g = np.random.default_rng(5).integers(0, 5, size=(3, prov.n_layers))
+    mem = KLFitness(a, prov, toks, top_k=7, batch_size=4)
+    f1 = KLFitness(a, prov, toks, top_k=7, teacher_dir=tmp_path / "t", batch_size=4)
+    assert isinstance(f1.teacher.indices, np.memmap) and (tmp_path / "t" / "tail.npy").is_file()
+    assert f1.teacher.nbytes == toks.numel() * 7 * 8 + toks.numel() * (8 + 8 + 4 + 8)  # K x (idx + w) + per token
+    want = mem.evaluate(g, None)
+    np.testing.assert_array_equal(f1.evaluate(g, None), want)
+    stamp = (tmp_path / "t" / "weights.npy").stat().st_mtime_ns
+    f2 = KLFitness(a, prov, toks, top_k=7, teacher_dir=tmp_path / "t", batch_size=2)  # reused, not recomputed
+    assert (tmp_path / "t" / "weights.npy").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(f2.evaluate(g, None), want)
+    # other settings or other tokens: recomputed in place
+    f3 = KLFitness(a, prov, toks[:3], teacher_dir=tmp_path / "t", batch_size=4)
+    assert f3.teacher.indices is None and not (tmp_path / "t" / "tail.npy").exists()
+    np.testing.assert_allclose(f3.evaluate(g, None), KLFitness(a, prov, toks[:3], batch_size=4).evaluate(g, None),
+                               rtol=1e-12)

@@ -95,11 +95,22 @@ def _search(fitness, initial, mutation, lower, upper, args, *, offspring, stages
 
 
 def run(args) -> dict:
-    import numpy as np
 
-    from evoforge.compress import adapt, build_database, collect_hessians, owl_genome, provider_for
-    from evoforge.compress.depth import (DepthFitness, depth_drops, depth_mutation, shortgpt_genome,
-                                         shortgpt_scores, spread_genome)
+    from evoforge.compress import (
+        adapt,
+        build_database,
+        collect_hessians,
+        owl_genome,
+        provider_for,
+    )
+    from evoforge.compress.depth import (
+        DepthFitness,
+        depth_drops,
+        depth_mutation,
+        shortgpt_genome,
+        shortgpt_scores,
+        spread_genome,
+    )
     from evoforge.compress.fitness import KLFitness
     from evoforge.compress.pipeline import levels_applied, perplexity
 
@@ -218,21 +229,21 @@ def markdown(res: dict) -> str:
     lines = [
         "## Compression on SmolLM2-135M (issue 5) — `python bench/compress.py`",
         "",
-        f"{m['cpu']} ({m['cores']} cores, shared with other jobs), {m['date']}; load average at the start "
-        f"{', '.join(f'{x:.1f}' for x in res['load_avg_start'])}; torch {res['torch']}, git {m['git']}.",
-        f"SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32). WikiText-2 test tokenised whole "
-        f"({res['text_tokens']} tokens): calibration = the first {res['calibration'][0]} windows of "
-        f"{res['calibration'][1]} tokens of the first half; perplexity on the first {s['windows']} "
-        f"non-overlapping windows of {s['window']} tokens of the second half.",
-        f"Search: (1 + {s['offspring']}), stages {s['survivors']} <- {s['stage_tokens'][0]} tokens, 1 <- "
-        f"{s['stage_tokens'][1]} tokens, from uniform (depth: from ShortGPT), up to {s['generations']} "
-        f"generations or {s['search_seconds']:.0f} s per row (the machine is shared: the generations run are "
-        f"listed), fitness KL over the teacher's top {s['top_k']} + tail bin; EvoPress runs hundreds of "
-        "generations. "
-        "Databases: SparseGPT, 3 levels each side, 20,000 weights per step; GPTQ 2/3/4 bits, group 64.",
+        (f"{m['cpu']} ({m['cores']} cores, shared with other jobs), {m['date']}; load average at the start "
+         f"{', '.join(f'{x:.1f}' for x in res['load_avg_start'])}; torch {res['torch']}, git {m['git']}."),
+        (f"SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32). WikiText-2 test tokenised whole "
+         f"({res['text_tokens']} tokens): calibration = the first {res['calibration'][0]} windows of "
+         f"{res['calibration'][1]} tokens of the first half; perplexity on the first {s['windows']} "
+         f"non-overlapping windows of {s['window']} tokens of the second half."),
+        (f"Search: (1 + {s['offspring']}), stages {s['survivors']} <- {s['stage_tokens'][0]} tokens, 1 <- "
+         f"{s['stage_tokens'][1]} tokens, from uniform (depth: from ShortGPT), up to {s['generations']} "
+         f"generations or {s['search_seconds']:.0f} s per row (the machine is shared: the generations run are "
+         f"listed), fitness KL over the teacher's top {s['top_k']} + tail bin; EvoPress runs hundreds of "
+         "generations. Databases: SparseGPT, 3 levels each side, 20,000 weights per step; GPTQ 2/3/4 bits, "
+         "group 64."),
         "",
-        "| row | dense | uniform | OWL | ShortGPT | evoforge | generations | s / generation | database build s "
-        "| database MB |",
+        ("| row | dense | uniform | OWL | ShortGPT | evoforge | generations | s / generation | database build s "
+         "| database MB |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"s50": "50% sparsity", "s60": "60% sparsity", "s70": "70% sparsity", "q3": "3 bits",
@@ -245,8 +256,8 @@ def markdown(res: dict) -> str:
             f"{_f(r.get('s_per_generation'), '{:.1f}')} | {_f(r.get('db_build_s'), '{:.0f}')} | "
             f"{_f(None if r.get('db_bytes') is None else r['db_bytes'] / 1e6, '{:.0f}')} |")
     if "hessians_s" in res:
-        lines += ["", f"Database build = Hessians on {res['calibration'][0] * res['calibration'][1]} tokens "
-                      f"({res['hessians_s']:.0f} s, shared by every database) + solves."]
+        lines += ["", (f"Database build = Hessians on {res['calibration'][0] * res['calibration'][1]} tokens "
+                       f"({res['hessians_s']:.0f} s, shared by every database) + solves.")]
     if "load_avg_end" in res:
         lines.append(f"Load average at the end: {', '.join(f'{x:.1f}' for x in res['load_avg_end'])}.")
     return "\n".join(lines) + "\n"

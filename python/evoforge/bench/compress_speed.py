@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from evoforge.bench import _harness
+from evoforge.bench.compress import _ParentHint
 
 ROOT = Path(__file__).resolve().parents[3]
 STORIES = ROOT / ".." / "shared" / "data" / "stories260k" / "hf"
@@ -108,19 +109,9 @@ def run(args) -> dict:
                             n_offspring=args.offspring, stages=stages, seed=args.seed, progress=False,
                             cache=EvaluationCache() if cache else _NoCache())
 
-        class Hint:
-            _gen = None
-
-            def evaluate(self, genomes, batch):
-                if batch.generation != self._gen:
-                    self._gen = batch.generation
-                    if reuse:
-                        fit.set_base(eng.parent)
-                return fit.evaluate(genomes, batch)
-
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = eng.run(Hint(), generations=args.generations)
+        res = eng.run(_ParentHint(fit, eng), generations=args.generations)
         dt = time.perf_counter() - t0
         best = np.asarray(res.best_genome)
         if ref_genome is None:
