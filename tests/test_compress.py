@@ -1,7 +1,7 @@
 """evoforge.compress.compress and the `evoforge compress` / `evoforge eval` CLI on stories260k:
-the search beats uniform at 50% sparsity on held-out tokens with the exact budget, the exported
-model reloads with the claimed per-layer sparsity, a CLI run killed with SIGKILL resumes to the
-same result, 2.5- and 3-bit quantisation (exact bit budget), and clear errors for bad input."""
+the search beats uniform at 50% sparsity and at 3 bits on held-out tokens with the exact budget,
+the exported model reloads with the claimed per-layer sparsity and bit-widths, a CLI run killed
+with SIGKILL resumes to the same result, and clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -114,25 +114,50 @@ def test_cli_resume_after_kill9(stories, sparse_run, tmp_path):
     assert cfg["budget"] == res.budget
 
 
-@pytest.mark.parametrize("target", [2.5, 3])
-def test_quant(stories, tmp_path, target):
+def test_quant_2_5_bits(stories, tmp_path):
+    target = 2.5
     res = compress(stories, method="quant", target=target, db_method="rtn", bits=(2, 3, 4), group_size=32,
-                   n_calib=8, n_heldout=8, seq_len=32, offspring=8, generations=12 if target == 2.5 else 3,
-                   seed=0, run_dir=tmp_path / "q")
+                   n_calib=8, n_heldout=8, seq_len=32, offspring=8, generations=12, seed=0, run_dir=tmp_path / "q")
     a = adapt(stories)
     total = sum(r.numel for r in a.linear_layers())
     assert res.budget == res.uniform_budget <= target * total
-    if target == 3:
-        assert res.budget == 3 * total
-    else:
-        # which layers get the extra bit matters: the search beats the evenly spread uniform mix
-        assert res.kl_search < res.kl_uniform, (res.kl_search, res.kl_uniform)
+    # which layers get the extra bit matters: the search beats the evenly spread uniform mix
+    assert res.kl_search < res.kl_uniform, (res.kl_search, res.kl_uniform)
     assert set(res.bits) <= {2, 3, 4}
     m = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "q" / "model").eval()
     for r, b in zip(adapt(m).linear_layers(), res.bits):
         W = r.weight()
         for g0 in range(0, r.in_features, 32):  # at most 2**b distinct values per row and group
             assert max(len(torch.unique(W[i, g0:g0 + 32])) for i in range(0, r.out_features, 5)) <= 2 ** b
+
+
+def test_quant_3_bits_beats_uniform(stories):
+    """At 3 bits the search has only bit switches between layers of equal size: a 2..8 ladder with
+    RTN groups of 64 and 1024 calibration tokens gives a gain that holds on held-out tokens (seeds
+    0-3 all 2-8% lower; so did 4 of 4 with 2048 tokens and 60 generations; with a 2/3/4 ladder or a
+    GPTQ database there was no gain on stories260k). Checked again against a float64 torch
+    reference on 64 fresh sequences, paired per sequence."""
+    from evoforge.compress import sample_sequences
+    from evoforge.compress.pipeline import levels_applied
+
+    res = compress(stories, method="quant", target=3, db_method="rtn", bits=tuple(range(2, 9)), group_size=64,
+                   n_calib=16, n_heldout=32, seq_len=64, offspring=8, generations=20, seed=0, export_model=False)
+    total = sum(r.numel for r in adapt(stories).linear_layers())
+    assert res.budget == res.uniform_budget == 3 * total
+    assert res.kl_search < 0.95 * res.kl_uniform, (res.kl_search, res.kl_uniform)
+    fresh = sample_sequences(stories, 64, 64, seed=1234)
+    with torch.no_grad():
+        p = torch.log_softmax(stories(input_ids=fresh).logits.double(), -1)
+
+        def kl_per_sequence(genome):
+            with levels_applied(res._adapter, res._provider, genome):
+                q = torch.log_softmax(stories(input_ids=fresh).logits.double(), -1)
+            return (p.exp() * (p - q)).sum(-1).mean(-1).numpy()
+
+        k_uniform, k_search = kl_per_sequence(res._initial), kl_per_sequence(res.genome)
+    d = k_uniform - k_search  # paired over 64 fresh sequences: the gain is well outside the noise
+    assert k_search.mean() < 0.97 * k_uniform.mean(), (k_search.mean(), k_uniform.mean())
+    assert d.mean() > 3 * d.std(ddof=1) / np.sqrt(d.size), (d.mean(), d.std(ddof=1))
 
 
 def test_provider_bounds_and_groups(stories, tmp_path):

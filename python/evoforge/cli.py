@@ -34,13 +34,26 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _bits_list(s: str) -> list[int]:
+    """``"2..8"``, ``"2,3,4"`` or ``"3"`` -> a list of bit-widths."""
+    try:
+        if ".." in s:
+            a, b = s.split("..")
+            return list(range(int(a), int(b) + 1))
+        return [int(b) for b in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits must look like 2..8 or 2,3,4, got {s!r}") from None
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from evoforge.errors import EvoforgeError
 
     try:
         from evoforge.compress import pipeline as pl
+        from evoforge.compress.report import budget_line, summary_table, write_report
     except ImportError as e:
         return _fail(f"compress needs torch and transformers (pip install evoforge[hf]): {e}")
     run_dir = args.run_dir
@@ -62,46 +75,93 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         res = pl.compress(
             model, method=args.method, target=args.target, database=args.database, db_method=args.db_method,
             db_levels=args.db_levels, db_step=args.db_step, bits=args.bits, group_size=args.group_size,
+            symmetric=args.symmetric, count_metadata=args.count_metadata,
             calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
             seq_len=args.seq_len, generations=args.generations, offspring=args.offspring, stages=stages,
             seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet)
         eval_text = args.eval_text or args.calib_text
         if eval_text is not None and tok is not None:
-            pl.compare_perplexity(res, pl.text_ids(tok, eval_text), window=args.window,
-                                  max_windows=args.max_windows)
+            t0 = time.perf_counter()
+            ids = pl.text_ids(tok, eval_text)
+            pl.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
+            res.times["perplexity"] = time.perf_counter() - t0
+            n = ids.numel() // args.window
+            n = n if args.max_windows is None else min(n, args.max_windows)
+            res.notes.append(f"perplexity: {n} non-overlapping windows of {args.window} tokens of {eval_text}"
+                             + (" (the calibration file)" if args.eval_text is None else ""))
             if res.model_dir:  # the exported configuration was written before the perplexities
                 cfg_path = Path(res.run_dir) / "config.json"
                 cfg = json.loads(cfg_path.read_text())
                 cfg["ppl"] = res.ppl
                 cfg_path.write_text(json.dumps(cfg, indent=1))
+            write_report(res, res.run_dir)
     except (EvoforgeError, ValueError, FileNotFoundError) as e:
         return _fail(str(e))
-    if res.method == "depth":
-        k = res.budget // 2
-        print(f"depth target {res.target:g}: drop K={k} attention and K={k} MLP sub-blocks of {res.total_weights // 2} "
-              f"blocks ({res.generations} generations, {res.evaluations} evaluations)")
-        print("dropped: " + ", ".join(f"{b}:{kind}" for b, kind in res.dropped or ()))
-    else:
-        unit = "sparsity" if res.method == "sparsity" else "bits/weight"
-        print(f"{res.method} target {res.target:g} ({res.db_method} database, {len(res.layers)} layers, "
-              f"{res.generations} generations, {res.evaluations} evaluations)")
-        print(f"budget: {res.budget} {'non-zeros' if res.method == 'sparsity' else 'weight bits'} "
-              f"(uniform {res.uniform_budget}); average {unit} {res.average:.4f}")
-    head = f"{'model':<10} {'KL (held-out)':>14}" + (f" {'perplexity':>11}" if res.ppl else "")
-    print(head)
-    print("-" * len(head))
-    rows = [("dense", 0.0), ("uniform", res.kl_uniform)]
-    rows += [(name, b["kl"]) for name, b in res.baselines.items()]  # shortgpt (depth) / owl (sparsity)
-    rows.append(("evoforge", res.kl_search))
-    for name, kl in rows:
-        line = f"{name:<10} {kl:>14.4f}"
-        if res.ppl:
-            line += f" {res.ppl[name]:>11.3f}" if name in res.ppl else f" {'-':>11}"
-        print(line)
+    print(f"{res.method} target {res.target:g} ({res.db_method} database, {len(res.layers)} "
+          f"{'sub-blocks' if res.method.startswith('depth') else 'layers'}, {res.generations} generations, "
+          f"{res.evaluations} evaluations)")
+    print(budget_line(res))
+    if res.dropped:
+        print("dropped: " + ", ".join(f"{b}:{kind}" for b, kind in res.dropped))
+    print(summary_table(res))
     if res.model_dir:
         print(f"compressed model: {res.model_dir}  (configuration: {Path(res.run_dir) / 'config.json'})")
+    print(f"report: {Path(res.run_dir) / 'report.md'}")
     if args.json:
         Path(args.json).write_text(json.dumps(res.to_json(), indent=1))
+    return 0
+
+
+def _cmd_build_db(args: argparse.Namespace) -> int:
+    import math
+    import time
+    from pathlib import Path
+
+    from evoforge.errors import EvoforgeError
+
+    try:
+        from evoforge.compress import adapt, build_database
+        from evoforge.compress import pipeline as pl
+        from evoforge.compress.calibration import sample_sequences, tokens_from_text
+        from evoforge.compress.database import QUANT_METHODS
+    except ImportError as e:
+        return _fail(f"build-db needs torch and transformers (pip install evoforge[hf]): {e}")
+    if args.text is not None and not Path(args.text).is_file():
+        return _fail(f"calibration text file not found: {args.text!r}")
+    try:
+        t0 = time.perf_counter()
+        model, tok = pl.load_model(args.model)
+        adapter = adapt(model)
+        tokens, calib = None, None
+        if args.method in ("wanda", "sparsegpt", "gptq"):
+            n = args.model_samples or max(1, math.ceil(args.tokens / args.seq_len))
+            if args.text is not None:
+                if tok is None:
+                    return _fail("--text needs a tokenizer (the model directory has none); use --model-samples")
+                tokens = tokens_from_text(tok, args.text, n, args.seq_len, seed=args.seed)
+                calib = {"source": "text", "file": str(args.text), "seed": args.seed}
+            else:
+                bos = getattr(model.config, "bos_token_id", None)
+                tokens = sample_sequences(model, n, args.seq_len, seed=args.seed,
+                                          bos_token_id=1 if bos is None else int(bos))
+                calib = {"source": "samples", "seed": args.seed}
+        t1 = time.perf_counter()
+        quant = args.method in QUANT_METHODS
+        kw = ({"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else
+              {"sparsity": args.target, "n_levels": args.levels, "step": args.step})
+        db = build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
+                            overwrite=args.overwrite, progress=not args.quiet, **kw)
+    except (EvoforgeError, ValueError, FileNotFoundError, FileExistsError) as e:
+        return _fail(str(e))
+    t2 = time.perf_counter()
+    m = db.manifest
+    levels = sorted({lv for name in db.layers for lv in db.levels(name)})
+    print(f"layer database {db.path}: {m['method']} ({m['kind']}), {len(db.layers)} layers, levels {levels}, "
+          f"{m['total_bytes'] / 2**20:.1f} MiB")
+    print(f"calibration: {'none' if tokens is None else f'{tokens.shape[0]} x {tokens.shape[1]} tokens from ' + calib['source']}"
+          f" ({t1 - t0:.1f} s with loading); build {t2 - t1:.1f} s")
+    print(f"use it: evoforge compress --model {args.model} --method {'quant' if quant else 'sparsity'} --db {db.path} "
+          f"--target ...")
     return 0
 
 
@@ -127,19 +187,53 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compress", help="search per-layer sparsity or bit-widths under an exact budget (EvoPress)")
-    p.add_argument("--model", required=True, help="model directory, .gguf file, or smollm2-135m")
-    p.add_argument("--method", choices=("sparsity", "quant", "depth"), default="sparsity")
-    p.add_argument("--target", type=float, required=True,
-                   help="average sparsity (0..1), bits per weight, or for depth K: the number of attention AND "
-                        "of MLP sub-blocks to drop (an integer >= 1), or a fraction (0..1) of the blocks")
+    p = sub.add_parser("compress", help="search per-layer sparsity, bit-widths or dropped sub-blocks under an "
+                                        "exact budget (EvoPress); build-db: build a layer database")
+    csub = p.add_subparsers(dest="compress_command")
+    b = csub.add_parser("build-db", help="build a layer database (sparsity or quantisation ladders) of a model")
+    b.add_argument("--model", required=True, help="model directory, .gguf file, or smollm2-135m")
+    b.add_argument("--method", required=True, choices=("magnitude", "wanda", "sparsegpt", "rtn", "gptq"))
+    b.add_argument("--out", required=True, help="directory to write the database to")
+    b.add_argument("--target", type=float, default=0.5, help="sparsity of level 0 (sparsity methods)")
+    b.add_argument("--levels", type=int, default=4, help="sparsity levels on each side of the target")
+    b.add_argument("--step", type=int, default=None,
+                   help="weights pruned per sparsity level step, the same in every layer (default 5%% of the "
+                        "median layer)")
+    b.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
+    b.add_argument("--group-size", type=int, default=64, help="quantisation group size (-1: one group per row)")
+    sym = b.add_mutually_exclusive_group()
+    sym.add_argument("--symmetric", dest="symmetric", action="store_true", help="symmetric grids (no zero points)")
+    sym.add_argument("--asymmetric", dest="symmetric", action="store_false", help="asymmetric grids (default)")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--text", default=None, help="calibration text file (needs the model's tokenizer)")
+    src.add_argument("--model-samples", type=int, default=None, metavar="N",
+                     help="calibrate on N sequences sampled from the dense model (the default source)")
+    b.add_argument("--tokens", type=int, default=8192, help="calibration tokens (with --text or by default)")
+    b.add_argument("--seq-len", type=int, default=128, help="calibration sequence length")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--overwrite", action="store_true", help="replace a database already in --out")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(fn=_cmd_build_db, symmetric=False)
+
+    p.add_argument("--model", help="model directory, .gguf file, or smollm2-135m")
+    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant"), default="sparsity")
+    p.add_argument("--target", type=float,
+                   help="average sparsity (0..1), bits per weight (quant, depth+quant), or for depth K: the number "
+                        "of attention AND of MLP sub-blocks to drop (an integer >= 1), or a fraction (0..1) of "
+                        "the blocks")
     p.add_argument("--db-method", choices=("sparsegpt", "magnitude", "wanda", "gptq", "rtn"), default=None,
-                   help="how the layer database is built (default sparsegpt / gptq)")
-    p.add_argument("--database", default=None, help="an existing layer database directory of this model")
+                   help="how the layer database is built when --db is not given (default sparsegpt / gptq)")
+    p.add_argument("--db", "--database", dest="database", default=None,
+                   help="a layer database of this model built by `evoforge compress build-db`")
     p.add_argument("--db-levels", type=int, default=4, help="sparsity levels on each side of the target")
     p.add_argument("--db-step", type=int, default=None, help="weights pruned per sparsity level step")
-    p.add_argument("--bits", type=lambda s: [int(b) for b in s.split(",")], default=[2, 3, 4, 5, 6, 7, 8])
+    p.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
     p.add_argument("--group-size", type=int, default=64)
+    sym = p.add_mutually_exclusive_group()
+    sym.add_argument("--symmetric", dest="symmetric", action="store_true", help="symmetric grids (no zero points)")
+    sym.add_argument("--asymmetric", dest="symmetric", action="store_false", help="asymmetric grids (default)")
+    p.add_argument("--count-metadata", action="store_true",
+                   help="quant: the bit budget counts the 16-bit scales and the zero points of every group")
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--offspring", type=int, default=8)
     p.add_argument("--stages", default=None, help="selection stages survivors:tokens, e.g. 4:256,1:all")
@@ -155,7 +249,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=_cmd_compress)
+    p.set_defaults(fn=_cmd_compress, symmetric=False)
     p = sub.add_parser("eval", help="evaluate a model: evoforge eval ppl --model DIR --text FILE")
     p.add_argument("what", choices=("ppl",))
     p.add_argument("--model", required=True)
@@ -176,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_bench)
     _add_compress(sub)
     args = parser.parse_args(argv)
+    if args.fn is _cmd_compress and (args.model is None or args.target is None):
+        missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None]
+        parser.error(f"compress needs {' and '.join(missing)} (or use `evoforge compress build-db`)")
     return args.fn(args)
 
 

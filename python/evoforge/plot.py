@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["load_history", "convergence", "pareto_front"]
+__all__ = ["convergence", "layer_levels", "load_history", "pareto_front"]
 
 
 def load_history(run: Any) -> list[dict]:
@@ -65,6 +66,31 @@ def convergence(run: Any, *, key: str = "best_fitness", x: str = "evaluations", 
     ax.grid(alpha=0.3)
     if label is not None or ys.shape[1] > 1:
         ax.legend()
+    _save(ax, save)
+    return ax
+
+
+def layer_levels(values: Any, *, labels: Sequence[str] | None = None, ylabel: str = "level",
+                 reference: float | None = None, title: str | None = None, ax: Any = None,
+                 save: str | os.PathLike | None = None):
+    """Bar chart of one value per layer (e.g. sparsity or bits), in order; ``reference`` draws a
+    horizontal line (e.g. the uniform level); ``labels`` name the bars (shown when few)."""
+    v = np.asarray(values, dtype=float).reshape(-1)
+    if v.size == 0:
+        raise ValueError("no values to plot")
+    ax = _axes(ax)
+    ax.bar(np.arange(v.size), v, width=0.85)
+    if reference is not None:
+        ax.axhline(float(reference), color="k", lw=1, ls="--", label="uniform")
+        ax.legend()
+    if labels is not None and len(labels) == v.size and v.size <= 40:
+        ax.set_xticks(np.arange(v.size), [str(x) for x in labels], rotation=90, fontsize=6)
+    else:
+        ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
     _save(ax, save)
     return ax
 

@@ -38,6 +38,7 @@ from .depth import (
     shortgpt_scores,
 )
 from .fitness import KLFitness, LevelProvider
+from .joint import JointFitness, JointLevels, JointSwitch
 from .pipeline import (
     CompressionResult,
     apply_levels,
@@ -48,6 +49,7 @@ from .pipeline import (
     resolve_model,
 )
 from .providers import QuantLevels, SparsityLevels, provider_for
+from .report import summary_table, write_report
 
 __all__ = [
     "QUANT_METHODS",
@@ -58,6 +60,9 @@ __all__ = [
     "CorruptDatabaseError",
     "DatabaseMismatchError",
     "DepthFitness",
+    "JointFitness",
+    "JointLevels",
+    "JointSwitch",
     "KLFitness",
     "LayerDatabase",
     "LayerRef",
@@ -87,5 +92,7 @@ __all__ = [
     "shortgpt_genome",
     "shortgpt_scores",
     "sparsity_ladder",
+    "summary_table",
     "tokens_from_text",
+    "write_report",
 ]

@@ -289,6 +289,7 @@ def build_database(
     calibration: dict | None = None,
     stats: LayerStats | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> LayerDatabase:
     """Compute every level of every linear layer of ``adapter`` and store them in ``out_dir``.
 
@@ -315,6 +316,8 @@ def build_database(
         Statistics already collected from these tokens (skips :func:`collect_hessians`).
     overwrite : bool
         Replace an existing database in ``out_dir``.
+    progress : bool
+        A progress bar over the layers (tqdm).
 
     Returns
     -------
@@ -373,7 +376,14 @@ def build_database(
 
     entries = []
     factors: dict[str, solvers.HessianFactor] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(layers), desc=f"build-db {method}", unit="layer", leave=False)
     for idx, ref in enumerate(layers):
+        if bar is not None:
+            bar.update(1)
         W = ref.weight().detach().to("cpu").contiguous()
         dtype = W.dtype
         W32 = W.to(torch.float32)
@@ -419,6 +429,8 @@ def build_database(
         entry.update(file=fname, file_bytes=(out / fname).stat().st_size)
         entries.append(entry)
 
+    if bar is not None:
+        bar.close()
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,

@@ -3,11 +3,14 @@
 :func:`compress` builds (or opens) a layer database, runs :class:`evoforge.search.OnePlusLambda`
 with the budget-preserving :class:`~evoforge.search.LevelSwitch` and the
 :class:`~evoforge.compress.fitness.KLFitness` objective, starting from the uniform configuration,
-and compares uniform and searched configurations on the same held-out tokens. With a ``run_dir``
-everything is kept there (calibration tokens, database, the engine's checkpoint and evaluation
-cache), so an interrupted run resumes where it stopped and gives the same result; the compressed
-model is exported to ``run_dir/model`` (Hugging Face format) with ``run_dir/config.json``
-describing the compression.
+and compares uniform and searched configurations (and the baselines: OWL for sparsity, ShortGPT
+for depth and depth+quant) on the same held-out tokens. ``method="depth+quant"`` searches which
+sub-blocks to drop and the bit-width of the others jointly (:mod:`evoforge.compress.joint`). With a
+``run_dir`` everything is kept there (calibration tokens, database, the engine's checkpoint and
+evaluation cache), so an interrupted run resumes where it stopped and gives the same result; the
+compressed model is exported to ``run_dir/model`` (Hugging Face format) with
+``run_dir/config.json`` describing the compression, and a report (``report.md``, ``report.json``,
+plots; :mod:`evoforge.compress.report`) is written there.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +51,9 @@ from .depth import (
     spread_genome,
 )
 from .fitness import KLFitness
+from .joint import JointFitness, JointLevels
 from .providers import QuantLevels, SparsityLevels, provider_for
+from .report import write_report
 
 __all__ = [
     "SMOLLM2",
@@ -62,7 +68,7 @@ __all__ = [
     "text_ids",
 ]
 
-METHODS = ("sparsity", "quant", "depth")
+METHODS = ("sparsity", "quant", "depth", "depth+quant")
 SMOLLM2 = "smollm2-135m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SETTINGS = "compress.json"
@@ -85,8 +91,17 @@ class CompressionResult:
     MLP), ``genome`` / ``levels`` the drop mask (1 = dropped), ``budget`` the number of dropped
     sub-blocks (2K), ``total_weights`` 2N, ``dropped`` the (block, kind) pairs; "uniform" drops K of
     each kind evenly spaced over depth.
+
+    Depth + quantisation (``method="depth+quant"``): ``layers`` names the 2N sub-blocks, ``genome``
+    / ``levels`` their joint genes (0 dropped, j >= 1 the j-th bit-width), ``bits`` the bits per
+    sub-block (0 when dropped), ``budget`` the total weight bits, ``total_weights`` all linear
+    weights, ``dropped`` the dropped (block, kind) pairs; uniform drops nothing.
+
+    ``count_metadata``: quantisation budgets include the scales and zero points. ``db_path``: the
+    layer database used.
     ``baselines``: extra rows, name -> {"kl": held-out KL, "genome": ..., ...}: ``"shortgpt"``
-    (depth) or ``"owl"`` (sparsity).
+    (depth, depth+quant) or ``"owl"`` (sparsity). ``times``: seconds per phase in this process
+    (calibration, database, search, heldout, export). ``notes``: remarks for the report.
     """
 
     method: str
@@ -111,10 +126,15 @@ class CompressionResult:
     ppl: dict | None = None
     baselines: dict = dataclasses.field(default_factory=dict)
     dropped: list | None = None
+    count_metadata: bool = False
+    db_path: str | None = None
+    times: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
 
     @property
     def average(self) -> float:
-        """Average sparsity (sparsity) or bits per weight (quant) of the searched configuration."""
+        """Average sparsity (sparsity), bits per weight (quant, depth+quant; with the grids when
+        ``count_metadata``) or share of sub-blocks dropped (depth) of the searched configuration."""
         if self.method == "sparsity":
             return 1.0 - self.budget / self.total_weights
         return self.budget / self.total_weights  # bits per weight; depth: share of sub-blocks dropped
@@ -206,8 +226,8 @@ def _check_target(method: str, target: Any) -> float:
     if method == "depth" and not t > 0:
         raise ConfigError(f"depth target must be a fraction in (0, 1) or a count >= 1 of sub-blocks dropped per "
                           f"kind, got {t}")
-    if method == "quant" and not 2.0 <= t <= 8.0:
-        raise ConfigError(f"quant target must lie in [2, 8] bits per weight, got {t}")
+    if method in ("quant", "depth+quant") and not 2.0 <= t <= 8.0:
+        raise ConfigError(f"{method} target must lie in [2, 8] bits per weight, got {t}")
     return t
 
 
@@ -298,6 +318,8 @@ def compress(
     db_step: int | None = None,
     bits: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
     group_size: int = 64,
+    symmetric: bool = False,
+    count_metadata: bool = False,
     calibration: torch.Tensor | None = None,
     heldout: torch.Tensor | None = None,
     calib_text: str | os.PathLike | None = None,
@@ -325,15 +347,20 @@ def compress(
         ``"depth"`` (target: K, the number of attention AND of MLP sub-blocks to drop, an integer in
         [1, N - 1], or a fraction in (0, 1) of the N blocks, K = round(target * N); no database; the
         search starts from the ShortGPT-style choice, reported in ``baselines["shortgpt"]``).
-        Sparsity also reports the OWL baseline in ``baselines["owl"]``.
+        Sparsity also reports the OWL baseline in ``baselines["owl"]``. ``"depth+quant"`` (target:
+        average bits per weight in [2, 8], dropped sub-blocks counting 0 bits; a quantisation
+        database; see :mod:`evoforge.compress.joint`).
     database : path of a layer database built from this model (or an open LayerDatabase); None builds
         one (in ``run_dir/db`` when given) with ``db_method`` (default sparsegpt / gptq),
-        ``db_levels`` levels each side and ``db_step`` weights per step (sparsity), or ``bits`` and
-        ``group_size`` (quant).
+        ``db_levels`` levels each side and ``db_step`` weights per step (sparsity), or ``bits``,
+        ``group_size`` and ``symmetric`` (quant).
+    count_metadata : quant only: the budget, the uniform baseline and the reported average count
+        the 16-bit scales and (asymmetric) zero points of every group.
     calibration, heldout : LongTensor [N, S], optional
-        Tokens for the search and for the final comparison. Default: ``n_calib`` / ``n_heldout``
-        windows of ``seq_len`` from ``calib_text`` (needs ``tokenizer``), else sequences sampled
-        from the dense model (seeds ``seed`` and ``seed + 1``).
+        Tokens for the search and for the final comparison. Default: ``n_calib + n_heldout``
+        distinct windows of ``seq_len`` from ``calib_text`` (needs ``tokenizer``; the first
+        ``n_calib`` calibrate), else sequences sampled from the dense model (seeds ``seed`` and
+        ``seed + 1``).
     generations, offspring, stages, max_switches, seed : the (1 + lambda) search; ``stages`` as in
         :class:`OnePlusLambda` (fidelity in tokens); default: keep offspring // 4 on a quarter of
         the calibration tokens, then 1 on all of them.
@@ -348,6 +375,9 @@ def compress(
     if db_method is None:
         db_method = "sparsegpt" if method == "sparsity" else "gptq"
     allowed = ("none",) if method == "depth" else SPARSITY_METHODS if method == "sparsity" else QUANT_METHODS
+    if count_metadata and method != "quant":
+        raise ConfigError(f"count_metadata (scales and zero points in the budget) applies to method='quant', "
+                          f"not {method!r}")
     if db_method not in allowed:
         raise ConfigError(f"database method {db_method!r} does not fit method={method!r}; use one of {allowed}")
     if calib_text is not None and not Path(calib_text).is_file():
@@ -363,6 +393,8 @@ def compress(
         model, tok = load_model(model_or_path)
         tokenizer = tokenizer if tokenizer is not None else tok
     model.eval()
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
     adapter = adapt(model)
     k_depth = depth_count(target, adapter.n_blocks) if method == "depth" else None
     fp = adapter.fingerprint()
@@ -370,6 +402,7 @@ def compress(
 
     settings = {"method": method, "target": target, "db_method": db_method, "db_levels": int(db_levels),
                 "db_step": db_step, "bits": [int(b) for b in bits], "group_size": int(group_size),
+                "symmetric": bool(symmetric), "count_metadata": bool(count_metadata),
                 "n_calib": int(n_calib), "n_heldout": int(n_heldout), "seq_len": int(seq_len),
                 "offspring": int(offspring), "stages": None if stages is None else [list(s) for s in stages],
                 "max_switches": int(max_switches), "seed": int(seed), "model_fingerprint": fp,
@@ -394,6 +427,10 @@ def compress(
         saved = torch.load(tp)
         calibration, heldout = saved["calibration"], saved["heldout"]
     else:
+        if calib_text is not None and calibration is None and heldout is None:
+            # one draw of distinct windows, so held-out text never overlaps the calibration text
+            both = _calib_tokens(model, n_calib + n_heldout, seq_len, seed, calib_text, tokenizer)
+            calibration, heldout = both[:n_calib].clone(), both[n_calib:].clone()
         if calibration is None:
             calibration = _calib_tokens(model, n_calib, seq_len, seed, calib_text, tokenizer)
         if heldout is None:
@@ -402,11 +439,13 @@ def compress(
             torch.save({"calibration": calibration, "heldout": heldout}, tp.with_suffix(".tmp"))
             os.replace(tp.with_suffix(".tmp"), tp)
 
+    times["calibration"] = time.perf_counter() - t0
     if method == "depth":
         return _compress_depth(adapter, k_depth, target, calibration, heldout, fp, rd, tokenizer=tokenizer,
                                generations=generations, offspring=offspring, stages=stages,
                                max_switches=max_switches, seed=seed, export_model=export_model,
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, progress=progress, times=times)
+    t0 = time.perf_counter()
 
     # the database
     if isinstance(database, LayerDatabase):
@@ -425,15 +464,22 @@ def compress(
 
                 db_dir = Path(tempfile.mkdtemp(prefix="evoforge-db-"))
             kw: dict[str, Any] = ({"sparsity": target, "n_levels": int(db_levels), "step": db_step}
-                                  if method == "sparsity" else {"bits": bits, "group_size": int(group_size)})
+                                  if method == "sparsity" else
+                                  {"bits": bits, "group_size": int(group_size), "symmetric": bool(symmetric)})
             db = build_database(adapter, calibration, db_dir, method=db_method, overwrite=True,
                                 calibration={"source": "text" if calib_text else "samples", "seed": int(seed)},
-                                batch_size=batch_size, **kw)
+                                batch_size=batch_size, progress=progress, **kw)
+    times["database"] = time.perf_counter() - t0
     if (db.kind == "sparsity") != (method == "sparsity"):
         raise ConfigError(f"the database {str(db.path)!r} holds {db.kind} levels ({db.method}), "
                           f"not {method}")
     p = next(model.parameters())
-    provider = provider_for(db, device=p.device, dtype=p.dtype)
+    provider = provider_for(db, include_metadata=bool(count_metadata), device=p.device, dtype=p.dtype)
+    if method == "depth+quant":
+        return _compress_joint(adapter, JointLevels(adapter, provider), target, db, calibration, heldout,
+                               fp, rd, tokenizer=tokenizer, generations=generations, offspring=offspring,
+                               stages=stages, max_switches=max_switches, seed=seed, export_model=export_model,
+                               batch_size=batch_size, progress=progress, times=times)
     if isinstance(provider, SparsityLevels):
         if abs(provider.target - target) > 1e-9:
             raise ConfigError(f"the database {str(db.path)!r} was built for sparsity {provider.target}, "
@@ -446,21 +492,14 @@ def compress(
     db_method = db.method
 
     # the search
+    t0 = time.perf_counter()
     fitness = KLFitness(adapter, provider, calibration, batch_size=batch_size)
-    if stages is None:
-        stages = _default_stages(int(offspring), int(calibration.numel()))
-    engine = None
-    if rd is not None and (rd / "checkpoint.pkl").is_file():
-        engine = OnePlusLambda.resume(rd, progress=progress)
-    if engine is None:
-        engine = OnePlusLambda(initial, provider.mutation(max_switches), lower=provider.lower,
-                               upper=provider.upper, n_offspring=int(offspring), stages=stages, seed=int(seed),
-                               run_dir=rd, task=f"compress:{fp}:{db.method}:{method}:{target}", progress=progress)
-    try:
-        res = engine.run(_BaseSetter(fitness, engine), generations=int(generations))
-    finally:
-        engine.close()
+    res = _search(fitness, initial, provider.mutation(max_switches), provider.lower, provider.upper, rd,
+                  f"compress:{fp}:{db.method}:{method}:{target}", calibration, generations=generations,
+                  offspring=offspring, stages=stages, seed=seed, progress=progress)
     best = np.asarray(res.best_genome, dtype=np.int64)
+    times["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
 
     # the held-out comparison (with OWL for sparsity)
     baselines: dict[str, dict] = {}
@@ -476,6 +515,7 @@ def compress(
         baselines["owl"] = {"kl": float(kls[2]), "genome": owl.tolist(), "levels": provider.levels(owl),
                             "sparsity": provider.sparsities(owl), "budget": provider.budget(owl),
                             "block_sparsity": owl_s.tolist(), "lambda": OWL_LAMBDA, "M": OWL_M}
+    times["heldout"] = time.perf_counter() - t0
 
     result = CompressionResult(
         method=method, target=target, db_method=db_method, layers=list(db.layers),
@@ -486,27 +526,76 @@ def compress(
         total_weights=int(provider.numel.sum()), kl_uniform=float(kls[0]), kl_search=float(kls[1]),
         kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
         generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
-        run_dir=None if rd is None else str(rd), baselines=baselines)
-    result._provider = provider  # type: ignore[attr-defined]  # for export and the CLI
+        run_dir=None if rd is None else str(rd), baselines=baselines, count_metadata=bool(count_metadata),
+        db_path=str(db.path), times=times)
+    return _finish(result, provider, adapter, initial, rd, tokenizer, export_model)
+
+
+def _finish(result: CompressionResult, provider: Any, adapter: ModelAdapter, initial: np.ndarray, rd: Path | None,
+            tokenizer: Any, export_model: bool) -> CompressionResult:
+    """Attach what export and the CLI need, export the model and write the report."""
+    result._provider = provider  # type: ignore[attr-defined]
     result._adapter = adapter  # type: ignore[attr-defined]
     result._initial = initial  # type: ignore[attr-defined]
     if export_model and rd is not None:
+        t0 = time.perf_counter()
         export(result, rd, tokenizer=tokenizer)
+        result.times["export"] = time.perf_counter() - t0
+    if rd is not None:
+        write_report(result, rd)
     return result
 
 
+def _search(fitness: Any, initial: np.ndarray, mutation: Any, lower: Any, upper: Any, rd: Path | None, task: str,
+            calibration: torch.Tensor, *, generations: int, offspring: int, stages: Any, seed: int,
+            progress: bool) -> Any:
+    """Run (or resume from ``rd``) the (1 + lambda) search from ``initial``; the engine's Result."""
+    if stages is None:
+        stages = _default_stages(int(offspring), int(calibration.numel()))
+    engine = None
+    if rd is not None and (rd / "checkpoint.pkl").is_file():
+        engine = OnePlusLambda.resume(rd, progress=progress)
+    if engine is None:
+        engine = OnePlusLambda(initial, mutation, lower=lower, upper=upper, n_offspring=int(offspring),
+                               stages=stages, seed=int(seed), run_dir=rd, task=task, progress=progress)
+    try:
+        return engine.run(_BaseSetter(fitness, engine), generations=int(generations))
+    finally:
+        engine.close()
+
+
 def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: Any = None) -> Path:
-    """Apply the searched levels to the model, save it to ``out_dir/model`` (Hugging Face format)
-    and write ``out_dir/config.json`` (method, target, per-layer levels, sparsity or bits, KLs).
-    The in-memory model is restored to dense afterwards."""
+    """Apply the searched configuration to the model, save it to ``out_dir/model`` (Hugging Face
+    format) and write ``out_dir/config.json`` (method, target, per-layer levels, sparsity or bits,
+    dropped sub-blocks, KLs). The in-memory model is restored to dense afterwards.
+
+    Dropped sub-blocks (depth, depth+quant): a Hugging Face config cannot remove a sub-block, so
+    their output projections (o_proj / down_proj, weight and bias) are saved as zeros."""
     adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
     provider = result._provider  # type: ignore[attr-defined]
     out = Path(out_dir)
     mdir = out / "model"
-    if result.method == "depth":
-        return _export_depth(result, adapter, out, mdir, tokenizer)
-    with levels_applied(adapter, provider, result.genome):
+    layers = adapter.linear_layers()
+    saved = [(r.module, r.module.weight.detach().clone(),
+              None if getattr(r.module, "bias", None) is None else r.module.bias.detach().clone()) for r in layers]
+    genome = np.asarray(result.genome, dtype=np.int64)
+    zeroed = None
+    try:
+        if result.method in ("sparsity", "quant"):
+            apply_levels(adapter, provider, genome)
+        elif result.method == "depth+quant":
+            apply_levels(adapter, provider.provider, provider.layer_levels(genome))
+        if result.method == "depth":
+            zeroed = export_depth(adapter, genome)
+        elif result.method == "depth+quant":
+            zeroed = export_depth(adapter, (genome == 0).astype(np.int64))
         adapter.model.save_pretrained(str(mdir))
+    finally:
+        with torch.no_grad():
+            for m, w, b in saved:
+                m.weight.copy_(w)
+                if b is not None:
+                    m.bias.copy_(b)
     if tokenizer is not None:
         try:
             tokenizer.save_pretrained(str(mdir))
@@ -516,12 +605,24 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
             warnings.warn(f"the tokenizer could not be saved with the model: {e}", stacklevel=2)
     result.model_dir = str(mdir)
     cfg = result.to_json()
-    costs = provider.costs(result.genome).tolist()
-    cfg["per_layer"] = [
-        {"name": n, "level": lv, "numel": int(provider.numel[i]),
-         **({"sparsity": result.sparsity[i], "nonzeros": costs[i]} if result.sparsity is not None else {}),
-         **({"bits": result.bits[i]} if result.bits is not None else {})}
-        for i, (n, lv) in enumerate(zip(result.layers, result.levels))]
+    if result.method in ("sparsity", "quant"):
+        costs = provider.costs(genome).tolist()
+        cfg["per_layer"] = [
+            {"name": n, "level": lv, "numel": int(provider.numel[i]),
+             **({"sparsity": result.sparsity[i], "nonzeros": costs[i]} if result.sparsity is not None else {}),
+             **({"bits": result.bits[i], "cost_bits": costs[i]} if result.bits is not None else {})}
+            for i, (n, lv) in enumerate(zip(result.layers, result.levels))]
+    elif result.method == "depth+quant":
+        units = provider.units(genome)
+        cfg["per_layer"] = [{"name": r.name, "block": r.block, "numel": r.numel, "bits": int(units[gi]),
+                             "dropped": bool(units[gi] == 0)} for r, gi in zip(layers, provider.layer_gene)]
+    if result.method == "depth":
+        cfg["k"] = int(sum(1 for d in result.dropped or () if d[1] == "attn"))
+    if zeroed is not None:
+        cfg["zeroed"] = zeroed
+        cfg["export_note"] = ("Hugging Face configs cannot remove a sub-block: the dropped sub-blocks' output "
+                              "projections (o_proj / down_proj, weight and bias) are zeroed, so their residual "
+                              "branch adds nothing; they still cost compute when run as saved.")
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
     return mdir
 
@@ -542,14 +643,11 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
                        max_windows: int | None = None) -> dict:
     """Perplexity of the dense, uniform and searched models on ``ids``; the model is left dense."""
     adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
-    provider = result._provider  # type: ignore[attr-defined]
     out = {"dense": perplexity(adapter.model, ids, window=window, max_windows=max_windows)}
     runs = [("uniform", result._initial), ("evoforge", result.genome)]  # type: ignore[attr-defined]
     runs += [(n, b["genome"]) for n, b in result.baselines.items()]
     for name, g in runs:
-        variant = (adapter.dropped(depth_drops(g, adapter.n_blocks)) if result.method == "depth"
-                   else levels_applied(adapter, provider, g))
-        with variant:
+        with _variant(result, g):
             out[name] = perplexity(adapter.model, ids, window=window, max_windows=max_windows)
     result.ppl = out
     return out
@@ -561,33 +659,25 @@ def compare_perplexity(result: CompressionResult, ids: torch.Tensor, *, window: 
 def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: torch.Tensor, heldout: torch.Tensor,
                     fp: str, rd: Path | None, *, tokenizer: Any, generations: int, offspring: int,
                     stages: Any, max_switches: int, seed: int, export_model: bool, batch_size: int,
-                    progress: bool) -> CompressionResult:
+                    progress: bool, times: dict) -> CompressionResult:
     """Drop exactly K attention and K MLP sub-blocks: (1 + lambda) search from the ShortGPT baseline."""
     N = adapter.n_blocks
+    t0 = time.perf_counter()
     scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
     initial = shortgpt_genome(scores, k)
     uniform = spread_genome(N, k)
     fitness = DepthFitness(adapter, calibration, k=k, batch_size=batch_size)
-    if stages is None:
-        stages = _default_stages(int(offspring), int(calibration.numel()))
-    engine = None
-    if rd is not None and (rd / "checkpoint.pkl").is_file():
-        engine = OnePlusLambda.resume(rd, progress=progress)
-    if engine is None:
-        engine = OnePlusLambda(initial, depth_mutation(N, max_switches), lower=0, upper=1,
-                               n_offspring=int(offspring), stages=stages, seed=int(seed), run_dir=rd,
-                               task=f"compress:{fp}:depth:{k}", progress=progress)
-    try:
-        res = engine.run(fitness, generations=int(generations))
-    finally:
-        engine.close()
+    res = _search(fitness, initial, depth_mutation(N, max_switches), 0, 1, rd, f"compress:{fp}:depth:{k}",
+                  calibration, generations=generations, offspring=offspring, stages=stages, seed=seed,
+                  progress=progress)
     best = np.asarray(res.best_genome, dtype=np.int64)
-
+    times["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     held = DepthFitness(adapter, heldout, k=k, batch_size=batch_size)
     kls = held.evaluate(np.stack([uniform, best, initial]), None)
     del held
-    names = ([f"{adapter.sub_block(i, 'attn').module.__class__.__name__}:{i}:attn" for i in range(N)]
-             + [f"{adapter.sub_block(i, 'mlp').module.__class__.__name__}:{i}:mlp" for i in range(N)])
+    times["heldout"] = time.perf_counter() - t0
+    names = _sub_block_names(adapter)
     result = CompressionResult(
         method="depth", target=target, db_method="none", layers=names, genome=best.tolist(),
         levels=best.tolist(), sparsity=None, bits=None, budget=int(best.sum()), uniform_budget=int(uniform.sum()),
@@ -597,41 +687,83 @@ def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: t
         run_dir=None if rd is None else str(rd),
         baselines={"shortgpt": {"kl": float(kls[2]), "genome": initial.tolist(), "scores": scores.tolist(),
                                 "dropped": [list(d) for d in depth_drops(initial, N)]}},
-        dropped=[list(d) for d in depth_drops(best, N)])
-    result._provider = None  # type: ignore[attr-defined]
-    result._adapter = adapter  # type: ignore[attr-defined]
-    result._initial = uniform  # type: ignore[attr-defined]
-    if export_model and rd is not None:
-        export(result, rd, tokenizer=tokenizer)
-    return result
+        dropped=[list(d) for d in depth_drops(best, N)], times=times)
+    return _finish(result, None, adapter, uniform, rd, tokenizer, export_model)
 
 
-def _export_depth(result: CompressionResult, adapter: ModelAdapter, out: Path, mdir: Path, tokenizer: Any) -> Path:
-    layers = adapter.linear_layers()
-    saved = [(r.module, r.module.weight.detach().clone(),
-              None if getattr(r.module, "bias", None) is None else r.module.bias.detach().clone()) for r in layers]
-    try:
-        zeroed = export_depth(adapter, result.genome)
-        adapter.model.save_pretrained(str(mdir))
-    finally:
-        with torch.no_grad():
-            for m, w, b in saved:
-                m.weight.copy_(w)
-                if b is not None:
-                    m.bias.copy_(b)
-    if tokenizer is not None:
-        try:
-            tokenizer.save_pretrained(str(mdir))
-        except Exception as e:  # noqa: BLE001
-            import warnings
+def _sub_block_names(adapter: ModelAdapter) -> list[str]:
+    N = adapter.n_blocks
+    return ([f"{adapter.sub_block(i, 'attn').module.__class__.__name__}:{i}:attn" for i in range(N)]
+            + [f"{adapter.sub_block(i, 'mlp').module.__class__.__name__}:{i}:mlp" for i in range(N)])
 
-            warnings.warn(f"the tokenizer could not be saved with the model: {e}", stacklevel=2)
-    result.model_dir = str(mdir)
-    cfg = result.to_json()
-    cfg["k"] = int(sum(1 for d in result.dropped or () if d[1] == "attn"))
-    cfg["zeroed"] = zeroed
-    cfg["export_note"] = ("Hugging Face configs cannot remove a sub-block: the dropped sub-blocks' output "
-                          "projections (o_proj / down_proj, weight and bias) are zeroed, so their residual "
-                          "branch adds nothing; they still cost compute when run as saved.")
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
-    return mdir
+
+# ---- depth + quantisation -------------------------------------------------------------------------
+
+
+def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db: LayerDatabase,
+                    calibration: torch.Tensor, heldout: torch.Tensor, fp: str, rd: Path | None, *, tokenizer: Any,
+                    generations: int, offspring: int, stages: Any, max_switches: int, seed: int,
+                    export_model: bool, batch_size: int, progress: bool, times: dict) -> CompressionResult:
+    """Joint search over dropped sub-blocks and bit-widths from uniform (no drops, target bits)."""
+    N = adapter.n_blocks
+    t0 = time.perf_counter()
+    initial = joint.uniform(target)
+    fitness = JointFitness(adapter, joint, calibration, batch_size=batch_size)
+    res = _search(fitness, initial, joint.mutation(max_switches), joint.lower, joint.upper, rd,
+                  f"compress:{fp}:{db.method}:depth+quant:{target}", calibration, generations=generations,
+                  offspring=offspring, stages=stages, seed=seed, progress=progress)
+    best = np.asarray(res.best_genome, dtype=np.int64)
+    times["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cands = [initial, best]
+    notes = []
+    drop = best == 0
+    base = None
+    if drop.any():  # ShortGPT: as many drops of each kind, the least important sub-blocks
+        scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
+        sg_drop = np.zeros(2 * N, dtype=bool)
+        for off in (0, N):
+            order = np.lexsort((-np.arange(N), scores[off:off + N]))  # as shortgpt_genome, k per kind
+            sg_drop[off + order[:int(drop[off:off + N].sum())]] = True
+        base = joint.spread(sg_drop, joint.group_units(initial))
+        if base is None:
+            notes.append("ShortGPT baseline skipped: the freed bits do not fit the kept sub-blocks' ladder")
+        else:
+            cands.append(base)
+    else:
+        notes.append("ShortGPT baseline not shown: the search dropped no sub-block")
+    held = JointFitness(adapter, joint, heldout, batch_size=batch_size)
+    kls = held.evaluate(np.stack(cands), None)
+    del held
+    times["heldout"] = time.perf_counter() - t0
+    baselines = {}
+    if base is not None:
+        baselines["shortgpt"] = {"kl": float(kls[2]), "genome": base.tolist(), "bits": joint.units(base).tolist(),
+                                 "dropped": [list(d) for d in joint.dropped(base)], "budget": joint.budget(base)}
+    result = CompressionResult(
+        method="depth+quant", target=target, db_method=db.method, layers=_sub_block_names(adapter),
+        genome=best.tolist(), levels=best.tolist(), sparsity=None, bits=joint.units(best).tolist(),
+        budget=joint.budget(best), uniform_budget=joint.budget(initial), total_weights=joint.total_weights,
+        kl_uniform=float(kls[0]), kl_search=float(kls[1]),
+        kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
+        generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
+        run_dir=None if rd is None else str(rd), baselines=baselines,
+        dropped=[list(d) for d in joint.dropped(best)], db_path=str(db.path), times=times, notes=notes)
+    return _finish(result, joint, adapter, initial, rd, tokenizer, export_model)
+
+
+@contextlib.contextmanager
+def _variant(result: CompressionResult, genome: Any) -> Iterator[None]:
+    """The model compressed as ``genome`` of ``result``'s method, restored on exit (for perplexity)."""
+    adapter: ModelAdapter = result._adapter  # type: ignore[attr-defined]
+    provider = result._provider  # type: ignore[attr-defined]
+    if result.method == "depth":
+        with adapter.dropped(depth_drops(genome, adapter.n_blocks)):
+            yield
+    elif result.method == "depth+quant":
+        with levels_applied(adapter, provider.provider, provider.layer_levels(genome)), \
+                adapter.dropped(provider.dropped(genome)):
+            yield
+    else:
+        with levels_applied(adapter, provider, genome):
+            yield

@@ -13,9 +13,13 @@ Sparsity (:class:`SparsityLevels`)
 
 Quantisation (:class:`QuantLevels`)
     Genome level ``j`` is the ``j``-th bit-width of the ladder (the same ladder in every layer).
-    Layers of equal ``numel`` form a group; :class:`LevelSwitch` switches within a group only, so
-    ``sum(bits x numel)`` is preserved (with a consecutive ladder; otherwise the costs are passed
-    and the switch keeps the budget within rounding).
+    The cost of a layer at ``b`` bits is ``b x numel``, plus with ``include_metadata`` the bits of
+    its grids (a 16-bit scale per row and group, and a ``b``-bit zero point when asymmetric). With
+    a consecutive ladder that cost grows by the same amount per bit step in a layer (``numel``, plus
+    ``rows x groups`` for asymmetric grids with metadata); layers with an equal step form a group and
+    :class:`LevelSwitch` switches within a group only, so the total is preserved exactly. With a
+    non-consecutive ladder the integer costs are passed and a switch must keep the total exactly
+    (tolerance 0.5 bit).
 """
 
 from __future__ import annotations
@@ -126,21 +130,33 @@ class SparsityLevels(_DatabaseLevels):
 
 
 class QuantLevels(_DatabaseLevels):
-    """Quantisation database: genome level ``j`` <-> the ``j``-th bit-width; groups of equal numel."""
+    """Quantisation database: genome level ``j`` <-> the ``j``-th bit-width; groups of equal cost step.
+
+    ``include_metadata``: costs (and so the budget, :meth:`uniform` and the groups) count the
+    scales and zero points (:meth:`LayerDatabase.cost`).
+    """
 
     kind = "quant"
 
-    def __init__(self, db: LayerDatabase, **kw: Any) -> None:
+    def __init__(self, db: LayerDatabase, *, include_metadata: bool = False, **kw: Any) -> None:
         super().__init__(db, **kw)
         self.bits = [int(b) for b in db.params["bits"]]
         for i in range(self.n_layers):
             if db.levels(i) != self.bits:
                 raise ConfigError(f"layer {db.layers[i]} has bit-widths {db.levels(i)}, not {self.bits}")
-        sizes = sorted(set(self.numel.tolist()))
-        self.groups = np.array([sizes.index(int(n)) for n in self.numel], dtype=np.int64)
+        self.include_metadata = bool(include_metadata)
+        # [L, n_bits] int64: the cost of every layer at every bit-width
+        self.cost_table = np.array([[db.cost(i, b, include_metadata=self.include_metadata) for b in self.bits]
+                                    for i in range(self.n_layers)], dtype=np.int64)
+        self.consecutive = self.bits == list(range(self.bits[0], self.bits[-1] + 1))
+        steps = np.diff(self.cost_table, axis=1)
+        if self.consecutive and len(self.bits) > 1 and not np.all(steps == steps[:, :1]):
+            raise ConfigError("the quantisation costs do not grow by a fixed step per bit")  # pragma: no cover
+        key = steps[:, 0] if len(self.bits) > 1 else self.numel
+        sizes = sorted(set(key.tolist()))
+        self.groups = np.array([sizes.index(int(n)) for n in key], dtype=np.int64)
         self.lower = np.zeros(self.n_layers, dtype=np.int64)
         self.upper = np.full(self.n_layers, len(self.bits) - 1, dtype=np.int64)
-        self.consecutive = self.bits == list(range(self.bits[0], self.bits[-1] + 1))
 
     def n_levels(self, i: int) -> int:
         return len(self.bits)
@@ -150,34 +166,54 @@ class QuantLevels(_DatabaseLevels):
             raise IndexError(f"level {j} is out of range [0, {len(self.bits) - 1}]")
         return self.bits[int(j)]
 
+    def costs(self, genome: Any) -> np.ndarray:
+        """Per-layer cost in bits of a genome, int64 [L] (with the grids when ``include_metadata``)."""
+        g = np.asarray(genome, dtype=np.int64).reshape(-1)
+        return self.cost_table[np.arange(self.n_layers), g]
+
     def uniform(self, target: float) -> np.ndarray:
-        """Levels with average bits <= target, exactly ``target`` in every group where ``target x
-        group size`` is a whole number: ``floor(target)`` everywhere, and in each group of equal
-        numel the first ``floor(frac x size)`` layers (spread evenly) at ``ceil(target)``."""
-        lo_b = math.floor(target)
-        frac = float(target) - lo_b
-        if lo_b not in self.bits or (frac > 0 and lo_b + 1 not in self.bits):
-            raise ConfigError(f"target {target} bits needs bit-widths {lo_b}"
-                              f"{'' if frac == 0 else f' and {lo_b + 1}'} in the database (it has {self.bits})")
-        g = np.full(self.n_layers, self.bits.index(lo_b), dtype=np.int64)
-        if frac > 0:
-            for gid in np.unique(self.groups):
-                members = np.flatnonzero(self.groups == gid)
-                m = math.floor(frac * len(members) + 1e-9)
-                if m:
+        """The uniform levels for an average of ``target`` bits per weight (costs as counted).
+
+        In each group (layers of equal cost step) every layer gets the highest bit-width whose cost
+        fits ``target x numel``, and then the first layers (spread evenly) the next bit-width, as
+        many as the group's allowance ``target x sum(numel)`` pays for. So the budget never exceeds
+        ``target x total weights`` and equals it when each group's allowance is filled exactly
+        (e.g. an integer target without metadata; 2.5 bits with an even number per group).
+        """
+        g = np.empty(self.n_layers, dtype=np.int64)
+        allow = float(target) * self.numel
+        for gid in np.unique(self.groups):
+            members = np.flatnonzero(self.groups == gid)
+            fits = self.cost_table[members] <= allow[members, None] + 1e-6
+            if not fits[:, 0].all():
+                i = members[int(np.argmin(fits[:, 0]))]
+                extra = " with the scales and zero points counted" if self.include_metadata else ""
+                raise ConfigError(f"target {target} bits is below the cheapest bit-width {self.bits[0]} of layer "
+                                  f"{self.db.layers[i]}{extra} ({self.cost_table[i, 0] / self.numel[i]:.3f} bits "
+                                  "per weight)")
+            j0 = int(fits.sum(1).min()) - 1  # layers of a group have equal numel only without metadata
+            g[members] = j0
+            if j0 + 1 < len(self.bits):
+                left = float(allow[members].sum()) - float(self.cost_table[members, j0].sum())
+                up = self.cost_table[members, j0 + 1] - self.cost_table[members, j0]
+                m = min(len(members) - 1, math.floor(left / float(up.max()) + 1e-9))
+                if m > 0:
                     pick = members[np.floor(np.arange(m) * len(members) / m).astype(int)]
-                    g[pick] = self.bits.index(lo_b + 1)
+                    g[pick] = j0 + 1
         return g
 
     def mutation(self, max_switches: int = 3) -> LevelSwitch:
         if self.consecutive:
             return LevelSwitch(max_switches=max_switches, groups=self.groups)
-        costs = [[b * int(n) for b in self.bits] for n in self.numel]
-        return LevelSwitch(max_switches=max_switches, groups=self.groups, costs=costs, budget_tol=0.5)
+        return LevelSwitch(max_switches=max_switches, groups=self.groups,
+                           costs=[[int(c) for c in row] for row in self.cost_table], budget_tol=0.5)
 
     def bit_widths(self, genome: Any) -> list[int]:
         return self.levels(genome)
 
 
-def provider_for(db: LayerDatabase, **kw: Any) -> SparsityLevels | QuantLevels:
-    return SparsityLevels(db, **kw) if db.kind == "sparsity" else QuantLevels(db, **kw)
+def provider_for(db: LayerDatabase, *, include_metadata: bool = False, **kw: Any) -> SparsityLevels | QuantLevels:
+    """The provider for ``db``'s kind; ``include_metadata`` (quantisation only) counts the grids."""
+    if db.kind == "sparsity":
+        return SparsityLevels(db, **kw)
+    return QuantLevels(db, include_metadata=include_metadata, **kw)
