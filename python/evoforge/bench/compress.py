@@ -82,7 +82,7 @@ def _search(fitness, initial, mutation, lower, upper, args, *, offspring, stages
     g = 0
     while g < args.generations:
         dt = time.perf_counter() - t0
-        if g > 0 and dt + dt / g > args.search_seconds:
+        if g >= args.min_generations and dt + dt / g > args.search_seconds:
             break
         g += 1
         res = eng.run(hint, generations=g)
@@ -103,6 +103,7 @@ def run(args) -> dict:
         owl_genome,
         provider_for,
     )
+    from evoforge.compress.database import LayerDatabase
     from evoforge.compress.depth import (
         DepthFitness,
         depth_drops,
@@ -169,7 +170,11 @@ def run(args) -> dict:
                 row[f"ppl_{col}"] = ppl(adapter.dropped(depth_drops(g, N)))
             row["evoforge_dropped"] = [list(d) for d in depth_drops(best, N)]
         else:
-            if kind == "sparsity":
+            reuse = work / f"db-sparsegpt-{target}" / "manifest.json"
+            if kind == "sparsity" and args.reuse_db and reuse.is_file():
+                db = LayerDatabase.open(reuse.parent, model_fingerprint=adapter.fingerprint())
+                row["db_bytes"] = _du(db.path)
+            elif kind == "sparsity":
                 t0 = time.perf_counter()
                 db = build_database(adapter, calib, work / f"db-sparsegpt-{target}", method="sparsegpt",
                                     sparsity=target, n_levels=3, step=20000, stats=stats,
@@ -270,6 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     ap.add_argument("--generations", type=int, default=50, help="at most this many per row")
     ap.add_argument("--search-seconds", type=float, default=390.0, help="search time per row")
+    ap.add_argument("--min-generations", type=int, default=3, help="at least this many per row")
+    ap.add_argument("--reuse-db", action="store_true", help="open a sparsity database left in --work by a run")
     ap.add_argument("--offspring", type=int, default=8)
     ap.add_argument("--survivors", type=int, default=2, help="survivors of the first stage")
     ap.add_argument("--stage-tokens", type=int, nargs=2, default=[512, 2048],
