@@ -269,6 +269,9 @@ def test_stories260k(stories):
     np.testing.assert_allclose(f.evaluate(g, None), want, rtol=2e-4, atol=1e-6)
     topk = KLFitness(a, prov, toks, top_k=32, batch_size=4).evaluate(g, None)
     np.testing.assert_allclose(topk, [reference_kl(model, a, prov, toks, x, 32) for x in g], rtol=2e-4, atol=1e-6)
+    # a trained model puts almost all mass in the top K: the unfused path must not lose the tail
+    unfused = KLFitness(a, prov, toks, top_k=32, batch_size=4, fused_kl=False).evaluate(g, None)
+    np.testing.assert_allclose(unfused, topk, rtol=2e-4, atol=1e-6)
 
 
 def test_with_one_plus_lambda(tiny):

@@ -508,7 +508,8 @@ def _kl_torch(t: Teacher, logits: torch.Tensor) -> torch.Tensor:
     if t.tail is None:
         return cross - (pk * (lqk - torch.logsumexp(lqk, dim=1, keepdim=True))).sum(-1)
     pt = torch.from_numpy(np.asarray(t.tail))
-    qt = (-torch.expm1(torch.logsumexp(lqk, dim=1))).clamp_min(0)
+    # the student's tail from its own entries (1 - sum q_k cancels in float32)
+    lqt = lq.scatter(1, idx, -torch.inf).logsumexp(dim=1).double()
     c = (1 - pt) * (cross + torch.log1p(-pt)) + torch.where(pt > 0, pt * torch.log(pt), torch.zeros_like(pt))
-    tail_term = torch.where(pt > 0, pt * torch.log(qt), torch.zeros_like(pt))
+    tail_term = torch.where(pt > 0, pt * lqt, torch.zeros_like(pt))
     return c - (1 - pt) * (pk * lqk).sum(-1) - tail_term
