@@ -96,23 +96,6 @@ class Teacher:
             None if self.tail is None else np.ascontiguousarray(self.tail[sel]),
         )
 
-    @classmethod
-    def concatenate(cls, parts: list[Teacher]) -> Teacher:
-        """One teacher from teachers of consecutive token ranges (same vocabulary and kind)."""
-        if not parts:
-            raise ValueError("no teachers to concatenate")
-        p0 = parts[0]
-        if any(p.vocab_size != p0.vocab_size or p.top_k != p0.top_k or (p.tail is None) != (p0.tail is None)
-               for p in parts):
-            raise ValueError("teachers to concatenate must share vocab_size, top_k and the tail bin")
-
-        def cat(name: str) -> np.ndarray | None:
-            arrays = [getattr(p, name) for p in parts]
-            return None if arrays[0] is None else np.concatenate(arrays)
-
-        return cls(cat("weights"), cat("indices"), cat("norm"), cat("cross"), cat("pivot"), p0.vocab_size,
-                   cat("tail"))
-
     def save(self, directory: Any, *, info: dict | None = None) -> None:
         """Write the arrays as ``.npy`` files into ``directory`` (created), for :meth:`load`;
         ``info`` (JSON-serialisable) is stored with them."""

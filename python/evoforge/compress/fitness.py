@@ -201,6 +201,8 @@ class KLFitness:
             info = json.loads((directory / "teacher.json").read_text()).get("info", {})
             if info.get("key") == key:
                 return Teacher.load(directory, mmap=True)
+        if directory is not None:
+            (directory / "teacher.json").unlink(missing_ok=True)  # the arrays are about to change
         self._restore()
         arrays: dict[str, np.ndarray] = {}
         n_tok, row = self.tokens.numel(), 0
