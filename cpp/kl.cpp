@@ -192,6 +192,23 @@ __attribute__((target("avx2,fma,f16c"))) void teacher_row_avx2(const float* x, i
   *cross = As / Ws + (double(x[piv]) - lse);
 }
 
+// sum_i exp(x_i - m) over a float32 row, float32 lanes per 512-block, block sums in float64.
+// -inf entries give exp(-87) ~ 1.6e-38 (the clamp), negligible next to any real tail.
+__attribute__((target("avx2,fma,f16c"))) double sumexp_avx2(const float* x, int64_t V, float m) {
+  const __m256 lo = _mm256_set1_ps(kExpLo), mv = _mm256_set1_ps(m);
+  double sum = 0.0;
+  const int64_t nv = V & ~int64_t{7};
+  for (int64_t b0 = 0; b0 < nv; b0 += kBlock) {
+    const int64_t e = std::min(nv, b0 + kBlock);
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t i = b0; i < e; i += 8) a = _mm256_add_ps(a, exp8(_mm256_max_ps(lo, _mm256_sub_ps(_mm256_loadu_ps(x + i), mv))));
+    sum += hsum_pd(a);
+  }
+  for (int64_t i = nv; i < V; ++i)
+    if (x[i] != -std::numeric_limits<float>::infinity()) sum += std::exp(double(x[i]) - m);
+  return sum;
+}
+
 bool detect_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -294,7 +311,7 @@ void teacher_full_t(const void* logits, int64_t T, int64_t V, uint16_t* w, doubl
 
 template <Dtype D>
 void teacher_topk_t(const void* logits, int64_t T, int64_t V, int64_t K, int32_t* idx, float* w, double* norm,
-                    double* cross, int threads) {
+                    double* cross, double* tail, int threads) {
   parallel_for(T, resolve_threads(threads), min_rows(V), [&](int64_t t0, int64_t t1, int) {
     std::vector<float> buf(static_cast<size_t>(V));
     std::vector<int32_t> ord(static_cast<size_t>(V));
@@ -308,6 +325,9 @@ void teacher_topk_t(const void* logits, int64_t T, int64_t V, int64_t K, int32_t
       const double g0 = x[ord[0]];
       double sum = 0.0;
       for (int64_t k = 0; k < K; ++k) sum += std::exp(double(x[ord[k]]) - g0);
+      double rest = 0.0;  // summed directly over the other V - K entries: no cancellation
+      for (int64_t k = K; k < V; ++k) rest += std::exp(double(x[ord[k]]) - g0);
+      tail[t] = rest / (sum + rest);
       const double lse = g0 + std::log(sum);
       double W = 0.0, A = 0.0;
       for (int64_t k = 0; k < K; ++k) {
@@ -381,6 +401,64 @@ void kl_topk_t(const int32_t* idx, const float* w, const double* norm, const dou
     if (std::isnan(out[r])) student_error<D>(s, r, T, V);
 }
 
+// Top K with the tail: the teacher's K entries keep their full-vocabulary probabilities
+// P_k = (1 - p_t) w_k / norm and the other V - K entries form one bin of mass p_t; the student's
+// K probabilities are its full softmax, its tail bin the rest. The row is copied (converted to
+// float32) with the K entries set to -inf, so the student's tail sum is computed directly, not as
+// the difference of two sums.
+template <Dtype D>
+void kl_topk_tail_t(const int32_t* idx, const float* w, const double* norm, const double* cross, const double* tail,
+                    int64_t T, int64_t V, int64_t K, const void* s, int64_t R, double* out, int threads,
+                    bool force_scalar) {
+  const bool avx2 = g_avx2 && !force_scalar;
+  parallel_for(R, resolve_threads(threads), min_rows(V), [&](int64_t r0, int64_t r1, int) {
+    std::vector<float> buf(static_cast<size_t>(V));
+    std::vector<double> g(static_cast<size_t>(K));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t t = r % T;
+      const int32_t* ix = idx + t * K;
+      const float* wk = w + t * K;
+      float m = -std::numeric_limits<float>::infinity();
+      bool nan = false;
+      for (int64_t i = 0; i < V; ++i) {
+        const float x = load1<D>(s, r * V + i);
+        buf[i] = x;
+        m = x > m ? x : m;
+        nan |= std::isnan(x);
+      }
+      if (nan) {
+        out[r] = std::numeric_limits<double>::quiet_NaN();
+        continue;
+      }
+      const double mm = std::isinf(m) && m < 0 ? 0.0 : double(m);
+      double zk = 0.0, S = 0.0;
+      bool bad = false;
+      for (int64_t k = 0; k < K; ++k) {
+        g[k] = buf[ix[k]];
+        buf[ix[k]] = -std::numeric_limits<float>::infinity();
+        zk += std::exp(g[k] - mm);
+        if (wk[k] > 0) {
+          S += double(wk[k]) * (g[k] - mm);
+          bad |= std::isinf(g[k]);
+        }
+      }
+      double zt = 0.0;
+#if EVOFORGE_KL_X86
+      if (avx2) zt = sumexp_avx2(buf.data(), V, float(mm));
+#endif
+      if (!avx2)
+        for (int64_t i = 0; i < V; ++i) zt += buf[i] == -std::numeric_limits<float>::infinity() ? 0.0 : std::exp(double(buf[i]) - mm);
+      const double pt = tail[t], keep = 1.0 - pt;
+      const double C = keep * (cross[t] + std::log1p(-pt)) + (pt > 0 ? pt * std::log(pt) : 0.0);
+      double kl = C - keep * S / norm[t] + std::log(zk + zt);
+      if (pt > 0) kl = zt > 0 ? kl - pt * std::log(zt) : kInf;
+      out[r] = bad ? kInf : kl;
+    }
+  });
+  for (int64_t r = 0; r < R; ++r)
+    if (std::isnan(out[r])) student_error<D>(s, r, T, V);
+}
+
 }  // namespace
 
 uint16_t half_from_float(float f) {
@@ -424,12 +502,12 @@ void teacher_full(const void* logits, Dtype dt, int64_t T, int64_t V, uint16_t* 
 }
 
 void teacher_topk(const void* logits, Dtype dt, int64_t T, int64_t V, int64_t K, int32_t* idx, float* w,
-                  double* norm, double* cross, int threads) {
+                  double* norm, double* cross, double* tail, int threads) {
   EVOFORGE_CHECK(K >= 1 && K <= V, "top_k must lie in [1, V=" << V << "], got " << K);
   if (dt == Dtype::f32)
-    teacher_topk_t<Dtype::f32>(logits, T, V, K, idx, w, norm, cross, threads);
+    teacher_topk_t<Dtype::f32>(logits, T, V, K, idx, w, norm, cross, tail, threads);
   else
-    teacher_topk_t<Dtype::bf16>(logits, T, V, K, idx, w, norm, cross, threads);
+    teacher_topk_t<Dtype::bf16>(logits, T, V, K, idx, w, norm, cross, tail, threads);
 }
 
 void kl_full(const uint16_t* w, const double* norm, const double* cross, const int32_t* pivot, int64_t T,
@@ -448,6 +526,16 @@ void kl_topk(const int32_t* idx, const float* w, const double* norm, const doubl
     kl_topk_t<Dtype::f32>(idx, w, norm, cross, T, V, K, student, R, out, threads);
   else
     kl_topk_t<Dtype::bf16>(idx, w, norm, cross, T, V, K, student, R, out, threads);
+}
+
+void kl_topk_tail(const int32_t* idx, const float* w, const double* norm, const double* cross, const double* tail,
+                  int64_t T, int64_t V, int64_t K, const void* student, Dtype dt, int64_t R, double* out, int threads,
+                  bool force_scalar) {
+  EVOFORGE_CHECK(T >= 1 && R % T == 0, "student rows (" << R << ") must be a multiple of teacher rows (" << T << ")");
+  if (dt == Dtype::f32)
+    kl_topk_tail_t<Dtype::f32>(idx, w, norm, cross, tail, T, V, K, student, R, out, threads, force_scalar);
+  else
+    kl_topk_tail_t<Dtype::bf16>(idx, w, norm, cross, tail, T, V, K, student, R, out, threads, force_scalar);
 }
 
 }  // namespace kl

@@ -71,8 +71,9 @@ def tiny():
     return model, a, prov, toks
 
 
-def reference_kl(model, adapter, provider, tokens, genome, top_k=None):
-    """Independent: apply the genome by hand, full forward, float64 log_softmax + kl_div; restores weights."""
+def reference_kl(model, adapter, provider, tokens, genome, top_k=None, tail=True):
+    """Independent: apply the genome by hand, full forward, float64 log_softmax + kl_div; restores weights.
+    Top K: over the teacher's K tokens plus one bin for the rest (tail), or over the K renormalised."""
     layers = adapter.linear_layers()
     saved = [r.weight().clone() for r in layers]
     with torch.no_grad():
@@ -84,6 +85,14 @@ def reference_kl(model, adapter, provider, tokens, genome, top_k=None):
             r.set_weight(w)
     if top_k is not None:
         idx = t.topk(top_k, dim=-1).indices
+        if tail:  # K + 1 bins: log-probabilities of the K tokens and of the rest, both models
+            def bins(x):
+                lx = torch.log_softmax(x, -1)
+                rest = lx.scatter(1, idx, -torch.inf).logsumexp(-1, keepdim=True)
+                return torch.cat([lx.gather(-1, idx), rest], -1)
+
+            lp, lq = bins(t), bins(s)
+            return float(torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean"))
         t, s = t.gather(-1, idx), s.gather(-1, idx)
     lp, lq = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
     return float(torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean"))
@@ -103,12 +112,14 @@ def test_dense_genome_is_zero(tiny):
     assert f.stats["blocks_computed"] == 0  # equals the dense stack: only the head runs
 
 
-@pytest.mark.parametrize("top_k", [None, 7])
-@pytest.mark.parametrize("reuse", [True, False])
-def test_matches_reference(tiny, top_k, reuse):
+@pytest.mark.parametrize(("top_k", "tail", "reuse", "fused"),
+                         [(None, True, True, True), (None, True, False, False), (7, True, True, True),
+                          (7, True, False, False), (7, False, True, True), (7, False, True, False)])
+def test_matches_reference(tiny, top_k, tail, reuse, fused):
     model, a, prov, toks = tiny
     before = [r.weight().clone() for r in a.linear_layers()]
-    f = KLFitness(a, prov, toks, top_k=top_k, batch_size=4, prefix_reuse=reuse)
+    f = KLFitness(a, prov, toks, top_k=top_k, tail=tail, batch_size=4, prefix_reuse=reuse, fused_kl=fused,
+                  head_tokens=5)
     rng = np.random.default_rng(0)
     L = prov.n_layers
     genomes = rng.integers(0, 5, size=(6, L))
@@ -119,7 +130,7 @@ def test_matches_reference(tiny, top_k, reuse):
     genomes[4, :] = 0
     genomes[4, 9] = 3  # one change in block 1
     got = f.evaluate(genomes, Batch(genomes))
-    want = [reference_kl(model, a, prov, toks, gnm, top_k) for gnm in genomes]
+    want = [reference_kl(model, a, prov, toks, gnm, top_k, tail) for gnm in genomes]
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
     assert got[0] == got[1] and got[4] > 0
     for r, w in zip(a.linear_layers(), before):  # model left dense
@@ -140,7 +151,8 @@ def test_prefix_accounting(tiny):
     g = np.zeros((1, L), dtype=np.int64)
     g[0, 9] = 3  # block 1
     f.evaluate(g, None)
-    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"], f.stats["dense_blocks"]) == (2, 1, N)
+    # the dense stack grows only as far as it is used: one block
+    assert (f.stats["blocks_computed"], f.stats["blocks_skipped"], f.stats["dense_blocks"]) == (2, 1, 1)
     # with a base (parent): an offspring changed only in block 2 recomputes one block
     base = np.full(L, 2)
     kids = np.stack([base, base, base, base])
@@ -257,6 +269,9 @@ def test_stories260k(stories):
     np.testing.assert_allclose(f.evaluate(g, None), want, rtol=2e-4, atol=1e-6)
     topk = KLFitness(a, prov, toks, top_k=32, batch_size=4).evaluate(g, None)
     np.testing.assert_allclose(topk, [reference_kl(model, a, prov, toks, x, 32) for x in g], rtol=2e-4, atol=1e-6)
+    # a trained model puts almost all mass in the top K: the unfused path must not lose the tail
+    unfused = KLFitness(a, prov, toks, top_k=32, batch_size=4, fused_kl=False).evaluate(g, None)
+    np.testing.assert_allclose(unfused, topk, rtol=2e-4, atol=1e-6)
 
 
 def test_with_one_plus_lambda(tiny):
@@ -273,3 +288,23 @@ def test_with_one_plus_lambda(tiny):
     assert res.best_genome.sum() == start.sum()  # budget kept by the mutation
     assert res.best_fitness <= f.evaluate(start, None)[0] * 1.5
     assert f.stats["candidates"] > 0
+
+
+def test_teacher_dir_memmap_and_reuse(tiny, tmp_path):
+    _model, a, prov, toks = tiny
+    g = np.random.default_rng(5).integers(0, 5, size=(3, prov.n_layers))
+    mem = KLFitness(a, prov, toks, top_k=7, batch_size=4)
+    f1 = KLFitness(a, prov, toks, top_k=7, teacher_dir=tmp_path / "t", batch_size=4)
+    assert isinstance(f1.teacher.indices, np.memmap) and (tmp_path / "t" / "tail.npy").is_file()
+    assert f1.teacher.nbytes == toks.numel() * 7 * 8 + toks.numel() * (8 + 8 + 4 + 8)  # K x (idx + w) + per token
+    want = mem.evaluate(g, None)
+    np.testing.assert_array_equal(f1.evaluate(g, None), want)
+    stamp = (tmp_path / "t" / "weights.npy").stat().st_mtime_ns
+    f2 = KLFitness(a, prov, toks, top_k=7, teacher_dir=tmp_path / "t", batch_size=2)  # reused, not recomputed
+    assert (tmp_path / "t" / "weights.npy").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(f2.evaluate(g, None), want)
+    # other settings or other tokens: recomputed in place
+    f3 = KLFitness(a, prov, toks[:3], teacher_dir=tmp_path / "t", batch_size=4)
+    assert f3.teacher.indices is None and not (tmp_path / "t" / "tail.npy").exists()
+    np.testing.assert_allclose(f3.evaluate(g, None), KLFitness(a, prov, toks[:3], batch_size=4).evaluate(g, None),
+                               rtol=1e-12)

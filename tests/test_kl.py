@@ -88,7 +88,7 @@ def test_full_matches_torch(T, V, scale, seed):
 def test_topk_matches_torch(T, V, data):
     k = data.draw(st.integers(1, min(V, 300)))
     t, s = pair(T, V, seed=data.draw(st.integers(0, 2**31 - 1)))
-    te = kl.teacher_targets(t, top_k=k)
+    te = kl.teacher_targets(t, top_k=k, tail=False)
     assert te.indices.shape == (T, k) and te.indices.dtype == np.int32 and te.top_k == k
     got = kl.kl_divergence(te, s, reduction="none")
     np.testing.assert_allclose(got, ref_topk(t, s, k), rtol=1e-6, atol=1e-7)
@@ -108,7 +108,7 @@ def test_batchmean_and_self_kl():
         kl.kl_divergence(te, t, reduction="none"), 0.0, atol=1e-6
     )
     np.testing.assert_allclose(
-        kl.kl_divergence(kl.teacher_targets(t, top_k=50), t, reduction="none"),
+        kl.kl_divergence(kl.teacher_targets(t, top_k=50, tail=False), t, reduction="none"),
         0.0,
         atol=1e-9,
     )
@@ -133,7 +133,7 @@ def test_batch_of_candidates():
     t, _ = pair(12, 777)
     g = torch.Generator().manual_seed(5)
     S = t + torch.randn(3, 12, 777, generator=g)
-    for te in (kl.teacher_targets(t), kl.teacher_targets(t, top_k=40)):
+    for te in (kl.teacher_targets(t), kl.teacher_targets(t, top_k=40, tail=False)):
         got = kl.kl_divergence(te, S)
         assert got.shape == (3,)
         each = np.array([kl.kl_divergence(te, S[b]) for b in range(3)])
@@ -143,7 +143,7 @@ def test_batch_of_candidates():
 
 def test_thread_count_invariance():
     t, s = pair(64, 20000, seed=3)
-    te, tk = kl.teacher_targets(t), kl.teacher_targets(t, top_k=64)
+    te, tk = kl.teacher_targets(t), kl.teacher_targets(t, top_k=64, tail=False)
     old = evoforge.get_num_threads()
     try:
         outs = []
@@ -189,7 +189,7 @@ def test_dtypes():
         ten = kl.teacher_targets(tt)
         assert_full_close(kl.kl_divergence(ten, s, reduction="none"), tt.float(), s)
         np.testing.assert_allclose(
-            kl.kl_divergence(kl.teacher_targets(tt, top_k=33), s, reduction="none"),
+            kl.kl_divergence(kl.teacher_targets(tt, top_k=33, tail=False), s, reduction="none"),
             ref_topk(tt.float(), s, 33),
             rtol=1e-6,
             atol=1e-7,
@@ -206,7 +206,7 @@ def test_extreme_logits():
     te = kl.teacher_targets(t)
     assert_full_close(kl.kl_divergence(te, s, reduction="none"), t, s)
     np.testing.assert_allclose(
-        kl.kl_divergence(kl.teacher_targets(t, top_k=100), s, reduction="none"),
+        kl.kl_divergence(kl.teacher_targets(t, top_k=100, tail=False), s, reduction="none"),
         ref_topk(t, s, 100),
         rtol=1e-6,
         atol=1e-6,
@@ -236,7 +236,7 @@ def test_masked_minus_inf():
     got = kl.kl_divergence(te, s2, reduction="none")
     assert got[2] == np.inf and np.all(np.isfinite(got[[0, 1, 3]]))
     tk = kl.teacher_targets(
-        t, top_k=550
+        t, top_k=550, tail=False
     )  # K beyond the finite entries: masked ones get weight 0
     np.testing.assert_allclose(
         kl.kl_divergence(tk, s, reduction="none"),
@@ -256,7 +256,7 @@ def test_bad_input():
         kl.kl_divergence(te, torch.zeros(4, 99))
     with pytest.raises(ValueError, match="shape"):
         kl.kl_divergence(te, torch.zeros(2, 2, 4, 100)[0, 0, 0])
-    for kind in (te, kl.teacher_targets(t, top_k=5)):
+    for kind in (te, kl.teacher_targets(t, top_k=5, tail=False)):
         col = (
             50 if kind.indices is None else int(kind.indices[2, 3])
         )  # top K reads only its K entries
@@ -273,12 +273,12 @@ def test_bad_input():
         kl.teacher_targets(bt)
     bt[3, 1] = float("inf")
     with pytest.raises(ValueError, match=r"\+inf at row 3"):
-        kl.teacher_targets(bt, top_k=4)
+        kl.teacher_targets(bt, top_k=4, tail=False)
     bt[3] = -float("inf")
     with pytest.raises(ValueError, match="all -inf"):
         kl.teacher_targets(bt)
     with pytest.raises(ValueError, match="top_k"):
-        kl.teacher_targets(t, top_k=101)
+        kl.teacher_targets(t, top_k=101, tail=False)
     with pytest.raises(ValueError, match="reduction"):
         kl.kl_divergence(te, s, reduction="sum")
     with pytest.raises(ValueError, match=r"\[T, V\]"):
@@ -295,3 +295,64 @@ def test_take_minibatch():
         kl.kl_divergence(te.take(rows), s[rows], reduction="none"),
         kl.kl_divergence(te, s, reduction="none")[rows],
     )
+
+
+def ref_topk_tail(t: torch.Tensor, s: torch.Tensor, k: int) -> np.ndarray:
+    """KL over K + 1 bins in float64: the teacher's top K tokens (full-softmax probabilities of
+    both models) and one bin for everything else."""
+    idx = torch.from_numpy(np.argsort(-t.double().numpy(), axis=-1, kind="stable")[:, :k].copy())
+    lp, lq = F.log_softmax(t.double(), -1), F.log_softmax(s.double(), -1)
+    pk, lpk, lqk = lp.gather(-1, idx).exp(), lp.gather(-1, idx), lq.gather(-1, idx)
+    mask = torch.ones_like(lp, dtype=torch.bool).scatter_(1, idx, False)
+    lpt = torch.where(mask, lp, -torch.inf).logsumexp(-1)
+    lqt = torch.where(mask, lq, -torch.inf).logsumexp(-1)
+    pt = lpt.exp()
+    tail = torch.where(pt > 0, pt * (lpt - lqt), torch.zeros_like(pt))
+    return ((pk * (lpk - lqk)).sum(-1) + tail).numpy()
+
+
+@settings(max_examples=25, deadline=None)
+@given(T=st.integers(1, 6), V=st.integers(2, 300), data=st.data())
+def test_topk_tail_matches_torch(T, V, data):
+    k = data.draw(st.integers(1, V))
+    scale = data.draw(st.sampled_from([0.5, 3.0, 12.0]))
+    t, s = pair(T, V, scale=scale, seed=data.draw(st.integers(0, 100)))
+    te = kl.teacher_targets(t, top_k=k)
+    assert te.tail is not None and te.tail.shape == (T,) and np.all((te.tail >= 0) & (te.tail < 1))
+    want = ref_topk_tail(t, s, k)
+    got = kl.kl_divergence(te, s, reduction="none")
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(kl.kl_divergence(te, s, reduction="none", _force_scalar=True), want,
+                               rtol=2e-5, atol=2e-6)
+
+
+def test_topk_tail_properties():
+    t, s = pair(64, 5000, scale=3.0, seed=4)
+    te = kl.teacher_targets(t, top_k=64)
+    # the teacher against itself: 0; a lower bound of the full KL; above the renormalised variant's
+    # blind spot: a student that moves mass outside the teacher's top K is penalised
+    np.testing.assert_allclose(kl.kl_divergence(te, t, reduction="none"), 0.0, atol=2e-6)
+    full = kl.kl_divergence(kl.teacher_targets(t), s, reduction="none")
+    assert np.all(kl.kl_divergence(te, s, reduction="none") <= full + 1e-5)
+    renorm = kl.teacher_targets(t, top_k=64, tail=False)
+    shifted = t - 30.0 * torch.ones_like(t)  # a constant shift changes nothing
+    np.testing.assert_allclose(kl.kl_divergence(te, shifted, reduction="none"), 0.0, atol=2e-5)
+    spread = t.clone()
+    mask = torch.ones_like(t, dtype=torch.bool).scatter_(1, torch.from_numpy(te.indices.astype(np.int64)), False)
+    spread[mask] += 8.0  # mass moved into the tail: the renormalised variant cannot see it
+    assert kl.kl_divergence(renorm, spread) < 1e-6
+    assert kl.kl_divergence(te, spread) > 0.1
+
+
+def test_teacher_save_load_mmap(tmp_path):
+    t, s = pair(40, 300, seed=5)
+    for te in (kl.teacher_targets(t), kl.teacher_targets(t, top_k=16), kl.teacher_targets(t, top_k=16, tail=False)):
+        te.save(tmp_path / "t", info={"key": "x"})
+        back = kl.Teacher.load(tmp_path / "t")
+        assert isinstance(back.weights, np.memmap) and back.top_k == te.top_k
+        assert (back.tail is None) == (te.tail is None)
+        assert kl.kl_divergence(back, s) == kl.kl_divergence(te, s)
+        np.testing.assert_array_equal(kl.kl_divergence(back.take([3, 1]), s[[3, 1]], reduction="none"),
+                                      kl.kl_divergence(te, s, reduction="none")[[3, 1]])
+    with pytest.raises(FileNotFoundError, match="teacher.json"):
+        kl.Teacher.load(tmp_path / "nothing")

@@ -41,16 +41,16 @@ py::tuple teacher_topk_impl(CArray<S> logits, int64_t K, int threads) {
   EVOFORGE_CHECK(K >= 1 && K <= V, "top_k must lie in [1, V=" << V << "], got " << K);
   CArray<int32_t> idx({T, K});
   CArray<float> w({T, K});
-  CArray<double> norm(T), cross(T);
+  CArray<double> norm(T), cross(T), tail(T);
   const void* x = logits.data();
   int32_t* ip = idx.mutable_data();
   float* wp = w.mutable_data();
-  double *np_ = norm.mutable_data(), *cp = cross.mutable_data();
+  double *np_ = norm.mutable_data(), *cp = cross.mutable_data(), *tp = tail.mutable_data();
   {
     py::gil_scoped_release release;
-    kl::teacher_topk(x, D, T, V, K, ip, wp, np_, cp, threads);
+    kl::teacher_topk(x, D, T, V, K, ip, wp, np_, cp, tp, threads);
   }
-  return py::make_tuple(idx, w, norm, cross);
+  return py::make_tuple(idx, w, norm, cross, tail);
 }
 
 void check_rows(const CArray<double>& norm, const CArray<double>& cross, int64_t T) {
@@ -100,6 +100,31 @@ CArray<double> kl_topk_impl(CArray<int32_t> idx, CArray<float> w, CArray<double>
   return out;
 }
 
+template <typename S, kl::Dtype D>
+CArray<double> kl_topk_tail_impl(CArray<int32_t> idx, CArray<float> w, CArray<double> norm, CArray<double> cross,
+                                 CArray<double> tail, CArray<S> student, int threads, bool force_scalar) {
+  EVOFORGE_CHECK(idx.ndim() == 2 && w.ndim() == 2 && idx.shape(0) == w.shape(0) && idx.shape(1) == w.shape(1),
+                 "teacher indices and weights must both be [T, K]");
+  const int64_t T = idx.shape(0), K = idx.shape(1);
+  check_rows(norm, cross, T);
+  EVOFORGE_CHECK(tail.ndim() == 1 && tail.shape(0) == T, "teacher tail must have shape [" << T << "]");
+  EVOFORGE_CHECK(student.ndim() == 2, "student logits must be 2-D [R, V]");
+  const int64_t R = student.shape(0), V = student.shape(1);
+  const int32_t* ip = idx.data();
+  for (int64_t i = 0; i < T * K; ++i)
+    EVOFORGE_CHECK(ip[i] >= 0 && ip[i] < V, "teacher index " << ip[i] << " out of range for V=" << V);
+  for (int64_t t = 0; t < T; ++t)
+    EVOFORGE_CHECK(tail.data()[t] >= 0.0 && tail.data()[t] < 1.0, "teacher tail mass out of [0, 1) at row " << t);
+  CArray<double> out(R);
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    kl::kl_topk_tail(ip, w.data(), norm.data(), cross.data(), tail.data(), T, V, K, student.data(), D, R, o, threads,
+                     force_scalar);
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_kl(py::module_& m) {
@@ -124,6 +149,14 @@ void register_kl(py::module_& m) {
   m.def("kl_topk_bf16", &kl_topk_impl<uint16_t, Dtype::bf16>, py::arg("idx").noconvert(),
         py::arg("w").noconvert(), py::arg("norm").noconvert(), py::arg("cross").noconvert(),
         py::arg("student").noconvert(), py::arg("threads") = 0);
+  m.def("kl_topk_tail_f32", &kl_topk_tail_impl<float, Dtype::f32>, py::arg("idx").noconvert(),
+        py::arg("w").noconvert(), py::arg("norm").noconvert(), py::arg("cross").noconvert(),
+        py::arg("tail").noconvert(), py::arg("student").noconvert(), py::arg("threads") = 0,
+        py::arg("force_scalar") = false);
+  m.def("kl_topk_tail_bf16", &kl_topk_tail_impl<uint16_t, Dtype::bf16>, py::arg("idx").noconvert(),
+        py::arg("w").noconvert(), py::arg("norm").noconvert(), py::arg("cross").noconvert(),
+        py::arg("tail").noconvert(), py::arg("student").noconvert(), py::arg("threads") = 0,
+        py::arg("force_scalar") = false);
   m.def("kl_cpu_has_avx2", &kl::cpu_has_avx2);
 }
 

@@ -16,8 +16,14 @@ through the per-token term ``cross = sum p~ log p`` computed in float64 from the
 up to rounding. Entries with p < ~2^-39 round to zero weight (their total mass is below V * 2^-39).
 
 Top-K teacher (``top_k=K``): the indices of the K largest teacher logits (int32 [T, K],
-descending, ties by index) and the teacher's probabilities renormalised over those K (float32);
-the student is renormalised over the same K indices, as EvoPress's top-K variant does.
+descending, ties by index), the teacher's probabilities renormalised over those K (float32) and
+its probability mass outside them (``tail``, float64 [T]; 8 bytes per kept logit in all). By
+default the KL is over K + 1 bins: the K tokens with their full-vocabulary probabilities, and one
+tail bin holding the rest of each distribution (the student's tail is its full softmax mass
+outside the teacher's K, summed directly). This is a true KL between distributions (>= 0, 0 for
+the teacher itself, a lower bound of the full-vocabulary KL) and penalises a student that moves
+mass outside the teacher's top K. With ``tail=False`` both distributions are renormalised over
+the K tokens instead, as EvoPress's top-K variant does (such mass then goes unseen).
 
 Conventions: ``reduction="mean"`` averages per-token KL over tokens (torch's
 ``reduction="batchmean"``); ``"none"`` returns it per token. Student ``-inf`` (a masked logit) is
@@ -37,7 +43,7 @@ import numpy as np
 from . import _checks
 from ._native import core
 
-__all__ = ["Teacher", "kl_divergence", "teacher_targets"]
+__all__ = ["Teacher", "kl_divergence", "teacher_targets", "write_teacher_meta"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Teacher:
     cross : float64 [T], sum_i p~_i log p_i per token (the teacher's negative entropy)
     pivot : int32 [T], the teacher's argmax per token
     vocab_size : int, V
+    tail : float64 [T] for top K with a tail bin: the teacher's mass outside its top K; else None
     """
 
     weights: np.ndarray
@@ -60,6 +67,7 @@ class Teacher:
     cross: np.ndarray
     pivot: np.ndarray
     vocab_size: int
+    tail: np.ndarray | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -72,8 +80,7 @@ class Teacher:
     @property
     def nbytes(self) -> int:
         arrays = [self.weights, self.norm, self.cross, self.pivot]
-        if self.indices is not None:
-            arrays.append(self.indices)
+        arrays += [a for a in (self.indices, self.tail) if a is not None]
         return int(sum(a.nbytes for a in arrays))
 
     def take(self, rows: Any) -> Teacher:
@@ -86,7 +93,63 @@ class Teacher:
             np.ascontiguousarray(self.cross[sel]),
             np.ascontiguousarray(self.pivot[sel]),
             self.vocab_size,
+            None if self.tail is None else np.ascontiguousarray(self.tail[sel]),
         )
+
+    def save(self, directory: Any, *, info: dict | None = None) -> None:
+        """Write the arrays as ``.npy`` files into ``directory`` (created), for :meth:`load`;
+        ``info`` (JSON-serialisable) is stored with them."""
+        from pathlib import Path
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for n in _ARRAYS:
+            if getattr(self, n) is not None:
+                np.save(d / f"{n}.npy", getattr(self, n))
+        write_teacher_meta(d, vocab_size=self.vocab_size, num_tokens=self.num_tokens, info=info,
+                           top_k=self.top_k, tail=self.tail is not None)
+
+    @classmethod
+    def load(cls, directory: Any, *, mmap: bool = True) -> Teacher:
+        """A teacher written by :meth:`save`; the arrays memory-mapped read-only when ``mmap``."""
+        import json
+        from pathlib import Path
+
+        d = Path(directory)
+        meta_path = d / "teacher.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no saved teacher in {str(d)!r} (teacher.json missing)")
+        meta = json.loads(meta_path.read_text())
+        names = [n for n in _ARRAYS if (d / f"{n}.npy").is_file()]
+        arrays = {n: np.load(d / f"{n}.npy", mmap_mode="r" if mmap else None) for n in names}
+        t = cls(arrays["weights"], arrays.get("indices"), arrays["norm"], arrays["cross"], arrays["pivot"],
+                int(meta["vocab_size"]), arrays.get("tail"))
+        if t.num_tokens != int(meta["num_tokens"]) or any(a.shape[0] != t.num_tokens for a in arrays.values()):
+            raise ValueError(f"the teacher in {str(d)!r} is inconsistent (arrays of different lengths)")
+        return t
+
+
+_ARRAYS = ("weights", "indices", "norm", "cross", "pivot", "tail")
+
+
+def write_teacher_meta(directory: Any, *, vocab_size: int, num_tokens: int, top_k: int | None, tail: bool,
+                       info: dict | None = None) -> None:
+    """Write ``teacher.json`` (last, atomically): it marks the ``.npy`` arrays in ``directory`` as a
+    complete teacher for :meth:`Teacher.load`. Array files of another kind are removed first."""
+    import json
+    import os
+    from pathlib import Path
+
+    d = Path(directory)
+    keep = {"weights", "norm", "cross", "pivot"} | ({"indices"} if top_k is not None else set()) \
+        | ({"tail"} if top_k is not None and tail else set())
+    for n in _ARRAYS:
+        if n not in keep and (d / f"{n}.npy").is_file():
+            (d / f"{n}.npy").unlink()
+    meta = {"vocab_size": int(vocab_size), "num_tokens": int(num_tokens), "top_k": top_k,
+            "tail": bool(tail and top_k is not None), "info": info or {}}
+    (d / "teacher.json.tmp").write_text(json.dumps(meta))
+    os.replace(d / "teacher.json.tmp", d / "teacher.json")
 
 
 def _logits(x: Any, name: str, *, allow_f16: bool) -> tuple[np.ndarray, bool]:
@@ -118,7 +181,7 @@ def _logits(x: Any, name: str, *, allow_f16: bool) -> tuple[np.ndarray, bool]:
     raise TypeError(f"{name} must be float32, bfloat16 or float16, got dtype {a.dtype}")
 
 
-def teacher_targets(teacher_logits: Any, *, top_k: int | None = None) -> Teacher:
+def teacher_targets(teacher_logits: Any, *, top_k: int | None = None, tail: bool = True) -> Teacher:
     """Prepare the teacher's next-token distributions once, for :func:`kl_divergence`.
 
     Parameters
@@ -127,7 +190,10 @@ def teacher_targets(teacher_logits: Any, *, top_k: int | None = None) -> Teacher
         (float16 and float64 are converted to float32). ``-inf`` masks an entry; NaN, +inf or a row
         of only ``-inf`` raise ValueError.
     top_k : int in [1, V], optional
-        Keep only the K largest logits per token (renormalised), as EvoPress's top-K variant.
+        Keep only the K largest logits per token.
+    tail : bool
+        With ``top_k``: KL over the K tokens plus one bin for the rest (default), or, when False,
+        over the K tokens renormalised (EvoPress's variant). Ignored without ``top_k``.
 
     Returns
     -------
@@ -148,8 +214,8 @@ def teacher_targets(teacher_logits: Any, *, top_k: int | None = None) -> Teacher
     if not 1 <= top_k <= V:
         raise ValueError(f"top_k must lie in [1, V={V}], got {top_k}")
     fn = core.kl_teacher_topk_bf16 if bf16 else core.kl_teacher_topk_f32
-    idx, w, norm, cross = fn(a, int(top_k))
-    return Teacher(w, idx, norm, cross, np.ascontiguousarray(idx[:, 0]), V)
+    idx, w, norm, cross, rest = fn(a, int(top_k))
+    return Teacher(w, idx, norm, cross, np.ascontiguousarray(idx[:, 0]), V, rest if tail else None)
 
 
 def kl_divergence(
@@ -198,6 +264,10 @@ def kl_divergence(
             flat,
             force_scalar=_force_scalar,
         )
+    elif teacher.tail is not None:
+        fn = core.kl_topk_tail_bf16 if bf16 else core.kl_topk_tail_f32
+        out = fn(teacher.indices, teacher.weights, teacher.norm, teacher.cross, teacher.tail, flat,
+                 force_scalar=_force_scalar)
     else:
         fn = core.kl_topk_bf16 if bf16 else core.kl_topk_f32
         out = fn(teacher.indices, teacher.weights, teacher.norm, teacher.cross, flat)

@@ -32,9 +32,10 @@ enum class Dtype { f32, bf16 };
 void teacher_full(const void* logits, Dtype dt, int64_t T, int64_t V, uint16_t* w, double* norm,
                   double* cross, int32_t* pivot, int threads, bool force_scalar = false);
 
-/// Top-K teacher from logits [T, V], 1 <= K <= V. Outputs: idx, w [T*K], norm, cross [T].
+/// Top-K teacher from logits [T, V], 1 <= K <= V. Outputs: idx, w [T*K], norm, cross [T] (over the
+/// K renormalised), tail [T] (the teacher's probability mass outside the top K).
 void teacher_topk(const void* logits, Dtype dt, int64_t T, int64_t V, int64_t K, int32_t* idx,
-                  float* w, double* norm, double* cross, int threads);
+                  float* w, double* norm, double* cross, double* tail, int threads);
 
 /// KL per student row against the full-vocabulary teacher; out [R].
 void kl_full(const uint16_t* w, const double* norm, const double* cross, const int32_t* pivot,
@@ -45,6 +46,12 @@ void kl_full(const uint16_t* w, const double* norm, const double* cross, const i
 void kl_topk(const int32_t* idx, const float* w, const double* norm, const double* cross,
              int64_t T, int64_t V, int64_t K, const void* student, Dtype dt, int64_t R,
              double* out, int threads);
+
+/// KL per student row against the top-K teacher plus one tail bin (the teacher's mass outside its
+/// top K against the student's); the student's probabilities are its full softmax; out [R].
+void kl_topk_tail(const int32_t* idx, const float* w, const double* norm, const double* cross,
+                  const double* tail, int64_t T, int64_t V, int64_t K, const void* student, Dtype dt,
+                  int64_t R, double* out, int threads, bool force_scalar = false);
 
 /// True when the AVX2+FMA+F16C path is compiled in and this CPU runs it.
 bool cpu_has_avx2();

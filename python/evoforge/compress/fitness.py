@@ -7,12 +7,15 @@ calibration minibatch (:class:`KLFitness`, an evaluator for :mod:`evoforge.searc
 
 What is computed once
     The dense model's next-token distributions on every calibration token
-    (:func:`evoforge.kl.teacher_targets`, full vocabulary as float16, or the teacher's top K),
+    (:func:`evoforge.kl.teacher_targets`: full vocabulary as float16, 2 bytes per logit, or the
+    teacher's top K plus a tail bin, 8 bytes per kept logit), written to ``teacher_dir`` and
+    memory-mapped from there when given (reused by a later run on the same model and tokens),
     and a copy of every dense linear weight (to restore the model).
 
 What is computed once per minibatch
     The minibatch (whole sequences, chosen from ``batch.seed``; the same for every candidate of the
-    call) and the dense model's hidden states entering every block (the *dense stack*).
+    call), the hidden states entering block 0, and the dense model's hidden states entering later
+    blocks only as far as some candidate can use them (the *dense stack*, grown on demand).
 
 Prefix reuse
     Blocks are sequential, so a candidate whose layers in blocks ``0 .. j-1`` equal those of a
@@ -33,16 +36,20 @@ differs from the configuration currently applied; :meth:`KLFitness.evaluate` lea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..kl import Teacher, kl_divergence, teacher_targets
+from ..kl import Teacher, kl_divergence, teacher_targets, write_teacher_meta
 from .adapters import ModelAdapter
 
 __all__ = ["KLFitness", "LevelProvider"]
@@ -85,10 +92,19 @@ class KLFitness:
     calib_tokens : LongTensor [N, S]
         Calibration sequences (token ids in ``[0, V)``).
     top_k : int, optional
-        KL over the teacher's top K tokens (both distributions renormalised over them), else over
-        the full vocabulary.
+        KL over the teacher's top K tokens plus one bin for the rest of the vocabulary (``tail``,
+        default) or over the K tokens renormalised (``tail=False``, EvoPress's variant); None: the
+        full vocabulary.
+    teacher_dir : path, optional
+        Where the teacher's arrays are written (``.npy``) and memory-mapped from; a teacher already
+        there for the same model, tokens and settings is reused. None: kept in memory.
     batch_size : int
-        Sequences per forward pass.
+        Sequences per forward pass (1: one sequence at a time, as the EvoPress reference).
+    head_tokens : int
+        Tokens per lm_head + KL call (bounds the [tokens, V] logits buffer).
+    fused_kl : bool
+        Score with :func:`evoforge.kl.kl_divergence` (default) or with torch's ``log_softmax`` and
+        the same formula (the reference's way; for benchmarks).
     seq_len : int, optional
         Cut each calibration row into non-overlapping windows of this length (a remainder shorter
         than ``seq_len`` is dropped); default: the rows as given.
@@ -102,8 +118,9 @@ class KLFitness:
     """
 
     def __init__(self, adapter: ModelAdapter, provider: LevelProvider, calib_tokens: torch.Tensor, *,
-                 top_k: int | None = None, batch_size: int = 8, seq_len: int | None = None,
-                 prefix_reuse: bool = True) -> None:
+                 top_k: int | None = None, tail: bool = True, teacher_dir: str | os.PathLike | None = None,
+                 batch_size: int = 8, seq_len: int | None = None, prefix_reuse: bool = True,
+                 head_tokens: int = 1024, fused_kl: bool = True) -> None:
         if not isinstance(adapter, ModelAdapter):
             raise TypeError(f"adapter must be a ModelAdapter (evoforge.compress.adapt), got {type(adapter).__name__}")
         self.adapter = adapter
@@ -118,7 +135,11 @@ class KLFitness:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = int(batch_size)
+        if isinstance(head_tokens, bool) or not isinstance(head_tokens, (int, np.integer)) or head_tokens < 1:
+            raise ConfigError(f"head_tokens must be a positive int, got {head_tokens!r}")
+        self.head_tokens = int(head_tokens)
         self.prefix_reuse = bool(prefix_reuse)
+        self.fused_kl = bool(fused_kl)
 
         p = next(adapter.model.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -133,7 +154,7 @@ class KLFitness:
         self.tokens = self._check_tokens(calib_tokens, seq_len)
         self.n_seq, self.seq_len = (int(s) for s in self.tokens.shape)
         self.top_k = top_k
-        self.teacher = self._teacher(top_k)
+        self.teacher = self._teacher(top_k, bool(tail), None if teacher_dir is None else Path(teacher_dir))
 
         self._mb_rows: tuple[int, ...] | None = None
         self._mb_teacher: Teacher | None = None
@@ -170,23 +191,47 @@ class KLFitness:
             x = x[:, : w * int(seq_len)].reshape(-1, int(seq_len))
         return x.contiguous().to(self.device)
 
-    def _teacher(self, top_k: int | None) -> Teacher:
-        """Teacher targets for all calibration tokens, prepared chunk by chunk (no [N*S, V] at once)."""
+    def _teacher(self, top_k: int | None, tail: bool, directory: Path | None) -> Teacher:
+        """Teacher targets for all calibration tokens, prepared chunk by chunk (no [N*S, V] logits at
+        once) and, with ``directory``, written there as ``.npy`` files and memory-mapped back."""
+        key = hashlib.sha256(b"%s|%r|%r|%r" % (self.adapter.fingerprint().encode(), top_k, tail,
+                                               tuple(self.tokens.shape))
+                             + self.tokens.cpu().numpy().tobytes()).hexdigest()
+        if directory is not None and (directory / "teacher.json").is_file():
+            info = json.loads((directory / "teacher.json").read_text()).get("info", {})
+            if info.get("key") == key:
+                return Teacher.load(directory, mmap=True)
+        if directory is not None:
+            (directory / "teacher.json").unlink(missing_ok=True)  # the arrays are about to change
         self._restore()
-        parts: list[Teacher] = []
+        arrays: dict[str, np.ndarray] = {}
+        n_tok, row = self.tokens.numel(), 0
         with torch.inference_mode():
             for c0 in range(0, self.n_seq, self.batch_size):
-                ids = self.tokens[c0:c0 + self.batch_size]
-                logits = self.adapter.logits(ids)
+                logits = self.adapter.logits(self.tokens[c0:c0 + self.batch_size])
                 flat = logits.reshape(-1, logits.shape[-1]).float().cpu()
-                parts.append(teacher_targets(flat, top_k=top_k))
-        if len(parts) == 1:
-            return parts[0]
-        cat = np.concatenate
-        return Teacher(cat([t.weights for t in parts]),
-                       None if parts[0].indices is None else cat([t.indices for t in parts]),
-                       cat([t.norm for t in parts]), cat([t.cross for t in parts]),
-                       cat([t.pivot for t in parts]), parts[0].vocab_size)
+                part = teacher_targets(flat, top_k=top_k, tail=tail)
+                del logits, flat
+                fields = {n: getattr(part, n) for n in ("weights", "indices", "norm", "cross", "pivot", "tail")
+                          if getattr(part, n) is not None}
+                if not arrays:
+                    for n, a in fields.items():
+                        shape = (n_tok,) + a.shape[1:]
+                        arrays[n] = (np.empty(shape, a.dtype) if directory is None else
+                                     np.lib.format.open_memmap(_mkdir(directory) / f"{n}.npy", mode="w+",
+                                                               dtype=a.dtype, shape=shape))
+                for n, a in fields.items():
+                    arrays[n][row:row + a.shape[0]] = a
+                row += part.num_tokens
+        V = int(self.adapter.config.vocab_size)
+        if directory is None:
+            return Teacher(arrays["weights"], arrays.get("indices"), arrays["norm"], arrays["cross"],
+                           arrays["pivot"], V, arrays.get("tail"))
+        for a in arrays.values():
+            a.flush()
+        del arrays
+        write_teacher_meta(directory, vocab_size=V, num_tokens=n_tok, info={"key": key}, top_k=top_k, tail=tail)
+        return Teacher.load(directory, mmap=True)
 
     def reset_stats(self) -> None:
         """Zero the counters in ``stats``."""
@@ -196,7 +241,7 @@ class KLFitness:
             "tokens": 0,  # candidate tokens scored (distinct configurations x minibatch tokens)
             "blocks_computed": 0,  # block passes over a minibatch for candidates
             "blocks_skipped": 0,  # block passes reused from a cached stack
-            "dense_blocks": 0,  # block passes for the dense and base stacks (once per minibatch)
+            "dense_blocks": 0,  # block passes for the dense and base stacks (at most once per minibatch)
             "layer_swaps": 0,  # set_weight calls
             "seconds": 0.0,
         }
@@ -302,12 +347,14 @@ class KLFitness:
             h.remove()
         raise RuntimeError("the first block was not called")  # pragma: no cover
 
-    def _run_blocks(self, src: list[torch.Tensor], start: int, *, dense: bool = False) -> list[torch.Tensor]:
-        """Stack of block inputs (N + 1 tensors over the minibatch) from ``src[start]`` on."""
+    def _run_blocks(self, src: list[torch.Tensor], start: int, *, dense: bool = False,
+                    stop: int | None = None) -> list[torch.Tensor]:
+        """Stack of block inputs over the minibatch (up to entry ``stop``, default N) from ``src[start]`` on."""
+        stop = self.adapter.n_blocks if stop is None else stop
         stack = list(src[: start + 1])
         h_all = src[start]
         bs = self.batch_size
-        for blk in self.adapter.blocks[start:]:
+        for blk in self.adapter.blocks[start:stop]:
             outs = []
             for c0 in range(0, h_all.shape[0], bs):
                 h = h_all[c0:c0 + bs]
@@ -316,7 +363,7 @@ class KLFitness:
                 outs.append(out[0] if isinstance(out, tuple) else out)
             h_all = outs[0] if len(outs) == 1 else torch.cat(outs)
             stack.append(h_all)
-        n = self.adapter.n_blocks - start
+        n = stop - start
         self.stats["dense_blocks" if dense else "blocks_computed"] += n
         if not dense:
             self.stats["blocks_skipped"] += start
@@ -324,16 +371,17 @@ class KLFitness:
 
     def _kl(self, last: torch.Tensor) -> float:
         """Mean KL over the minibatch from the last block's output [n, T, H]."""
-        total, bs, T = 0.0, self.batch_size, self.seq_len
-        for c0 in range(0, last.shape[0], bs):
-            h = last[c0:c0 + bs]
+        flat_h = last.reshape(-1, last.shape[-1])
+        total = 0.0
+        for r0 in range(0, flat_h.shape[0], self.head_tokens):
+            h = flat_h[r0:r0 + self.head_tokens]
             logits = self.adapter.lm_head(self.adapter.final_norm(h))
-            t = self._mb_teacher.take(slice(c0 * T, (c0 + h.shape[0]) * T))
-            flat = logits.reshape(-1, logits.shape[-1])
-            if flat.dtype not in (torch.float32, torch.bfloat16):
-                flat = flat.float()
-            total += float(kl_divergence(t, flat.cpu(), reduction="none").sum())
-        return total / (last.shape[0] * T)
+            if logits.dtype not in (torch.float32, torch.bfloat16):
+                logits = logits.float()
+            t = self._mb_teacher.take(slice(r0, r0 + h.shape[0]))
+            total += float((kl_divergence(t, logits.cpu(), reduction="none") if self.fused_kl
+                            else _kl_torch(t, logits.cpu())).sum())
+        return total / flat_h.shape[0]
 
     def _set_minibatch(self, rows: np.ndarray) -> None:
         key = tuple(int(r) for r in rows)
@@ -345,12 +393,18 @@ class KLFitness:
         self._restore()
         ids = self.tokens[torch.as_tensor(rows, device=self.device)]
         emb = torch.cat([self._embed(ids[c0:c0 + self.batch_size]) for c0 in range(0, len(rows), self.batch_size)])
-        if self.prefix_reuse:
-            self._dense_stack = self._run_blocks([emb], 0, dense=True)
-        else:
-            self._dense_stack = [emb]
+        self._dense_stack = [emb]  # grown by _dense_upto when a candidate shares a dense prefix
+        if self.prefix_reuse and type(self).evaluate is not KLFitness.evaluate:
+            self._dense_upto(self.adapter.n_blocks)  # a subclass's own evaluate reads the whole dense stack
         self._work_stack, self._work_cfg, self._work_kl = None, None, None
         self._base_stack = None
+
+    def _dense_upto(self, j: int) -> None:
+        """Grow the dense stack to hold the input of block ``j``."""
+        have = len(self._dense_stack) - 1
+        if j > have:
+            self._restore()
+            self._dense_stack = self._run_blocks(self._dense_stack, have, dense=True, stop=j)
 
     def set_base(self, genome: Any | None) -> None:
         """Hint the configuration most candidates derive from (e.g. the parent), or None.
@@ -392,8 +446,9 @@ class KLFitness:
                 eff = self._effective(g)
                 if self.prefix_reuse and self._base_genome is not None and self._base_stack is None:
                     self._base_cfg = self._effective(self._base_genome)[0]
-                    self._apply(self._base_cfg)
                     start = self._first_block(self._base_cfg, np.full(self.n_layers, _DENSE, dtype=np.int64))
+                    self._dense_upto(start)
+                    self._apply(self._base_cfg)
                     self._base_stack = self._run_blocks(self._dense_stack, start, dense=True)
                 uniq, inverse = np.unique(eff, axis=0, return_inverse=True)  # lexicographic order
                 inverse = inverse.reshape(-1)
@@ -405,11 +460,14 @@ class KLFitness:
                         if j_w == N and self._work_kl is not None:
                             out[inverse == u] = self._work_kl
                             continue
-                        src, start = ((self._work_stack, j_w) if j_w > j_d else (self._dense_stack, j_d))
+                        src, start = (self._work_stack, j_w) if j_w >= j_d else (None, j_d)
                         if self._base_stack is not None:
                             j_b = self._first_block(cfg, self._base_cfg)
-                            if j_b > start:
+                            if j_b > start or (src is None and j_b == start):
                                 src, start = self._base_stack, j_b
+                        if src is None:
+                            self._dense_upto(start)
+                            src = self._dense_stack
                     else:
                         src, start = self._dense_stack, 0
                     self._apply(cfg)
@@ -432,3 +490,28 @@ class KLFitness:
     def layer_blocks(self) -> Sequence[int]:
         """Block index of each genome position."""
         return [int(b) for b in self._layer_block]
+
+
+def _mkdir(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _kl_torch(t: Teacher, logits: torch.Tensor) -> torch.Tensor:
+    """KL per token [T] (float64) against ``t`` with torch's log_softmax (the unfused reference way)."""
+    lq = torch.log_softmax(logits.float(), dim=-1)
+    if t.indices is None:
+        p = torch.from_numpy(np.asarray(t.weights)).float() / torch.from_numpy(np.asarray(t.norm)).float()[:, None]
+        return torch.from_numpy(np.asarray(t.cross)) - (p * lq).sum(-1).double()
+    idx = torch.from_numpy(np.asarray(t.indices)).long()
+    lqk = lq.gather(1, idx).double()
+    pk = torch.from_numpy(np.asarray(t.weights)).double() / torch.from_numpy(np.asarray(t.norm))[:, None]
+    cross = torch.from_numpy(np.asarray(t.cross))
+    if t.tail is None:
+        return cross - (pk * (lqk - torch.logsumexp(lqk, dim=1, keepdim=True))).sum(-1)
+    pt = torch.from_numpy(np.asarray(t.tail))
+    # the student's tail from its own entries (1 - sum q_k cancels in float32)
+    lqt = lq.scatter(1, idx, -torch.inf).logsumexp(dim=1).double()
+    c = (1 - pt) * (cross + torch.log1p(-pt)) + torch.where(pt > 0, pt * torch.log(pt), torch.zeros_like(pt))
+    tail_term = torch.where(pt > 0, pt * lqt, torch.zeros_like(pt))
+    return c - (1 - pt) * (pk * lqk).sum(-1) - tail_term
