@@ -249,3 +249,20 @@ def test_cli_eval_needs_tokenizer(stories, capsys, tmp_path):
     text.write_text("Once upon a time. " * 50)
     assert cli_main(["eval", "ppl", "--model", str(STORIES), "--text", str(text)]) == 2
     assert "tokenizer" in capsys.readouterr().err
+
+
+def test_top_k_auto_keeps_the_teacher_small():
+    import types
+
+    from evoforge.compress.pipeline import _top_k
+    from evoforge.errors import ConfigError
+
+    smol = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=49152))
+    # 512 MB of float16 teacher logits hold 5461 tokens of a 49152-token vocabulary
+    assert _top_k("auto", torch.zeros(5461, dtype=torch.long), smol) is None
+    assert _top_k("auto", torch.zeros(64, 512, dtype=torch.long), smol) == 256  # 32,768 tokens: 3.2 GB in full
+    assert _top_k(None, torch.zeros(64, 512, dtype=torch.long), smol) is None
+    assert _top_k(32, torch.zeros(4, dtype=torch.long), smol) == 32
+    for bad in (0, -1, 2.5, True, "all"):
+        with pytest.raises(ConfigError, match="top_k"):
+            _top_k(bad, torch.zeros(4, dtype=torch.long), smol)

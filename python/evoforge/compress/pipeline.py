@@ -325,6 +325,7 @@ class FitnessFactory:
     depth_k: int | None = None
     joint: bool = False
     include_metadata: bool = False
+    top_k: int | None = None
 
     def __call__(self) -> Any:
         model = load_model(self.model)[0] if isinstance(self.model, (str, os.PathLike)) else self.model
@@ -333,13 +334,15 @@ class FitnessFactory:
             raise ConfigError(f"the worker's model {str(self.model)[:80]!r} is not the driver's (fingerprint "
                               f"{adapter.fingerprint()} != {self.fingerprint})")
         if self.depth_k is not None:
-            return DepthFitness(adapter, self.calibration, k=self.depth_k, batch_size=self.batch_size)
+            return DepthFitness(adapter, self.calibration, k=self.depth_k, batch_size=self.batch_size,
+                                top_k=self.top_k)
         p = next(model.parameters())
         provider = provider_for(LayerDatabase.open(self.database, model_fingerprint=self.fingerprint),
                                 include_metadata=self.include_metadata, device=p.device, dtype=p.dtype)
         if self.joint:
-            return JointFitness(adapter, JointLevels(adapter, provider), self.calibration, batch_size=self.batch_size)
-        return KLFitness(adapter, provider, self.calibration, batch_size=self.batch_size)
+            return JointFitness(adapter, JointLevels(adapter, provider), self.calibration, batch_size=self.batch_size,
+                                top_k=self.top_k)
+        return KLFitness(adapter, provider, self.calibration, batch_size=self.batch_size, top_k=self.top_k)
 
 
 def _search_backend(backend: Any, factory: FitnessFactory, local: Any) -> Any:
@@ -382,6 +385,7 @@ def compress(
     batch_size: int = 8,
     progress: bool = False,
     backend: Any = None,
+    top_k: int | None | str = "auto",
 ) -> CompressionResult:
     """Search per-layer compression levels under an exact global budget (EvoPress-style).
 
@@ -418,6 +422,10 @@ def compress(
         backend (e.g. ``functools.partial(RayBackend, address="auto", timeout=600)``). Workers load
         the model from ``model_or_path`` when it is a path (else receive the module) and open the
         database from its directory: both must be on storage every worker sees.
+    top_k : the KL's support: None (the full vocabulary), K (the teacher's top K tokens plus one
+        bin for the rest; see :mod:`evoforge.kl`), or ``"auto"``: the full vocabulary while the
+        calibration teacher fits in 512 MB of float16, else the top 256 + the tail bin. The search's
+        teacher is kept (memory-mapped) in ``run_dir/teacher``.
     """
     method = _check_method(method)
     target = _check_target(method, target)
@@ -492,14 +500,16 @@ def compress(
 
     times["calibration"] = time.perf_counter() - t0
     source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model
-    factory = FitnessFactory(source, fp, calibration, None, int(batch_size), next(model.parameters()).device.type)
+    top_k = _top_k(top_k, calibration, model)
+    factory = FitnessFactory(source, fp, calibration, None, int(batch_size), next(model.parameters()).device.type,
+                             top_k=top_k)
     if method == "depth":
         factory.depth_k = k_depth
         return _compress_depth(adapter, k_depth, target, calibration, heldout, fp, rd, tokenizer=tokenizer,
                                generations=generations, offspring=offspring, stages=stages,
                                max_switches=max_switches, seed=seed, export_model=export_model,
                                batch_size=batch_size, progress=progress, times=times, backend=backend,
-                               factory=factory)
+                               factory=factory, top_k=top_k)
     t0 = time.perf_counter()
 
     # the database
@@ -536,7 +546,7 @@ def compress(
                                stages=stages, max_switches=max_switches, seed=seed, export_model=export_model,
                                batch_size=batch_size, progress=progress, times=times, backend=backend,
                                factory=dataclasses.replace(factory, database=str(db.path), joint=True,
-                                                           include_metadata=bool(count_metadata)))
+                                                           include_metadata=bool(count_metadata)), top_k=top_k)
     if isinstance(provider, SparsityLevels):
         if abs(provider.target - target) > 1e-9:
             raise ConfigError(f"the database {str(db.path)!r} was built for sparsity {provider.target}, "
@@ -551,7 +561,9 @@ def compress(
     # the search
     t0 = time.perf_counter()
     factory.database, factory.include_metadata = str(db.path), bool(count_metadata)
-    res = _search(lambda: KLFitness(adapter, provider, calibration, batch_size=batch_size), initial,
+    teacher_dir = None if rd is None else rd / "teacher"
+    res = _search(lambda: KLFitness(adapter, provider, calibration, batch_size=batch_size, top_k=top_k,
+                                    teacher_dir=teacher_dir), initial,
                   provider.mutation(max_switches), provider.lower, provider.upper, rd,
                   f"compress:{fp}:{db.method}:{method}:{target}", calibration, generations=generations,
                   offspring=offspring, stages=stages, seed=seed, progress=progress, backend=backend,
@@ -567,7 +579,7 @@ def compress(
         owl, owl_s = owl_genome(adapter, provider, collect_hessians(adapter, calibration, batch_size=batch_size),
                                 lam=OWL_LAMBDA, m=OWL_M)
         cands.append(owl)
-    held = KLFitness(adapter, provider, heldout, batch_size=batch_size)
+    held = KLFitness(adapter, provider, heldout, batch_size=batch_size, top_k=top_k)
     kls = held.evaluate(np.stack(cands), None)
     del held
     if isinstance(provider, SparsityLevels):
@@ -603,6 +615,15 @@ def _finish(result: CompressionResult, provider: Any, adapter: ModelAdapter, ini
     if rd is not None:
         write_report(result, rd)
     return result
+
+
+def _top_k(top_k: Any, tokens: torch.Tensor, model: Any) -> int | None:
+    """The KL's support: ``"auto"`` keeps the full vocabulary while its float16 teacher fits in 512 MB."""
+    if top_k == "auto":
+        return None if tokens.numel() * int(model.config.vocab_size) * 2 <= 512 << 20 else 256
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ConfigError(f"top_k must be None, 'auto' or a positive int, got {top_k!r}")
+    return None if top_k is None else int(top_k)
 
 
 def _search(local: Any, initial: np.ndarray, mutation: Any, lower: Any, upper: Any, rd: Path | None, task: str,
@@ -721,21 +742,21 @@ def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: t
                     fp: str, rd: Path | None, *, tokenizer: Any, generations: int, offspring: int,
                     stages: Any, max_switches: int, seed: int, export_model: bool, batch_size: int,
                     progress: bool, times: dict, backend: Any = None,
-                    factory: FitnessFactory | None = None) -> CompressionResult:
+                    factory: FitnessFactory | None = None, top_k: int | None = None) -> CompressionResult:
     """Drop exactly K attention and K MLP sub-blocks: (1 + lambda) search from the ShortGPT baseline."""
     N = adapter.n_blocks
     t0 = time.perf_counter()
     scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
     initial = shortgpt_genome(scores, k)
     uniform = spread_genome(N, k)
-    res = _search(lambda: DepthFitness(adapter, calibration, k=k, batch_size=batch_size), initial,
+    res = _search(lambda: DepthFitness(adapter, calibration, k=k, batch_size=batch_size, top_k=top_k), initial,
                   depth_mutation(N, max_switches), 0, 1, rd, f"compress:{fp}:depth:{k}", calibration,
                   generations=generations, offspring=offspring, stages=stages, seed=seed, progress=progress,
                   backend=backend, factory=factory)
     best = np.asarray(res.best_genome, dtype=np.int64)
     times["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    held = DepthFitness(adapter, heldout, k=k, batch_size=batch_size)
+    held = DepthFitness(adapter, heldout, k=k, batch_size=batch_size, top_k=top_k)
     kls = held.evaluate(np.stack([uniform, best, initial]), None)
     del held
     times["heldout"] = time.perf_counter() - t0
@@ -766,12 +787,12 @@ def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db
                     calibration: torch.Tensor, heldout: torch.Tensor, fp: str, rd: Path | None, *, tokenizer: Any,
                     generations: int, offspring: int, stages: Any, max_switches: int, seed: int,
                     export_model: bool, batch_size: int, progress: bool, times: dict, backend: Any = None,
-                    factory: FitnessFactory | None = None) -> CompressionResult:
+                    factory: FitnessFactory | None = None, top_k: int | None = None) -> CompressionResult:
     """Joint search over dropped sub-blocks and bit-widths from uniform (no drops, target bits)."""
     N = adapter.n_blocks
     t0 = time.perf_counter()
     initial = joint.uniform(target)
-    res = _search(lambda: JointFitness(adapter, joint, calibration, batch_size=batch_size), initial,
+    res = _search(lambda: JointFitness(adapter, joint, calibration, batch_size=batch_size, top_k=top_k), initial,
                   joint.mutation(max_switches), joint.lower, joint.upper, rd,
                   f"compress:{fp}:{db.method}:depth+quant:{target}", calibration, generations=generations,
                   offspring=offspring, stages=stages, seed=seed, progress=progress, backend=backend,
@@ -796,7 +817,7 @@ def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db
             cands.append(base)
     else:
         notes.append("ShortGPT baseline not shown: the search dropped no sub-block")
-    held = JointFitness(adapter, joint, heldout, batch_size=batch_size)
+    held = JointFitness(adapter, joint, heldout, batch_size=batch_size, top_k=top_k)
     kls = held.evaluate(np.stack(cands), None)
     del held
     times["heldout"] = time.perf_counter() - t0
