@@ -112,6 +112,23 @@ def test_search_results_apply_as_packed_layers(tmp_path):
     prov = provider_for(sdb)
     apply_levels(adapt(ref), prov, [lv + prov.n for lv in s_levels])
     torch.testing.assert_close(logits(ms, ids), logits(ref, ids), rtol=1e-4, atol=1e-4)
+    # float16 kept values: the same mask, values rounded once (half the bytes)
+    mh = apply(copy.deepcopy(dense), s_res, sdb.path, values_dtype="float16")
+    for n in packed_layers(mh):
+        assert mh.get_submodule(n).values.dtype == torch.float16
+        torch.testing.assert_close(mh.get_submodule(n).to_dense(), ms.get_submodule(n).to_dense().half().float(),
+                                   rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="values_dtype"):
+        apply(copy.deepcopy(dense), s_res, sdb.path, values_dtype="int8")
+
+    # a run directory whose recorded db_path moved: <run_dir>/db is found next to its config.json
+    moved = tmp_path / "moved"
+    (moved / "db").parent.mkdir()
+    import shutil
+
+    shutil.copytree(sdb.path, moved / "db")
+    (moved / "config.json").write_text(json.dumps({**s_res, "db_path": "no/such/db"}))
+    torch.testing.assert_close(logits(apply(copy.deepcopy(dense), moved), ids), logits(ms, ids), rtol=0, atol=0)
 
     # quant: the database's codes and grid; 6 bits stored as 8-bit codes of the same values
     mq = apply(copy.deepcopy(dense), q_res, qdb.path)

@@ -598,7 +598,7 @@ def compress(
         kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
         generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
         run_dir=None if rd is None else str(rd), baselines=baselines, count_metadata=bool(count_metadata),
-        db_path=str(db.path), times=times)
+        db_path=str(Path(db.path).resolve()), times=times)
     return _finish(result, provider, adapter, initial, rd, tokenizer, export_model)
 
 
@@ -833,7 +833,7 @@ def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db
         kl_calib_search=None if res.best_fitness is None else float(res.best_fitness),
         generations=int(res.generations), evaluations=int(res.evaluations), history=list(res.history),
         run_dir=None if rd is None else str(rd), baselines=baselines,
-        dropped=[list(d) for d in joint.dropped(best)], db_path=str(db.path), times=times, notes=notes)
+        dropped=[list(d) for d in joint.dropped(best)], db_path=str(Path(db.path).resolve()), times=times, notes=notes)
     return _finish(result, joint, adapter, initial, rd, tokenizer, export_model)
 
 

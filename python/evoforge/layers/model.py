@@ -161,7 +161,9 @@ def _result_json(config: Any) -> dict:
         p = p / "config.json" if p.is_dir() else p
         if not p.is_file():
             raise FileNotFoundError(f"compression config not found: {str(p)!r}")
-        return json.loads(p.read_text())
+        out = json.loads(p.read_text())
+        out["_config_dir"] = str(p.parent)  # finds <run_dir>/db when db_path was relative elsewhere
+        return out
     if hasattr(config, "to_json"):
         return config.to_json()
     return dict(config)
@@ -173,13 +175,12 @@ def _open_db(result: dict, database: Any) -> Any:
     if isinstance(database, LayerDatabase):
         return database
     if database is None:
-        if result.get("db_path"):
-            database = result["db_path"]
-        elif result.get("run_dir"):
-            database = Path(result["run_dir"]) / "db"
-        else:
+        candidates = [Path(d) for d in (result.get("db_path"),) if d]
+        candidates += [Path(d) / "db" for d in (result.get("_config_dir"), result.get("run_dir")) if d]
+        if not candidates:
             raise ConfigError("a search result without db_path or run_dir needs database= (the layer database "
                               "it was searched on)")
+        database = next((c for c in candidates if (c / "manifest.json").is_file()), candidates[0])
     return LayerDatabase.open(database)
 
 
@@ -216,7 +217,7 @@ def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> 
     return QuantLinear.from_codes(q, s, z, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
 
 
-def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
+def _apply_results(model: nn.Module, results: list[dict], dbs: list, values_dtype: torch.dtype) -> None:
     by_method: dict[str, tuple[dict, Any]] = {}
     for r, db in zip(results, dbs):
         if r.get("method") not in ("sparsity", "quant", "depth+quant"):
@@ -251,13 +252,13 @@ def _apply_results(model: nn.Module, results: list[dict], dbs: list) -> None:
                 qdb = by_method["quant"][1]
                 kw = {"bits": _store_bits(lv["quant"]), "group_size": _group_size(qdb.params["group_size"]),
                       "symmetric": bool(qdb.params.get("symmetric", False))}
-            new = SparseLinear.from_dense(W, b, format="unstructured", **kw)
+            new = SparseLinear.from_dense(W, b, format="unstructured", values_dtype=values_dtype, **kw)
         else:
             new = _quant_from_db(by_method["quant"][1], name, lv["quant"], b)
         _replace(model, name, new)
 
 
-def apply(model: nn.Module, config: Any, database: Any = None) -> nn.Module:
+def apply(model: nn.Module, config: Any, database: Any = None, *, values_dtype: str = "float32") -> nn.Module:
     """Replace ``model``'s block linear layers by packed modules, in place; returns the model.
 
     Parameters
@@ -266,7 +267,11 @@ def apply(model: nn.Module, config: Any, database: Any = None) -> nn.Module:
     config : a uniform spec dict, a search result (CompressionResult, its JSON dict, a run directory
         or its config.json), or a list of one sparsity and one quant result (see the module docstring).
     database : the layer database path (or LayerDatabase) of a search result; a list for a list.
+    values_dtype : ``"float32"`` (exact) or ``"float16"`` (half the bytes) for the kept values of
+        sparse layers without quantisation, when ``config`` is a search result (a spec has its own).
     """
+    if values_dtype not in _VALUE_DTYPES:
+        raise ConfigError(f"values_dtype must be one of {sorted(_VALUE_DTYPES)}, got {values_dtype!r}")
     if isinstance(config, dict) and "method" not in config:
         _apply_spec(model, _check_spec(config))
         return model
@@ -275,7 +280,7 @@ def apply(model: nn.Module, config: Any, database: Any = None) -> nn.Module:
     if len(dbs_in) != len(configs):
         raise ConfigError(f"{len(configs)} results but {len(dbs_in)} databases")
     results = [_result_json(c) for c in configs]
-    _apply_results(model, results, [_open_db(r, d) for r, d in zip(results, dbs_in)])
+    _apply_results(model, results, [_open_db(r, d) for r, d in zip(results, dbs_in)], _VALUE_DTYPES[values_dtype])
     return model
 
 
