@@ -191,6 +191,10 @@ class LayerRef:
         """Number of weights (``out_features * in_features``); biases are not counted."""
         return self.in_features * self.out_features
 
+    def sub_block_index(self, n_blocks: int) -> int:
+        """The sub-block holding this layer, numbered attention 0..N-1 then MLP N..2N-1."""
+        return self.block + (0 if self.kind in ("q", "k", "v", "o", "qkv") else n_blocks)
+
     def weight(self) -> torch.Tensor:
         """The weight, shape ``(out_features, in_features)``, the module's dtype and device.
 

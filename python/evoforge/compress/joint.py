@@ -58,7 +58,6 @@ from .providers import QuantLevels
 
 __all__ = ["JointFitness", "JointLevels", "JointSwitch"]
 
-_ATTN_KINDS = frozenset({"q", "k", "v", "o", "qkv"})
 
 
 class JointLevels:
@@ -85,7 +84,7 @@ class JointLevels:
         N = self.n_blocks = adapter.n_blocks
         self.n_genes = 2 * N
         layers = adapter.linear_layers()
-        self.layer_gene = np.array([r.block + (0 if r.kind in _ATTN_KINDS else N) for r in layers], dtype=np.int64)
+        self.layer_gene = np.array([r.sub_block_index(N) for r in layers], dtype=np.int64)
         self.weights = np.zeros(2 * N, dtype=np.int64)
         np.add.at(self.weights, self.layer_gene, provider.numel)
         if np.any(self.weights == 0):

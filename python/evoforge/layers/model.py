@@ -184,9 +184,6 @@ def _open_db(result: dict, database: Any) -> Any:
     return LayerDatabase.open(database)
 
 
-_ATTN_KINDS = frozenset({"q", "k", "v", "o", "qkv"})
-
-
 def _depth_quant_levels(model: nn.Module, result: dict) -> dict[str, dict[str, int]]:
     """Per layer ``{"quant": bits}``, or ``{"dropped": 1}`` for the layers of a dropped sub-block.
 
@@ -200,7 +197,7 @@ def _depth_quant_levels(model: nn.Module, result: dict) -> dict[str, dict[str, i
         raise ConfigError(f"a depth+quant result has {len(units)} sub-block bit-widths, the model {2 * n} sub-blocks")
     out = {}
     for r in refs:
-        b = int(units[r.block if r.kind in _ATTN_KINDS else n + r.block])
+        b = int(units[r.sub_block_index(n)])
         out[r.name] = {"dropped": 1} if b == 0 else {"quant": b}
     return out
 
