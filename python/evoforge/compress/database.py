@@ -149,7 +149,7 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     """Run the dense model once over ``tokens`` and collect each linear layer's input statistics.
 
     Forward pre-hooks on every module of ``adapter.linear_layers()`` accumulate ``X^T X`` and
-    ``sum x^2`` in float64 on the model's device, once per distinct input: layers that receive the
+    ``sum x^2`` (float32 per forward, summed in float64) on the model's device, once per distinct input: layers that receive the
     same tensor in a block (q/k/v, gate/up) share it; a layer whose input turns out to be another
     tensor gets its own entry. Runs under ``torch.inference_mode()``; the model is not changed.
 
@@ -187,12 +187,14 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
                 key = input_of[ref.name] = ref.name
                 if key in seen:
                     return
-            x2 = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+            x2 = x.detach().reshape(-1, x.shape[-1]).float()
             if key not in xtx:
                 C = x2.shape[1]
                 xtx[key] = torch.zeros((C, C), dtype=torch.float64, device=x2.device)
                 sq[key] = torch.zeros(C, dtype=torch.float64, device=x2.device)
-            xtx[key].addmm_(x2.T, x2)
+            # one float32 GEMM per forward (a float64 one costs more than the forward itself),
+            # summed over forwards in float64
+            xtx[key].add_(x2.T @ x2)
             sq[key].add_((x2 * x2).sum(0))
             seen[key] = x
         return hook
