@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "arrays.h"
 #include "evoforge/common.h"
 #include "evoforge/kl.h"
 
@@ -10,9 +11,6 @@ namespace py = pybind11;
 
 namespace evoforge {
 namespace {
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style>;
 
 template <typename S, kl::Dtype D>
 py::tuple teacher_full_impl(CArray<S> logits, int threads, bool force_scalar) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "arrays.h"
 #include "evoforge/common.h"
 #include "evoforge/mutation.h"
 
@@ -16,9 +17,6 @@ namespace py = pybind11;
 
 namespace evoforge {
 namespace {
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style>;
 
 py::tuple level_switch_impl(CArray<int32_t> parents, CArray<int32_t> lower, CArray<int32_t> upper,
                             CArray<int32_t> group_of, CArray<int32_t> members,

@@ -6,6 +6,7 @@
 
 #include <optional>
 
+#include "arrays.h"
 #include "evoforge/common.h"
 #include "evoforge/pareto.h"
 
@@ -13,9 +14,6 @@ namespace py = pybind11;
 
 namespace evoforge {
 namespace {
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style>;
 
 template <typename T>
 py::array_t<int32_t> rank_impl(CArray<T> F, std::optional<CArray<T>> cv, int threads) {

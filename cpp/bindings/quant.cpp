@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "arrays.h"
 #include "evoforge/common.h"
 #include "evoforge/quant.h"
 
@@ -15,15 +16,6 @@ namespace py = pybind11;
 
 namespace evoforge {
 namespace {
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style>;
-
-template <typename A>
-void check_shape(const A& a, int64_t r, int64_t c, const char* name) {
-  EVOFORGE_CHECK(a.ndim() == 2 && a.shape(0) == r && a.shape(1) == c,
-                 name << " must have shape [" << r << ", " << c << "]");
-}
 
 quant::Isa parse_isa(const std::string& s) {
   if (s == "auto") return quant::best_isa();

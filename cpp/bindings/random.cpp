@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "arrays.h"
 #include "evoforge/common.h"
 #include "evoforge/mutation.h"
 
@@ -14,9 +15,6 @@ namespace py = pybind11;
 
 namespace evoforge {
 namespace {
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style>;
 
 py::array_t<uint32_t> philox_impl(CArray<uint32_t> ctr, CArray<uint32_t> key) {
   EVOFORGE_CHECK(ctr.ndim() == 2 && ctr.shape(1) == 4, "counter must have shape [N, 4]");

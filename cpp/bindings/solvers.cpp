@@ -7,6 +7,7 @@
 
 #include <optional>
 
+#include "arrays.h"
 #include "evoforge/common.h"
 #include "evoforge/solvers.h"
 
@@ -14,15 +15,6 @@ namespace py = pybind11;
 
 namespace evoforge {
 namespace {
-
-template <typename T>
-using CArray = py::array_t<T, py::array::c_style>;
-
-template <typename A>
-void check_shape(const A& a, int64_t r, int64_t c, const char* name) {
-  EVOFORGE_CHECK(a.ndim() == 2 && a.shape(0) == r && a.shape(1) == c,
-                 name << " must have shape [" << r << ", " << c << "]");
-}
 
 template <typename T>
 void sparsegpt_impl(CArray<T> W, CArray<T> U, int64_t blocksize,
