@@ -49,7 +49,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <sstream>
 #include <stdexcept>
 #include <type_traits>
 
@@ -591,18 +590,20 @@ __global__ void dequantize_kernel(DequantArgs a, uint16_t* __restrict__ out) {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void check_weight(const PackedWeight& w, bool sparse) {
-  std::ostringstream os;
-  if (!(w.bits == 2 || w.bits == 3 || w.bits == 4 || w.bits == 8)) os << "bits must be 2, 3, 4 or 8, got " << w.bits;
+  std::string msg;
+  if (!(w.bits == 2 || w.bits == 3 || w.bits == 4 || w.bits == 8))
+    msg = message("bits must be 2, 3, 4 or 8, got ", w.bits);
   else if (!(w.group_size == 0 || w.group_size == 32 || w.group_size == 64 || w.group_size == 128 ||
              w.group_size == 256))
-    os << "group_size must be 0, 32, 64, 128 or 256, got " << w.group_size;
+    msg = message("group_size must be 0, 32, 64, 128 or 256, got ", w.group_size);
   else if (w.N < 1 || w.K < 1 || w.K > (int64_t(1) << 31) - 32 || w.N > (int64_t(1) << 31) - 1)
-    os << "need 1 <= N < 2^31 and 1 <= K < 2^31 - 32, got N = " << w.N << ", K = " << w.K;
-  else if (!w.packed || !w.scales) os << "packed and scales must be device pointers";
-  else if (sparse && !w.meta) os << "a 2:4 weight needs meta";
+    msg = message("need 1 <= N < 2^31 and 1 <= K < 2^31 - 32, got N = ", w.N, ", K = ", w.K);
+  else if (!w.packed || !w.scales)
+    msg = "packed and scales must be device pointers";
+  else if (sparse && !w.meta)
+    msg = "a 2:4 weight needs meta";
   else if ((reinterpret_cast<uintptr_t>(w.packed) | reinterpret_cast<uintptr_t>(w.meta)) % 16 != 0)
-    os << "packed and meta must be 16-byte aligned";
-  const std::string msg = os.str();
+    msg = "packed and meta must be 16-byte aligned";
   if (!msg.empty()) throw std::invalid_argument(msg);
 }
 

@@ -32,7 +32,6 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
-#include <sstream>
 #include <stdexcept>
 
 #include "evoforge/cuda/common.h"
@@ -272,9 +271,7 @@ Layout layout(int64_t U, int64_t M, size_t elem_size) {
 void check_launch(const char* what) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
-    std::ostringstream os;
-    os << "launch of " << what << " failed: " << cudaGetErrorString(err);
-    throw CudaError(os.str());
+    throw CudaError(message("launch of ", what, " failed: ", cudaGetErrorString(err)));
   }
 }
 
@@ -328,9 +325,8 @@ void rank_bucket(const T* pts, int64_t U, int64_t M, int32_t* rank, char* ws,
 
 ParetoConfig pareto_config(int64_t M) {
   if (M < 1 || M > kParetoMaxObjectives) {
-    std::ostringstream os;
-    os << "the CUDA Pareto kernels take 1 <= M <= " << kParetoMaxObjectives << " objectives, got M = " << M;
-    throw std::invalid_argument(os.str());
+    throw std::invalid_argument(
+        message("the CUDA Pareto kernels take 1 <= M <= ", kParetoMaxObjectives, " objectives, got M = ", M));
   }
   ParetoConfig c{};
   c.group = kGroup;
@@ -355,18 +351,15 @@ void rank_sorted_unique_cuda(const T* pts, int64_t U, int64_t M, int32_t* rank, 
                              size_t workspace_bytes, cudaStream_t stream) {
   pareto_config(M);  // validates M
   if (U < 0 || U > INT_MAX) {
-    std::ostringstream os;
-    os << "the CUDA Pareto kernels take 0 <= U < 2^31 points, got " << U;
-    throw std::invalid_argument(os.str());
+    throw std::invalid_argument(message("the CUDA Pareto kernels take 0 <= U < 2^31 points, got ", U));
   }
   if (U == 0) return;
   const size_t need = rank_sorted_unique_workspace_bytes(U, M, sizeof(T));
   if (pts == nullptr || rank == nullptr || (need > 0 && workspace == nullptr))
     throw std::invalid_argument("rank_sorted_unique_cuda: null device pointer");
   if (workspace_bytes < need) {
-    std::ostringstream os;
-    os << "rank_sorted_unique_cuda: workspace of " << workspace_bytes << " bytes, need " << need;
-    throw std::invalid_argument(os.str());
+    throw std::invalid_argument(
+        message("rank_sorted_unique_cuda: workspace of ", workspace_bytes, " bytes, need ", need));
   }
   if (reinterpret_cast<uintptr_t>(workspace) % 16 != 0 || reinterpret_cast<uintptr_t>(pts) % sizeof(T) != 0 ||
       reinterpret_cast<uintptr_t>(rank) % sizeof(int32_t) != 0)

@@ -542,7 +542,7 @@ def test_bad_inputs_on_the_gpu():
         lc.quant_matmul(x, packed.cpu(), scales, None, 4, 0, n)
     with pytest.raises(ValueError, match="take CUDA tensors"):
         lc.quant_matmul(x.cpu(), packed, scales, None, 4, 0, n)
-    with pytest.raises(ValueError, match=r"packed must have shape \[8, 32\]"):
+    with pytest.raises(ValueError, match=r"packed must have shape \[8, 48\], got \[8, 32\]"):
         lc.quant_matmul(torch.zeros(2, k + 32, dtype=torch.float16, device="cuda"), packed, scales, None, 4, 0, n)
     with pytest.raises(ValueError, match="bits must be one of"):
         lc.quant_matmul(x, packed, scales, None, 5, 0, n)

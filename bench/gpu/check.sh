@@ -86,7 +86,7 @@ if [[ -n "${OUT:-}" ]]; then cp bench/results/hashing_gpu.json bench/results/mut
 
 echo "== quantised layers GPU benchmark (quant_matmul vs torch fp16 F.linear)"
 lt=$(max 60 "$(min 120 $(( $(left) - 150 )))")
-timeout -k 5 "$lt" "$PY" -m evoforge.bench.layers_gpu --out bench/results/layers_gpu.json \
+timeout -k 5 "$lt" "$PY" -m evoforge.bench.layers_gpu --out bench/results/layers_gpu.json --sweep 1 2 4 8 \
   --deadline $(( lt - 20 )) || echo "layers GPU benchmark failed"
 
 echo "== GPU benchmark"

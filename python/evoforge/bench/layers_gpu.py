@@ -104,7 +104,7 @@ def _make_weight(fmt, n, k, gen):
     if sparse:  # valid nibbles only: i0 < i1
         valid = torch.tensor([a | (b << 2) for a in range(4) for b in range(a + 1, 4)], dtype=torch.uint8,
                              device="cuda")
-        nib = valid[torch.randint(0, 6, (n, lc.row_bytes(k, 1) * 2), device="cuda", generator=gen)]
+        nib = valid[torch.randint(0, 6, (n, -(-k // 32) * 8), device="cuda", generator=gen)]  # Kp / 4 nibbles
         meta = (nib[:, 0::2] | (nib[:, 1::2] << 4)).contiguous()
     w = {"packed": packed, "scales": scales, "zeros": zeros, "meta": meta, "bits": bits}
     w["bytes"] = sum(t.numel() * t.element_size() for t in (packed, scales, zeros, meta) if t is not None)
@@ -180,6 +180,44 @@ def run(shapes, batches, formats, *, deadline_s: float, on_row=None) -> list[dic
     return rows
 
 
+def sweep_occupancy(shapes, batches, scales, fmt: str = "int4") -> list[dict]:
+    """Time of ``fmt`` when the split-K geometry assumes ``scale`` times the resident blocks per SM
+    that the occupancy query reports (more, shorter K ranges): how much latency hiding is missing."""
+    import torch
+
+    from evoforge.layers import _cuda as lc
+
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    queried = lc._blocks_per_sm
+    out = []
+    try:
+        for n, k in shapes:
+            one = _make_weight(fmt, n, k, gen)
+            copies = [one] + [_make_weight(fmt, n, k, gen) for _ in range(min(15, -(-L2_FLUSH_BYTES // one["bytes"]) - 1))]
+            for b in batches:
+                x = torch.randn(b, k, device="cuda", dtype=getattr(torch, FORMATS[fmt][3]))
+                row = {"N": n, "K": k, "B": b, "format": fmt}
+                for sc in scales:
+                    lc._blocks_per_sm = lambda *a, sc=sc: sc * queried(*a)
+                    bps = lc._blocks_per_sm(_native_mod(), 0, x.dtype, FORMATS[fmt][0], b, FORMATS[fmt][2])
+                    cfg = lc.kernel_config(b, n, k, lc._sm_count(0), bps)
+                    row[f"x{sc}"] = {"us": _graph_time_us([lambda w=w, x=x, n=n: _call(w, x, n) for w in copies], reps=20),
+                                     "splits": cfg["splits"]}
+                out.append(row)
+                print(f"  sweep {fmt} {n}x{k} B={b}: " + ", ".join(
+                    f"x{sc} ({row[f'x{sc}']['splits']} splits) {row[f'x{sc}']['us']:.1f} us" for sc in scales), flush=True)
+            del copies, one
+    finally:
+        lc._blocks_per_sm = queried
+    return out
+
+
+def _native_mod():
+    from evoforge import _native
+
+    return _native.require_cuda()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evoforge.bench.layers_gpu", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
     ap.add_argument("--deadline", type=float, default=90.0, help="no new cells after this many seconds")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/layers_gpu.json)")
+    ap.add_argument("--sweep", type=int, nargs="*", default=[],
+                    help="also time int4 with the split-K geometry for these multiples of the resident blocks per SM")
     args = ap.parse_args(argv)
 
     import torch
@@ -214,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = run(shapes, args.batches, args.formats, deadline_s=args.deadline, on_row=save)
     save(rows)
+    if args.sweep:
+        sweep = sweep_occupancy(shapes, args.batches, args.sweep)
+        for p in outs:
+            _harness.write_json(p.with_name(p.stem + "_sweep.json"), {"machine": meta, "rows": sweep})
     print("wrote " + ", ".join(map(str, outs)))
     print(f"\ny = x W^T on {meta['gpu']}: speedup over torch fp16 F.linear (us per call in CUDA graphs; int4"
           f" GB/s against a device copy of {meta['copy_GBps']:.0f} GB/s); group {GROUP}; '-' = not run")
