@@ -80,6 +80,16 @@ def test_metadata_uniform_and_mutation_exact(stories, tmp_path, symmetric):
         q.uniform(2.1)  # 2-bit codes plus grids cost more than 2.1 bits per weight
 
 
+def test_build_db_values_dtype(stories, tmp_path):
+    for dt in ("float32", None):
+        out = tmp_path / str(dt)
+        extra = [] if dt is None else ["--values-dtype", dt]
+        assert cli_main(["compress", "build-db", "--model", str(STORIES), "--method", "magnitude", "--levels", "1",
+                         "--out", str(out), "--quiet", *extra]) == 0
+        man = json.loads((out / "manifest.json").read_text())
+        assert man["storage"] == "sparse" and {e["values_dtype"] for e in man["layers"]} == {dt or "float16"}
+
+
 def test_build_db_and_reuse(stories, tmp_path, capsys):
     db = tmp_path / "db"
     assert cli_main(["compress", "build-db", "--model", str(STORIES), "--method", "gptq", "--out", str(db),

@@ -5,6 +5,7 @@ round trip, fingerprint and file errors, and deterministic calibration sampling.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -254,13 +255,14 @@ def test_fused_and_conv1d(arch, tmp_path):
 def test_round_trip_and_manifest(llama, calib, stats, tmp_path):
     a = adapt(llama)
     db = build_database(a, calib, tmp_path / "db", method="sparsegpt", sparsity=0.4, n_levels=1, step=50,
-                        stats=stats, calibration={"source": "samples", "seed": 0})
+                        stats=stats, calibration={"source": "samples", "seed": 0}, values_dtype="float32")
     r = a.linear_layers()[5]
     want = solvers.sparsegpt(r.weight(), solvers.factor_hessian(stats.hessian(r).numpy()), (round(0.4 * r.numel) + 50) / r.numel)
     again = LayerDatabase.open(tmp_path / "db", model_fingerprint=a.fingerprint())
     assert torch.equal(again.weight(r.name, 1), want) and torch.equal(again.weight(5, 1), want)
     m = json.loads((tmp_path / "db" / "manifest.json").read_text())
-    assert m["version"] == 1 and m["model_fingerprint"] == a.fingerprint() and m["method"] == "sparsegpt"
+    assert m["version"] == 2 and m["model_fingerprint"] == a.fingerprint() and m["method"] == "sparsegpt"
+    assert m["storage"] == "sparse" and m["layers"][5]["values_dtype"] == "float32"
     assert m["calibration"]["n"] == 8 and m["calibration"]["length"] == 16 and m["calibration"]["source"] == "samples"
     assert m["params"] == {"sparsity": 0.4, "n_levels": 1, "step": 50, "percdamp": 0.01, "blocksize": 128}
     e = m["layers"][5]
@@ -270,6 +272,49 @@ def test_round_trip_and_manifest(llama, calib, stats, tmp_path):
         build_database(a, calib, tmp_path / "db", method="magnitude")
     with pytest.raises(KeyError, match="level 7"):
         db.weight(r, 7)
+
+
+def test_sparse_storage_float16(llama, calib, stats, tmp_path):
+    """Default storage: bitmask + float16 non-zeros; the same mask (count included) as the float32
+    build, values within float16 rounding, tiny values kept non-zero, a version-1 database still read."""
+    a = adapt(llama)
+    kw = {"method": "sparsegpt", "sparsity": 0.5, "n_levels": 2, "step": 100, "stats": stats}
+    exact = build_database(a, calib, tmp_path / "f32", values_dtype="float32", **kw)
+    half = build_database(a, calib, tmp_path / "f16", **kw)
+    for r in a.linear_layers():
+        for k in half.levels(r):
+            W, W16 = exact.weight(r, k), half.weight(r, k)
+            assert torch.equal(W != 0, W16 != 0) and int((W16 != 0).sum()) == half.cost(r, k)
+            assert torch.equal(W16, W.half().float())  # float16 rounding, nothing else
+    dense = sum(4 * r.numel * len(half.levels(r)) for r in a.linear_layers())  # float32 levels stored dense
+    assert half.manifest["total_bytes"] < 0.4 * dense and exact.manifest["total_bytes"] < 0.65 * dense
+    # tiny and huge values: never rounded to 0; out of float16's range -> the layer stays float32
+    r = a.linear_layers()[0]
+    W = r.weight().detach().clone()
+    with torch.no_grad():
+        r.module.weight.view(-1)[:3] = torch.tensor([1e-30, -1e-30, 3e-8])
+        t = build_database(a, None, tmp_path / "tiny", method="magnitude", sparsity=0.0, n_levels=0)
+        assert int((t.weight(r, 0) != 0).sum()) == r.numel and t.manifest["layers"][0]["values_dtype"] == "float16"
+        r.module.weight.view(-1)[0] = 1e6
+        big = build_database(a, None, tmp_path / "big", method="magnitude", sparsity=0.5, n_levels=0)
+        assert big.manifest["layers"][0]["values_dtype"] == "float32" and float(big.weight(r, 0).max()) == 1e6
+        r.module.weight.copy_(W)
+    with pytest.raises(ConfigError, match="values_dtype"):
+        build_database(a, None, tmp_path / "x", method="magnitude", values_dtype="int8")
+    # a version-1 database (levels stored dense) is still read
+    v1 = tmp_path / "v1"
+    shutil.copytree(exact.path, v1)
+    m = json.loads((v1 / "manifest.json").read_text())
+    from safetensors.torch import save_file
+    for e in m["layers"]:
+        f = v1 / e["file"]
+        save_file({f"level.{k}": exact.weight(e["name"], k) for k in e["levels"]}, str(f))
+        e["file_bytes"] = f.stat().st_size
+    m.update(version=1, storage="dense")
+    (v1 / "manifest.json").write_text(json.dumps(m))
+    old = LayerDatabase.open(v1)
+    r = a.linear_layers()[3]
+    assert torch.equal(old.weight(r, 1), exact.weight(r, 1))
 
 
 def test_errors(llama, calib, tmp_path):

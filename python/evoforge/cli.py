@@ -170,7 +170,8 @@ def _cmd_build_db(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         quant = args.method in QUANT_METHODS
         kw = ({"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else
-              {"sparsity": args.target, "n_levels": args.levels, "step": args.step})
+              {"sparsity": args.target, "n_levels": args.levels, "step": args.step,
+               "values_dtype": args.values_dtype})
         db = build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
                             overwrite=args.overwrite, progress=not args.quiet, **kw)
     except (EvoforgeError, ValueError, FileNotFoundError, FileExistsError) as e:
@@ -223,6 +224,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
                         "median layer)")
     b.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
     b.add_argument("--group-size", type=int, default=64, help="quantisation group size (-1: one group per row)")
+    b.add_argument("--values-dtype", default=None, choices=("float16", "bfloat16", "float32"),
+                   help="how sparsity levels store their non-zeros (default: bfloat16 for bfloat16 models, else "
+                        "float16; float32 is lossless for float32 models)")
     sym = b.add_mutually_exclusive_group()
     sym.add_argument("--symmetric", dest="symmetric", action="store_true", help="symmetric grids (no zero points)")
     sym.add_argument("--asymmetric", dest="symmetric", action="store_false", help="asymmetric grids (default)")

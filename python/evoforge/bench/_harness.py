@@ -100,3 +100,10 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(payload, indent=1, default=str))
     return p
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under the shared data folder: ``$EVOFORGE_SHARED_DATA`` when set, else
+    ``../shared/data`` from the working directory (benchmarks run from the repository root)."""
+    root = os.environ.get("EVOFORGE_SHARED_DATA")
+    return Path(root if root else Path.cwd().parent / "shared" / "data").joinpath(*parts)

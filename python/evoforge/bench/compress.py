@@ -29,7 +29,7 @@ from evoforge.bench import _harness
 
 ROWS = {"s50": ("sparsity", 0.5), "s60": ("sparsity", 0.6), "s70": ("sparsity", 0.7),
         "q3": ("quant", 3.0), "q2.5": ("quant", 2.5), "d25": ("depth", 7)}
-TEXT = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "text" / "wikitext2-test.raw"
+TEXT = _harness.shared_data("text", "wikitext2-test.raw")
 
 
 def _du(path: Path) -> int:

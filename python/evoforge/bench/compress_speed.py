@@ -26,9 +26,8 @@ from pathlib import Path
 
 from evoforge.bench import _harness
 
-ROOT = Path(__file__).resolve().parents[3]
-STORIES = ROOT / ".." / "shared" / "data" / "stories260k" / "hf"
-TEXT = ROOT / ".." / "shared" / "data" / "text" / "wikitext2-test.raw"
+STORIES = _harness.shared_data("stories260k", "hf")
+TEXT = _harness.shared_data("text", "wikitext2-test.raw")
 
 VARIANTS = [  # name, prefix_reuse, batch_size, cache, fused_kl
     ("evoforge (all on)", True, 8, True, True),
