@@ -173,3 +173,18 @@ def test_cli_bad_input(stories, tmp_path, capsys):
                  ["compress", "--method", "quant"]):
         with pytest.raises(SystemExit):
             cli_main(argv)
+
+
+def test_compute_dtype_bfloat16(stories, tmp_path, capsys):
+    """--compute-dtype bfloat16: the search runs under autocast, the budget stays exact, the reported
+    KL is computed in float32 (the dense row is exactly 0), and the setting is part of the run's identity."""
+    rd = tmp_path / "run"
+    args = ["compress", "--model", str(STORIES), "--method", "sparsity", "--target", "0.5", "--db-method", "magnitude",
+            "--db-levels", "2", "--run-dir", str(rd), "--no-export", *QUIET]
+    assert cli_main([*args, "--compute-dtype", "bfloat16"]) == 0
+    lines = {ln.split()[0]: ln.split()[1:] for ln in capsys.readouterr().out.splitlines() if ln.split()}
+    assert float(lines["dense"][0]) == 0.0 and float(lines["evoforge"][0]) > 0
+    settings = json.loads((rd / "compress.json").read_text())
+    assert settings["compute_dtype"] == "bfloat16"
+    assert cli_main(args) == 2  # the same run directory without it: other settings
+    assert "compute_dtype" in capsys.readouterr().err

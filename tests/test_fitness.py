@@ -308,3 +308,25 @@ def test_teacher_dir_memmap_and_reuse(tiny, tmp_path):
     assert f3.teacher.indices is None and not (tmp_path / "t" / "tail.npy").exists()
     np.testing.assert_allclose(f3.evaluate(g, None), KLFitness(a, prov, toks[:3], batch_size=4).evaluate(g, None),
                                rtol=1e-12)
+
+
+def test_bfloat16_compute(stories):
+    """compute_dtype="bfloat16" (autocast blocks and head) ranks candidates as float32 does."""
+    _model, a, toks = stories
+    prov = MagnitudeLevels(a, n_levels=5, max_sparsity=0.8)
+    f32 = KLFitness(a, prov, toks, top_k=32, batch_size=4)
+    bf16 = KLFitness(a, prov, toks, top_k=32, batch_size=4, compute_dtype="bfloat16")
+    assert bf16.compute_dtype == torch.bfloat16 and f32.compute_dtype is None
+    L = prov.n_layers
+    rng = np.random.default_rng(3)
+    # what a search ranks: candidates of one budget (permutations of the same levels)
+    base = np.repeat(np.arange(5), L // 5 + 1)[:L]
+    g = np.stack([rng.permutation(base) for _ in range(16)])
+    a32, a16 = f32.evaluate(g, None), bf16.evaluate(g, None)
+    floor = float(bf16.evaluate(np.zeros((1, L), dtype=int), None)[0])  # the dense model in bfloat16
+    assert 0 <= floor < 0.01 * a32.min()
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(rank(a32), rank(a16))[0, 1] >= 0.95, (a32, a16)
+    np.testing.assert_allclose(a16, a32, rtol=0.02, atol=2 * floor)
+    with pytest.raises(ConfigError, match="compute_dtype"):
+        KLFitness(a, prov, toks, compute_dtype="int8")

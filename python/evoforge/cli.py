@@ -100,7 +100,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             symmetric=args.symmetric, count_metadata=args.count_metadata,
             calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
             seq_len=args.seq_len, generations=args.generations, offspring=args.offspring, stages=stages,
-            seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet)
+            seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet,
+            compute_dtype=args.compute_dtype)
         eval_text = args.eval_text or args.calib_text
         if eval_text is not None and tok is not None:
             t0 = time.perf_counter()
@@ -264,6 +265,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offspring", type=int, default=8)
     p.add_argument("--stages", default=None, help="selection stages survivors:tokens, e.g. 4:256,1:all")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
+                   help="evaluate the search's candidates in bfloat16 (autocast; about 2.5x faster on CPUs with "
+                        "AMX or AVX-512 BF16); the reported KL and perplexity stay in the model's dtype")
     p.add_argument("--run-dir", default=None, help="resumable run directory (default evoforge-runs/...)")
     p.add_argument("--calib-text", default=None, help="calibration text (default: samples from the model)")
     p.add_argument("--eval-text", default=None, help="text for perplexity (default: --calib-text)")

@@ -1,6 +1,7 @@
 """Speed of the compression search: time per generation and tokens/s of EvoPress's sparsity
 schedule, with each of prefix reuse, batching, the evaluation cache and the fused KL switched off
-in turn (and all off: the reference's way of working, batch 1 and every candidate in full).
+in turn (and all off: the reference's way of working, batch 1 and every candidate in full), and
+with the candidates computed in bfloat16 (``compute_dtype="bfloat16"``, autocast).
 
     python bench/compress_speed.py [--quick] [--generations 2] [--database DIR]
 
@@ -29,13 +30,14 @@ from evoforge.bench import _harness
 STORIES = _harness.shared_data("stories260k", "hf")
 TEXT = _harness.shared_data("text", "wikitext2-test.raw")
 
-VARIANTS = [  # name, prefix_reuse, batch_size, cache, fused_kl
-    ("evoforge (all on)", True, 8, True, True),
-    ("prefix reuse off", False, 8, True, True),
-    ("batching off (batch 1)", True, 1, True, True),
-    ("cache off", True, 8, False, True),
-    ("fused KL off (torch log_softmax)", True, 8, True, False),
-    ("all off", False, 1, False, False),
+VARIANTS = [  # name, prefix_reuse, batch_size, cache, fused_kl, compute_dtype
+    ("evoforge (all on)", True, 8, True, True, None),
+    ("bfloat16 compute (autocast)", True, 8, True, True, "bfloat16"),
+    ("prefix reuse off", False, 8, True, True, None),
+    ("batching off (batch 1)", True, 1, True, True, None),
+    ("cache off", True, 8, False, True, None),
+    ("fused KL off (torch log_softmax)", True, 8, True, False, None),
+    ("all off", False, 1, False, False, None),
 ]
 
 
@@ -87,10 +89,10 @@ def run(args) -> dict:
     teacher_dir = Path(args.work) / ("teacher-quick" if args.quick else "teacher")
     variants = [v for v in VARIANTS if not args.variants or v[0].split(" ")[0] in args.variants]
     fits = {}
-    for name, reuse, bs, _cache, fused in variants:
+    for name, reuse, bs, _cache, fused, cdt in variants:
         t0 = time.perf_counter()
         fits[name] = KLFitness(adapter, prov, calib, top_k=top_k, teacher_dir=teacher_dir, batch_size=bs,
-                               prefix_reuse=reuse, fused_kl=fused)
+                               prefix_reuse=reuse, fused_kl=fused, compute_dtype=cdt)
         print(f"{name}: set-up {time.perf_counter() - t0:.1f} s", flush=True)
 
     # the recording: OnePlusLambda with the first variant, every batch and the parent at that time
@@ -124,7 +126,7 @@ def run(args) -> dict:
     loads = []
     for g in sorted({r[0] for r in record}):
         loads.append(os.getloadavg()[0])
-        for name, reuse, _bs, cache, _fused in variants:
+        for name, reuse, _bs, cache, _fused, _cdt in variants:
             fit = fits[name]
             t0 = time.perf_counter()
             for gen, parent, genomes, fid, seed, want in record:
@@ -150,9 +152,10 @@ def run(args) -> dict:
     G = args.generations
     base = seconds[variants[0][0]]
     rows = []
-    for name, reuse, bs, cache, fused in variants:
+    for name, reuse, bs, cache, fused, cdt in variants:
         st = fits[name].stats
         rows.append({"variant": name, "prefix_reuse": reuse, "batch_size": bs, "cache": cache, "fused_kl": fused,
+                     "compute_dtype": cdt,
                      "s_per_generation": seconds[name] / G, "tokens_per_s": tokens[name] / seconds[name],
                      "x_slower_than_all_on": seconds[name] / base, "cache_hits": hits[name],
                      "blocks_computed": st["blocks_computed"], "blocks_skipped": st["blocks_skipped"],

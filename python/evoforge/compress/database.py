@@ -209,12 +209,14 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
         return hook
 
     handles = [r.module.register_forward_pre_hook(hook_for(r)) for r in layers]
+    # the backbone alone: the LM head's logits (B x T x vocab) are a fifth of the FLOPs and unused
+    backbone = adapter.model.base_model
     try:
         with torch.inference_mode():
             for b0 in range(0, tokens.shape[0], batch_size):
                 ids = tokens[b0:b0 + batch_size].to(dev)
                 seen.clear()
-                adapter.model(input_ids=ids, use_cache=False)
+                backbone(input_ids=ids, use_cache=False)
                 count[0] += ids.numel()
     finally:
         seen.clear()

@@ -121,9 +121,10 @@ class DepthFitness(KLFitness):
     """
 
     def __init__(self, adapter: ModelAdapter, calib_tokens: torch.Tensor, *, k: int | None = None,
-                 top_k: int | None = None, batch_size: int = 8, seq_len: int | None = None) -> None:
+                 top_k: int | None = None, batch_size: int = 8, seq_len: int | None = None,
+                 compute_dtype: Any = None) -> None:
         super().__init__(adapter, _DenseOnly(adapter), calib_tokens, top_k=top_k, batch_size=batch_size,
-                         seq_len=seq_len, prefix_reuse=True)
+                         seq_len=seq_len, prefix_reuse=True, compute_dtype=compute_dtype)
         self.n_blocks = adapter.n_blocks
         self.k = k
         self._dwork_cfg: np.ndarray | None = None

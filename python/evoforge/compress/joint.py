@@ -272,9 +272,10 @@ class JointFitness(KLFitness):
     """
 
     def __init__(self, adapter: ModelAdapter, joint: JointLevels, calib_tokens: torch.Tensor, *,
-                 top_k: int | None = None, batch_size: int = 8, seq_len: int | None = None) -> None:
+                 top_k: int | None = None, batch_size: int = 8, seq_len: int | None = None,
+                 compute_dtype: Any = None) -> None:
         super().__init__(adapter, joint.provider, calib_tokens, top_k=top_k, batch_size=batch_size,
-                         seq_len=seq_len, prefix_reuse=True)
+                         seq_len=seq_len, prefix_reuse=True, compute_dtype=compute_dtype)
         self.joint = joint
         N = adapter.n_blocks
         # key columns in block order: block b's attention gene, MLP gene, then its layers

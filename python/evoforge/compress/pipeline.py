@@ -326,6 +326,7 @@ class FitnessFactory:
     joint: bool = False
     include_metadata: bool = False
     top_k: int | None = None
+    compute_dtype: str | None = None
 
     def __call__(self) -> Any:
         model = load_model(self.model)[0] if isinstance(self.model, (str, os.PathLike)) else self.model
@@ -335,14 +336,15 @@ class FitnessFactory:
                               f"{adapter.fingerprint()} != {self.fingerprint})")
         if self.depth_k is not None:
             return DepthFitness(adapter, self.calibration, k=self.depth_k, batch_size=self.batch_size,
-                                top_k=self.top_k)
+                                top_k=self.top_k, compute_dtype=self.compute_dtype)
         p = next(model.parameters())
         provider = provider_for(LayerDatabase.open(self.database, model_fingerprint=self.fingerprint),
                                 include_metadata=self.include_metadata, device=p.device, dtype=p.dtype)
         if self.joint:
             return JointFitness(adapter, JointLevels(adapter, provider), self.calibration, batch_size=self.batch_size,
-                                top_k=self.top_k)
-        return KLFitness(adapter, provider, self.calibration, batch_size=self.batch_size, top_k=self.top_k)
+                                top_k=self.top_k, compute_dtype=self.compute_dtype)
+        return KLFitness(adapter, provider, self.calibration, batch_size=self.batch_size, top_k=self.top_k,
+                         compute_dtype=self.compute_dtype)
 
 
 def _search_backend(backend: Any, factory: FitnessFactory, local: Any) -> Any:
@@ -386,6 +388,7 @@ def compress(
     progress: bool = False,
     backend: Any = None,
     top_k: int | None | str = "auto",
+    compute_dtype: str | None = None,
 ) -> CompressionResult:
     """Search per-layer compression levels under an exact global budget (EvoPress-style).
 
@@ -426,6 +429,9 @@ def compress(
         bin for the rest; see :mod:`evoforge.kl`), or ``"auto"``: the full vocabulary while the
         calibration teacher fits in 512 MB of float16, else the top 256 + the tail bin. The search's
         teacher is kept (memory-mapped) in ``run_dir/teacher``.
+    compute_dtype : None or ``"bfloat16"``: the search's candidates run under ``torch.autocast`` in
+        bfloat16 (about 2.5x faster on CPUs with AMX / AVX-512 BF16; see :class:`KLFitness`); the
+        reported held-out KL and perplexity are computed in the model's dtype either way.
     """
     method = _check_method(method)
     target = _check_target(method, target)
@@ -467,12 +473,14 @@ def compress(
                 "max_switches": int(max_switches), "seed": int(seed), "model_fingerprint": fp,
                 "database": None if database is None or isinstance(database, LayerDatabase) else str(database),
                 "calib_text": None if calib_text is None else str(calib_text)}
+    if compute_dtype is not None:  # absent from older run directories' settings
+        settings["compute_dtype"] = str(compute_dtype)
     if rd is not None:
         rd.mkdir(parents=True, exist_ok=True)
         sp = rd / _SETTINGS
         if sp.is_file():
             old = json.loads(sp.read_text())
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
+            diff = sorted(k for k in set(settings) | set(old) if old.get(k) != settings.get(k))
             if diff:
                 raise ConfigError(f"run directory {str(rd)!r} holds a run with other settings ({', '.join(diff)}); "
                                   "use another --run-dir")
@@ -502,7 +510,7 @@ def compress(
     source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model
     top_k = _top_k(top_k, calibration, model)
     factory = FitnessFactory(source, fp, calibration, None, int(batch_size), next(model.parameters()).device.type,
-                             top_k=top_k)
+                             top_k=top_k, compute_dtype=compute_dtype)
     if method == "depth":
         factory.depth_k = k_depth
         return _compress_depth(adapter, k_depth, target, calibration, heldout, fp, rd, tokenizer=tokenizer,
@@ -563,7 +571,7 @@ def compress(
     factory.database, factory.include_metadata = str(db.path), bool(count_metadata)
     teacher_dir = None if rd is None else rd / "teacher"
     res = _search(lambda: KLFitness(adapter, provider, calibration, batch_size=batch_size, top_k=top_k,
-                                    teacher_dir=teacher_dir), initial,
+                                    teacher_dir=teacher_dir, compute_dtype=compute_dtype), initial,
                   provider.mutation(max_switches), provider.lower, provider.upper, rd,
                   f"compress:{fp}:{db.method}:{method}:{target}", calibration, generations=generations,
                   offspring=offspring, stages=stages, seed=seed, progress=progress, backend=backend,
@@ -749,7 +757,9 @@ def _compress_depth(adapter: ModelAdapter, k: int, target: float, calibration: t
     scores = shortgpt_scores(adapter, calibration, batch_size=batch_size)
     initial = shortgpt_genome(scores, k)
     uniform = spread_genome(N, k)
-    res = _search(lambda: DepthFitness(adapter, calibration, k=k, batch_size=batch_size, top_k=top_k), initial,
+    cdt = None if factory is None else factory.compute_dtype
+    res = _search(lambda: DepthFitness(adapter, calibration, k=k, batch_size=batch_size, top_k=top_k,
+                                       compute_dtype=cdt), initial,
                   depth_mutation(N, max_switches), 0, 1, rd, f"compress:{fp}:depth:{k}", calibration,
                   generations=generations, offspring=offspring, stages=stages, seed=seed, progress=progress,
                   backend=backend, factory=factory)
@@ -792,7 +802,9 @@ def _compress_joint(adapter: ModelAdapter, joint: JointLevels, target: float, db
     N = adapter.n_blocks
     t0 = time.perf_counter()
     initial = joint.uniform(target)
-    res = _search(lambda: JointFitness(adapter, joint, calibration, batch_size=batch_size, top_k=top_k), initial,
+    cdt = None if factory is None else factory.compute_dtype
+    res = _search(lambda: JointFitness(adapter, joint, calibration, batch_size=batch_size, top_k=top_k,
+                                       compute_dtype=cdt), initial,
                   joint.mutation(max_switches), joint.lower, joint.upper, rd,
                   f"compress:{fp}:{db.method}:depth+quant:{target}", calibration, generations=generations,
                   offspring=offspring, stages=stages, seed=seed, progress=progress, backend=backend,
