@@ -183,6 +183,9 @@ class DepthFitness(KLFitness):
                         j_w = int(d[0]) // 2
                         if j_w > start:
                             src, start = self._work_stack, j_w
+                    if src is self._dense_stack:  # grown lazily: only up to the first dropped block
+                        self._dense_upto(start)
+                        src = self._dense_stack
                     drops = depth_drops(np.concatenate([cfg[0::2], cfg[1::2]]), N)
                     with self.adapter.dropped(drops):
                         stack = self._run_blocks(src, start)

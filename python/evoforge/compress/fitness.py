@@ -409,8 +409,6 @@ class KLFitness:
         ids = self.tokens[torch.as_tensor(rows, device=self.device)]
         emb = torch.cat([self._embed(ids[c0:c0 + self.batch_size]) for c0 in range(0, len(rows), self.batch_size)])
         self._dense_stack = [emb]  # grown by _dense_upto when a candidate shares a dense prefix
-        if self.prefix_reuse and type(self).evaluate is not KLFitness.evaluate:
-            self._dense_upto(self.adapter.n_blocks)  # a subclass's own evaluate reads the whole dense stack
         self._work_stack, self._work_cfg, self._work_kl = None, None, None
         self._base_stack = None
 

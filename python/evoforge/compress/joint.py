@@ -342,8 +342,9 @@ class JointFitness(KLFitness):
                 dense_key = np.where(self._cols >= 2 * N, _DENSE, 0)  # nothing dropped, dense weights
                 if self._jbase is not None and self._jbase_key is None:
                     self._jbase_key = self._keys(self._jbase)[0]
-                    self._base_stack = self._run_key(self._jbase_key, self._dense_stack,
-                                                     self._first(self._jbase_key, dense_key))
+                    j0 = self._first(self._jbase_key, dense_key)
+                    self._dense_upto(j0)  # the dense stack grows lazily, up to where it is needed
+                    self._base_stack = self._run_key(self._jbase_key, self._dense_stack, j0)
                 uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
                 inverse = inverse.reshape(-1)
                 for u, key in enumerate(uniq):
@@ -359,6 +360,9 @@ class JointFitness(KLFitness):
                         j_b = self._first(key, self._jbase_key)
                         if j_b > start:
                             src, start = self._base_stack, j_b
+                    if src is self._dense_stack:
+                        self._dense_upto(start)
+                        src = self._dense_stack
                     stack = self._run_key(key, src, start)
                     kl = self._kl(stack[N])
                     self.stats["evaluated"] += 1
