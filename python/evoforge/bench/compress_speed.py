@@ -3,7 +3,7 @@ schedule, with each of prefix reuse, batching, the evaluation cache and the fuse
 in turn (and all off: the reference's way of working, batch 1 and every candidate in full), and
 with the candidates computed in bfloat16 (``compute_dtype="bfloat16"``, autocast).
 
-    python bench/compress_speed.py [--quick] [--generations 2] [--database DIR]
+    python bench/compress_speed.py [--quick] [--generations 2] [--database DIR] [--depth]
 
 Model: SmolLM2-135M (``evoforge.compress.pipeline.load_model("smollm2-135m")``), calibration
 64 x 512 tokens of WikiText-2 (first half), a 50% magnitude sparsity database (3 levels each side,
@@ -167,6 +167,40 @@ def run(args) -> dict:
             "generations": G, "top_k": top_k, "load_avg_per_generation": loads, "rows": rows}
 
 
+def run_depth(args) -> dict:
+    """EvoPress's depth schedule (25%: 7 of 30 attention and 7 of 30 MLP sub-blocks, (1 + 8), stages
+    2 <- 1024, 1 <- 4096 tokens) from the ShortGPT choice, in float32 and in bfloat16 compute, the
+    same seed: seconds per generation of each."""
+    from evoforge.compress import adapt, pipeline
+    from evoforge.compress.depth import DepthFitness, depth_mutation, shortgpt_genome, shortgpt_scores
+    from evoforge.search import OnePlusLambda
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model, tok = pipeline.load_model(args.model)
+    ids = pipeline.text_ids(tok, args.text)
+    calib = ids[: ids.numel() // 2][: 64 * 512].reshape(64, 512).contiguous()
+    adapter = adapt(model)
+    N = adapter.n_blocks
+    k = int(0.25 * N)  # 7 of 30, as the reference
+    initial = shortgpt_genome(shortgpt_scores(adapter, calib[:8]), k)
+    rows = []
+    for cdt in (None, "bfloat16"):
+        fit = DepthFitness(adapter, calib, k=k, top_k=args.top_k or None, compute_dtype=cdt)
+        eng = OnePlusLambda(initial, depth_mutation(N, 3), lower=0, upper=1, n_offspring=8,
+                            stages=[(2, 1024), (1, 4096)], seed=args.seed, progress=False)
+        t0 = time.perf_counter()
+        res = eng.run(fit, generations=args.generations)
+        dt = (time.perf_counter() - t0) / args.generations
+        eng.close()
+        rows.append({"compute_dtype": cdt or "float32", "s_per_generation": dt, "vs_reference_37s": 37.0 / dt,
+                     "best_kl": float(res.best_fitness), "load_avg": os.getloadavg()[0]})
+        print(rows[-1], flush=True)
+    return {"machine": _harness.machine(), "torch": torch.__version__, "model": args.model, "k": k,
+            "generations": args.generations, "rows": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="stories260k, seconds")
@@ -181,8 +215,17 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="", help="first words of the variants to run (default all)")
     ap.add_argument("--work", default="/tmp/evoforge-bench-compress")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--depth", action="store_true",
+                    help="time EvoPress's depth schedule (float32 and bfloat16 compute) instead")
     a = ap.parse_args(argv)
     a.generations = a.generations or (10 if a.quick else 2)
+    if a.depth:
+        res = run_depth(a)
+        _harness.print_table(["compute", "s / generation", "reference 37 s / ours"],
+                             [[r["compute_dtype"], f"{r['s_per_generation']:.2f}", f"{r['vs_reference_37s']:.1f}x"]
+                              for r in res["rows"]])
+        print("wrote", _harness.write_json(a.out or "bench/results/compress_speed_depth.json", res))
+        return 0
     a.variants = [v for v in a.variants.split(",") if v]
     res = run(a)
     _harness.print_table(
