@@ -160,7 +160,8 @@ def run(args) -> dict:
             t0 = time.perf_counter()
             scores = shortgpt_scores(adapter, calib, batch_size=args.batch_size)
             short = shortgpt_genome(scores, int(target))
-            dfit = DepthFitness(adapter, calib, k=int(target), top_k=args.top_k, batch_size=args.batch_size)
+            dfit = DepthFitness(adapter, calib, k=int(target), top_k=args.top_k, batch_size=args.batch_size,
+                                compute_dtype=args.compute_dtype)
             row["setup_s"] = time.perf_counter() - t0
             best, info = _search(dfit, short, depth_mutation(N, 3), 0, 1, args, offspring=args.offspring,
                                  stages=stages)
@@ -197,7 +198,7 @@ def run(args) -> dict:
             t0 = time.perf_counter()
             if fitness is None or fitness.provider is not prov:
                 fitness = KLFitness(adapter, prov, calib, top_k=args.top_k, teacher_dir=work / "teacher",
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, compute_dtype=args.compute_dtype)
             row["fitness_setup_s"] = time.perf_counter() - t0
             row["teacher_bytes"] = fitness.teacher.nbytes
             best, info = _search(fitness, initial, prov.mutation(3), prov.lower, prov.upper, args,
@@ -243,7 +244,8 @@ def markdown(res: dict) -> str:
         (f"Search: (1 + {s['offspring']}), stages {s['survivors']} <- {s['stage_tokens'][0]} tokens, 1 <- "
          f"{s['stage_tokens'][1]} tokens, from uniform (depth: from ShortGPT), up to {s['generations']} "
          f"generations or {s['search_seconds']:.0f} s per row (the machine is shared: the generations run are "
-         f"listed), fitness KL over the teacher's top {s['top_k']} + tail bin; EvoPress runs hundreds of "
+         f"listed), fitness KL over the teacher's top {s['top_k']} + tail bin, candidates computed in "
+         f"{s.get('compute_dtype') or 'float32'}; EvoPress runs hundreds of "
          "generations. Databases: SparseGPT, 3 levels each side, 20,000 weights per step; GPTQ 2/3/4 bits, "
          "group 64."),
         "",
@@ -288,6 +290,8 @@ def main(argv=None) -> int:
     ap.add_argument("--top-k", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compute-dtype", default=None, choices=("bfloat16",),
+                    help="the search's candidates in bfloat16 (autocast); perplexities stay float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/evoforge-bench-compress")
     ap.add_argument("--out", default="bench/results/compress.json")
