@@ -37,7 +37,6 @@ differs from the configuration currently applied; :meth:`KLFitness.evaluate` lea
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import json
 import math

@@ -474,7 +474,8 @@ def compress(
                 "database": None if database is None or isinstance(database, LayerDatabase) else str(database),
                 "calib_text": None if calib_text is None else str(calib_text)}
     if compute_dtype is not None:  # absent from older run directories' settings
-        settings["compute_dtype"] = str(compute_dtype)
+        compute_dtype = str(compute_dtype).removeprefix("torch.")
+        settings["compute_dtype"] = compute_dtype
     if rd is not None:
         rd.mkdir(parents=True, exist_ok=True)
         sp = rd / _SETTINGS
