@@ -173,6 +173,7 @@ def _cmd_build_db(args: argparse.Namespace) -> int:
         kw = ({"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else
               {"sparsity": args.target, "n_levels": args.levels, "step": args.step,
                "values_dtype": args.values_dtype})
+        kw["compute_dtype"] = args.compute_dtype
         db = build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
                             overwrite=args.overwrite, progress=not args.quiet, **kw)
     except (EvoforgeError, ValueError, FileNotFoundError, FileExistsError) as e:
@@ -225,6 +226,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
                         "median layer)")
     b.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
     b.add_argument("--group-size", type=int, default=64, help="quantisation group size (-1: one group per row)")
+    b.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
+                   help="the calibration forward (Hessians) under bfloat16 autocast: about 2.5x faster on CPUs "
+                        "with AMX or AVX-512 BF16")
     b.add_argument("--values-dtype", default=None, choices=("float16", "bfloat16", "float32"),
                    help="how sparsity levels store their non-zeros (default: bfloat16 for bfloat16 models, else "
                         "float16; float32 is lossless for float32 models)")
@@ -266,8 +270,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stages", default=None, help="selection stages survivors:tokens, e.g. 4:256,1:all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
-                   help="evaluate the search's candidates in bfloat16 (autocast; about 2.5x faster on CPUs with "
-                        "AMX or AVX-512 BF16); the reported KL and perplexity stay in the model's dtype")
+                   help="evaluate the search's candidates (and the calibration forward of a database built by the "
+                        "run) in bfloat16 (autocast; about 2.5x faster on CPUs with AMX or AVX-512 BF16); the "
+                        "reported KL and perplexity stay in the model's dtype")
     p.add_argument("--run-dir", default=None, help="resumable run directory (default evoforge-runs/...)")
     p.add_argument("--calib-text", default=None, help="calibration text (default: samples from the model)")
     p.add_argument("--eval-text", default=None, help="text for perplexity (default: --calib-text)")

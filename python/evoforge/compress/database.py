@@ -48,6 +48,7 @@ entry. Magnitude and RTN need no calibration (``tokens`` may be None).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -146,6 +147,13 @@ def _check_tokens(tokens: Any) -> torch.Tensor:
     return tokens
 
 
+def _check_compute_dtype(value: Any) -> str:
+    name = str(value).removeprefix("torch.")
+    if name != "bfloat16":
+        raise ConfigError(f"compute_dtype must be None or 'bfloat16', got {value!r}")
+    return name
+
+
 def _pos_int(x: Any, name: str, lo: int = 1) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
@@ -154,7 +162,8 @@ def _pos_int(x: Any, name: str, lo: int = 1) -> int:
     return int(x)
 
 
-def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int = 8) -> LayerStats:
+def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int = 8,
+                     compute_dtype: str | None = None) -> LayerStats:
     """Run the dense model once over ``tokens`` and collect each linear layer's input statistics.
 
     Forward pre-hooks on every module of ``adapter.linear_layers()`` accumulate ``X^T X`` and
@@ -168,6 +177,10 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     tokens : torch.LongTensor, shape (n, length)
     batch_size : int >= 1
         Sequences per forward.
+    compute_dtype : None or ``"bfloat16"``
+        Run the forward under ``torch.autocast`` in bfloat16 (about 2.5x faster on CPUs with AMX or
+        AVX-512 BF16); the layer inputs are then bfloat16-rounded and the Gram matrices still float32
+        GEMMs summed in float64. None: the model's dtype.
     """
     if not isinstance(adapter, ModelAdapter):
         raise TypeError(f"adapter must be a ModelAdapter (evoforge.compress.adapt(model)), got {type(adapter).__name__}")
@@ -211,8 +224,10 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     handles = [r.module.register_forward_pre_hook(hook_for(r)) for r in layers]
     # the backbone alone: the LM head's logits (B x T x vocab) are a fifth of the FLOPs and unused
     backbone = adapter.model.base_model
+    autocast = (contextlib.nullcontext() if compute_dtype is None else
+                torch.autocast(device_type=dev.type, dtype=_VALUE_DTYPES[_check_compute_dtype(compute_dtype)]))
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for b0 in range(0, tokens.shape[0], batch_size):
                 ids = tokens[b0:b0 + batch_size].to(dev)
                 seen.clear()
@@ -304,6 +319,7 @@ def build_database(
     overwrite: bool = False,
     progress: bool = False,
     values_dtype: str | None = None,
+    compute_dtype: str | None = None,
 ) -> LayerDatabase:
     """Compute every level of every linear layer of ``adapter`` and store them in ``out_dir``.
 
@@ -335,6 +351,8 @@ def build_database(
     values_dtype : ``"float16" | "bfloat16" | "float32"`` or None
         How sparsity levels store their non-zeros (see Storage above). None: bfloat16 for bfloat16
         layers, else float16.
+    compute_dtype : None or ``"bfloat16"``: the calibration forward of :func:`collect_hessians`
+        under bfloat16 autocast (recorded in the manifest's calibration); no effect with ``stats``.
 
     Returns
     -------
@@ -378,7 +396,9 @@ def build_database(
             raise ConfigError(f"method {method!r} needs calibration tokens")
         tokens = _check_tokens(tokens)
         if stats is None:
-            stats = collect_hessians(adapter, tokens, batch_size=batch_size)
+            stats = collect_hessians(adapter, tokens, batch_size=batch_size, compute_dtype=compute_dtype)
+            if compute_dtype is not None:
+                calib["compute_dtype"] = _check_compute_dtype(compute_dtype)
         calib.update(n=int(tokens.shape[0]), length=int(tokens.shape[1]), tokens_digest=_tokens_digest(tokens))
     else:
         calib = {"source": "none"}

@@ -429,9 +429,10 @@ def compress(
         bin for the rest; see :mod:`evoforge.kl`), or ``"auto"``: the full vocabulary while the
         calibration teacher fits in 512 MB of float16, else the top 256 + the tail bin. The search's
         teacher is kept (memory-mapped) in ``run_dir/teacher``.
-    compute_dtype : None or ``"bfloat16"``: the search's candidates run under ``torch.autocast`` in
-        bfloat16 (about 2.5x faster on CPUs with AMX / AVX-512 BF16; see :class:`KLFitness`); the
-        reported held-out KL and perplexity are computed in the model's dtype either way.
+    compute_dtype : None or ``"bfloat16"``: the search's candidates, and the calibration forward of a
+        database built here, run under ``torch.autocast`` in bfloat16 (about 2.5x faster on CPUs
+        with AMX / AVX-512 BF16; see :class:`KLFitness`); the baselines' statistics, the reported
+        held-out KL and perplexity are computed in the model's dtype either way.
     """
     method = _check_method(method)
     target = _check_target(method, target)
@@ -542,7 +543,7 @@ def compress(
                                   {"bits": bits, "group_size": int(group_size), "symmetric": bool(symmetric)})
             db = build_database(adapter, calibration, db_dir, method=db_method, overwrite=True,
                                 calibration={"source": "text" if calib_text else "samples", "seed": int(seed)},
-                                batch_size=batch_size, progress=progress, **kw)
+                                batch_size=batch_size, progress=progress, compute_dtype=compute_dtype, **kw)
     times["database"] = time.perf_counter() - t0
     if (db.kind == "sparsity") != (method == "sparsity"):
         raise ConfigError(f"the database {str(db.path)!r} holds {db.kind} levels ({db.method}), "
