@@ -146,6 +146,13 @@ def test_collect_hessians_bfloat16(llama, calib, stats, tmp_path):
     for key, H in stats.hessians.items():
         err = float((b16.hessians[key] - H).norm() / H.norm())
         assert 0 < err < 1e-2, (key, err)
+    # the oracle: float64 Grams of the inputs the layers receive under bfloat16 autocast; the Gram
+    # itself must stay a float32 GEMM (a bfloat16 one is not even positive semi-definite)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        xs = layer_inputs(a, calib)
+    for r in a.linear_layers():
+        X = xs[r.name]
+        assert_float32_gram(b16.hessian(r), 2 * X.T @ X / X.shape[0], X, 2 / X.shape[0])
     db = build_database(a, calib, tmp_path / "db", method="sparsegpt", sparsity=0.5, n_levels=0,
                         compute_dtype="bfloat16")
     assert db.calibration["compute_dtype"] == "bfloat16"

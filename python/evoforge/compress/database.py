@@ -215,8 +215,9 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
                 xtx[key] = torch.zeros((C, C), dtype=torch.float64, device=x2.device)
                 sq[key] = torch.zeros(C, dtype=torch.float64, device=x2.device)
             # one float32 GEMM per forward (a float64 one costs more than the forward itself),
-            # summed over forwards in float64
-            xtx[key].add_(x2.T @ x2)
+            # summed over forwards in float64; never in bfloat16, even under the forward's autocast
+            with torch.autocast(device_type=x2.device.type, enabled=False):
+                xtx[key].add_(x2.T @ x2)
             sq[key].add_((x2 * x2).sum(0))
             seen[key] = x
         return hook
