@@ -65,6 +65,7 @@ from .. import solvers
 from ..errors import ConfigError, EvoforgeError
 from ..hashing import Hasher
 from .adapters import LayerRef, ModelAdapter
+from .fitness import _compute_dtype
 
 __all__ = [
     "FORMAT_VERSION",
@@ -147,13 +148,6 @@ def _check_tokens(tokens: Any) -> torch.Tensor:
     return tokens
 
 
-def _check_compute_dtype(value: Any) -> str:
-    name = str(value).removeprefix("torch.")
-    if name != "bfloat16":
-        raise ConfigError(f"compute_dtype must be None or 'bfloat16', got {value!r}")
-    return name
-
-
 def _pos_int(x: Any, name: str, lo: int = 1) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
@@ -177,8 +171,8 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     tokens : torch.LongTensor, shape (n, length)
     batch_size : int >= 1
         Sequences per forward.
-    compute_dtype : None or ``"bfloat16"``
-        Run the forward under ``torch.autocast`` in bfloat16 (about 2.5x faster on CPUs with AMX or
+    compute_dtype : None, ``"bfloat16"`` (or ``"float16"``)
+        Run the forward under ``torch.autocast`` in that dtype, e.g. bfloat16 (about 2.5x faster on CPUs with AMX or
         AVX-512 BF16); the layer inputs are then bfloat16-rounded and the Gram matrices still float32
         GEMMs summed in float64. None: the model's dtype.
     """
@@ -225,8 +219,8 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     handles = [r.module.register_forward_pre_hook(hook_for(r)) for r in layers]
     # the backbone alone: the LM head's logits (B x T x vocab) are a fifth of the FLOPs and unused
     backbone = adapter.model.base_model
-    autocast = (contextlib.nullcontext() if compute_dtype is None else
-                torch.autocast(device_type=dev.type, dtype=_VALUE_DTYPES[_check_compute_dtype(compute_dtype)]))
+    cdt = _compute_dtype(compute_dtype, next(adapter.model.parameters()).dtype)
+    autocast = contextlib.nullcontext() if cdt is None else torch.autocast(device_type=dev.type, dtype=cdt)
     try:
         with torch.inference_mode(), autocast:
             for b0 in range(0, tokens.shape[0], batch_size):
@@ -399,7 +393,7 @@ def build_database(
         if stats is None:
             stats = collect_hessians(adapter, tokens, batch_size=batch_size, compute_dtype=compute_dtype)
             if compute_dtype is not None:
-                calib["compute_dtype"] = _check_compute_dtype(compute_dtype)
+                calib["compute_dtype"] = str(compute_dtype).removeprefix("torch.")
         calib.update(n=int(tokens.shape[0]), length=int(tokens.shape[1]), tokens_digest=_tokens_digest(tokens))
     else:
         calib = {"source": "none"}
