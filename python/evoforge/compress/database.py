@@ -171,10 +171,10 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     tokens : torch.LongTensor, shape (n, length)
     batch_size : int >= 1
         Sequences per forward.
-    compute_dtype : None, ``"bfloat16"`` (or ``"float16"``)
-        Run the forward under ``torch.autocast`` in that dtype, e.g. bfloat16 (about 2.5x faster on CPUs with AMX or
-        AVX-512 BF16); the layer inputs are then bfloat16-rounded and the Gram matrices still float32
-        GEMMs summed in float64. None: the model's dtype.
+    compute_dtype : None, ``"bfloat16"`` or ``"float16"``
+        Run the forward under ``torch.autocast`` in that dtype (bfloat16: about 2.5x faster on CPUs
+        with AMX or AVX-512 BF16); the layer inputs are then rounded to it, the Gram matrices stay
+        float32 GEMMs summed in float64. None: the model's dtype.
     """
     if not isinstance(adapter, ModelAdapter):
         raise TypeError(f"adapter must be a ModelAdapter (evoforge.compress.adapt(model)), got {type(adapter).__name__}")
