@@ -149,10 +149,10 @@ __attribute__((target("avx2,fma,f16c"))) double row_full_avx2(const void* s, con
   return cross - S / norm + (m_run - double(c)) + std::log(sum_run);
 }
 
-// Teacher row (float32 values in buf) -> weights, norm, cross. m: row max, piv: its index.
-__attribute__((target("avx2,fma,f16c"))) void teacher_row_avx2(const float* x, int64_t V, float m, int64_t piv,
-                                                               uint16_t* w, double* norm, double* cross) {
-  const __m256 lo = _mm256_set1_ps(kExpLo), dlo = _mm256_set1_ps(kDiffLo), mv = _mm256_set1_ps(m);
+// sum_i exp(x_i - m) over a float32 row, float32 lanes per 512-block, block sums in float64.
+// -inf entries give exp(-87) ~ 1.6e-38 (the clamp), negligible next to any real tail.
+__attribute__((target("avx2,fma,f16c"))) double sumexp_avx2(const float* x, int64_t V, float m) {
+  const __m256 lo = _mm256_set1_ps(kExpLo), mv = _mm256_set1_ps(m);
   double sum = 0.0;
   const int64_t nv = V & ~int64_t{7};
   for (int64_t b0 = 0; b0 < nv; b0 += kBlock) {
@@ -161,8 +161,17 @@ __attribute__((target("avx2,fma,f16c"))) void teacher_row_avx2(const float* x, i
     for (int64_t i = b0; i < e; i += 8) a = _mm256_add_ps(a, exp8(_mm256_max_ps(lo, _mm256_sub_ps(_mm256_loadu_ps(x + i), mv))));
     sum += hsum_pd(a);
   }
-  for (int64_t i = nv; i < V; ++i) sum += std::exp(std::max(double(kExpLo), double(x[i]) - m));
-  const double lse = double(m) + std::log(sum);
+  for (int64_t i = nv; i < V; ++i)
+    if (x[i] != -std::numeric_limits<float>::infinity()) sum += std::exp(double(x[i]) - m);
+  return sum;
+}
+
+// Teacher row (float32 values in buf) -> weights, norm, cross. m: row max, piv: its index.
+__attribute__((target("avx2,fma,f16c"))) void teacher_row_avx2(const float* x, int64_t V, float m, int64_t piv,
+                                                               uint16_t* w, double* norm, double* cross) {
+  const __m256 lo = _mm256_set1_ps(kExpLo), dlo = _mm256_set1_ps(kDiffLo);
+  const int64_t nv = V & ~int64_t{7};
+  const double lse = double(m) + std::log(sumexp_avx2(x, V, m));
   // w = exp(x - lse + 15 ln 2), via float32 offset (lse - 15 ln 2) split into hi + lo parts.
   const double off = lse - kLogScale;
   const float off_hi = float(off), off_lo = float(off - double(off_hi));
@@ -192,22 +201,6 @@ __attribute__((target("avx2,fma,f16c"))) void teacher_row_avx2(const float* x, i
   *cross = As / Ws + (double(x[piv]) - lse);
 }
 
-// sum_i exp(x_i - m) over a float32 row, float32 lanes per 512-block, block sums in float64.
-// -inf entries give exp(-87) ~ 1.6e-38 (the clamp), negligible next to any real tail.
-__attribute__((target("avx2,fma,f16c"))) double sumexp_avx2(const float* x, int64_t V, float m) {
-  const __m256 lo = _mm256_set1_ps(kExpLo), mv = _mm256_set1_ps(m);
-  double sum = 0.0;
-  const int64_t nv = V & ~int64_t{7};
-  for (int64_t b0 = 0; b0 < nv; b0 += kBlock) {
-    const int64_t e = std::min(nv, b0 + kBlock);
-    __m256 a = _mm256_setzero_ps();
-    for (int64_t i = b0; i < e; i += 8) a = _mm256_add_ps(a, exp8(_mm256_max_ps(lo, _mm256_sub_ps(_mm256_loadu_ps(x + i), mv))));
-    sum += hsum_pd(a);
-  }
-  for (int64_t i = nv; i < V; ++i)
-    if (x[i] != -std::numeric_limits<float>::infinity()) sum += std::exp(double(x[i]) - m);
-  return sum;
-}
 
 bool detect_avx2() {
   __builtin_cpu_init();
