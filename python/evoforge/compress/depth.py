@@ -156,11 +156,7 @@ class DepthFitness(KLFitness):
         return np.stack([g[:, :N], g[:, N:]], axis=2).reshape(g.shape[0], 2 * N)
 
     def evaluate(self, genomes: Any, batch: Any = None) -> np.ndarray:
-        t0 = time.perf_counter()
-        g = self.check_genomes(genomes)
-        rows = self.minibatch(getattr(batch, "fidelity", None), getattr(batch, "seed", None))
-        out = np.empty(g.shape[0], dtype=np.float64)
-        self.stats["candidates"] += g.shape[0]
+        t0, g, rows, out = self._start(genomes, batch)
         N = self.n_blocks
         try:
             with torch.inference_mode():

@@ -438,19 +438,21 @@ class KLFitness:
 
     # ---- the evaluator --------------------------------------------------------------------------
 
+    def _start(self, genomes: Any, batch: Any) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """Start of an evaluate (subclasses too): (start time, checked genomes, minibatch rows, out [B])."""
+        t0 = time.perf_counter()
+        g = self.check_genomes(genomes)
+        rows = self.minibatch(getattr(batch, "fidelity", None), getattr(batch, "seed", None))
+        self.stats["candidates"] += g.shape[0]
+        return t0, g, rows, np.empty(g.shape[0], dtype=np.float64)
+
     def evaluate(self, genomes: Any, batch: Any = None) -> np.ndarray:
         """KL(dense || candidate), float64 [B], for genomes [B, L] on the minibatch of ``batch``.
 
         ``batch`` is an :class:`evoforge.search.engine.Batch` (its ``fidelity`` and ``seed`` are
         used) or None (all calibration tokens).
         """
-        t0 = time.perf_counter()
-        g = self.check_genomes(genomes)
-        fidelity = getattr(batch, "fidelity", None)
-        seed = getattr(batch, "seed", None)
-        rows = self.minibatch(fidelity, seed)
-        out = np.empty(g.shape[0], dtype=np.float64)
-        self.stats["candidates"] += g.shape[0]
+        t0, g, rows, out = self._start(genomes, batch)
         N = self.adapter.n_blocks
         try:
             with torch.inference_mode():
