@@ -1,7 +1,9 @@
 // The evoforge._core extension: build facts, threading, and one register_* per kernel family.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <thread>
 
@@ -18,14 +20,23 @@ std::atomic<int> g_threads{0};
 int default_num_threads() {
   int n = g_threads.load();
   if (n > 0) return n;
-  if (const char* env = std::getenv("EVOFORGE_NUM_THREADS")) {
-    int v = std::atoi(env);
-    if (v > 0) return v;
+  const char* env = std::getenv("EVOFORGE_NUM_THREADS");
+  if (env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(env, &end, 10);
+    EVOFORGE_CHECK(errno == 0 && *end == '\0' && v >= 1 && v <= kMaxThreads,
+                   "EVOFORGE_NUM_THREADS must be an integer in [1, " << kMaxThreads << "], got '" << env << "'");
+    return static_cast<int>(v);
   }
-  return std::max(1u, std::thread::hardware_concurrency());
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, unsigned{kMaxThreads}));
 }
 
-void set_default_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
+void set_default_num_threads(int n) {
+  EVOFORGE_CHECK(n >= 0 && n <= kMaxThreads,
+                 "the number of threads must lie in [1, " << kMaxThreads << "] (0: the default), got " << n);
+  g_threads.store(n);
+}
 
 void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
@@ -46,6 +57,7 @@ PYBIND11_MODULE(_core, m) {
     d["build_type"] = EVOFORGE_BUILD_TYPE;
     d["cxx_flags"] = EVOFORGE_CXX_FLAGS;
     d["threading"] = "std::thread";
+    d["max_threads"] = evoforge::kMaxThreads;
     return d;
   });
   m.def("get_num_threads", &evoforge::default_num_threads);

@@ -976,11 +976,14 @@ void rank_divide_conquer(const K* pts, int64_t U, int D, int32_t* rank, int thre
       for (auto& t : pool) t.join();
     }
   } stop{s, pool};
-  for (int h = 0; h < helpers; ++h)
-    pool.emplace_back([&s, U] {
-      DivideConquer w(s, U / 2);
-      w.serve();
-    });
+  try {  // helpers only steal work: fewer of them (a thread limit) changes nothing but speed
+    for (int h = 0; h < helpers; ++h)
+      pool.emplace_back([&s, U] {
+        DivideConquer w(s, U / 2);
+        w.serve();
+      });
+  } catch (const std::system_error&) {
+  }
   DivideConquer(s, U).run(U, D);
 }
 
@@ -1044,18 +1047,29 @@ void crowding_distance_cpu(const T* F, int64_t N, int64_t M, const int32_t* rank
     EVOFORGE_CHECK(rank[i] >= 0, "ranks must be >= 0, got " << rank[i] << " in row " << i);
     max_rank = std::max(max_rank, rank[i]);
   }
+  // Fronts are numbered densely (0 .. n_fronts - 1) so that memory grows with the number of
+  // fronts present, not with the largest label: ranks such as {0, 5, 2**31 - 1} are legal.
+  std::vector<int32_t> front(rank, rank + N);
+  int64_t n_fronts = int64_t{max_rank} + 1;
+  if (n_fronts > N) {
+    std::vector<int32_t> labels(front);
+    std::sort(labels.begin(), labels.end());
+    labels.erase(std::unique(labels.begin(), labels.end()), labels.end());
+    for (auto& f : front)
+      f = static_cast<int32_t>(std::lower_bound(labels.begin(), labels.end(), f) - labels.begin());
+    n_fronts = static_cast<int64_t>(labels.size());
+  }
   // Counting sort of the points by front keeps each front in index order.
-  std::vector<int64_t> start(static_cast<size_t>(max_rank) + 2, 0);
-  for (int64_t i = 0; i < N; ++i) ++start[rank[i] + 1];
+  std::vector<int64_t> start(static_cast<size_t>(n_fronts) + 1, 0);
+  for (int64_t i = 0; i < N; ++i) ++start[front[i] + 1];
   std::partial_sum(start.begin(), start.end(), start.begin());
   std::vector<int64_t> members(N);
   {
     std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t i = 0; i < N; ++i) members[fill[rank[i]]++] = i;
+    for (int64_t i = 0; i < N; ++i) members[fill[front[i]]++] = i;
   }
   std::fill(out, out + N, 0.0);
   const double inf = std::numeric_limits<double>::infinity();
-  const int64_t n_fronts = max_rank + 1;
   // Threads pay for themselves only on large populations (a generation of NSGA-II is often
   // a few hundred points, where starting a thread costs more than the whole call).
   const int threads = N >= 32768 ? resolve_threads(num_threads) : 1;

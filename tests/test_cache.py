@@ -427,6 +427,33 @@ def test_concurrent_writer_processes(tmp_path):
         assert sum(e.hits for _, e in c.items()) == 200
 
 
+CONCURRENT_OPENER = """
+import os, sys, time
+from evoforge.cache import EvaluationCache
+path, go = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.0005)
+with EvaluationCache(path, timeout=30) as c:
+    c.put(sys.argv[3].encode(), 1.0)
+"""
+
+
+def test_processes_creating_one_new_cache_at_once(tmp_path):
+    # Switching a new file to WAL does not wait for the lock: processes that all created the same
+    # cache at once used to fail at once with "database is locked" although timeout=30.
+    for trial in range(4):
+        path, go = tmp_path / f"c{trial}.sqlite", tmp_path / f"go{trial}"
+        procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_OPENER, str(path), str(go), str(w)],
+                                  stderr=subprocess.PIPE, text=True) for w in range(6)]
+        time.sleep(1.0)  # every process imported evoforge and waits for the start signal
+        go.touch()
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        with EvaluationCache(path) as c:
+            assert len(c) == 6 and c.integrity_check() == ["ok"]
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 
@@ -543,7 +570,7 @@ def test_lock_timeout_is_a_clear_error(tmp_path):
     try:
         with EvaluationCache(tmp_path, timeout=0.05) as c:
             assert c.get(b"k") is None  # readers are never blocked in WAL mode
-            with pytest.raises(CacheError, match="locked"):
+            with pytest.raises(CacheError, match="locked by another process for more than the timeout of 0.05 s"):
                 c.put(b"k", 1.0)
             blocker.execute("ROLLBACK")
             c.put(b"k", 1.0)

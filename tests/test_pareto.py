@@ -110,6 +110,24 @@ def test_crowding_extremes_are_infinite():
     np.testing.assert_allclose(cd[1:3], [2 * (2 / 3), 2 * (2 / 3)])
 
 
+@settings(max_examples=100, deadline=None)
+@given(objective_sets(max_n=40, max_m=3), st.data())
+def test_crowding_with_sparse_huge_labels(F, data):
+    # Labels are only names of fronts: any labels, however large, give the reference's distances,
+    # in memory set by the number of fronts (2**31 - 1 once allocated 16 GiB and crashed).
+    n = len(F)
+    labels = np.array(data.draw(st.lists(st.sampled_from([0, 5, 77, 2**20, 2**31 - 1]), min_size=n, max_size=n)),
+                      dtype=np.int64)
+    np.testing.assert_allclose(pareto.crowding_distance(F, labels), reference.crowding_distance(F, labels),
+                               rtol=1e-12, atol=0)
+
+
+def test_crowding_huge_label_is_cheap():
+    F = np.random.default_rng(0).random((4, 2))
+    cd = pareto.crowding_distance(F, np.array([0, 2**31 - 1, 0, 5]))
+    np.testing.assert_array_equal(cd, np.full(4, np.inf))  # fronts of one or two points
+
+
 @settings(max_examples=150, deadline=None)
 @given(objective_sets(max_n=40, max_m=3), st.data())
 def test_select_is_rank_then_crowding(F, data):

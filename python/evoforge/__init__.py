@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from importlib.metadata import PackageNotFoundError, version
 
@@ -23,8 +24,16 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the threads native kernels use; ``n <= 0`` restores the default. Results never depend on it."""
-    _core_mod.set_num_threads(int(n))
+    """Set the threads native kernels use, at most ``info()["max_threads"]`` (1024); ``n <= 0`` restores
+    the default. Results never depend on it.
+
+    Raises TypeError for a non-integer, ValueError above the maximum."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads takes an int, got {type(n).__name__}")
+    limit = _core_mod.build_info()["max_threads"]
+    if n > limit:
+        raise ValueError(f"set_num_threads: at most {limit} threads, got {n}")
+    _core_mod.set_num_threads(max(0, int(n)))
 
 
 def has_cuda() -> bool:

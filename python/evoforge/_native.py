@@ -20,7 +20,11 @@ try:
     cuda_import_error = None
 except ImportError as exc:  # built without nvcc, or the module failed to load
     cuda = None
-    cuda_import_error = f"{type(exc).__name__}: {exc}"
+    from importlib.util import find_spec
+
+    # Without a _cuda file Python's message blames a "partially initialized module"; say what happened.
+    cuda_import_error = ("the _cuda extension was not built" if find_spec(f"{__package__}._cuda") is None
+                         else f"{type(exc).__name__}: {exc}")
 
 
 def require_cuda() -> ModuleType:

@@ -69,6 +69,12 @@ Fitness = Union[float, np.ndarray]
 FILE_NAME = "evaluations.sqlite"
 _APPLICATION_ID = 0x45564F46  # "EVOF" in the SQLite header, marks the file as an evoforge cache
 _SCHEMA_VERSION = 1
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "busy": another process holds the lock (retryable)."""
+    msg = str(exc)
+    return "locked" in msg or "busy" in msg
 _TOUCH_BATCH = 1000  # hits held in memory before their counts and recency are written
 _TOUCH_SECONDS = 1.0  # ... or this long after the last write
 
@@ -418,20 +424,21 @@ class _SQLiteStore:
         except sqlite3.Error as exc:
             raise CacheError(f"cannot open the evaluation cache {path}: {exc}") from exc
         self._con = con
+        self._timeout = timeout
         self._busy_ms = int(timeout * 1000)
         try:
             con.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise CacheError(f"{path}: SQLite could not switch the cache to WAL mode (journal_mode={mode})")
-            con.execute(f"PRAGMA synchronous = {synchronous}")
-            if con.execute("PRAGMA application_id").fetchone()[0] != _APPLICATION_ID:
-                self._init_schema()
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version != _SCHEMA_VERSION:
-                raise CorruptCacheError(f"{path} is an evoforge cache of schema version {version}; "
-                                        f"this evoforge reads version {_SCHEMA_VERSION}")
-            con.execute("SELECT key FROM entries LIMIT 1").fetchall()
+            # Switching a new file to WAL takes an exclusive lock without calling the busy handler,
+            # so processes creating the same cache at once retry here until the timeout.
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    self._prepare(synchronous)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_locked(exc) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01 + 0.04 * random.random())
         except sqlite3.DatabaseError as exc:
             con.close()
             raise self._error(exc) from exc
@@ -440,6 +447,21 @@ class _SQLiteStore:
             raise
         self._get_sql = f"SELECT {_COLUMNS} FROM entries WHERE key = ?"
         _SQLITE_STORES.add(self)
+
+    def _prepare(self, synchronous: str) -> None:
+        """WAL mode, synchronous level, schema: idempotent, so a locked attempt can be retried."""
+        con, path = self._con, self.path
+        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise CacheError(f"{path}: SQLite could not switch the cache to WAL mode (journal_mode={mode})")
+        con.execute(f"PRAGMA synchronous = {synchronous}")
+        if con.execute("PRAGMA application_id").fetchone()[0] != _APPLICATION_ID:
+            self._init_schema()
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version != _SCHEMA_VERSION:
+            raise CorruptCacheError(f"{path} is an evoforge cache of schema version {version}; "
+                                    f"this evoforge reads version {_SCHEMA_VERSION}")
+        con.execute("SELECT key FROM entries LIMIT 1").fetchall()
 
     def _orphan(self) -> None:
         if not isinstance(self._con, _ForkedConnection):
@@ -471,9 +493,9 @@ class _SQLiteStore:
 
     def _error(self, exc: sqlite3.Error) -> CacheError:
         msg = str(exc)
-        if "locked" in msg or "busy" in msg:
-            return CacheError(f"the evaluation cache {self.path} stayed locked by another process "
-                              f"beyond the timeout: {msg}")
+        if _is_locked(exc):
+            return CacheError(f"the evaluation cache {self.path} stayed locked by another process for more "
+                              f"than the timeout of {self._timeout:g} s: {msg}")
         if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg
                                                        or "corrupt" in msg):
             return CorruptCacheError(f"{self.path} is not a readable evoforge evaluation cache "

@@ -1,10 +1,140 @@
-"""The ``evoforge`` command line."""
+"""The ``evoforge`` command line.
+
+Bad input never shows a traceback: usage errors and expected failures print one line
+``evoforge: error: ...`` to stderr and exit 2; anything unexpected prints one line
+``evoforge: internal error: ...`` and exits 1. ``EVOFORGE_DEBUG=1`` re-raises instead, for the
+traceback. Arguments are checked before any model is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from pathlib import Path
+
+from evoforge.errors import ConfigError, EvoforgeError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (no usage block), exit 2; sub-parsers inherit the class
+    (``add_subparsers`` defaults ``parser_class`` to the parser's own type)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(msg: object) -> str:
+    return " ".join(str(msg).split())
+
+
+def _fail(msg: object) -> int:
+    print(f"evoforge: error: {_one_line(msg)}", file=sys.stderr)
+    return 2
+
+
+def _int_at_least(lo: int):
+    """An argparse ``type``: an int >= ``lo`` (argparse names the option in the message)."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {s!r}")
+        return v
+
+    return parse
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {s!r}")
+    return v
+
+
+def _group_size(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v == 0 or v < -1:
+        raise argparse.ArgumentTypeError(f"must be -1 (one group per row) or an integer >= 1, got {s!r}")
+    return v
+
+
+def _stages(s: str) -> list[tuple[int, int | None]]:
+    """``"4:256,1:all"`` -> [(4, 256), (1, None)], with the rules of OnePlusLambda: survivors >= 1,
+    non-increasing, ending with 1; tokens >= 1 or ``all``. (First <= --offspring: checked later.)"""
+    try:
+        stages = [(int(a), None if b in ("", "all") else int(b)) for a, b in (part.split(":") for part in s.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must look like 4:256,1:all (survivors:tokens), got {s!r}") from None
+    sizes = [n for n, _ in stages]
+    if min(sizes) < 1 or any(t is not None and t < 1 for _, t in stages):
+        raise argparse.ArgumentTypeError(f"survivors must be >= 1 and tokens >= 1 or 'all', got {s!r}")
+    if sizes[-1] != 1 or any(b > a for a, b in zip(sizes, sizes[1:])):
+        raise argparse.ArgumentTypeError(f"survivors must not increase and the last stage must keep 1, got {s!r}")
+    return stages
+
+
+def _bits_list(s: str) -> list[int]:
+    """``"2..8"``, ``"2,3,4"`` or ``"3"`` -> a list of bit-widths."""
+    try:
+        if ".." in s:
+            a, b = s.split("..")
+            out = list(range(int(a), int(b) + 1))
+        else:
+            out = [int(b) for b in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits must look like 2..8 or 2,3,4, got {s!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"bits must be an increasing range such as 2..8, got {s!r}")
+    return out
+
+
+def _check_bits(bits: list[int]) -> None:
+    if not 2 <= min(bits) <= max(bits) <= 8:
+        raise ConfigError(f"--bits: bits must be in [2, 8], got {bits}")
+
+
+def _check_text(option: str, path: str, what: str = "text") -> None:
+    """An existing, non-empty text file (an empty one would fail only after the model loads)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{option}: {what} file not found: {path!r}")
+    with open(p, "rb") as f:
+        empty = not f.read(1 << 20).strip() and not f.read(1)  # whitespace only (the first MiB decides)
+    if empty:
+        raise ConfigError(f"{option}: {what} file {path!r} is empty")
+
+
+def _check_dir(option: str, path: str) -> None:
+    """``path`` is, or can be made, a directory: its nearest existing ancestor is a writable directory."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ConfigError(f"{option} {path!r}: {str(q)!r} exists and is not a directory")
+            if not os.access(q, os.W_OK | os.X_OK):
+                raise PermissionError(f"{option} {path!r}: {str(q)!r} is not writable")
+            return
+
+
+def _check_positions(model, option: str, n: int) -> None:
+    """A window longer than the model's positions runs for minutes before it fails, or silently
+    degrades: refuse it right after the model loads."""
+    cfg = model.config
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if isinstance(limit, int) and n > limit:
+        raise ConfigError(f"{option} {n} is longer than the model's {limit} positions")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -29,54 +159,63 @@ def _bench_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
 
 
-def _fail(msg: str) -> int:
-    print(f"evoforge: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def _bits_list(s: str) -> list[int]:
-    """``"2..8"``, ``"2,3,4"`` or ``"3"`` -> a list of bit-widths."""
+def _pipeline(cmd: str):
+    """The compression pipeline module, or an ImportError saying what to install."""
     try:
-        if ".." in s:
-            a, b = s.split("..")
-            out = list(range(int(a), int(b) + 1))
-        else:
-            out = [int(b) for b in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bits must look like 2..8 or 2,3,4, got {s!r}") from None
-    if not out:
-        raise argparse.ArgumentTypeError(f"bits must be an increasing range such as 2..8, got {s!r}")
-    return out
-
-
-def _cmd_compress(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from evoforge.errors import EvoforgeError
-
-    try:
-        from evoforge.compress import pipeline as pl
-        from evoforge.compress.report import budget_line, summary_table, write_report
+        from evoforge.compress import pipeline
     except ImportError as e:
-        return _fail(f"compress needs torch and transformers (pip install evoforge[hf]): {e}")
+        raise ImportError(f"{cmd} needs torch and transformers (pip install evoforge[hf]): {e}") from e
+    return pipeline
+
+
+def _check_compress(args: argparse.Namespace, pl) -> str:
+    """Every argument of ``compress``, before the model loads; returns the run directory."""
+    from evoforge.compress.database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase
+
+    pl._check_target(args.method, args.target)
+    if args.count_metadata and args.method != "quant":
+        raise ConfigError(f"--count-metadata (count_metadata: scales and zero points in the budget) applies to "
+                          f"--method quant, not {args.method}")
+    if args.method != "depth":  # depth uses no database: --db-method, --db and --bits are ignored
+        allowed = SPARSITY_METHODS if args.method == "sparsity" else QUANT_METHODS
+        if args.db_method is not None and args.db_method not in allowed:
+            raise ConfigError(f"--db-method {args.db_method} does not fit --method {args.method}; use one of "
+                              f"{', '.join(allowed)}")
+        if args.method != "sparsity":
+            _check_bits(args.bits)
+        if args.database is not None:
+            db = LayerDatabase.open(args.database)  # FileNotFoundError: no such directory or no manifest.json
+            if (db.kind == "sparsity") != (args.method == "sparsity"):
+                raise ConfigError(f"--db {args.database!r} holds {db.kind} levels ({db.method}), not {args.method}")
+    for option, f, what in (("--calib-text", args.calib_text, "calibration text"),
+                            ("--eval-text", args.eval_text, "evaluation text")):
+        if f is not None:
+            _check_text(option, f, what)
+    if args.stages and args.stages[0][0] > args.offspring:
+        raise ConfigError(f"--stages: the first stage keeps {args.stages[0][0]} survivors, more than --offspring "
+                          f"{args.offspring}")
+    if args.address is not None and args.backend != "ray":
+        raise ConfigError("--address needs --backend ray")
     run_dir = args.run_dir
     if run_dir is None:
         stem = Path(str(args.model).rstrip("/")).name or "model"
         run_dir = f"evoforge-runs/{stem}-{args.method}-{args.target:g}"
-    for f in (args.calib_text, args.eval_text):
-        if f is not None and not Path(f).is_file():
-            return _fail(f"text file not found: {f!r}")
-    stages = None
-    if args.stages:
-        try:
-            stages = [(int(a), None if b in ("", "all") else int(b))
-                      for a, b in (part.split(":") for part in args.stages.split(","))]
-        except ValueError:
-            return _fail(f"--stages must look like 4:256,1:all (survivors:tokens), got {args.stages!r}")
+    _check_dir("--run-dir", run_dir)
+    if args.json is not None:
+        if Path(args.json).is_dir():
+            raise ConfigError(f"--json {args.json!r} is a directory")
+        _check_dir("--json", str(Path(args.json).parent))
+    return run_dir
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    import time
+
+    pl = _pipeline("compress")
+    from evoforge.compress.report import budget_line, summary_table, write_report
+
+    run_dir = _check_compress(args, pl)
     backend = None
-    if args.address is not None and args.backend != "ray":
-        return _fail("--address needs --backend ray")
     if args.backend != "inprocess":
         import functools
 
@@ -86,40 +225,41 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if args.backend == "ray":
             opts["address"] = args.address
         backend = functools.partial(open_backend, args.backend, **opts)
-    try:
-        if args.backend == "ray":  # an unreachable cluster fails now, not after loading the model
-            from evoforge.evaluate.ray_actors import connect
+    if args.backend == "ray":  # an unreachable cluster fails now, not after loading the model
+        from evoforge.evaluate.ray_actors import connect
 
-            connect(args.address)
-        model, tok = pl.load_model(args.model)
-        res = pl.compress(
-            # workers load the model from its path (shared storage) rather than receive a copy
-            model if backend is None else args.model, backend=backend,
-            method=args.method, target=args.target, database=args.database, db_method=args.db_method,
-            db_levels=args.db_levels, db_step=args.db_step, bits=args.bits, group_size=args.group_size,
-            symmetric=args.symmetric, count_metadata=args.count_metadata,
-            calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
-            seq_len=args.seq_len, generations=args.generations, offspring=args.offspring, stages=stages,
-            seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet,
-            compute_dtype=args.compute_dtype)
-        eval_text = args.eval_text or args.calib_text
-        if eval_text is not None and tok is not None:
-            t0 = time.perf_counter()
-            ids = pl.text_ids(tok, eval_text)
-            pl.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
-            res.times["perplexity"] = time.perf_counter() - t0
-            n = ids.numel() // args.window
-            n = n if args.max_windows is None else min(n, args.max_windows)
-            res.notes.append(f"perplexity: {n} non-overlapping windows of {args.window} tokens of {eval_text}"
-                             + (" (the calibration file)" if args.eval_text is None else ""))
-            if res.model_dir:  # the exported configuration was written before the perplexities
-                cfg_path = Path(res.run_dir) / "config.json"
-                cfg = json.loads(cfg_path.read_text())
-                cfg["ppl"] = res.ppl
-                cfg_path.write_text(json.dumps(cfg, indent=1))
-            write_report(res, res.run_dir)
-    except (EvoforgeError, ValueError, FileNotFoundError, ConnectionError, ImportError) as e:
-        return _fail(str(e))
+        connect(args.address)
+    model, tok = pl.load_model(args.model)  # a missing model fails here, before anything loads
+    eval_text = args.eval_text or args.calib_text
+    if eval_text is not None:  # else these fail only after the search
+        if tok is None:
+            raise ConfigError("--calib-text and --eval-text need a tokenizer (the model directory has none)")
+        _check_positions(model, "--window", args.window)
+    _check_positions(model, "--seq-len", args.seq_len)
+    res = pl.compress(
+        # workers load the model from its path (shared storage) rather than receive a copy
+        model if backend is None else args.model, backend=backend,
+        method=args.method, target=args.target, database=args.database, db_method=args.db_method,
+        db_levels=args.db_levels, db_step=args.db_step, bits=args.bits, group_size=args.group_size,
+        symmetric=args.symmetric, count_metadata=args.count_metadata,
+        calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
+        seq_len=args.seq_len, generations=args.generations, offspring=args.offspring, stages=args.stages,
+        seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet,
+        compute_dtype=args.compute_dtype)
+    if eval_text is not None:
+        t0 = time.perf_counter()
+        ids = pl.text_ids(tok, eval_text)
+        pl.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
+        res.times["perplexity"] = time.perf_counter() - t0
+        n = min(ids.numel() // args.window, args.max_windows)
+        res.notes.append(f"perplexity: {n} non-overlapping windows of {args.window} tokens of {eval_text}"
+                         + (" (the calibration file)" if args.eval_text is None else ""))
+        if res.model_dir:  # the exported configuration was written before the perplexities
+            cfg_path = Path(res.run_dir) / "config.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg["ppl"] = res.ppl
+            cfg_path.write_text(json.dumps(cfg, indent=1))
+        write_report(res, res.run_dir)
     print(f"{res.method} target {res.target:g} ({res.db_method} database, {len(res.layers)} "
           f"{'sub-blocks' if res.method.startswith('depth') else 'layers'}, {res.generations} generations, "
           f"{res.evaluations} evaluations)")
@@ -136,48 +276,48 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_db(args: argparse.Namespace) -> int:
-    import math
     import time
-    from pathlib import Path
 
-    from evoforge.errors import EvoforgeError
+    pl = _pipeline("build-db")
+    from evoforge.compress import adapt, build_database
+    from evoforge.compress.calibration import sample_sequences, tokens_from_text
+    from evoforge.compress.database import MANIFEST, QUANT_METHODS
 
-    try:
-        from evoforge.compress import adapt, build_database
-        from evoforge.compress import pipeline as pl
-        from evoforge.compress.calibration import sample_sequences, tokens_from_text
-        from evoforge.compress.database import QUANT_METHODS
-    except ImportError as e:
-        return _fail(f"build-db needs torch and transformers (pip install evoforge[hf]): {e}")
-    if args.text is not None and not Path(args.text).is_file():
-        return _fail(f"calibration text file not found: {args.text!r}")
-    try:
-        t0 = time.perf_counter()
-        model, tok = pl.load_model(args.model)
-        adapter = adapt(model)
-        tokens, calib = None, None
-        if args.method in ("wanda", "sparsegpt", "gptq"):
-            n = args.model_samples or max(1, math.ceil(args.tokens / args.seq_len))
-            if args.text is not None:
-                if tok is None:
-                    return _fail("--text needs a tokenizer (the model directory has none); use --model-samples")
-                tokens = tokens_from_text(tok, args.text, n, args.seq_len, seed=args.seed)
-                calib = {"source": "text", "file": str(args.text), "seed": args.seed}
-            else:
-                bos = getattr(model.config, "bos_token_id", None)
-                tokens = sample_sequences(model, n, args.seq_len, seed=args.seed,
-                                          bos_token_id=1 if bos is None else int(bos))
-                calib = {"source": "samples", "seed": args.seed}
-        t1 = time.perf_counter()
-        quant = args.method in QUANT_METHODS
-        kw = ({"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else
-              {"sparsity": args.target, "n_levels": args.levels, "step": args.step,
-               "values_dtype": args.values_dtype})
-        kw["compute_dtype"] = args.compute_dtype
-        db = build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
-                            overwrite=args.overwrite, progress=not args.quiet, **kw)
-    except (EvoforgeError, ValueError, FileNotFoundError, FileExistsError) as e:
-        return _fail(str(e))
+    # every argument before the model loads (build_database checks its own only after calibrating)
+    quant = args.method in QUANT_METHODS
+    if quant:
+        _check_bits(args.bits)
+    elif not 0.0 <= args.target < 1.0:
+        raise ConfigError(f"--target: sparsity must lie in [0, 1), got {args.target}")
+    if args.text is not None:
+        _check_text("--text", args.text, "calibration text")
+    _check_dir("--out", args.out)
+    if (Path(args.out) / MANIFEST).exists() and not args.overwrite:
+        raise FileExistsError(f"--out {args.out!r} already holds a layer database; pass --overwrite to replace it")
+
+    t0 = time.perf_counter()
+    model, tok = pl.load_model(args.model)
+    adapter = adapt(model)
+    tokens, calib = None, None
+    if args.method in ("wanda", "sparsegpt", "gptq"):
+        _check_positions(model, "--seq-len", args.seq_len)
+        n = args.model_samples or math.ceil(args.tokens / args.seq_len)
+        if args.text is not None:
+            if tok is None:
+                raise ConfigError("--text needs a tokenizer (the model directory has none); use --model-samples")
+            tokens = tokens_from_text(tok, args.text, n, args.seq_len, seed=args.seed)
+            calib = {"source": "text", "file": str(args.text), "seed": args.seed}
+        else:
+            bos = getattr(model.config, "bos_token_id", None)
+            tokens = sample_sequences(model, n, args.seq_len, seed=args.seed,
+                                      bos_token_id=1 if bos is None else int(bos))
+            calib = {"source": "samples", "seed": args.seed}
+    t1 = time.perf_counter()
+    kw = ({"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else
+          {"sparsity": args.target, "n_levels": args.levels, "step": args.step, "values_dtype": args.values_dtype})
+    kw["compute_dtype"] = args.compute_dtype
+    db = build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
+                        overwrite=args.overwrite, progress=not args.quiet, **kw)
     t2 = time.perf_counter()
     m = db.manifest
     levels = sorted({lv for name in db.layers for lv in db.levels(name)})
@@ -191,18 +331,12 @@ def _cmd_build_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from evoforge.errors import EvoforgeError
-
-    try:
-        from evoforge.compress import pipeline as pl
-    except ImportError as e:
-        return _fail(f"eval needs torch and transformers (pip install evoforge[hf]): {e}")
-    try:
-        model, tok = pl.load_model(args.model)
-        ids = pl.text_ids(tok, args.text)
-        ppl = pl.perplexity(model, ids, window=args.window, max_windows=args.max_windows)
-    except (EvoforgeError, ValueError, FileNotFoundError) as e:
-        return _fail(str(e))
+    pl = _pipeline("eval")
+    _check_text("--text", args.text)
+    model, tok = pl.load_model(args.model)
+    _check_positions(model, "--window", args.window)
+    ids = pl.text_ids(tok, args.text)
+    ppl = pl.perplexity(model, ids, window=args.window, max_windows=args.max_windows)
     n = ids.numel() // args.window
     if args.max_windows is not None:
         n = min(n, args.max_windows)
@@ -211,7 +345,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_compress(sub: argparse._SubParsersAction) -> None:
+def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="search per-layer sparsity, bit-widths or dropped sub-blocks under an "
                                         "exact budget (EvoPress); build-db: build a layer database")
     csub = p.add_subparsers(dest="compress_command")
@@ -220,12 +354,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--method", required=True, choices=("magnitude", "wanda", "sparsegpt", "rtn", "gptq"))
     b.add_argument("--out", required=True, help="directory to write the database to")
     b.add_argument("--target", type=float, default=0.5, help="sparsity of level 0 (sparsity methods)")
-    b.add_argument("--levels", type=int, default=4, help="sparsity levels on each side of the target")
-    b.add_argument("--step", type=int, default=None,
+    b.add_argument("--levels", type=_int_at_least(0), default=4, help="sparsity levels on each side of the target")
+    b.add_argument("--step", type=_int_at_least(1), default=None,
                    help="weights pruned per sparsity level step, the same in every layer (default 5%% of the "
                         "median layer)")
     b.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
-    b.add_argument("--group-size", type=int, default=64, help="quantisation group size (-1: one group per row)")
+    b.add_argument("--group-size", type=_group_size, default=64, help="quantisation group size (-1: one group per row)")
     b.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
                    help="the calibration forward (Hessians) under bfloat16 autocast: about 2.5x faster on CPUs "
                         "with AMX or AVX-512 BF16")
@@ -237,11 +371,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     sym.add_argument("--asymmetric", dest="symmetric", action="store_false", help="asymmetric grids (default)")
     src = b.add_mutually_exclusive_group()
     src.add_argument("--text", default=None, help="calibration text file (needs the model's tokenizer)")
-    src.add_argument("--model-samples", type=int, default=None, metavar="N",
+    src.add_argument("--model-samples", type=_int_at_least(1), default=None, metavar="N",
                      help="calibrate on N sequences sampled from the dense model (the default source)")
-    b.add_argument("--tokens", type=int, default=8192, help="calibration tokens (with --text or by default)")
-    b.add_argument("--seq-len", type=int, default=128, help="calibration sequence length")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--tokens", type=_int_at_least(1), default=8192,
+                   help="calibration tokens (with --text or by default)")
+    b.add_argument("--seq-len", type=_int_at_least(2), default=128, help="calibration sequence length")
+    b.add_argument("--seed", type=_int_at_least(0), default=0)
     b.add_argument("--overwrite", action="store_true", help="replace a database already in --out")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(fn=_cmd_build_db, symmetric=False)
@@ -256,19 +391,19 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
                    help="how the layer database is built when --db is not given (default sparsegpt / gptq)")
     p.add_argument("--db", "--database", dest="database", default=None,
                    help="a layer database of this model built by `evoforge compress build-db`")
-    p.add_argument("--db-levels", type=int, default=4, help="sparsity levels on each side of the target")
-    p.add_argument("--db-step", type=int, default=None, help="weights pruned per sparsity level step")
+    p.add_argument("--db-levels", type=_int_at_least(0), default=4, help="sparsity levels on each side of the target")
+    p.add_argument("--db-step", type=_int_at_least(1), default=None, help="weights pruned per sparsity level step")
     p.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
-    p.add_argument("--group-size", type=int, default=64)
+    p.add_argument("--group-size", type=_group_size, default=64)
     sym = p.add_mutually_exclusive_group()
     sym.add_argument("--symmetric", dest="symmetric", action="store_true", help="symmetric grids (no zero points)")
     sym.add_argument("--asymmetric", dest="symmetric", action="store_false", help="asymmetric grids (default)")
     p.add_argument("--count-metadata", action="store_true",
                    help="quant: the bit budget counts the 16-bit scales and the zero points of every group")
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--offspring", type=int, default=8)
-    p.add_argument("--stages", default=None, help="selection stages survivors:tokens, e.g. 4:256,1:all")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generations", type=_int_at_least(0), default=20)
+    p.add_argument("--offspring", type=_int_at_least(1), default=8)
+    p.add_argument("--stages", type=_stages, default=None, help="selection stages survivors:tokens, e.g. 4:256,1:all")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
                    help="evaluate the search's candidates (and the calibration forward of a database built by the "
                         "run) in bfloat16 (autocast; about 2.5x faster on CPUs with AMX or AVX-512 BF16); the "
@@ -276,11 +411,11 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None, help="resumable run directory (default evoforge-runs/...)")
     p.add_argument("--calib-text", default=None, help="calibration text (default: samples from the model)")
     p.add_argument("--eval-text", default=None, help="text for perplexity (default: --calib-text)")
-    p.add_argument("--n-calib", type=int, default=16)
-    p.add_argument("--n-heldout", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--window", type=int, default=512)
-    p.add_argument("--max-windows", type=int, default=16)
+    p.add_argument("--n-calib", type=_int_at_least(1), default=16)
+    p.add_argument("--n-heldout", type=_int_at_least(1), default=8)
+    p.add_argument("--seq-len", type=_int_at_least(2), default=128)
+    p.add_argument("--window", type=_int_at_least(2), default=512, help="perplexity window in tokens")
+    p.add_argument("--max-windows", type=_int_at_least(1), default=16)
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -288,34 +423,54 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
                    help="where candidates are evaluated: here, a local process pool, or Ray actors")
     p.add_argument("--address", default=None,
                    help="Ray cluster: auto (started with `ray start` on this node) or HOST:PORT of its head")
-    p.add_argument("--workers", type=int, default=None, help="evaluation workers (default: one per GPU or CPU)")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--workers", type=_int_at_least(1), default=None,
+                   help="evaluation workers (default: one per GPU or CPU)")
+    p.add_argument("--timeout", type=_positive_float, default=None,
                    help="seconds a worker may return nothing before it counts as hung and is replaced")
     p.set_defaults(fn=_cmd_compress, symmetric=False)
+    compress = p
     p = sub.add_parser("eval", help="evaluate a model: evoforge eval ppl --model DIR --text FILE")
     p.add_argument("what", choices=("ppl",))
     p.add_argument("--model", required=True)
     p.add_argument("--text", required=True)
-    p.add_argument("--window", type=int, default=512)
-    p.add_argument("--max-windows", type=int, default=None)
+    p.add_argument("--window", type=_int_at_least(2), default=512, help="perplexity window in tokens")
+    p.add_argument("--max-windows", type=_int_at_least(1), default=None)
     p.set_defaults(fn=_cmd_eval)
+    return compress
+
+
+# failures of bad input or of the environment: one line, exit 2 (OSError covers FileNotFoundError,
+# FileExistsError, IsADirectoryError, PermissionError and ConnectionError)
+_EXPECTED = (EvoforgeError, ValueError, TypeError, OSError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="evoforge", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="evoforge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)  # sub-parsers are _Parser too
     p = sub.add_parser("info", help="build flags, threads, CUDA compiled / GPU visible")
     p.set_defaults(fn=_cmd_info)
     p = sub.add_parser("bench", help="run a benchmark against its peers: evoforge bench pareto --quick")
     p.add_argument("name", choices=_bench_names())
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help)")
     p.set_defaults(fn=_cmd_bench)
-    _add_compress(sub)
+    compress = _add_compress(sub)
     args = parser.parse_args(argv)
     if args.fn is _cmd_compress and (args.model is None or args.target is None):
         missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None]
-        parser.error(f"compress needs {' and '.join(missing)} (or use `evoforge compress build-db`)")
-    return args.fn(args)
+        compress.error(f"compress needs {' and '.join(missing)} (or use `evoforge compress build-db`)")
+    if os.environ.get("EVOFORGE_DEBUG", "") not in ("", "0"):
+        return args.fn(args)  # errors keep their traceback
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("evoforge: interrupted", file=sys.stderr)
+        return 130
+    except _EXPECTED as e:
+        return _fail(str(e) or type(e).__name__)
+    except Exception as e:  # noqa: BLE001 -- a bug: one line and exit 1, the traceback on request
+        what = type(e).__name__ + (f": {_one_line(e)}" if str(e) else "")
+        print(f"evoforge: internal error: {what} (set EVOFORGE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

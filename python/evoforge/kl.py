@@ -218,6 +218,23 @@ def teacher_targets(teacher_logits: Any, *, top_k: int | None = None, tail: bool
     return Teacher(w, idx, norm, cross, np.ascontiguousarray(idx[:, 0]), V, rest if tail else None)
 
 
+def _reject_nonfinite(flat: np.ndarray, bf16: bool, rows: np.ndarray, T: int) -> None:
+    """ValueError, worded as the kernels', for the first NaN or +inf in ``rows`` of the student
+    logits [R, V]."""
+    sub = flat[rows]
+    # One cheap pass finds the candidate rows: a float row's max is NaN or +inf exactly when it holds
+    # one; bfloat16 bits reach the all-ones exponent in magnitude (-inf too, sorted out below).
+    cand = (sub & 0x7FFF).max(axis=1) >= 0x7F80 if bf16 else ~(sub.max(axis=1) < np.inf)
+    for j in np.flatnonzero(cand):
+        x = (sub[j].astype(np.uint32) << 16).view(np.float32) if bf16 else sub[j]
+        bad = np.isnan(x) | (x == np.inf)
+        if bad.any():
+            r, col = int(rows[j]), int(np.argmax(bad))
+            what = "NaN" if np.isnan(x[col]) else "+inf"
+            raise ValueError(f"student logits hold {what} at row {r} (candidate {r // T}, token {r % T}), "
+                             f"column {col}")
+
+
 def kl_divergence(
     teacher: Teacher,
     student_logits: Any,
@@ -238,6 +255,12 @@ def kl_divergence(
     -------
     [T, V] input: float ("mean") or float64 array [T] ("none").
     [B, T, V] input: float64 array [B] ("mean") or [B, T] ("none").
+
+    Raises
+    ------
+    ValueError for NaN or +inf in the student logits that the KL reads (naming the row and column):
+    every logit with a full-vocabulary teacher or a top-K teacher with its tail bin, the top K
+    alone without it; ``-inf`` is allowed (see the module docstring).
     """
     if not isinstance(teacher, Teacher):
         raise TypeError(
@@ -271,6 +294,11 @@ def kl_divergence(
     else:
         fn = core.kl_topk_bf16 if bf16 else core.kl_topk_f32
         out = fn(teacher.indices, teacher.weights, teacher.norm, teacher.cross, flat)
+    # The kernels raise for a row whose KL comes out NaN; with a top-K teacher a +inf logit that
+    # is read gives KL = +inf instead, so only those rows are scanned (no full pass in the hot
+    # path). Without a tail bin, logits outside the teacher's top K are never read.
+    if teacher.indices is not None:
+        _reject_nonfinite(flat, bf16, np.flatnonzero(out == np.inf), T)
     out = out.reshape(B, T)
     if reduction == "none":
         return out if batched else out[0]

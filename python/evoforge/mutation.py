@@ -94,6 +94,15 @@ def _check_within(pop: np.ndarray, lo: np.ndarray, hi: np.ndarray, name: str) ->
         raise ValueError(f"{name}[{r}, {g}] = {pop[r, g]} lies outside [lower, upper] = [{lo[g]}, {hi[g]}]")
 
 
+def _check_finite(pop: np.ndarray, name: str) -> None:
+    """NaN or inf genes would pass through a mutation (or be clipped to a bound) silently."""
+    bad = ~np.isfinite(pop)
+    if bad.any():
+        r, g = np.argwhere(bad)[0]
+        v = pop[r, g]
+        raise ValueError(f"{name} holds {'NaN' if np.isnan(v) else v} at row {r}, gene {g} (genes must be finite)")
+
+
 def _like(out: np.ndarray, x: Any, one: bool) -> Any:
     if one:
         out = out[0]
@@ -344,12 +353,12 @@ def gaussian(x: Any, sigma: Any, *, prob: float = 1.0, lower: Any = None, upper:
     Each gene mutates with probability ``prob`` (1: all genes, and no mask is drawn). ``z`` is
     exactly :func:`evoforge.random.normal` of the same seed, generation and offset. In float32 the
     result is one rounded multiply and one rounded add (bit-identical on CPU and GPU); in float64,
-    z is widened first. NaN in x propagates (x is not scanned).
+    z is widened first.
 
     Parameters
     ----------
-    x : array-like or torch.Tensor, float32 or float64, shape (P, L) or (L,)
-        A CUDA tensor (float32) runs on its device.
+    x : array-like or torch.Tensor, float32 or float64, shape (P, L) or (L,), finite (NaN or inf
+        raise ValueError, as in :func:`polynomial`). A CUDA tensor (float32) runs on its device.
     sigma : float >= 0 or array-like of shape (L,)
     prob : float in [0, 1]
     lower, upper : float or array-like of shape (L,), optional (both or neither); ``lower <= upper``
@@ -365,6 +374,7 @@ def gaussian(x: Any, sigma: Any, *, prob: float = 1.0, lower: Any = None, upper:
     if _is_cuda(x):
         return _gaussian_cuda(x, sigma, p, lower, upper, seed, generation, individual_offset)
     pop, one = _float_population(x, "x")
+    _check_finite(pop, "x")
     P, L = pop.shape
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
     sig = _per_gene(sigma, L, "sigma", pop.dtype)
@@ -387,6 +397,8 @@ def _gaussian_cuda(x, sigma, p, lower, upper, seed, generation, individual_offse
         raise ValueError(f"x must have shape (P, L) or (L,), got {tuple(x.shape)}")
     one = x.dim() == 1
     xx = (x.reshape(1, -1) if one else x).contiguous()
+    if not bool(torch.isfinite(xx).all()):  # one reduction on the device; the copy only to name the gene
+        _check_finite(xx.cpu().numpy(), "x")
     P, L = xx.shape
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
     sig = _per_gene(sigma.detach().cpu() if _checks.is_torch(sigma) else sigma, L, "sigma", np.float32)

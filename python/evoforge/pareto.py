@@ -127,17 +127,17 @@ def hypervolume(F: Any, ref: Any) -> float:
 
     Parameters
     ----------
-    F : array-like, shape (N, M);  ref : array-like, shape (M,)
+    F : array-like, shape (N, M) (N = 0 gives 0.0);  ref : array-like, shape (M,)
     """
     import moocore
 
     A = _checks.objectives(F).astype(np.float64, copy=False)
     r = _checks.vector(ref, A.shape[1], "ref", dtype=np.dtype(np.float64))
+    if np.isnan(r).any():
+        raise ValueError("ref holds NaN")
+    if A.shape[0] == 0:  # before the row scan, which cannot reshape an empty F
+        return 0.0
     bad = _checks.first_nan_row(A)
     if bad is not None:
         raise ValueError(f"F holds NaN in row {bad}")
-    if np.isnan(r).any():
-        raise ValueError("ref holds NaN")
-    if A.shape[0] == 0:
-        return 0.0
     return float(moocore.hypervolume(A, ref=r))

@@ -42,9 +42,9 @@ def tournament(fitness: Any, n_select: int, *, tournament_size: int = 2, seed: i
         raise TypeError(f"fitness must hold real numbers, got dtype {f.dtype}")
     if f.ndim not in (1, 2):
         raise ValueError(f"fitness must have shape (N,) or (N, M), got {f.shape}")
-    keys = np.ascontiguousarray(f.reshape(f.shape[0], -1), dtype=np.float64)
-    if keys.shape[0] < 1 or keys.shape[1] < 1:
+    if f.size == 0:  # checked before the reshape, which cannot infer the width of an empty array
         raise ValueError(f"fitness must hold at least one candidate and one column, got shape {f.shape}")
+    keys = np.ascontiguousarray(f.reshape(f.shape[0], -1), dtype=np.float64)
     if np.isnan(keys).any():
         raise ValueError(f"fitness holds NaN in row {_checks.first_nan_row(keys)}")
     n = check_positive_int(n_select, "n_select", 0)

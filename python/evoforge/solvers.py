@@ -120,6 +120,10 @@ def hessian(X: Any) -> Any:
     Returns
     -------
     numpy.ndarray or torch.Tensor (as X), float64, shape (C, C).
+
+    Raises
+    ------
+    TypeError for non-float X; ValueError for NaN or inf in X (naming the row).
     """
     if _checks.is_torch(X):
         import torch
@@ -129,14 +133,27 @@ def hessian(X: Any) -> Any:
         if not X.is_floating_point():
             raise TypeError(f"X must be floating point, got {X.dtype}")
         X2 = X.detach().reshape(-1, X.shape[-1]).to(torch.float64)
-        return (X2.T @ X2) * (2.0 / max(1, X2.shape[0]))
+        H = (X2.T @ X2) * (2.0 / max(1, X2.shape[0]))
+        _check_hessian(H.numpy(), X2.numpy())
+        return H
     a = _checks.to_numpy(X, "X")
     if a.dtype.kind != "f":
         raise TypeError(f"X must be floating point, got dtype {a.dtype}")
     if a.ndim < 1:
         raise ValueError("X must have at least one dimension (..., C)")
     a = a.reshape(-1, a.shape[-1]).astype(np.float64, copy=False)
-    return (a.T @ a) * (2.0 / max(1, a.shape[0]))
+    H = (a.T @ a) * (2.0 / max(1, a.shape[0]))
+    _check_hessian(H, a)
+    return H
+
+
+def _check_hessian(H: np.ndarray, X2: np.ndarray) -> None:
+    """ValueError for a non-finite H, which every solver would turn into NaN weights. A NaN or inf
+    in X always makes H non-finite, so the small [C, C] H is checked and X scanned only to name the row."""
+    if not np.isfinite(H).all():
+        bad = ~np.isfinite(X2).all(axis=1)
+        where = f"in row {int(np.argmax(bad))} (of X reshaped to (n, C))" if bad.any() else "(X^T X overflows float64)"
+        raise ValueError(f"X holds NaN or inf {where}")
 
 
 @dataclass(frozen=True)

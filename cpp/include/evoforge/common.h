@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -16,7 +17,7 @@ namespace evoforge {
 #define EVOFORGE_THROW(exc, msg)                                              \
   do {                                                                         \
     std::ostringstream evoforge_os_;                                           \
-    evoforge_os_ << msg << " [" << __FILE__ << ":" << __LINE__ << "]";         \
+    evoforge_os_ << msg << " [" << __func__ << "]";                            \
     throw exc(evoforge_os_.str());                                             \
   } while (0)
 #define EVOFORGE_CHECK(cond, msg)                                              \
@@ -24,12 +25,18 @@ namespace evoforge {
     if (!(cond)) EVOFORGE_THROW(std::invalid_argument, msg);                   \
   } while (0)
 
-/// Threads used by native kernels when a call passes num_threads <= 0.
+/// Most threads one kernel call may use: far above any CPU's core count, far below the point where
+/// thread creation fails (a pool of 10^5 threads aborted the process).
+constexpr int kMaxThreads = 1024;
+
+/// Threads used by native kernels when a call passes num_threads <= 0: set_default_num_threads,
+/// else EVOFORGE_NUM_THREADS, else the hardware's. Throws std::invalid_argument for a value
+/// outside [1, kMaxThreads] (0 in set_default_num_threads means "back to the default").
 int default_num_threads();
 void set_default_num_threads(int n);
 
 inline int resolve_threads(int num_threads) {
-  return num_threads > 0 ? num_threads : default_num_threads();
+  return num_threads > 0 ? std::min(num_threads, kMaxThreads) : default_num_threads();
 }
 
 /// Runs fn(begin, end, worker) over [0, n) split into at most `threads` contiguous chunks.
@@ -56,7 +63,14 @@ void parallel_for(int64_t n, int threads, int64_t min_chunk, Fn&& fn) {
       errors[w] = std::current_exception();
     }
   };
-  for (int w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  // A thread that cannot be created (a process or container limit) is not an error: its chunk
+  // runs on this thread instead, so the split, and the result, stay the same.
+  int started = 1;
+  try {
+    for (; started < workers; ++started) pool.emplace_back(run, started);
+  } catch (const std::system_error&) {
+  }
+  for (int w = started; w < workers; ++w) run(w);
   run(0);
   for (auto& t : pool) t.join();
   for (auto& e : errors)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -646,6 +647,9 @@ def _search(local: Any, initial: np.ndarray, mutation: Any, lower: Any, upper: A
     engine = None
     if rd is not None and (rd / "checkpoint.pkl").is_file():
         engine = OnePlusLambda.resume(rd, progress=progress)
+        if progress:  # else a resumed run looks like a fresh one that skipped its first generations
+            print(f"evoforge: resuming {rd} from generation {engine.generation} (of {int(generations)})",
+                  file=sys.stderr)
     if engine is None:
         engine = OnePlusLambda(initial, mutation, lower=lower, upper=upper, n_offspring=int(offspring),
                                stages=stages, seed=int(seed), run_dir=rd, task=task, progress=progress)

@@ -111,9 +111,9 @@ def write_report(result: Any, run_dir: str | os.PathLike) -> Path:
     notes = list(result.notes) + ([note] if note else [])
     units = "sub-blocks" if result.method.startswith("depth") else "layers"
     best = "-" if result.kl_calib_search is None else f"{result.kl_calib_search:.4f}"
+    db = f" (`{_db_name(result.db_path, out)}`)" if result.db_path else ""
     lines = [f"# evoforge compress: {result.method} {result.target:g}", "",
-             f"- layer database: {result.db_method}" + (f" (`{result.db_path}`)" if result.db_path else "")
-             + f"; {len(result.layers)} {units}",
+             f"- layer database: {result.db_method}{db}; {len(result.layers)} {units}",
              f"- {budget_line(result)}",
              f"- search: {result.generations} generations, {result.evaluations} evaluations; best calibration KL {best}"]
     if result.dropped:
@@ -131,6 +131,16 @@ def write_report(result: Any, run_dir: str | os.PathLike) -> Path:
     path = out / "report.md"
     _atomic(path, "\n".join(lines))
     return path
+
+
+def _db_name(db_path: str, run_dir: Path) -> str:
+    """The database relative to the run directory when inside it (the report stays valid when the
+    run directory is moved or shared), else its absolute path."""
+    p = Path(db_path).resolve()
+    try:
+        return p.relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(p)
 
 
 def _atomic(path: Path, text: str) -> None:

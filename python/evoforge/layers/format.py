@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["BITS", "GROUP_SIZES", "check_bits", "check_group_size", "num_groups", "row_bytes"]
+__all__ = ["BITS", "GROUP_SIZES", "check_bits", "check_features", "check_group_size", "num_groups", "row_bytes"]
 
 BITS = (2, 3, 4, 8)
 GROUP_SIZES = (0, 32, 64, 128, 256)  # 0: one group per row
@@ -24,6 +24,17 @@ def check_bits(bits: Any) -> int:
     if not _is_int(bits) or int(bits) not in BITS:
         raise ConfigError(f"bits must be one of {BITS}, got {bits!r}")
     return int(bits)
+
+
+def check_features(in_features: Any, out_features: Any) -> tuple[int, int]:
+    """A layer's sizes as ints >= 1: TypeError for a non-integer (2.5 must not truncate to 2, as
+    nn.Linear rejects it too), ValueError below 1."""
+    for name, v in (("in_features", in_features), ("out_features", out_features)):
+        if not _is_int(v):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    return int(in_features), int(out_features)
 
 
 def check_group_size(group_size: Any) -> int:

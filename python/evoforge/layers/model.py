@@ -16,8 +16,8 @@ Configurations
 * a uniform spec (no search needed), a dict with any of ``"sparsity"`` (fraction pruned per layer,
   smallest ``|w|`` of the layer), ``"pattern"`` (``"unstructured"`` or ``"2:4"``: keep the 2
   largest ``|w|`` of every 4), ``"bits"``, ``"group_size"`` (default 128; 0 = per row),
-  ``"symmetric"`` (default True) and ``"values_dtype"`` (``"float32"`` / ``"float16"``, sparse
-  float values); e.g. ``{"bits": 4, "group_size": 128}`` or ``{"sparsity": 0.5}``;
+  ``"symmetric"`` (default True) and ``"values_dtype"`` (``"float32"`` / ``"float16"`` or the
+  torch dtype, sparse float values); e.g. ``{"bits": 4, "group_size": 128}`` or ``{"sparsity": 0.5}``;
 * a search result: :class:`evoforge.compress.pipeline.CompressionResult`, its ``to_json()`` dict,
   or the path of a run directory / its ``config.json``, with the layer database it was searched on
   (``database=``; default the result's ``db_path``, else ``<run_dir>/db``); a list of two results
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from torch import nn
 from ..errors import ConfigError
 from .format import GROUP_SIZES
 from .quant import QuantLinear
-from .sparse import SparseLinear
+from .sparse import SparseLinear, prune_24, values_dtype_of
 
 __all__ = ["apply", "load", "packed_layers", "save"]
 
@@ -56,7 +57,6 @@ FORMAT_VERSION = 1
 LAYERS_FILE = "evoforge_layers.json"
 WEIGHTS_FILE = "model.safetensors"
 _SPEC_KEYS = {"sparsity", "pattern", "bits", "group_size", "symmetric", "values_dtype"}
-_VALUE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def _store_bits(bits: int) -> int:
@@ -112,20 +112,14 @@ def _check_spec(spec: dict) -> dict:
     if "bits" in s:
         _store_bits(s["bits"])
     s["group_size"] = _group_size(s.get("group_size", 128))
-    if s.setdefault("values_dtype", "float32") not in _VALUE_DTYPES:
-        raise ConfigError(f"values_dtype must be one of {sorted(_VALUE_DTYPES)}, got {s['values_dtype']!r}")
+    s["values_dtype"] = values_dtype_of(s.get("values_dtype", "float32"))
     return s
 
 
 def _prune(W: torch.Tensor, sparsity: float, pattern: str) -> torch.Tensor:
-    W = W.detach().float().cpu().clone()
     if pattern == "2:4":
-        N, K = W.shape
-        Kp = -(-K // 4) * 4
-        g = torch.nn.functional.pad(W, (0, Kp - K)).reshape(N, Kp // 4, 4)
-        drop = g.abs().argsort(dim=-1, stable=True)[..., :2]
-        g.scatter_(-1, drop, 0.0)
-        return g.reshape(N, Kp)[:, :K].contiguous()
+        return prune_24(W)
+    W = W.detach().float().cpu().clone()
     p = round(sparsity * W.numel())
     if p:
         W.view(-1)[W.abs().view(-1).argsort(stable=True)[:p]] = 0.0
@@ -140,7 +134,7 @@ def _apply_spec(model: nn.Module, s: dict) -> None:
             bits = None if "bits" not in s else _store_bits(s["bits"])
             new = SparseLinear.from_dense(Ws, b, format=s["pattern"], bits=bits, group_size=s["group_size"],
                                           symmetric=bool(s.get("symmetric", True)),
-                                          values_dtype=_VALUE_DTYPES[s["values_dtype"]])
+                                          values_dtype=s["values_dtype"])
         else:
             lin = nn.Linear(ref.in_features, ref.out_features, bias=b is not None)
             with torch.no_grad():
@@ -161,11 +155,19 @@ def _result_json(config: Any) -> dict:
         p = p / "config.json" if p.is_dir() else p
         if not p.is_file():
             raise FileNotFoundError(f"compression config not found: {str(p)!r}")
-        out = json.loads(p.read_text())
+        try:
+            out = json.loads(p.read_text())
+        except ValueError as exc:  # not JSON, or not text at all (UnicodeDecodeError)
+            raise ConfigError(f"config {str(p)!r} is not a JSON compression config: {exc}") from None
+        if not isinstance(out, dict):
+            raise ConfigError(f"config {str(p)!r} holds a JSON {type(out).__name__}, not a compression result")
         out["_config_dir"] = str(p.parent)  # finds <run_dir>/db when db_path was relative elsewhere
         return out
     if hasattr(config, "to_json"):
         return config.to_json()
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a spec dict, a search result (CompressionResult or its JSON dict), a "
+                        f"run directory or config.json path, or a list of results; got {type(config).__name__}")
     return dict(config)
 
 
@@ -255,7 +257,8 @@ def _apply_results(model: nn.Module, results: list[dict], dbs: list, values_dtyp
         _replace(model, name, new)
 
 
-def apply(model: nn.Module, config: Any, database: Any = None, *, values_dtype: str = "float32") -> nn.Module:
+def apply(model: nn.Module, config: Any, database: Any = None, *,
+          values_dtype: str | torch.dtype = "float32") -> nn.Module:
     """Replace ``model``'s block linear layers by packed modules, in place; returns the model.
 
     Parameters
@@ -264,11 +267,11 @@ def apply(model: nn.Module, config: Any, database: Any = None, *, values_dtype: 
     config : a uniform spec dict, a search result (CompressionResult, its JSON dict, a run directory
         or its config.json), or a list of one sparsity and one quant result (see the module docstring).
     database : the layer database path (or LayerDatabase) of a search result; a list for a list.
-    values_dtype : ``"float32"`` (exact) or ``"float16"`` (half the bytes) for the kept values of
-        sparse layers without quantisation, when ``config`` is a search result (a spec has its own).
+    values_dtype : ``"float32"`` (exact) or ``"float16"`` (half the bytes), or the torch dtype, for the
+        kept values of sparse layers without quantisation, when ``config`` is a search result (a spec
+        has its own).
     """
-    if values_dtype not in _VALUE_DTYPES:
-        raise ConfigError(f"values_dtype must be one of {sorted(_VALUE_DTYPES)}, got {values_dtype!r}")
+    values_dtype = values_dtype_of(values_dtype)
     if isinstance(config, dict) and "method" not in config:
         _apply_spec(model, _check_spec(config))
         return model
@@ -277,7 +280,7 @@ def apply(model: nn.Module, config: Any, database: Any = None, *, values_dtype: 
     if len(dbs_in) != len(configs):
         raise ConfigError(f"{len(configs)} results but {len(dbs_in)} databases")
     results = [_result_json(c) for c in configs]
-    _apply_results(model, results, [_open_db(r, d) for r, d in zip(results, dbs_in)], _VALUE_DTYPES[values_dtype])
+    _apply_results(model, results, [_open_db(r, d) for r, d in zip(results, dbs_in)], values_dtype)
     return model
 
 
@@ -360,7 +363,7 @@ def load(path: str | os.PathLike) -> nn.Module:
         if s["class"] == "SparseLinear":
             m: nn.Module = SparseLinear(s["in_features"], s["out_features"], s["bias"], format=s["format"],
                                         bits=s["bits"], group_size=s["group_size"], symmetric=s["symmetric"],
-                                        values_dtype=_VALUE_DTYPES.get(s["values_dtype"] or "float32"))
+                                        values_dtype=s["values_dtype"] or "float32")
         else:
             m = QuantLinear(s["in_features"], s["out_features"], s["bias"], bits=s["bits"],
                             group_size=s["group_size"], symmetric=s["symmetric"])

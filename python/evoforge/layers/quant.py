@@ -38,6 +38,7 @@ from .format import (
     BITS,
     GROUP_SIZES,
     check_bits,
+    check_features,
     check_group_size,
     num_groups,
     row_bytes,
@@ -278,9 +279,7 @@ class QuantLinear(torch.nn.Module):
         device: Any = None,
     ) -> None:
         super().__init__()
-        if int(in_features) < 1 or int(out_features) < 1:
-            raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = check_features(in_features, out_features)
         self.bits, self.group_size, self.symmetric = _bits(bits), _group(group_size), bool(symmetric)
         N, G = self.out_features, num_groups(self.in_features, self.group_size)
         self.register_buffer("packed", torch.zeros(N, row_bytes(self.in_features, self.bits), dtype=torch.uint8, device=device))
@@ -365,7 +364,7 @@ class QuantLinear(torch.nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape [..., {self.in_features}], got {list(x.shape)}")
         if x.device.type == "cuda":
             from . import _cuda

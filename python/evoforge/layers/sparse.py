@@ -34,13 +34,15 @@ import torch
 from torch import nn
 
 from .._native import core
-from .format import BITS, GROUP_SIZES
+from ..errors import ConfigError
+from .format import BITS, GROUP_SIZES, check_features
 from .quant import pack_codes
 
 __all__ = [
     "FORMATS",
     "SparseLinear",
     "pack_sparse",
+    "prune_24",
     "quantize_groups",
     "sparse_matmul",
     "unpack_sparse",
@@ -50,6 +52,21 @@ FORMATS = ("unstructured", "2:4")
 DENSE_ROWS = 16  # forward: above this many rows, unpack to dense and use torch's matmul
 _SCRATCH = threading.local()
 _BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
+VALUES_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # what the kernels read
+
+
+def values_dtype_of(values_dtype: Any) -> torch.dtype:
+    """The torch dtype of float kept values, given as a torch dtype or its name ("float16",
+    "torch.float16"). A config string naming another dtype is a ConfigError; any other object,
+    or another torch dtype, a TypeError."""
+    if isinstance(values_dtype, str):
+        dt = VALUES_DTYPES.get(values_dtype.removeprefix("torch."))
+        if dt is None:
+            raise ConfigError(f"values_dtype must be one of {sorted(VALUES_DTYPES)}, got {values_dtype!r}")
+        return dt
+    if values_dtype not in VALUES_DTYPES.values():
+        raise TypeError(f"values_dtype must be torch.float32 or torch.float16 (or its name), got {values_dtype!r}")
+    return values_dtype
 
 
 # ---- quantised values ------------------------------------------------------------------------------
@@ -121,6 +138,18 @@ def _weight_array(weight: Any) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def prune_24(weight: torch.Tensor) -> torch.Tensor:
+    """A float32 CPU copy of ``weight`` [N, K] with the 2 smallest ``|w|`` of every 4 consecutive
+    weights along K zeroed (ties: the first); a weight that is 2:4 sparse already is unchanged."""
+    W = weight.detach().float().cpu().clone()  # never write into the caller's weight
+    N, K = W.shape
+    Kp = -(-K // 4) * 4
+    g = torch.nn.functional.pad(W, (0, Kp - K)).reshape(N, Kp // 4, 4)
+    drop = g.abs().argsort(dim=-1, stable=True)[..., :2]
+    g.scatter_(-1, drop, 0.0)
+    return g.reshape(N, Kp)[:, :K].contiguous()
+
+
 def _select_24(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(meta uint8 [N, Kp/8], kept positions int [N, Kp/4, 2]) for a 2:4 weight; ValueError otherwise."""
     N, K = w.shape
@@ -142,7 +171,7 @@ def _select_24(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(meta), pos
 
 
-def pack_sparse(weight: Any, format: str = "unstructured", *, values_dtype: torch.dtype = torch.float32,
+def pack_sparse(weight: Any, format: str = "unstructured", *, values_dtype: torch.dtype | str = torch.float32,
                 bits: int | None = None, group_size: int = 128, symmetric: bool = True) -> dict[str, torch.Tensor]:
     """Pack a dense weight [N, K] (zeros = pruned) into ``format``; returns the buffers as CPU tensors.
 
@@ -151,15 +180,14 @@ def pack_sparse(weight: Any, format: str = "unstructured", *, values_dtype: torc
     weight : float tensor or array [N, K]
     format : ``"unstructured"`` or ``"2:4"`` (every 4 consecutive weights along K keep at most 2
         non-zeros, else ValueError naming the first bad group)
-    values_dtype : torch.float32 or torch.float16, for float values (bits=None)
+    values_dtype : torch.float32 or torch.float16 (or "float32" / "float16"), for float values (bits=None)
     bits, group_size, symmetric : quantise the kept values (round to nearest) instead
 
     Returns dict with ``mask``, ``row_ptr`` (unstructured) or ``meta`` (2:4), and ``values`` or
     ``packed``, ``scales`` (and ``zeros`` unless symmetric), as described in the module docstring.
     """
     _check_format(format, bits, group_size)
-    if values_dtype not in (torch.float32, torch.float16):
-        raise TypeError(f"values_dtype must be torch.float32 or torch.float16, got {values_dtype}")
+    values_dtype = values_dtype_of(values_dtype)
     w = _weight_array(weight)
     N, K = w.shape
     out: dict[str, np.ndarray | None] = {}
@@ -262,10 +290,10 @@ class SparseLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, format: str = "unstructured",
                  bits: int | None = None, group_size: int = 128, symmetric: bool = True,
-                 values_dtype: torch.dtype = torch.float32) -> None:
+                 values_dtype: torch.dtype | str = torch.float32) -> None:
         super().__init__()
         _check_format(format, bits, group_size)
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = check_features(in_features, out_features)
         self.format, self.bits, self.group_size, self.symmetric = format, bits, int(group_size), bool(symmetric)
         zero = torch.zeros((self.out_features, self.in_features))
         for k, v in pack_sparse(zero, format, values_dtype=values_dtype, bits=bits, group_size=group_size,
@@ -276,8 +304,9 @@ class SparseLinear(nn.Module):
     @classmethod
     def from_dense(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, *, format: str = "unstructured",
                    bits: int | None = None, group_size: int = 128, symmetric: bool = True,
-                   values_dtype: torch.dtype = torch.float32) -> SparseLinear:
-        """From a dense weight [out, in] whose zeros are the pruned weights (2:4 is validated)."""
+                   values_dtype: torch.dtype | str = torch.float32) -> SparseLinear:
+        """From a dense weight [out, in] whose zeros are the pruned weights (2:4 is validated).
+        ``values_dtype``: a torch dtype or its name ("float32", "float16")."""
         N, K = weight.shape
         m = cls(K, N, bias is not None, format=format, bits=bits, group_size=group_size, symmetric=symmetric,
                 values_dtype=values_dtype)
@@ -290,10 +319,13 @@ class SparseLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, format: str = "unstructured", **kw: Any) -> SparseLinear:
-        """From an ``nn.Linear`` (its zero weights are the pruned ones); kw as in :meth:`from_dense`."""
+        """From an ``nn.Linear``: its zero weights are the pruned ones; with ``format="2:4"`` the
+        weight is first pruned to 2:4 by magnitude (:func:`prune_24`; a 2:4 weight is kept as it is),
+        so a dense layer converts. kw as in :meth:`from_dense`."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
-        return cls.from_dense(linear.weight, linear.bias, format=format, **kw)
+        weight = prune_24(linear.weight) if format == "2:4" else linear.weight
+        return cls.from_dense(weight, linear.bias, format=format, **kw)
 
     def _apply(self, fn: Any, recurse: bool = True) -> SparseLinear:
         # a dtype cast of the module (model.half()) moves but never re-types the packed format
@@ -319,7 +351,7 @@ class SparseLinear(nn.Module):
         return int(sum(t.numel() * t.element_size() for t in self.buffers_dict().values()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
         if (x.device.type == "cuda" and self.format == "2:4" and self.bits is not None
                 and x.dtype in (torch.float16, torch.bfloat16)):

@@ -62,9 +62,13 @@ class Batch:
 
 @dataclass
 class Result:
-    """What a run found. ``evaluations`` counts candidates passed to the evaluator (cache misses)."""
+    """What a run found. ``evaluations`` counts candidates passed to the evaluator (cache misses).
 
-    best_genome: np.ndarray
+    Before any generation completed (e.g. ``generations=0``) nothing has a fitness: ``best_fitness``
+    is None (NSGA2: an empty front, shape (0, M)) and ``best_genome`` is None for GA, an empty
+    (0, L) array for NSGA2, and the initial parent for OnePlusLambda."""
+
+    best_genome: np.ndarray | None
     best_fitness: Any
     generations: int
     evaluations: int
@@ -145,8 +149,9 @@ class Engine:
         raise NotImplementedError
 
     @property
-    def best(self) -> tuple[np.ndarray, Any]:
-        """(genome, fitness) of the best candidate so far (for NSGA-II: the first front)."""
+    def best(self) -> tuple[np.ndarray | None, Any]:
+        """(genome, fitness) of the best candidate so far (for NSGA-II: the first front); before the
+        first generation completes, fitness is None (NSGA-II: an empty front), see :class:`Result`."""
         raise NotImplementedError
 
     def _end_generation(self, **record: Any) -> None:
@@ -266,9 +271,13 @@ class Engine:
     def run(self, evaluator: EvaluatorLike, *, generations: int | None = None, max_evaluations: int | None = None,
             target: float | None = None) -> Result:
         """Run until ``generations`` generations in total (a resumed run counts those done before),
-        ``max_evaluations`` evaluator calls, or a best fitness <= ``target``."""
+        ``max_evaluations`` evaluator calls, or a best fitness <= ``target``. A limit already reached
+        (e.g. ``generations=0``) returns at once, with no best yet (see :class:`Result`)."""
         if generations is None and max_evaluations is None and target is None:
             raise ConfigError("give at least one of generations, max_evaluations, target")
+        for name, v in (("generations", generations), ("max_evaluations", max_evaluations)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise ConfigError(f"{name} must be an int >= 0 or None, got {v!r}")
         if self.progress and self._pbar is None and generations is not None:
             from tqdm.auto import tqdm
 

@@ -64,5 +64,7 @@ class GA(PopulationEngine):
         self._end_generation(best_fitness=float(self.F[0]), mean_fitness=float(self.F.mean()))
 
     @property
-    def best(self) -> tuple[np.ndarray, float]:
+    def best(self) -> tuple[np.ndarray | None, float | None]:
+        if self.F is None:  # nothing evaluated yet (run with generations=0)
+            return None, None
         return self.X[0].copy(), float(self.F[0])

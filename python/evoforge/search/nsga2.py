@@ -96,7 +96,10 @@ class NSGA2(PopulationEngine):
 
     @property
     def best(self) -> tuple[np.ndarray, np.ndarray]:
-        """(genomes [K, L], objectives [K, M]) of the feasible first front."""
+        """(genomes [K, L], objectives [K, M]) of the feasible first front; K = 0 before anything
+        was evaluated (run with generations=0)."""
+        if self.F is None:
+            return np.empty((0, self.lower.size), dtype=self.lower.dtype), np.empty((0, self.n_objectives))
         mask = self.rank == 0
         if self.CV is not None:
             mask &= self.CV <= 0

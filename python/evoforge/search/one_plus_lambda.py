@@ -98,5 +98,6 @@ class OnePlusLambda(Engine):
         self._end_generation(best_fitness=self.parent_fitness, improved=bool(improved))
 
     @property
-    def best(self) -> tuple[np.ndarray, Any]:
+    def best(self) -> tuple[np.ndarray, float | None]:
+        """(parent, its fitness); the fitness is None until the first generation completes."""
         return self.parent.copy(), self.parent_fitness

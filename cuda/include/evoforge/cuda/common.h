@@ -32,7 +32,7 @@ std::string message(const A&... parts) {
     cudaError_t evoforge_err_ = (expr);                                                             \
     if (evoforge_err_ != cudaSuccess)                                                               \
       throw ::evoforge::cuda::CudaError(::evoforge::cuda::message(                                  \
-          #expr, ": ", cudaGetErrorString(evoforge_err_), " [", __FILE__, ":", __LINE__, "]"));     \
+          #expr, ": ", cudaGetErrorString(evoforge_err_), " [", __func__, "]"));                   \
   } while (0)
 
 }  // namespace evoforge::cuda
