@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from . import cache, crossover, deepga, hashing, kl, mutation, pareto, random, search, selection, solvers
+from . import cache, crossover, deepga, evaluate, hashing, kl, mutation, pareto, random, search, selection, solvers
 from ._native import core as _core_mod
 from ._native import cuda as _cuda_mod
 from ._native import cuda_import_error as _cuda_import_error
+from ._native import get_num_threads, set_num_threads
 from .errors import ConfigError, CudaUnavailableError, EvoforgeError
 
 try:
     __version__ = version("evoforge")
 except PackageNotFoundError:  # running from a build tree
     __version__ = _core_mod.build_info()["version"]
-
-
-def get_num_threads() -> int:
-    """Threads the native kernels use (EVOFORGE_NUM_THREADS, else all cores)."""
-    return int(_core_mod.get_num_threads())
-
-
-def set_num_threads(n: int) -> None:
-    """Set the threads native kernels use, at most ``info()["max_threads"]`` (1024); ``n <= 0`` restores
-    the default. Results never depend on it.
-
-    Raises TypeError for a non-integer, ValueError above the maximum."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"set_num_threads takes an int, got {type(n).__name__}")
-    limit = _core_mod.build_info()["max_threads"]
-    if n > limit:
-        raise ValueError(f"set_num_threads: at most {limit} threads, got {n}")
-    _core_mod.set_num_threads(max(0, int(n)))
 
 
 def has_cuda() -> bool:
@@ -72,6 +54,7 @@ __all__ = [
     "crossover",
     "selection",
     "deepga",
+    "evaluate",
     "search",
     "solvers",
     "kl",

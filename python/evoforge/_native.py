@@ -7,6 +7,7 @@ when the package was built without CUDA or the extension failed to load; the rea
 
 from __future__ import annotations
 
+import numbers
 from types import ModuleType
 
 from . import _core as core
@@ -27,6 +28,24 @@ except ImportError as exc:  # built without nvcc, or the module failed to load
                          else f"{type(exc).__name__}: {exc}")
 
 
+def get_num_threads() -> int:
+    """Threads the native kernels use (set_num_threads, else EVOFORGE_NUM_THREADS, else all cores)."""
+    return int(core.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads native kernels use, at most ``info()["max_threads"]`` (1024); ``n <= 0`` restores
+    the default. Results never depend on it.
+
+    Raises TypeError for a non-integer, ValueError above the maximum."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads takes an int, got {type(n).__name__}")
+    limit = core.build_info()["max_threads"]
+    if n > limit:
+        raise ValueError(f"set_num_threads: at most {limit} threads, got {n}")
+    core.set_num_threads(max(0, int(n)))
+
+
 def require_cuda() -> ModuleType:
     """The CUDA extension, or CudaUnavailableError saying why it is missing and how to get it."""
     if cuda is None:
@@ -38,4 +57,4 @@ def require_cuda() -> ModuleType:
     return cuda
 
 
-__all__ = ["core", "cuda", "cuda_import_error", "require_cuda"]
+__all__ = ["core", "cuda", "cuda_import_error", "get_num_threads", "require_cuda", "set_num_threads"]

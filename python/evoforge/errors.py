@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["EvoforgeError", "CudaUnavailableError", "ConfigError", "CacheError", "CacheClosedError", "CorruptCacheError"]
+__all__ = ["EvoforgeError", "CudaUnavailableError", "ConfigError", "CacheError", "CacheClosedError", "CorruptCacheError",
+           "EvaluationError"]
 
 
 class EvoforgeError(Exception):
@@ -27,3 +28,7 @@ class CacheClosedError(CacheError):
 
 class CorruptCacheError(CacheError):
     """The cache file is not an SQLite database, is damaged, or is not an evoforge cache."""
+
+
+class EvaluationError(EvoforgeError, RuntimeError):
+    """Workers could not be started, or a candidate was lost more often than allowed."""

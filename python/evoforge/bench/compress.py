@@ -3,7 +3,7 @@ the dense model, uniform levels, the per-layer baselines (OWL for sparsity, Shor
 the evoforge search, all at the same exact budget, plus database build time and size and search
 time per generation.
 
-    python bench/compress.py [--search-seconds 390] [--rows s50,s60,s70,q3,q2.5,d25] [--windows 8]
+    evoforge bench compress [--search-seconds 390] [--rows s50,s60,s70,q3,q2.5,d25] [--windows 8]
 
 Data: ``../shared/data/text/wikitext2-test.raw`` (or ``--text``), tokenised whole; calibration from
 the first half of the tokens (``--calib-seqs`` windows of ``--seq-len``), perplexity on
@@ -233,7 +233,7 @@ def markdown(res: dict) -> str:
     s = res["settings"]
     m = res["machine"]
     lines = [
-        "## Compression on SmolLM2-135M (issue 5) — `python bench/compress.py`",
+        "## Compression on SmolLM2-135M (issue 5) — `evoforge bench compress`",
         "",
         (f"{m['cpu']} ({m['cores']} cores, shared with other jobs), {m['date']}; load average at the start "
          f"{', '.join(f'{x:.1f}' for x in res['load_avg_start'])}; torch {res['torch']}, git {m['git']}."),

@@ -3,7 +3,7 @@ schedule, with each of prefix reuse, batching, the evaluation cache and the fuse
 in turn (and all off: the reference's way of working, batch 1 and every candidate in full), and
 with the candidates computed in bfloat16 (``compute_dtype="bfloat16"``, autocast).
 
-    python bench/compress_speed.py [--quick] [--generations 2] [--database DIR] [--depth]
+    evoforge bench compress_speed [--quick] [--generations 2] [--database DIR] [--depth]
 
 Model: SmolLM2-135M (``evoforge.compress.pipeline.load_model("smollm2-135m")``), calibration
 64 x 512 tokens of WikiText-2 (first half), a 50% magnitude sparsity database (3 levels each side,

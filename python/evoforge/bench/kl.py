@@ -2,7 +2,7 @@
 against the EvoPress reference's way, torch ``log_softmax`` twice + ``kl_div`` (batchmean), on the
 same float32 logits and the same number of threads.
 
-    python bench/kl.py [--quick] [--tokens 4096] [--vocab 49152] [--top-k 256] [--out FILE]
+    evoforge bench kl [--quick] [--tokens 4096] [--vocab 49152] [--top-k 256] [--out FILE]
 
 Logits: teacher N(0, 3^2), student = teacher + N(0, 1). torch's time counts both log_softmax
 (the reference recomputes the teacher's each time); evoforge's counts only the student pass, and

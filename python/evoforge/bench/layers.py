@@ -4,7 +4,7 @@ fp32 ``nn.Linear``, bf16 ``nn.Linear``, and torch's own weight-only CPU ops
 ``aten._weight_int8pack_mm`` (int8, per-row scales) and ``aten._weight_int4pack_mm_for_cpu``
 (int4, group 128), each skipped with a note when this torch lacks it.
 
-    python bench/layers.py [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--threads N] [--cold] [--e2e]
+    evoforge bench layers [--quick] [--batch 1 8 32] [--bits 2 3 4 8] [--threads N] [--cold] [--e2e]
                            [--out FILE]
 
 Shapes are in_features x out_features: 576x1536 (SmolLM2-135M MLP), 4096x4096, 4096x11008.

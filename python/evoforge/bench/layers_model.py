@@ -1,6 +1,6 @@
 """Sparse layer kernels and packed whole models against torch fp32, in the same process.
 
-    python bench/layers_model.py [--quick] [--no-model] [--out FILE]
+    evoforge bench layers_model [--quick] [--no-model] [--out FILE]
 
 Kernel rows: Y = X W^T for W [N, K] at batch 1 / 8 / 32, torch fp32 ``nn.Linear`` (dense) and
 ``torch.sparse`` CSR matmul (the peer for unstructured sparsity) against evoforge's

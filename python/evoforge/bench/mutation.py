@@ -2,7 +2,7 @@
 the way peers do it, on the same machine in the same process.
 
     evoforge bench mutation [--quick] [--sizes 1000 10000 100000] [--genes 224 1000 10000] [--out FILE]
-    python bench/mutation.py --quick
+    evoforge bench mutation --quick
 
 Level switch, EvoPress's setting: P distinct offspring of one parent (levels in [0, 8], sum 4 L),
 K = 3, each offspring different from the parent and from the others, against

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import ConfigError
 from ..search import OnePlusLambda
+from ..search.protocol import open_backend
 from .adapters import ModelAdapter, adapt
 from .calibration import sample_sequences, tokens_from_text
 from .database import (
@@ -351,10 +352,8 @@ class FitnessFactory:
 def _search_backend(backend: Any, factory: FitnessFactory, local: Any) -> Any:
     """The evaluation backend of the search: in-process on ``local()`` (default), else by name
     ("process", "ray") or a callable taking the factory (e.g. ``partial(RayBackend, address=...)``)."""
-    from ..evaluate import InProcess, open_backend
-
     if backend is None or backend == "inprocess":
-        return InProcess(local())
+        return open_backend("inprocess", local)
     return open_backend(backend, factory) if isinstance(backend, str) else backend(factory)
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EvaluationError
+from ..search.protocol import Backend, EvaluatorFactory, open_backend, register_backend
 from .dispatch import WorkerPool
 from .in_process import InProcess
 from .process_pool import ProcessPool
-from .protocol import Backend, EvaluationError, EvaluatorFactory, Replica, Task
+from .protocol import Replica, Task
 from .ray_actors import RayBackend  # ray itself is imported on use (optional)
 
 __all__ = ["BACKENDS", "Backend", "EvaluationError", "EvaluatorFactory", "InProcess", "ProcessPool",
@@ -34,17 +35,14 @@ __all__ = ["BACKENDS", "Backend", "EvaluationError", "EvaluatorFactory", "InProc
 BACKENDS = ("inprocess", "process", "ray")
 
 
-def open_backend(name: str, factory: EvaluatorFactory, **options: Any) -> Backend:
-    """A backend by name (one of :data:`BACKENDS`) whose workers build evaluators with ``factory``;
-    ``options`` go to its class (``workers``, ``timeout``, ``address``, ...). ``"inprocess"``
-    calls ``factory()`` once here and takes no options."""
-    if name == "inprocess":
-        if options:
-            raise ConfigError(f"the in-process backend takes no options, got {sorted(options)}")
-        return InProcess(factory())
-    if name == "process":
-        return ProcessPool(factory, **options)
-    if name == "ray":
-        return RayBackend(factory, **options)
-    raise ConfigError(f"backend must be one of {BACKENDS}, got {name!r}")
+def _in_process(factory: EvaluatorFactory, **options: Any) -> Backend:
+    """``factory()`` called once here; no options."""
+    if options:
+        raise ConfigError(f"the in-process backend takes no options, got {sorted(options)}")
+    return InProcess(factory())
 
+
+# open_backend (evoforge.search.protocol) finds these by name; `import evoforge` runs this module.
+register_backend("inprocess", _in_process)
+register_backend("process", ProcessPool)
+register_backend("ray", RayBackend)

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from .protocol import Backend, EvaluationError, EvaluatorFactory, Task
+from ..errors import ConfigError, EvaluationError
+from ..search.protocol import Backend, EvaluatorFactory
+from .protocol import Task
 
 __all__ = ["DIED", "FAILED", "OK", "WorkerPool"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .protocol import Backend, call_evaluator
+from ..search.protocol import Backend, call_evaluator
 
 __all__ = ["InProcess"]
 

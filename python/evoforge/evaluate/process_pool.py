@@ -17,8 +17,10 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from ..errors import EvaluationError
+from ..search.protocol import EvaluatorFactory
 from .dispatch import DIED, FAILED, OK, WorkerPool
-from .protocol import EvaluationError, EvaluatorFactory, Replica, Task
+from .protocol import Replica, Task
 
 __all__ = ["ProcessPool"]
 

@@ -1,4 +1,6 @@
-"""The evaluation backend protocol: a batch of candidates -> fitness, on one or many workers.
+"""What a backend's workers run: a Task (one chunk of a batch) through a Replica (the worker's evaluator).
+
+The Backend base class, Batch and the evaluator protocol are :mod:`evoforge.search.protocol`'s.
 
 A *backend* is an evaluator for the engines of :mod:`evoforge.search`: ``engine.run(backend)``.
 Besides ``evaluate(genomes, batch)`` it has ``evaluate_chunks(genomes, batch)``, which yields
@@ -19,23 +21,17 @@ Symbols: B candidates in a batch, L genes, M objectives.
 
 from __future__ import annotations
 
-import abc
 import os
 import sys
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import EvoforgeError
+from .._native import set_num_threads
+from ..errors import EvaluationError
+from ..search.protocol import Backend, Batch, EvaluatorFactory, call_evaluator
 
 __all__ = ["Backend", "EvaluationError", "EvaluatorFactory", "Replica", "Task", "call_evaluator"]
-
-EvaluatorFactory = Callable[[], Any]
-
-
-class EvaluationError(EvoforgeError, RuntimeError):
-    """Workers could not be started, or a candidate was lost more often than allowed."""
 
 
 class Task:
@@ -56,16 +52,7 @@ class Task:
         self.calls = calls
 
 
-def call_evaluator(evaluator: Any, genomes: np.ndarray, batch: Any) -> Any:
-    """``evaluator.evaluate(genomes, batch)``, or ``evaluator(genomes)`` for a plain callable."""
-    if callable(getattr(evaluator, "evaluate", None)):
-        return evaluator.evaluate(genomes, batch)
-    return evaluator(genomes)
-
-
 def _set_threads(threads: int) -> None:
-    from .. import set_num_threads
-
     set_num_threads(threads)
     torch = sys.modules.get("torch")  # only when the evaluator uses torch: importing it costs seconds
     if torch is not None and torch.get_num_threads() != threads:
@@ -94,8 +81,6 @@ class Replica:
 
     def run(self, task: Task) -> Any:
         """Fitness of ``task.genomes``: what the evaluator returns, as numpy arrays."""
-        from ..search.engine import Batch
-
         for version, method, args in task.calls:
             if version > self.version:
                 getattr(self.evaluator, method)(*args)
@@ -105,63 +90,3 @@ class Replica:
         if isinstance(out, tuple):
             return tuple(np.asarray(o) for o in out)
         return np.asarray(out)
-
-
-class Backend(abc.ABC):
-    """Evaluates batches of candidates; see the module docstring. Close it (or use ``with``)."""
-
-    n_workers: int = 1
-
-    def __init__(self) -> None:
-        self._calls: list[tuple[int, str, tuple]] = []
-        self._version = 0
-
-    @abc.abstractmethod
-    def evaluate_chunks(self, genomes: np.ndarray, batch: Any = None) -> Iterator[tuple[np.ndarray, Any]]:
-        """Yield ``(rows, fitness)`` until every row of ``genomes`` [B, L] was evaluated exactly once:
-        ``rows`` int64 [b] indexes ``genomes``, ``fitness`` is the evaluator's output for them ([b],
-        [b, M], or a pair (fitness, constraint_violation [b]))."""
-
-    def evaluate(self, genomes: np.ndarray, batch: Any = None) -> Any:
-        """Fitness of all of ``genomes`` [B, L], row by row as the evaluator would return it."""
-        genomes = np.asarray(genomes)
-        B = len(genomes)
-        F = cv = None
-        for rows, out in self.evaluate_chunks(genomes, batch):
-            f, c = out if isinstance(out, tuple) else (out, None)
-            f = np.asarray(f, dtype=np.float64)
-            if F is None:
-                F = np.empty((B,) + f.shape[1:])
-            F[rows] = f
-            if c is not None:
-                if cv is None:
-                    cv = np.empty(B)
-                cv[rows] = np.asarray(c, dtype=np.float64).reshape(-1)
-        if F is None:
-            F = np.empty(0)
-        return F if cv is None else (F, cv)
-
-    def broadcast(self, method: str, *args: Any) -> None:
-        """Call ``evaluator.method(*args)`` on every worker before its next chunk, in the order of
-        the broadcasts (and on workers started or restarted later)."""
-        if not isinstance(method, str) or not method.isidentifier():
-            raise ValueError(f"method must be a method name, got {method!r}")
-        self._version += 1
-        # Only the latest call of each method is replayed to a fresh worker: they set state.
-        self._calls = [c for c in self._calls if c[1] != method] + [(self._version, method, args)]
-
-    def _pending_calls(self, seen: int) -> list[tuple[int, str, tuple]]:
-        return [c for c in self._calls if c[0] > seen]
-
-    def pids(self) -> list[int]:
-        """Process id of each worker (the driver's for in-process)."""
-        return [os.getpid()]
-
-    def close(self) -> None:
-        """Stop the workers (idempotent)."""
-
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -18,9 +18,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EvaluationError
+from ..search.protocol import EvaluatorFactory
 from .dispatch import DIED, FAILED, OK, WorkerPool
-from .protocol import EvaluationError, EvaluatorFactory, Replica, Task
+from .protocol import Replica, Task
 
 __all__ = ["RayBackend", "connect"]
 

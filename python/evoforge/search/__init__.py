@@ -5,8 +5,9 @@ checkpoints after every generation when given a ``run_dir`` (resume with ``Engin
 writes a history (``history.jsonl``) that :mod:`evoforge.plot` draws.
 """
 
-from .engine import Batch, Engine, Evaluator, Result
+from .engine import Engine, Result
 from .ga import GA
+from .protocol import Backend, Batch, Evaluator, open_backend, register_backend
 from .nsga2 import NSGA2
 from .one_plus_lambda import OnePlusLambda
 from .operators import (

@@ -29,35 +29,19 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Union, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from ..cache import EvaluationCache
 from ..hashing import Hasher, genotype_hash
 from ..errors import ConfigError
+from .protocol import Batch, Evaluator, EvaluatorLike, evaluate_in_chunks
 
 __all__ = ["Batch", "Result", "Evaluator", "Engine", "CHECKPOINT", "HISTORY"]
 
 CHECKPOINT = "checkpoint.pkl"
 HISTORY = "history.jsonl"
-
-
-@dataclass
-class Batch:
-    """Candidates to evaluate now.
-
-    genomes : numpy.ndarray, shape (B, L)
-    fidelity : int or None -- e.g. the number of calibration tokens of this selection stage
-    seed : int or None -- the minibatch seed, shared by every candidate of the batch (None:
-        the evaluation is deterministic)
-    """
-
-    genomes: np.ndarray
-    fidelity: int | None = None
-    seed: int | None = None
-    generation: int = 0
-    stage: int = 0
 
 
 @dataclass
@@ -76,14 +60,6 @@ class Result:
     cache_hits: int
     history: list = field(default_factory=list)
     run_dir: Path | None = None
-
-
-@runtime_checkable
-class Evaluator(Protocol):
-    def evaluate(self, genomes: np.ndarray, batch: Batch) -> Any: ...
-
-
-EvaluatorLike = Union[Evaluator, Callable[[np.ndarray], Any]]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -197,18 +173,12 @@ class Engine:
         self.requested += B
         self.cache_hits += B - len(todo)
         if todo:
-            sub = Batch(batch.genomes[todo], batch.fidelity, batch.seed, batch.generation, batch.stage)
+            sub = batch.subset(todo)
             t0 = time.perf_counter()
             stored = np.zeros(len(todo), dtype=bool)
             # A backend (evoforge.evaluate) yields chunks as its workers finish them: each is cached
             # at once, so a driver killed mid-batch keeps what finished.
-            chunks = getattr(evaluator, "evaluate_chunks", None)
-            if callable(chunks):
-                parts = chunks(sub.genomes, sub)
-            elif isinstance(evaluator, Evaluator):
-                parts = [(np.arange(len(todo)), evaluator.evaluate(sub.genomes, sub))]
-            else:
-                parts = [(np.arange(len(todo)), evaluator(sub.genomes))]
+            parts = evaluate_in_chunks(evaluator, sub)
             try:
                 for idx, out in parts:
                     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
@@ -217,7 +187,7 @@ class Engine:
                     if stored[idx].any() or np.unique(idx).size != idx.size:
                         raise ValueError("the evaluator returned fitness for a candidate twice")
                     rows = [todo[j] for j in idx]
-                    part = Batch(sub.genomes[idx], batch.fidelity, batch.seed, batch.generation, batch.stage)
+                    part = sub.subset(idx)
                     F, cv = self._check_fitness(part, *(out if isinstance(out, tuple) else (out, None)), rows=rows)
                     row = np.column_stack([F.reshape(len(idx), -1)] + ([cv] if self.constrained else []))
                     t1 = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 from ..cache import EvaluationCache
 from ..errors import ConfigError
 from ..selection import tournament
-from .engine import Batch
+from .protocol import Batch
 from .operators import Crossover, Mutation
 from .population import PopulationEngine
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import pareto
 from ..cache import EvaluationCache
-from .engine import Batch
+from .protocol import Batch
 from .operators import Crossover, Mutation
 from .population import PopulationEngine
 

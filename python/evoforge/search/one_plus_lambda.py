@@ -18,7 +18,8 @@ import numpy as np
 
 from ..cache import EvaluationCache
 from ..errors import ConfigError
-from .engine import Batch, Engine
+from .engine import Engine
+from .protocol import Batch
 from .operators import Mutation
 
 __all__ = ["OnePlusLambda"]
