@@ -24,9 +24,9 @@
 // operations in total.
 //
 // Every max is exact integer arithmetic, so the result does not depend on the order in which
-// blocks run or atomics land: it equals the CPU kernel (cpp/pareto.cpp). The Python emulation
-// `_emulate_rank_sorted_unique` in python/evoforge/_pareto_cuda.py mirrors this file step by
-// step (same tiles, groups, skips) and is tested against the CPU kernel where no GPU exists.
+// blocks run or atomics land: it equals the CPU kernel (cpp/pareto.cpp). The numpy emulation
+// `pareto_rank_sorted_unique` in tests/cuda_emulation.py mirrors this file step by step (same
+// tiles, groups, skips) and is tested against the CPU kernel where no GPU exists.
 #include "evoforge/cuda/pareto.h"
 
 #include <algorithm>

@@ -153,6 +153,7 @@ def test_layers_reject_non_integer_sizes(sizes, name):
 
 
 def test_apply_rejects_bad_configs(tmp_path):
+    from evoforge.compress import pack
     from evoforge.layers import apply
 
     model = nn.Sequential()
@@ -161,12 +162,14 @@ def test_apply_rejects_bad_configs(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     for name in ("notes.txt", "blob.bin"):
         with pytest.raises(ConfigError, match=f"{name}' is not a JSON compression config"):
-            apply(model, tmp_path / name)
+            pack(model, tmp_path / name)
     with pytest.raises(ConfigError, match="holds a JSON list, not a compression result"):
-        apply(model, str(tmp_path / "list.json"))
+        pack(model, str(tmp_path / "list.json"))
     for bad in (42, [42], None):
         with pytest.raises(TypeError, match=r"config must be a spec dict.*; got (int|NoneType)"):
             apply(model, bad)
+        with pytest.raises(TypeError, match=r"result must be a search result.*; got (int|NoneType)"):
+            pack(model, bad)
 
 
 def test_readme_sparse_example_runs_on_a_dense_layer():

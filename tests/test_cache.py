@@ -552,6 +552,9 @@ def test_bad_fitness(make):
     ({"remove_probability": "0.1"}, TypeError, "remove_probability"),
     ({"seed": 1.0}, TypeError, "seed"),
     ({"timeout": -1}, ConfigError, "timeout"),
+    ({"timeout": 1e308}, ConfigError, r"timeout must be a number of seconds in \[0, 2147483.647\]"),  # overflowed
+    ({"timeout": math.inf}, ConfigError, "timeout"),
+    ({"timeout": math.nan}, ConfigError, "timeout"),
     ({"synchronous": "OFF"}, ConfigError, "synchronous"),
     ({"path": ":memory:"}, ConfigError, "path=None"),
     ({"path": ""}, ConfigError, "empty"),

@@ -19,8 +19,8 @@ pytest.importorskip("safetensors")
 from conftest import REPO, STORIES, load_stories
 from evoforge import cli
 from evoforge.cli import main as cli_main
+import evoforge.compress as compress_pkg
 from evoforge.compress import adapt, build_database, compress
-from evoforge.compress import pipeline as pl
 from evoforge.compress.report import write_report
 
 FAST = ["--n-calib", "4", "--n-heldout", "4", "--seq-len", "16", "--offspring", "4", "--db-method", "magnitude",
@@ -177,8 +177,8 @@ def test_valid_arguments_reach_the_model(files, no_load):
 
 def test_window_beyond_the_model(stok, files, monkeypatch, capsys):
     """A window longer than the model's positions is refused once the model is loaded, before any work."""
-    monkeypatch.setattr(pl, "compress", lambda *a, **k: pytest.fail("compress ran"))
-    monkeypatch.setattr(pl, "perplexity", lambda *a, **k: pytest.fail("perplexity ran"))
+    monkeypatch.setattr(compress_pkg, "compress", lambda *a, **k: pytest.fail("compress ran"))
+    monkeypatch.setattr(compress_pkg, "perplexity", lambda *a, **k: pytest.fail("perplexity ran"))
     text = str(files / "t.txt")
     line = error_line(["eval", "ppl", "--model", str(stok), "--text", text, "--window", "1024"], capsys)
     assert "--window 1024 is longer than the model's 512 positions" in line

@@ -138,7 +138,7 @@ def test_quant_3_bits_beats_uniform(stories):
     GPTQ database there was no gain on stories260k). Checked again against a float64 torch
     reference on 64 fresh sequences, paired per sequence."""
     from evoforge.compress import sample_sequences
-    from evoforge.compress.pipeline import levels_applied
+    from evoforge.compress import levels_applied
 
     res = compress(stories, method="quant", target=3, db_method="rtn", bits=tuple(range(2, 9)), group_size=64,
                    n_calib=16, n_heldout=32, seq_len=64, offspring=8, generations=20, seed=0, export_model=False)
@@ -220,7 +220,7 @@ def test_cli_errors(capsys, tmp_path):
 def test_smollm2_missing_message(monkeypatch):
     from importlib import metadata
 
-    from evoforge.compress.pipeline import resolve_model
+    from evoforge.compress.models import resolve_model
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
@@ -254,7 +254,7 @@ def test_cli_eval_needs_tokenizer(stories, capsys, tmp_path):
 def test_top_k_auto_keeps_the_teacher_small():
     import types
 
-    from evoforge.compress.pipeline import _top_k
+    from evoforge.compress.run import resolve_top_k as _top_k
     from evoforge.errors import ConfigError
 
     smol = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=49152))

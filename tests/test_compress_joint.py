@@ -167,8 +167,7 @@ def test_joint_fitness_prefix_reuse_matches_fresh(stories, joint_run):
 
 
 def test_joint_perplexity_matches_exported_model(stories, joint_run):
-    from evoforge.compress import perplexity
-    from evoforge.compress.pipeline import compare_perplexity
+    from evoforge.compress import compare_perplexity, perplexity
 
     res, rd = joint_run
     ids = torch.randint(3, 512, (4 * 32,), generator=torch.Generator().manual_seed(5))

@@ -16,14 +16,10 @@ pytest.importorskip("safetensors")
 from conftest import SHARED_DATA, load_stories
 from evoforge import ConfigError, solvers
 from evoforge.compress import adapt
+from evoforge.compress.build import build_database
 from evoforge.compress.calibration import sample_sequences, tokens_from_text
-from evoforge.compress.database import (
-    CorruptDatabaseError,
-    DatabaseMismatchError,
-    LayerDatabase,
-    build_database,
-    collect_hessians,
-)
+from evoforge.compress.database import CorruptDatabaseError, DatabaseMismatchError, LayerDatabase
+from evoforge.compress.hessians import collect_hessians
 
 WIKI = SHARED_DATA / "text" / "wikitext2-test.raw"
 VOCAB = 100

@@ -253,8 +253,12 @@ def test_process_pool_errors(tmp_path):
         ProcessPool(functools.partial(_failing_factory, "no such model"), workers=1)
     with pytest.raises(EvaluationError, match="cannot be pickled"):
         ProcessPool(lambda: Toy(), workers=1)
-    for kw in ({"workers": 0}, {"timeout": -1.0}, {"max_attempts": 0}, {"chunk_size": 0}):
-        with pytest.raises(ConfigError):
+    for kw in ({"workers": 0}, {"timeout": -1.0}, {"max_attempts": 0}, {"chunk_size": 0},
+               {"workers": 2**62}, {"workers": 2**64}, {"max_attempts": 2**64}, {"chunk_size": 2**64}):
+        with pytest.raises(ConfigError, match=next(iter(kw))):  # 2**62 workers: MemoryError before
+            ProcessPool(Toy, **kw)
+    for kw in ({"workers": 2.5}, {"workers": True}, {"max_attempts": float("inf")}):
+        with pytest.raises(TypeError, match=next(iter(kw))):
             ProcessPool(Toy, **kw)
     with pytest.raises(ConfigError, match="backend must be one of"):
         open_backend("threads", Toy)

@@ -156,7 +156,7 @@ def test_killed_driver_resumes_without_reevaluating(cluster, tmp_path):
 def test_compression_search_equals_in_process(cluster, tmp_path, method):
     import torch
     from conftest import load_stories
-    from evoforge.compress.pipeline import compress
+    from evoforge.compress import compress
 
     model = load_stories()
     g = torch.Generator().manual_seed(0)

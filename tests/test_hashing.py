@@ -17,9 +17,9 @@ from hypothesis.extra.numpy import arrays
 torch = pytest.importorskip("torch")
 
 import evoforge  # noqa: E402
-from evoforge import hashing  # noqa: E402
 from evoforge._native import core  # noqa: E402
 from evoforge.hashing import FunctionalHasher, Hasher, genotype_hash, hash_array  # noqa: E402
+from evoforge.hashing import digest as hashing_digest  # noqa: E402  (the header and codes, for the model)
 
 # ==================================================================================================
 # A numpy model of the hash (cpp/include/evoforge/hashing.h), organised as the CUDA kernel splits
@@ -201,9 +201,9 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 def _model_digest_of(x: np.ndarray, *, mantissa_bits=None, grid=None, seed=0, ignore_dtype=False) -> bytes:
     """Digest through the model, with lanes from the arithmetic quantisation reference."""
-    code = hashing._NP_CODES[x.dtype]
-    quant = hashing._quant(mantissa_bits, grid)
-    header = hashing._header(code, x.shape, quant, ignore_dtype)
+    code = hashing_digest._NP_CODES[x.dtype]
+    quant = hashing_digest.check_quant(mantissa_bits, grid)
+    header = hashing_digest._header(code, x.shape, quant, ignore_dtype)
     x = x.reshape(-1)
     if x.dtype.kind == "f":
         if grid is not None:
@@ -272,8 +272,8 @@ def test_chunk_boundaries_differ():
 def test_thread_counts_and_simd_paths_agree(dtype):
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(5 * 16384 + 77) * 100).astype(dtype)
-    code = hashing._NP_CODES[np.dtype(dtype)]
-    header = hashing._header(code, x.shape, hashing._quant(None, None), False)
+    code = hashing_digest._NP_CODES[np.dtype(dtype)]
+    header = hashing_digest._header(code, x.shape, hashing_digest.check_quant(None, None), False)
     ref = hash_array(x)
     try:
         for t in (1, 2, 3, 7):
@@ -328,7 +328,7 @@ def test_bfloat16_float16_float32_equal_with_ignore_dtype():
     assert hash_array(b16) != hash_array(f16)
     # bfloat16 through the model: its float32 widening is exact
     x = b16.float().numpy()
-    header = hashing._header(hashing._BF16, x.shape, hashing._quant(6, None), False)
+    header = hashing_digest._header(hashing_digest._BF16, x.shape, hashing_digest.check_quant(6, None), False)
     assert hash_array(b16, mantissa_bits=6) == digest(words_from_lanes(canon_bits(quantise_mantissa(x, 6))), header)
 
 
@@ -445,7 +445,7 @@ def test_no_collisions_among_a_million_small_arrays():
     x[:, 0] = np.arange(n, dtype=np.float32)  # rows distinct by construction (exact below 2^24)
     x[:, 1] = np.where(rng.random(n) < 0.3, 0.0, x[:, 1])
     fn = core.hash_array
-    header = hashing._header(hashing._F32, (4,), hashing._quant(None, None), False)
+    header = hashing_digest._header(hashing_digest._F32, (4,), hashing_digest.check_quant(None, None), False)
     digests = {fn(row, 2, 0, 0, 1.0, header, 0, 1, False) for row in x}
     assert len(digests) == n
     assert len({d[:8] for d in digests}) == n  # not even 64-bit collisions
@@ -549,6 +549,34 @@ def test_hasher_copy_hexdigest_and_quantisation():
         Hasher().update("x", mantissa_bits=3, grid=1.0)
 
 
+def test_self_containing_objects_raise_value_error():
+    """A reference cycle used to recurse until RecursionError; now a ValueError saying so."""
+    loop: list = [1, 2]
+    loop.append(loop)
+    d: dict = {"a": 1}
+    d["self"] = [d]
+    for obj in (loop, d, (0, loop), [[[loop]]]):
+        with pytest.raises(ValueError, match="contains itself"):
+            Hasher().update(obj)
+        with pytest.raises(ValueError, match="contains itself"):
+            genotype_hash(obj)
+    fh = FunctionalHasher(input_shape=(4,), n_probes=3)
+    for kw in ({"task": loop}, {"fidelity": loop}):
+        with pytest.raises(ValueError, match="contains itself"):
+            fh.hash(lambda t: t, **kw)
+    with pytest.raises(ValueError, match="contains itself"):
+        fh.hash(lambda t: loop)
+    with pytest.raises(ValueError, match="nested more than"):
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        Hasher().update(deep)
+    # The same object twice is not a cycle, and digests are unchanged by the check.
+    shared = [1, 2]
+    assert Hasher().update([shared, shared]).digest() == Hasher().update([[1, 2], [1, 2]]).digest()
+    assert genotype_hash([shared, shared]) == genotype_hash([[1, 2], [1, 2]])
+
+
 # ---- FunctionalHasher and genotype_hash -------------------------------------------------------------
 
 
@@ -610,6 +638,15 @@ def test_functional_hash_outputs_and_probes():
     assert kw.hash(lambda a: a) == kw.hash(lambda a: a.clone())
     with pytest.raises(ValueError, match="input_shape"):
         FunctionalHasher()
+    # Absurd or negative probe sizes are refused before torch allocates (it raised RuntimeError).
+    for kw in ({"input_shape": (2**31, 2**31)}, {"input_shape": (2**62,)}, {"input_shape": (2, -1)},
+               {"input_shape": (0,)}, {"input_shape": (4,), "n_probes": 2**62}, {"input_shape": (4,), "n_probes": 0}):
+        with pytest.raises(ValueError, match="input_shape|n_probes"):
+            FunctionalHasher(**kw)
+    with pytest.raises(TypeError, match="input_shape"):
+        FunctionalHasher(input_shape=(2.5, 3))
+    with pytest.raises(TypeError, match="n_probes"):
+        FunctionalHasher(input_shape=(4,), n_probes=1.0)
     with pytest.raises(TypeError, match="cannot hash an output"):
         fh.hash(lambda t: object())
 

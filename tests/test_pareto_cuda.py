@@ -1,9 +1,9 @@
 """The CUDA Pareto ranking (cuda/pareto.cu, evoforge/_pareto_cuda.py) against the CPU kernel.
 
 Two layers:
-- everywhere: the kernels' algorithm as a numpy emulation (same tiles, groups, block split,
-  skips, update order; cross blocks in random order) and the torch pipeline around it (on CPU
-  tensors) must equal ``evoforge.pareto.nondominated_rank``;
+- everywhere: the kernels' algorithm as a numpy emulation (tests/cuda_emulation.py: same tiles,
+  groups, block split, skips, update order; cross blocks in random order) and the torch pipeline
+  around it (on CPU tensors) must equal ``evoforge.pareto.nondominated_rank``;
 - ``@pytest.mark.cuda`` (skipped without a GPU and the _cuda module): the kernels themselves.
 
 torch, hypothesis and moocore are optional here: tests needing one skip when it is missing.
@@ -32,6 +32,7 @@ try:
 except ImportError:  # pragma: no cover - hypothesis may be missing on a GPU machine
     HAVE_HYPOTHESIS = False
 
+from cuda_emulation import pareto_rank_sorted_unique as emulate_rank  # noqa: E402
 from strategies import CV_VALUES, INF, TIE_VALUES  # noqa: E402
 KINDS = ("uniform", "simplex", "correlated", "integers", "ties")
 
@@ -83,7 +84,7 @@ def sorted_unique(F: np.ndarray) -> np.ndarray:
 
 def emulation_ranker(**kw):
     def rank(P):
-        return torch.from_numpy(pc._emulate_rank_sorted_unique(P.numpy(), **kw))
+        return torch.from_numpy(emulate_rank(P.numpy(), **kw))
 
     return rank
 
@@ -122,7 +123,7 @@ def test_emulation_tiny_geometry_matches_cpu(geometry, m):
     for kind in KINDS:
         for n in (1, 2, 5, 37, 150):
             P = sorted_unique(point_set(kind, n, m, rng))
-            got = pc._emulate_rank_sorted_unique(P, rng=rng, **geometry)
+            got = emulate_rank(P, rng=rng, **geometry)
             np.testing.assert_array_equal(got, pareto.nondominated_rank(P), err_msg=f"{kind} n={n}")
 
 
@@ -132,7 +133,7 @@ def test_emulation_real_geometry_matches_cpu(m):
     for kind in ("uniform", "simplex", "correlated", "integers"):
         n = 3000 if m <= 6 else 1200
         P = sorted_unique(point_set(kind, n, m, rng))
-        got = pc._emulate_rank_sorted_unique(P, rng=rng)
+        got = emulate_rank(P, rng=rng)
         np.testing.assert_array_equal(got, pareto.nondominated_rank(P), err_msg=kind)
 
 
@@ -144,7 +145,7 @@ def test_emulation_exercises_every_skip():
         for geometry in TINY:
             P = sorted_unique(point_set(kind, 300, 3, rng))
             stats: dict = {}
-            got = pc._emulate_rank_sorted_unique(P, rng=rng, stats=stats, **geometry)
+            got = emulate_rank(P, rng=rng, stats=stats, **geometry)
             np.testing.assert_array_equal(got, pareto.nondominated_rank(P))
             for k in total:
                 total[k] += stats[k]
@@ -154,10 +155,10 @@ def test_emulation_exercises_every_skip():
 def test_emulation_chain_and_antichain():
     for m in (2, 3, 5):
         chain = np.repeat(np.arange(2500, dtype=np.float64)[:, None], m, axis=1)
-        np.testing.assert_array_equal(pc._emulate_rank_sorted_unique(chain), np.arange(2500))
+        np.testing.assert_array_equal(emulate_rank(chain), np.arange(2500))
         x = np.linspace(0, 1, 2500)
         anti = np.stack([x, 1 - x] + [np.full_like(x, 0.5)] * (m - 2), axis=1)
-        np.testing.assert_array_equal(pc._emulate_rank_sorted_unique(anti), np.zeros(2500))
+        np.testing.assert_array_equal(emulate_rank(anti), np.zeros(2500))
 
 
 @needs_torch
@@ -192,8 +193,8 @@ def test_pipeline_all_infeasible_and_negative_zero():
 
 
 def emulated_rank_tensor(F, cv=None, **kw):
-    """nondominated_rank_cuda's validation and pipeline on a CPU tensor, kernels emulated."""
-    return pc._rank_tensor(F, cv, lambda device: emulation_ranker(**kw))
+    """nondominated_rank's tensor path (validation, fallback, pipeline) on a CPU tensor, kernels emulated."""
+    return pareto._rank_tensor(F, cv, lambda device: emulation_ranker(**kw))
 
 
 @needs_torch
@@ -243,7 +244,7 @@ def test_tensor_path_dtypes_layouts_and_fallback():
     # more objectives than the kernels take: the CPU kernel, same result
     wide = torch.from_numpy(rng.integers(0, 3, size=(300, pc.MAX_OBJECTIVES + 3)).astype(np.float32))
     cv = torch.from_numpy(rng.choice(CV_VALUES, size=300).astype(np.float32))
-    got = pc._rank_tensor(wide, cv, lambda device: pytest.fail("the kernels must not be called"))
+    got = pareto._rank_tensor(wide, cv, lambda device: pytest.fail("the kernels must not be called"))
     np.testing.assert_array_equal(got.numpy(), pareto.nondominated_rank(wide.numpy(), constraint_violation=cv.numpy()))
     for m in (1, 3):
         assert emulated_rank_tensor(torch.zeros(0, m)).shape == (0,)
@@ -259,7 +260,7 @@ if HAVE_HYPOTHESIS:
     @given(objective_sets(), st.sampled_from(TINY), st.integers(0, 2**32 - 1))
     def test_emulation_property(F, geometry, seed):
         P = sorted_unique(F)
-        got = pc._emulate_rank_sorted_unique(P, rng=np.random.default_rng(seed), **geometry)
+        got = emulate_rank(P, rng=np.random.default_rng(seed), **geometry)
         np.testing.assert_array_equal(got, pareto.nondominated_rank(P))
 
 else:  # pragma: no cover

@@ -167,3 +167,33 @@ def test_seed_range_accepted(seed, gen):
 def test_bad_seed_args(kw, exc):
     with pytest.raises(exc):
         er.normal((2, 3), **kw)
+
+
+@pytest.mark.parametrize("shape,exc", [
+    ((2**62,), ValueError), ((2**31, 2**31), ValueError), ((), ValueError), ((1, 2, 3), ValueError),
+    ((2, -1), ValueError), (-1, ValueError), ("3", TypeError), ((2.5, 3), TypeError), (True, TypeError),
+    (None, TypeError), (float("nan"), TypeError),
+])
+def test_bad_shapes(shape, exc):
+    """A shape is an int L or a pair (P, L) of ints >= 0 of sane size (IndexError or silent
+    truncation before)."""
+    with pytest.raises(exc, match="shape"):
+        er.normal(shape, seed=0)
+    assert er.normal([2, 3], seed=0).shape == (2, 3) and er.normal(np.int64(3), seed=0).shape == (3,)
+    assert er.normal(np.array([2, 3]), seed=0).shape == (2, 3)
+    assert er.normal((0, 3), seed=0).shape == (0, 3)
+
+
+def test_check_positive_int_is_the_shared_checker():
+    from evoforge import _checks
+
+    assert er.check_positive_int is _checks.check_int
+    with pytest.raises(TypeError):
+        er.check_positive_int(2.0, "n")  # floats only where a caller allows integral ones
+    assert _checks.check_int(2.0, "n", integral_float=True) == 2
+    for bad in (float("inf"), float("nan"), 2.5, 1e308):
+        with pytest.raises(ValueError, match="n must"):
+            _checks.check_int(bad, "n", 1, 10, integral_float=True)
+    with pytest.raises(ValueError, match=r"n must lie in \[1, 10\], got 18446744073709551616"):
+        _checks.check_int(2**64, "n", 1, 10)
+

@@ -17,8 +17,9 @@ import pytest
 
 from evoforge import pareto
 from evoforge.cache import EvaluationCache
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, CorruptCheckpointError
 from evoforge.search import GA, NSGA2, LevelSwitch, OnePlusLambda, PointMutation
+from evoforge.search.engine import CHECKPOINT, MAX_POPULATION
 from evoforge.search.problems import dtlz2, leading_ones, one_max, zdt1, zdt2, zdt3
 
 
@@ -263,6 +264,105 @@ def test_bad_configuration_raises_clearly():
     with pytest.raises(ValueError, match="budget|switch"):  # all genes fixed: no level switch exists
         OnePlusLambda(np.zeros(4, np.int32), LevelSwitch(), lower=0, upper=0, progress=False).run(
             lambda X: X.sum(1), generations=1)
+
+
+@pytest.mark.parametrize("kw", [{"pop_size": math.inf}, {"pop_size": 2**62}, {"pop_size": 2**64},
+                                {"pop_size": MAX_POPULATION + 1}, {"n_offspring": 2**62}, {"n_offspring": math.inf},
+                                {"n_offspring": 2.5}, {"n_objectives": math.inf}, {"n_objectives": math.nan},
+                                {"n_objectives": 0}, {"pop_size": True}, {"n_offspring": "3"}])
+def test_nsga2_integer_hyperparameters_are_range_checked(kw):
+    """Refused at construction (before any loop or allocation sized by them), naming the parameter:
+    n_offspring=2**62 used to hang, inf to raise OverflowError."""
+    name = next(iter(kw))
+    with pytest.raises((ConfigError, TypeError), match=name):
+        NSGA2(np.zeros(3), np.ones(3), **{"n_objectives": 2, **kw}, progress=False)
+    # an integral float is still an int
+    e = NSGA2(np.zeros(3), np.ones(3), n_objectives=2.0, pop_size=4.0, n_offspring=2.0, progress=False)
+    assert (e.n_objectives, e.pop_size, e.n_offspring) == (2, 4, 2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: GA(np.zeros(3), np.ones(3), pop_size=v, progress=False),
+    lambda v: GA(np.zeros(3), np.ones(3), pop_size=10, elitism=v, progress=False),
+    lambda v: GA(np.zeros(3), np.ones(3), pop_size=10, tournament_size=v, progress=False),
+    lambda v: OnePlusLambda(np.zeros(3, np.int32), PointMutation(), n_offspring=v, progress=False),
+    lambda v: LevelSwitch(max_switches=v),
+])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e308, 2**64, 2.5, -1])
+def test_integer_hyperparameters_never_overflow(make, value):
+    with pytest.raises(ConfigError, match="must"):
+        make(value)
+
+
+def test_operators_must_be_operator_objects():
+    """A plain function cannot be pickled into the checkpoint: refused at construction."""
+    for kw in ({"crossover": lambda A, B, *a, **k: (A, B)}, {"mutation": lambda X, *a, **k: X}):
+        with pytest.raises(TypeError, match=next(iter(kw))):
+            NSGA2(np.zeros(3), np.ones(3), n_objectives=2, pop_size=4, progress=False, **kw)
+        with pytest.raises(TypeError, match=next(iter(kw))):
+            GA(np.zeros(3), np.ones(3), pop_size=4, progress=False, **kw)
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage\xff" * 10, b"", b"not a pickle", "truncated"])
+def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path, content):
+    run_dir = tmp_path / "run"
+    e = OnePlusLambda(np.zeros(6, np.int32), PointMutation(), lower=0, upper=1, n_offspring=4, run_dir=run_dir,
+                      progress=False)
+    e.run(one_max, generations=2)
+    e.close()
+    path = run_dir / CHECKPOINT
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2] if content == "truncated" else content)
+    with pytest.raises(CorruptCheckpointError, match=r"checkpoint\.pkl is not a readable evoforge checkpoint"):
+        OnePlusLambda.resume(run_dir)
+    assert isinstance(CorruptCheckpointError("x"), ValueError)
+    path.write_bytes(good)  # the intact file still resumes
+    OnePlusLambda.resume(run_dir).close()
+
+
+# A tiny genome space ({0, 1}**3): once the search has seen it all, every candidate is a cache hit
+# and no evaluation is ever counted again.
+_CONVERGING = {
+    "GA": lambda **kw: GA(np.zeros(3, np.int32), np.ones(3, np.int32), pop_size=4, progress=False, **kw),
+    "OnePlusLambda": lambda **kw: OnePlusLambda(np.zeros(3, np.int32), PointMutation(prob=0.5), lower=0, upper=1,
+                                                n_offspring=4, progress=False, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CONVERGING))
+def test_run_stops_when_every_candidate_is_cached(name):
+    """max_evaluations counts evaluator calls, which a converged search no longer makes: run() used
+    to loop forever; it now stops after stall_generations generations that evaluated nothing."""
+    e = _CONVERGING[name]()
+    # generations only bounds the test should the stall stop regress (it would stop on "generations")
+    r = e.run(one_max, max_evaluations=1000, generations=5000)
+    assert r.stopped == "stalled"
+    assert r.evaluations <= 8 < 1000
+    assert e.stalled_generations == 100
+    evaluated = np.diff([0] + [h["evaluations"] for h in r.history])  # per generation
+    assert (evaluated[-100:] == 0).all() and evaluated[-101] > 0  # stopped at the 100th in a row
+    # target-only runs (a target never reached: 3 genes give at best -3) stop the same way
+    e = _CONVERGING[name]()
+    r = e.run(one_max, target=-10.0, stall_generations=5)
+    assert r.stopped == "stalled" and e.stalled_generations == 5
+    # None: only the other limits stop the run
+    e = _CONVERGING[name]()
+    r = e.run(one_max, generations=120, stall_generations=None)
+    assert r.stopped == "generations" and r.generations == 120 and e.stalled_generations > 100
+    with pytest.raises(ConfigError, match="stall_generations"):
+        e.run(one_max, generations=1, stall_generations=0)
+
+
+def test_stall_count_survives_resume(tmp_path):
+    """The stall count is part of the checkpoint: a resumed run stops where an uninterrupted one does."""
+    ref = _CONVERGING["GA"]().run(one_max, max_evaluations=1000, stall_generations=20)
+    e = _CONVERGING["GA"](run_dir=tmp_path / "run")
+    e.run(one_max, generations=ref.generations - 10, stall_generations=None)
+    e.close()
+    e = GA.resume(tmp_path / "run", progress=False)
+    r = e.run(one_max, max_evaluations=1000, stall_generations=20)
+    e.close()
+    assert (r.stopped, r.generations, r.evaluations) == ("stalled", ref.generations, ref.evaluations)
 
 
 def test_nan_fitness_names_the_candidate():

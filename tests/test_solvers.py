@@ -417,6 +417,33 @@ def test_bad_inputs():
         solvers.gptq(np.zeros((2, 64)), solvers.factor_hessian(H), 4)
 
 
+def test_prune_counts_and_sizes_are_range_checked():
+    """blocksize=0 divided by zero, 2**64 overflowed a C long, rows=-1 returned an empty array."""
+    np.testing.assert_array_equal(solvers.prune_counts(2, 8, 4, 0.5), [[2, 2], [2, 2]])
+    assert solvers.prune_counts(0, 8, 4, 0.5).shape == (0, 2)
+    assert solvers.prune_counts(3, 8, 4, 1.0).sum() == 24
+    for kw in ({"rows": -1}, {"cols": -1}, {"blocksize": 0}, {"blocksize": 2**64}, {"rows": 2**62},
+               {"sparsity": 1.5}, {"sparsity": float("nan")}):
+        args = {"rows": 2, "cols": 8, "blocksize": 4, "sparsity": 0.5, **kw}
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            solvers.prune_counts(**args)
+    for kw in ({"rows": 2.5}, {"blocksize": float("inf")}, {"cols": True}, {"sparsity": "0.5"}):
+        with pytest.raises(TypeError, match=next(iter(kw))):
+            solvers.prune_counts(**{"rows": 2, "cols": 8, "blocksize": 4, "sparsity": 0.5, **kw})
+    W, _X, H = layer(4, 32, seed=3)
+    for call in (lambda: solvers.sparsegpt(W, H, 0.5, blocksize=2**64), lambda: solvers.gptq(W, H, 4, blocksize=2**64),
+                 lambda: solvers.sparsegpt_levels(W, H, [0.5], blocksize=2**64)):
+        with pytest.raises(ValueError, match=r"blocksize must lie in \[1, 2147483647\]"):
+            call()
+
+
+def test_hessian_of_0d_torch_tensor():
+    torch = pytest.importorskip("torch")
+    for X in (torch.tensor(1.0), np.float64(1.0)):
+        with pytest.raises(ValueError, match="at least one dimension"):
+            solvers.hessian(X)
+
+
 def test_dead_inputs_and_zero_rows():
     W, _X, H = layer(6, 40, seed=10, dead=(0, 5, 39))
     out = solvers.sparsegpt(W, H, 0.25)

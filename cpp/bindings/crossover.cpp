@@ -1,4 +1,4 @@
-// Bindings for the crossover kernels; evoforge/crossover.py validates first.
+// Bindings for the crossover kernels; evoforge/variation/crossover.py validates first.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

@@ -1,4 +1,4 @@
-// Bindings for Deep GA parameter reconstruction; evoforge/deepga.py validates first. The
+// Bindings for Deep GA parameter reconstruction; evoforge/variation/deepga.py validates first. The
 // pointer-taking entry writes into caller-owned memory (a torch tensor's storage).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

@@ -1,4 +1,4 @@
-// Bindings for the hashing kernels. The Python layer (evoforge/hashing.py) validates dtypes and
+// Bindings for the hashing kernels. The Python layer (evoforge/hashing/) validates dtypes and
 // options, builds the header words and picks the element type code; here we map buffers (any
 // strides, no copies) and release the GIL.
 #include <pybind11/numpy.h>

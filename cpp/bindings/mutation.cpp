@@ -1,6 +1,6 @@
-// Bindings for the mutation kernels. The Python layer (evoforge/mutation.py) validates dtypes,
-// shapes, bounds and probabilities and allocates nothing here but the outputs; we map buffers
-// and release the GIL.
+// Bindings for the mutation kernels. The Python layer (evoforge/variation/mutation.py) validates
+// dtypes, shapes, bounds and probabilities and allocates nothing here but the outputs; we map
+// buffers and release the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>

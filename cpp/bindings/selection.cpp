@@ -1,4 +1,4 @@
-// Bindings for the selection kernels; evoforge/selection.py validates first.
+// Bindings for the selection kernels; evoforge/variation/selection.py validates first.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

@@ -1,4 +1,4 @@
-// Bindings for the layer solvers. The Python layer (evoforge/solvers.py) validates shapes, dtypes
+// Bindings for the layer solvers. The Python layer (evoforge/solvers/) validates shapes, dtypes
 // and values, factorises the Hessian and allocates every output; here we check the buffer
 // shapes, map them and release the GIL. W is updated in place (the caller passes a copy).
 #include <pybind11/numpy.h>

@@ -1,4 +1,4 @@
-// Bindings for the CUDA hashing kernel. The Python layer (evoforge/hashing.py) checks dtype and
+// Bindings for the CUDA hashing kernel. The Python layer (evoforge/hashing/) checks dtype and
 // options, builds the header, allocates the workspace with torch and passes raw device pointers,
 // shape, strides (elements) and the current stream as ints.
 #include <pybind11/pybind11.h>

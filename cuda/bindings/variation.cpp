@@ -1,5 +1,5 @@
 // Bindings for the CUDA variation kernels: device pointers, sizes and a stream as ints. The Python
-// layer (evoforge/mutation.py, evoforge/deepga.py) validates and allocates with torch.
+// layer (evoforge/variation/mutation.py, variation/deepga.py) validates and allocates with torch.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>

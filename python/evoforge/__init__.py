@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from . import cache, crossover, deepga, evaluate, hashing, kl, mutation, pareto, random, search, selection, solvers
+from . import cache, evaluate, hashing, kl, pareto, random, search, solvers, variation
+from . import crossover, deepga, mutation, selection  # evoforge.variation's modules under their old names
 from ._native import core as _core_mod
 from ._native import cuda as _cuda_mod
 from ._native import cuda_import_error as _cuda_import_error
@@ -50,6 +51,7 @@ __all__ = [
     "hashing",
     "cache",
     "random",
+    "variation",
     "mutation",
     "crossover",
     "selection",

@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The largest value of a C ``int``: the default upper bound of counts and sizes handed to native code.
+INT_MAX = 2**31 - 1
+
+
+def check_int(value: Any, name: str, lo: int = 1, hi: int | None = None, *, integral_float: bool = False) -> int:
+    """``value`` as an int in [lo, hi] (hi None: no upper bound), the one integer check of evoforge.
+
+    TypeError for non-numbers, bools and (unless ``integral_float``) floats; with
+    ``integral_float``, a float holding an integer (``4.0``) is taken and a fractional, NaN or
+    infinite one raises ConfigError. ConfigError (a ValueError) names the parameter and its range
+    when the value lies outside it, before any loop or allocation sized by it.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not isinstance(value, numbers.Integral):
+        if not integral_float:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        f = float(value)
+        if not (math.isfinite(f) and f.is_integer()):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        value = f
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        raise ConfigError(f"{name} must lie in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
+    return v
+
+
+def is_sequence_shape(shape: Any) -> bool:
+    """True for a shape given as a sequence of sizes (tuple, list, torch.Size, 1-D array)."""
+    return isinstance(shape, (tuple, list)) or (isinstance(shape, np.ndarray) and shape.ndim == 1)
+
+
+def check_shape(shape: Any, name: str, *, lo: int = 0, max_elements: int = INT_MAX) -> tuple[int, ...]:
+    """A shape (an int, or a tuple/list/1-D array of ints each >= ``lo``) as a tuple, whose number
+    of elements is at most ``max_elements`` (an absurd size is refused, not allocated)."""
+    if is_sequence_shape(shape):
+        dims = tuple(check_int(d, f"{name}[{i}]", lo, max_elements) for i, d in enumerate(shape))
+    else:
+        dims = (check_int(shape, name, lo, max_elements),)
+    if math.prod(dims) > max_elements:
+        raise ConfigError(f"{name} {dims} holds {math.prod(dims)} elements, more than the {max_elements} allowed")
+    return dims
 
 
 def is_torch(x: Any) -> bool:

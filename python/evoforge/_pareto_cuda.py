@@ -1,29 +1,29 @@
 """Pareto ranking of CUDA tensors: the torch side of cuda/pareto.cu.
 
-``nondominated_rank_cuda`` validates on the device, then, in torch on the same device and stream:
-maps -0.0 to 0.0, sorts the rows lexicographically (M stable sorts, last key first), collapses
-duplicates, splits feasible from infeasible points, lets the kernel rank the distinct feasible
-points, ranks infeasible points by their violation alone, and scatters the ranks back. The
-result equals ``nondominated_rank(F.cpu())`` exactly.
+:func:`check_tensor` validates on the device; :func:`rank_checked` then, in torch on the same
+device and stream: maps -0.0 to 0.0, sorts the rows lexicographically (M stable sorts, last key
+first), collapses duplicates, splits feasible from infeasible points, lets the kernel rank the
+distinct feasible points, ranks infeasible points by their violation alone, and scatters the
+ranks back. The result equals ``nondominated_rank(F.cpu())`` exactly. Whether a tensor goes to
+the kernels or (more than :data:`MAX_OBJECTIVES` objectives) to the CPU kernel is decided by
+:func:`evoforge.pareto.nondominated_rank`; this module never imports it.
 
 The native module never links libtorch: it gets raw device pointers, sizes, the stream and
 the device index as ints, and a workspace allocated here with torch.
 
-``_emulate_rank_sorted_unique`` is the kernels' algorithm in numpy, step by step (same tiles,
-groups, block split, skips and update order). It is the executable specification of
-cuda/pareto.cu and is tested against the CPU kernel on machines without a GPU.
+The kernels' algorithm in numpy, step by step, is in the tests (tests/cuda_emulation.py): the
+executable specification of cuda/pareto.cu, tested against the CPU kernel without a GPU.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-import numpy as np
+import contextlib
+from typing import Any, Callable, Iterator
 
 from . import _checks
 from ._native import require_cuda
 
-__all__ = ["nondominated_rank_cuda"]
+__all__ = ["MAX_OBJECTIVES", "check_tensor", "rank_checked", "cuda_ranker", "on_device"]
 
 # Mirrors of cuda/pareto.cu (checked against _cuda.pareto_config by the CUDA tests).
 MAX_OBJECTIVES = 16
@@ -47,102 +47,6 @@ def kernel_config(m: int) -> dict:
     maxd = _bucket(m - 1)
     tile = 1024 if maxd <= 4 else (512 if maxd <= 8 else 256)
     return {"tile": tile, "group": GROUP, "cross_block": CROSS_BLOCK, "cross_points": 2 if maxd <= 8 else 1}
-
-
-def _emulate_rank_sorted_unique(
-    P: np.ndarray,
-    *,
-    tile: int | None = None,
-    group: int = GROUP,
-    cross_points: int | None = None,
-    warp: int = WARP,
-    target_blocks: int = 8 * 132,
-    rng: np.random.Generator | None = None,
-    stats: dict | None = None,
-) -> np.ndarray:
-    """Ranks of distinct lexicographically sorted rows P [U, M], computed exactly as the CUDA
-    kernels do. ``tile``/``group``/``cross_points``/``warp`` default to the kernels' geometry;
-    smaller ones exercise many tiles on small inputs. ``target_blocks`` is the cross kernel's
-    block budget (8 per SM). With ``rng`` the cross blocks run in a random order, each reading
-    the atomics that have landed so far, as on a GPU. ``stats``, when given, counts the groups
-    a cross block skipped (``block_skips``), skipped by every warp (``warp_skips``) or folded."""
-    P = np.asarray(P)
-    U, M = P.shape
-    if U == 0:
-        return np.zeros(0, dtype=np.int32)
-    if M == 1:  # iota_kernel
-        return np.arange(U, dtype=np.int32)
-    cfg = kernel_config(M)
-    tile = cfg["tile"] if tile is None else tile
-    pts = cfg["cross_points"] if cross_points is None else cross_points
-    block = group  # a cross block stages one group point per thread
-    assert tile % group == 0 and tile % (block * pts) == 0 and block % warp == 0
-
-    Q = P[:, 1:]  # objective 0 is ordered by the sort
-    ngroups = -(-U // group)
-    gmin = np.stack([Q[g * group : (g + 1) * group].min(axis=0) for g in range(ngroups)])
-    gmax = np.stack([Q[g * group : (g + 1) * group].max(axis=0) for g in range(ngroups)])
-    gmaxr = np.zeros(ngroups, dtype=np.int64)  # written by intra for each finished group
-    rank = np.zeros(U, dtype=np.int64)  # cudaMemsetAsync
-    counts = {"block_skips": 0, "warp_skips": 0, "folds": 0, "warp_folds": 0, "warps_idle": 0}
-
-    for t in range(-(-U // tile)):
-        a = t * tile
-        n = min(tile, U - a)
-        b = a + n
-        if t > 0:  # cross_kernel
-            span = block * pts
-            gx = -(-n // span)
-            earlier = a // group
-            per_seg = max(1, -(-(earlier * gx) // target_blocks))
-            gy = -(-earlier // per_seg)
-            blocks = [(x, y) for x in range(gx) for y in range(gy)]
-            if rng is not None:
-                rng.shuffle(blocks)
-            for x, y in blocks:
-                first = a + x * span
-                idx = first + np.arange(pts)[:, None] * block + np.arange(block)[None, :]  # [pts, block]
-                valid = idx < b
-                safe = np.minimum(idx, U - 1)
-                own = np.where(valid[..., None], Q[safe], 0)  # [pts, block, D]
-                init = np.where(valid, rank[safe], INT_MAX)
-                best = init.copy()
-                last = min(first + span, b)
-                bmax = gmax[first // group : (last - 1) // group + 1].max(axis=0)
-                g_lo = y * per_seg
-                g_hi = min(g_lo + per_seg, earlier)
-                for g in range(g_hi - 1, g_lo - 1, -1):
-                    gm = gmin[g]
-                    if (gm > bmax).any():  # block skip: no point of the group dominates the block
-                        counts["block_skips"] += 1
-                        continue
-                    sq = Q[g * group : (g + 1) * group]
-                    sr = rank[g * group : (g + 1) * group]
-                    need = (best <= gmaxr[g]) & ~(gm > own).any(axis=-1)  # [pts, block]
-                    warp_runs = need.any(axis=0).reshape(-1, warp).any(axis=1)  # __any_sync
-                    lanes = np.repeat(warp_runs, warp)  # [block]
-                    if not lanes.any():
-                        counts["warp_skips"] += 1
-                        continue
-                    counts["folds"] += 1
-                    counts["warp_folds"] += int(warp_runs.sum())
-                    counts["warps_idle"] += int((~warp_runs).sum())
-                    dom = (sq[None, None, :, :] <= own[:, :, None, :]).all(axis=-1)  # [pts, block, G]
-                    cand = np.where(dom, sr[None, None, :] + 1, 0).max(axis=-1)
-                    best = np.where(lanes[None, :], np.maximum(best, cand), best)
-                upd = valid & (best > init)  # atomicMax
-                rank[idx[upd]] = np.maximum(rank[idx[upd]], best[upd])
-        # intra_kernel: step j publishes the final rank of point a + j to the later points.
-        for j in range(n - 1):
-            r1 = rank[a + j] + 1
-            later = rank[a + j + 1 : b]
-            dom = (Q[a + j] <= Q[a + j + 1 : b]).all(axis=-1)
-            rank[a + j + 1 : b] = np.where(dom & (r1 > later), r1, later)
-        for g in range(a // group, -(-b // group)):
-            gmaxr[g] = rank[g * group : min((g + 1) * group, b)].max()
-    if stats is not None:
-        stats.update(counts)
-    return rank.astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,27 +155,21 @@ def cuda_ranker(device) -> Ranker:
     return rank
 
 
-def nondominated_rank_cuda(F: Any, constraint_violation: Any = None):
-    """``evoforge.pareto.nondominated_rank`` of a CUDA tensor, computed on its device.
-
-    Returns an int32 tensor on F's device, equal to ``nondominated_rank(F.cpu())``. The
-    constraint violation, when given, must be a tensor on the same device. NaN raises
-    ValueError naming the first bad row; CudaUnavailableError when evoforge has no CUDA kernels.
-    With more than 16 objectives the ranking runs on the CPU kernel (a copy to the host and
-    back), with the same result.
-    """
+@contextlib.contextmanager
+def on_device(F: Any) -> Iterator[None]:
+    """F's CUDA device made current; CudaUnavailableError when evoforge has no CUDA kernels."""
     import torch
 
     if not (_checks.is_torch(F) and F.device.type == "cuda"):
-        raise ValueError("nondominated_rank_cuda takes a CUDA tensor")
+        raise ValueError("the CUDA Pareto ranking takes a CUDA tensor")
     require_cuda()
     with torch.cuda.device(F.device):
-        return _rank_tensor(F, constraint_violation, cuda_ranker)
+        yield
 
 
-def _rank_tensor(F: Any, constraint_violation: Any, make_ranker: Callable[[Any], Ranker]):
-    """Validation, then the pipeline on F's device with the ranker ``make_ranker(device)``.
-    Device-agnostic: the tests run it on CPU tensors with the emulated kernels."""
+def check_tensor(F: Any, constraint_violation: Any) -> tuple[Any, Any]:
+    """(X, cv): F and the violations as float tensors on F's device, validated there (NaN raises
+    ValueError naming the first bad row). Device-agnostic: the tests run it on CPU tensors."""
     device = F.device
     X = _as_float(F.detach(), "F")
     if X.ndim != 2:
@@ -304,10 +202,13 @@ def _rank_tensor(F: Any, constraint_violation: Any, make_ranker: Callable[[Any],
         bad = _first_nan_row(cv)
         if bad is not None:
             raise ValueError(f"constraint_violation holds NaN in row {bad}")
-    if m > MAX_OBJECTIVES:  # documented fallback: the CPU kernel, same result
-        from .pareto import nondominated_rank
+    return X, cv
 
-        r = nondominated_rank(X.cpu(), constraint_violation=None if cv is None else cv.cpu())
-        return r.to(device)
+
+def rank_checked(X: Any, cv: Any, ranker: Ranker):
+    """Ranks of X (from :func:`check_tensor`, at most MAX_OBJECTIVES columns) by the pipeline
+    around ``ranker`` (:func:`cuda_ranker`, or the tests' emulation), on X's device."""
+    if X.shape[1] > MAX_OBJECTIVES:
+        raise ValueError(f"the CUDA Pareto kernels take at most {MAX_OBJECTIVES} objectives, got {X.shape[1]}")
     X = X.contiguous() + 0.0  # a fresh contiguous copy with -0.0 -> 0.0
-    return _rank_pipeline(X, cv, make_ranker(device))
+    return _rank_pipeline(X, cv, ranker)

@@ -9,6 +9,7 @@ traceback. Arguments are checked before any model is loaded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -105,17 +106,6 @@ def _check_bits(bits: list[int]) -> None:
         raise ConfigError(f"--bits: bits must be in [2, 8], got {bits}")
 
 
-def _check_text(option: str, path: str, what: str = "text") -> None:
-    """An existing, non-empty text file (an empty one would fail only after the model loads)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{option}: {what} file not found: {path!r}")
-    with open(p, "rb") as f:
-        empty = not f.read(1 << 20).strip() and not f.read(1)  # whitespace only (the first MiB decides)
-    if empty:
-        raise ConfigError(f"{option}: {what} file {path!r} is empty")
-
-
 def _check_dir(option: str, path: str) -> None:
     """``path`` is, or can be made, a directory: its nearest existing ancestor is a writable directory."""
     p = Path(path)
@@ -159,97 +149,82 @@ def _bench_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
 
 
-def _pipeline(cmd: str):
-    """The compression pipeline module, or an ImportError saying what to install."""
+def _compress_package(cmd: str):
+    """The compression package, or an ImportError saying what to install."""
     try:
-        from evoforge.compress import pipeline
+        import evoforge.compress as compress
     except ImportError as e:
         raise ImportError(f"{cmd} needs torch and transformers (pip install evoforge[hf]): {e}") from e
-    return pipeline
+    return compress
 
 
-def _check_compress(args: argparse.Namespace, pl) -> str:
-    """Every argument of ``compress``, before the model loads; returns the run directory."""
-    from evoforge.compress.database import QUANT_METHODS, SPARSITY_METHODS, LayerDatabase
+# compress options whose dest is a config field of the same name (the config holds their defaults)
+_KNOBS = ("target", "database", "db_method", "db_levels", "db_step", "bits", "group_size", "symmetric",
+          "count_metadata", "generations", "offspring", "stages", "seed", "compute_dtype", "calib_text", "n_calib",
+          "n_heldout", "seq_len", "backend")
+_OPTION_OF = {"database": "--db", "export": "--no-export", "progress": "--quiet",
+              "backend_options": "--workers / --timeout / --address"}
 
-    pl._check_target(args.method, args.target)
-    if args.count_metadata and args.method != "quant":
-        raise ConfigError(f"--count-metadata (count_metadata: scales and zero points in the budget) applies to "
-                          f"--method quant, not {args.method}")
-    if args.method != "depth":  # depth uses no database: --db-method, --db and --bits are ignored
-        allowed = SPARSITY_METHODS if args.method == "sparsity" else QUANT_METHODS
-        if args.db_method is not None and args.db_method not in allowed:
-            raise ConfigError(f"--db-method {args.db_method} does not fit --method {args.method}; use one of "
-                              f"{', '.join(allowed)}")
-        if args.method != "sparsity":
-            _check_bits(args.bits)
-        if args.database is not None:
-            db = LayerDatabase.open(args.database)  # FileNotFoundError: no such directory or no manifest.json
-            if (db.kind == "sparsity") != (args.method == "sparsity"):
-                raise ConfigError(f"--db {args.database!r} holds {db.kind} levels ({db.method}), not {args.method}")
-    for option, f, what in (("--calib-text", args.calib_text, "calibration text"),
-                            ("--eval-text", args.eval_text, "evaluation text")):
-        if f is not None:
-            _check_text(option, f, what)
-    if args.stages and args.stages[0][0] > args.offspring:
-        raise ConfigError(f"--stages: the first stage keeps {args.stages[0][0]} survivors, more than --offspring "
-                          f"{args.offspring}")
+
+def _option(field: str) -> str:
+    """How a config field is given on the command line (for the config's messages)."""
+    return _OPTION_OF.get(field, "--" + field.replace("_", "-"))
+
+
+def _compress_config(args: argparse.Namespace):
+    """The compression config of the ``compress`` arguments, checked (before the model loads):
+    options not given take the config's defaults; returns it with the run directory."""
+    from evoforge.compress.config import check_text_file
+    from evoforge.compress.settings import config_for
+
+    knobs = {k: getattr(args, k) for k in _KNOBS if getattr(args, k) is not None}
+    knobs.update(export=not args.no_export, progress=not args.quiet)
     if args.address is not None and args.backend != "ray":
         raise ConfigError("--address needs --backend ray")
+    if args.backend not in (None, "inprocess"):  # options of the in-process backend are ignored, as always
+        opts = {"workers": args.workers, "timeout": args.timeout, "address": args.address}
+        knobs["backend_options"] = {k: v for k, v in opts.items() if v is not None}
+    config = config_for(args.method, knobs, spell=_option)
+    config.validate(spell=_option)
+    if args.eval_text is not None:
+        check_text_file("--eval-text", args.eval_text, "evaluation text")
     run_dir = args.run_dir
     if run_dir is None:
         stem = Path(str(args.model).rstrip("/")).name or "model"
-        run_dir = f"evoforge-runs/{stem}-{args.method}-{args.target:g}"
+        run_dir = f"evoforge-runs/{stem}-{config.method}-{float(config.target):g}"
     _check_dir("--run-dir", run_dir)
     if args.json is not None:
         if Path(args.json).is_dir():
             raise ConfigError(f"--json {args.json!r} is a directory")
         _check_dir("--json", str(Path(args.json).parent))
-    return run_dir
+    return dataclasses.replace(config, run_dir=run_dir)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     import time
 
-    pl = _pipeline("compress")
+    C = _compress_package("compress")
     from evoforge.compress.report import budget_line, summary_table, write_report
 
-    run_dir = _check_compress(args, pl)
-    backend = None
-    if args.backend != "inprocess":
-        import functools
-
-        from evoforge.evaluate import open_backend
-
-        opts = {"workers": args.workers, "timeout": args.timeout}
-        if args.backend == "ray":
-            opts["address"] = args.address
-        backend = functools.partial(open_backend, args.backend, **opts)
-    if args.backend == "ray":  # an unreachable cluster fails now, not after loading the model
+    config = _compress_config(args)
+    if config.backend == "ray":  # an unreachable cluster fails now, not after loading the model
         from evoforge.evaluate.ray_actors import connect
 
         connect(args.address)
-    model, tok = pl.load_model(args.model)  # a missing model fails here, before anything loads
+    model, tok = C.load_model(args.model)  # a missing model fails here, before anything loads
     eval_text = args.eval_text or args.calib_text
     if eval_text is not None:  # else these fail only after the search
         if tok is None:
             raise ConfigError("--calib-text and --eval-text need a tokenizer (the model directory has none)")
         _check_positions(model, "--window", args.window)
-    _check_positions(model, "--seq-len", args.seq_len)
-    res = pl.compress(
-        # workers load the model from its path (shared storage) rather than receive a copy
-        model if backend is None else args.model, backend=backend,
-        method=args.method, target=args.target, database=args.database, db_method=args.db_method,
-        db_levels=args.db_levels, db_step=args.db_step, bits=args.bits, group_size=args.group_size,
-        symmetric=args.symmetric, count_metadata=args.count_metadata,
-        calib_text=args.calib_text, tokenizer=tok, n_calib=args.n_calib, n_heldout=args.n_heldout,
-        seq_len=args.seq_len, generations=args.generations, offspring=args.offspring, stages=args.stages,
-        seed=args.seed, run_dir=run_dir, export_model=not args.no_export, progress=not args.quiet,
-        compute_dtype=args.compute_dtype)
+    _check_positions(model, "--seq-len", config.seq_len)
+    # workers load the model from its path (shared storage) rather than receive a copy
+    in_process = config.backend in (None, "inprocess")
+    res = C.compress(model if in_process else args.model, config, tokenizer=tok)
     if eval_text is not None:
         t0 = time.perf_counter()
-        ids = pl.text_ids(tok, eval_text)
-        pl.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
+        ids = C.text_ids(tok, eval_text)
+        C.compare_perplexity(res, ids, window=args.window, max_windows=args.max_windows)
         res.times["perplexity"] = time.perf_counter() - t0
         n = min(ids.numel() // args.window, args.max_windows)
         res.notes.append(f"perplexity: {n} non-overlapping windows of {args.window} tokens of {eval_text}"
@@ -278,46 +253,54 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _cmd_build_db(args: argparse.Namespace) -> int:
     import time
 
-    pl = _pipeline("build-db")
-    from evoforge.compress import adapt, build_database
+    C = _compress_package("build-db")
     from evoforge.compress.calibration import sample_sequences, tokens_from_text
+    from evoforge.compress.config import CompressConfig, check_text_file, field_default
     from evoforge.compress.database import MANIFEST, QUANT_METHODS
 
-    # every argument before the model loads (build_database checks its own only after calibrating)
+    # every argument before the model loads (build_database checks its own only after calibrating);
+    # options not given take build_database's defaults (the compression configs')
     quant = args.method in QUANT_METHODS
-    if quant:
+    if quant and args.bits is not None:
         _check_bits(args.bits)
-    elif not 0.0 <= args.target < 1.0:
+    elif not quant and args.target is not None and not 0.0 <= args.target < 1.0:
         raise ConfigError(f"--target: sparsity must lie in [0, 1), got {args.target}")
     if args.text is not None:
-        _check_text("--text", args.text, "calibration text")
+        check_text_file("--text", args.text, "calibration text")
     _check_dir("--out", args.out)
     if (Path(args.out) / MANIFEST).exists() and not args.overwrite:
         raise FileExistsError(f"--out {args.out!r} already holds a layer database; pass --overwrite to replace it")
+    seq_len = args.seq_len if args.seq_len is not None else field_default(CompressConfig, "seq_len")
+    seed = args.seed if args.seed is not None else field_default(CompressConfig, "seed")
+    n_tokens = (args.model_samples * seq_len) if args.model_samples else args.tokens
+    if n_tokens > 2**31:
+        raise ConfigError(f"{'--model-samples' if args.model_samples else '--tokens'}: at most 2**31 calibration "
+                          f"tokens, got {n_tokens}")
+    if args.levels is not None and args.levels >= 2**31:
+        raise ConfigError(f"--levels must be below 2**31, got {args.levels}")
 
     t0 = time.perf_counter()
-    model, tok = pl.load_model(args.model)
-    adapter = adapt(model)
+    model, tok = C.load_model(args.model)
+    adapter = C.adapt(model)
     tokens, calib = None, None
     if args.method in ("wanda", "sparsegpt", "gptq"):
-        _check_positions(model, "--seq-len", args.seq_len)
-        n = args.model_samples or math.ceil(args.tokens / args.seq_len)
+        _check_positions(model, "--seq-len", seq_len)
+        n = args.model_samples or math.ceil(args.tokens / seq_len)
         if args.text is not None:
             if tok is None:
                 raise ConfigError("--text needs a tokenizer (the model directory has none); use --model-samples")
-            tokens = tokens_from_text(tok, args.text, n, args.seq_len, seed=args.seed)
-            calib = {"source": "text", "file": str(args.text), "seed": args.seed}
+            tokens = tokens_from_text(tok, args.text, n, seq_len, seed=seed)
+            calib = {"source": "text", "file": str(args.text), "seed": seed}
         else:
             bos = getattr(model.config, "bos_token_id", None)
-            tokens = sample_sequences(model, n, args.seq_len, seed=args.seed,
-                                      bos_token_id=1 if bos is None else int(bos))
-            calib = {"source": "samples", "seed": args.seed}
+            tokens = sample_sequences(model, n, seq_len, seed=seed, bos_token_id=1 if bos is None else int(bos))
+            calib = {"source": "samples", "seed": seed}
     t1 = time.perf_counter()
-    kw = ({"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else
-          {"sparsity": args.target, "n_levels": args.levels, "step": args.step, "values_dtype": args.values_dtype})
-    kw["compute_dtype"] = args.compute_dtype
-    db = build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
-                        overwrite=args.overwrite, progress=not args.quiet, **kw)
+    given = {"bits": args.bits, "group_size": args.group_size, "symmetric": args.symmetric} if quant else \
+        {"sparsity": args.target, "n_levels": args.levels, "step": args.step, "values_dtype": args.values_dtype}
+    kw = {k: v for k, v in given.items() if v is not None}
+    db = C.build_database(adapter, tokens, args.out, method=args.method, calibration=calib,
+                          overwrite=args.overwrite, progress=not args.quiet, compute_dtype=args.compute_dtype, **kw)
     t2 = time.perf_counter()
     m = db.manifest
     levels = sorted({lv for name in db.layers for lv in db.levels(name)})
@@ -331,12 +314,14 @@ def _cmd_build_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    pl = _pipeline("eval")
-    _check_text("--text", args.text)
-    model, tok = pl.load_model(args.model)
+    C = _compress_package("eval")
+    from evoforge.compress.config import check_text_file
+
+    check_text_file("--text", args.text)
+    model, tok = C.load_model(args.model)
     _check_positions(model, "--window", args.window)
-    ids = pl.text_ids(tok, args.text)
-    ppl = pl.perplexity(model, ids, window=args.window, max_windows=args.max_windows)
+    ids = C.text_ids(tok, args.text)
+    ppl = C.perplexity(model, ids, window=args.window, max_windows=args.max_windows)
     n = ids.numel() // args.window
     if args.max_windows is not None:
         n = min(n, args.max_windows)
@@ -347,19 +332,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="search per-layer sparsity, bit-widths or dropped sub-blocks under an "
-                                        "exact budget (EvoPress); build-db: build a layer database")
+                                        "exact budget (EvoPress); build-db: build a layer database",
+                       description="An option not given takes the default of its field of the method's config "
+                                   "(evoforge.compress.SparsityConfig, QuantConfig, DepthConfig, DepthQuantConfig).")
     csub = p.add_subparsers(dest="compress_command")
     b = csub.add_parser("build-db", help="build a layer database (sparsity or quantisation ladders) of a model")
     b.add_argument("--model", required=True, help="model directory, .gguf file, or smollm2-135m")
     b.add_argument("--method", required=True, choices=("magnitude", "wanda", "sparsegpt", "rtn", "gptq"))
     b.add_argument("--out", required=True, help="directory to write the database to")
-    b.add_argument("--target", type=float, default=0.5, help="sparsity of level 0 (sparsity methods)")
-    b.add_argument("--levels", type=_int_at_least(0), default=4, help="sparsity levels on each side of the target")
+    b.add_argument("--target", type=float, default=None, help="sparsity of level 0 (sparsity methods)")
+    b.add_argument("--levels", type=_int_at_least(0), default=None, help="sparsity levels on each side of the target")
     b.add_argument("--step", type=_int_at_least(1), default=None,
                    help="weights pruned per sparsity level step, the same in every layer (default 5%% of the "
                         "median layer)")
-    b.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
-    b.add_argument("--group-size", type=_group_size, default=64, help="quantisation group size (-1: one group per row)")
+    b.add_argument("--bits", type=_bits_list, default=None, help="bit-widths, e.g. 2..8 or 2,3,4")
+    b.add_argument("--group-size", type=_group_size, default=None, help="quantisation group size (-1: one group per row)")
     b.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
                    help="the calibration forward (Hessians) under bfloat16 autocast: about 2.5x faster on CPUs "
                         "with AMX or AVX-512 BF16")
@@ -375,14 +362,15 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="calibrate on N sequences sampled from the dense model (the default source)")
     b.add_argument("--tokens", type=_int_at_least(1), default=8192,
                    help="calibration tokens (with --text or by default)")
-    b.add_argument("--seq-len", type=_int_at_least(2), default=128, help="calibration sequence length")
-    b.add_argument("--seed", type=_int_at_least(0), default=0)
+    b.add_argument("--seq-len", type=_int_at_least(2), default=None, help="calibration sequence length")
+    b.add_argument("--seed", type=_int_at_least(0), default=None)
     b.add_argument("--overwrite", action="store_true", help="replace a database already in --out")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
-    b.set_defaults(fn=_cmd_build_db, symmetric=False)
+    b.set_defaults(fn=_cmd_build_db, symmetric=None)
 
     p.add_argument("--model", help="model directory, .gguf file, or smollm2-135m")
-    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant"), default="sparsity")
+    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant"), default=None,
+                   help="what is searched (default sparsity)")
     p.add_argument("--target", type=float,
                    help="average sparsity (0..1), bits per weight (quant, depth+quant), or for depth K: the number "
                         "of attention AND of MLP sub-blocks to drop (an integer >= 1), or a fraction (0..1) of "
@@ -391,19 +379,19 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="how the layer database is built when --db is not given (default sparsegpt / gptq)")
     p.add_argument("--db", "--database", dest="database", default=None,
                    help="a layer database of this model built by `evoforge compress build-db`")
-    p.add_argument("--db-levels", type=_int_at_least(0), default=4, help="sparsity levels on each side of the target")
+    p.add_argument("--db-levels", type=_int_at_least(0), default=None, help="sparsity levels on each side of the target")
     p.add_argument("--db-step", type=_int_at_least(1), default=None, help="weights pruned per sparsity level step")
-    p.add_argument("--bits", type=_bits_list, default=list(range(2, 9)), help="bit-widths, e.g. 2..8 or 2,3,4")
-    p.add_argument("--group-size", type=_group_size, default=64)
+    p.add_argument("--bits", type=_bits_list, default=None, help="bit-widths, e.g. 2..8 or 2,3,4")
+    p.add_argument("--group-size", type=_group_size, default=None)
     sym = p.add_mutually_exclusive_group()
     sym.add_argument("--symmetric", dest="symmetric", action="store_true", help="symmetric grids (no zero points)")
     sym.add_argument("--asymmetric", dest="symmetric", action="store_false", help="asymmetric grids (default)")
-    p.add_argument("--count-metadata", action="store_true",
+    p.add_argument("--count-metadata", action="store_true", default=None,
                    help="quant: the bit budget counts the 16-bit scales and the zero points of every group")
-    p.add_argument("--generations", type=_int_at_least(0), default=20)
-    p.add_argument("--offspring", type=_int_at_least(1), default=8)
+    p.add_argument("--generations", type=_int_at_least(0), default=None)
+    p.add_argument("--offspring", type=_int_at_least(1), default=None)
     p.add_argument("--stages", type=_stages, default=None, help="selection stages survivors:tokens, e.g. 4:256,1:all")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=None)
     p.add_argument("--compute-dtype", choices=("bfloat16",), default=None,
                    help="evaluate the search's candidates (and the calibration forward of a database built by the "
                         "run) in bfloat16 (autocast; about 2.5x faster on CPUs with AMX or AVX-512 BF16); the "
@@ -411,15 +399,15 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="resumable run directory (default evoforge-runs/...)")
     p.add_argument("--calib-text", default=None, help="calibration text (default: samples from the model)")
     p.add_argument("--eval-text", default=None, help="text for perplexity (default: --calib-text)")
-    p.add_argument("--n-calib", type=_int_at_least(1), default=16)
-    p.add_argument("--n-heldout", type=_int_at_least(1), default=8)
-    p.add_argument("--seq-len", type=_int_at_least(2), default=128)
+    p.add_argument("--n-calib", type=_int_at_least(1), default=None)
+    p.add_argument("--n-heldout", type=_int_at_least(1), default=None)
+    p.add_argument("--seq-len", type=_int_at_least(2), default=None)
     p.add_argument("--window", type=_int_at_least(2), default=512, help="perplexity window in tokens")
     p.add_argument("--max-windows", type=_int_at_least(1), default=16)
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--backend", choices=("inprocess", "process", "ray"), default="inprocess",
+    p.add_argument("--backend", choices=("inprocess", "process", "ray"), default=None,
                    help="where candidates are evaluated: here, a local process pool, or Ray actors")
     p.add_argument("--address", default=None,
                    help="Ray cluster: auto (started with `ray start` on this node) or HOST:PORT of its head")
@@ -427,7 +415,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="evaluation workers (default: one per GPU or CPU)")
     p.add_argument("--timeout", type=_positive_float, default=None,
                    help="seconds a worker may return nothing before it counts as hung and is replaced")
-    p.set_defaults(fn=_cmd_compress, symmetric=False)
+    p.set_defaults(fn=_cmd_compress, symmetric=None)
     compress = p
     p = sub.add_parser("eval", help="evaluate a model: evoforge eval ppl --model DIR --text FILE")
     p.add_argument("what", choices=("ppl",))

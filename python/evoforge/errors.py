@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["EvoforgeError", "CudaUnavailableError", "ConfigError", "CacheError", "CacheClosedError", "CorruptCacheError",
-           "EvaluationError"]
+__all__ = ["EvoforgeError", "CudaUnavailableError", "ConfigError", "CacheError", "CacheClosedError",
+           "CorruptCacheError", "EvaluationError", "UnsupportedModelError", "CorruptDatabaseError",
+           "DatabaseMismatchError", "CorruptCheckpointError"]
 
 
 class EvoforgeError(Exception):
@@ -32,3 +33,19 @@ class CorruptCacheError(CacheError):
 
 class EvaluationError(EvoforgeError, RuntimeError):
     """Workers could not be started, or a candidate was lost more often than allowed."""
+
+
+class UnsupportedModelError(ConfigError):
+    """The model's architecture (or one of its layers) is not one that ``evoforge.compress.adapt`` supports."""
+
+
+class CorruptDatabaseError(EvoforgeError, ValueError):
+    """The layer database directory has no readable manifest, or its files do not match it."""
+
+
+class DatabaseMismatchError(ConfigError):
+    """The layer database was built from another model (fingerprint mismatch) or with other settings."""
+
+
+class CorruptCheckpointError(EvoforgeError, ValueError):
+    """A search checkpoint (``checkpoint.pkl``) cannot be unpickled: truncated, damaged or not a checkpoint."""

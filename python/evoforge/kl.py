@@ -42,6 +42,7 @@ import numpy as np
 
 from . import _checks
 from ._native import core
+from .errors import ConfigError
 
 __all__ = ["Teacher", "kl_divergence", "teacher_targets", "write_teacher_meta"]
 
@@ -212,7 +213,7 @@ def teacher_targets(teacher_logits: Any, *, top_k: int | None = None, tail: bool
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
         raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
     if not 1 <= top_k <= V:
-        raise ValueError(f"top_k must lie in [1, V={V}], got {top_k}")
+        raise ConfigError(f"top_k must lie in [1, V={V}], got {top_k}")
     fn = core.kl_teacher_topk_bf16 if bf16 else core.kl_teacher_topk_f32
     idx, w, norm, cross, rest = fn(a, int(top_k))
     return Teacher(w, idx, norm, cross, np.ascontiguousarray(idx[:, 0]), V, rest if tail else None)
@@ -267,7 +268,7 @@ def kl_divergence(
             f"teacher must be a Teacher from teacher_targets(), got {type(teacher).__name__}"
         )
     if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        raise ConfigError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     s, bf16 = _logits(student_logits, "student_logits", allow_f16=True)
     T, V = teacher.num_tokens, teacher.vocab_size
     if s.ndim not in (2, 3) or s.shape[-2:] != (T, V):

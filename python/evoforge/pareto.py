@@ -9,12 +9,13 @@ All functions are deterministic: the same input gives the same output on any thr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _checks
 from ._native import core
+from .errors import ConfigError
 
 __all__ = ["nondominated_rank", "crowding_distance", "select", "hypervolume"]
 
@@ -54,9 +55,10 @@ def nondominated_rank(F: Any, *, constraint_violation: Any = None) -> Any:
     Algorithms: a sort then an O(N log N) sweep for M = 2; for M >= 3 see cpp/pareto.cpp.
     """
     if _checks.is_torch(F) and F.device.type == "cuda":
-        from ._pareto_cuda import nondominated_rank_cuda
+        from . import _pareto_cuda
 
-        return nondominated_rank_cuda(F, constraint_violation)
+        with _pareto_cuda.on_device(F):
+            return _rank_tensor(F, constraint_violation, _pareto_cuda.cuda_ranker)
     A, cv = _prepare(F, constraint_violation)
     fn = core.nondominated_rank_f64 if A.dtype == np.float64 else core.nondominated_rank_f32
     ranks = fn(A, cv)
@@ -65,6 +67,20 @@ def nondominated_rank(F: Any, *, constraint_violation: Any = None) -> Any:
 
         return torch.from_numpy(ranks)
     return ranks
+
+
+def _rank_tensor(F: Any, constraint_violation: Any, make_ranker: Callable[[Any], Any]) -> Any:
+    """:func:`nondominated_rank` of a tensor on its device: validated there, then ranked by the
+    kernels ``make_ranker(device)`` returns (the CUDA kernels; the tests pass an emulation on CPU
+    tensors), or, with more objectives than the kernels take, by the CPU kernel on host copies
+    and moved back (the same result)."""
+    from . import _pareto_cuda
+
+    X, cv = _pareto_cuda.check_tensor(F, constraint_violation)
+    if X.shape[1] > _pareto_cuda.MAX_OBJECTIVES:
+        ranks = nondominated_rank(X.cpu(), constraint_violation=None if cv is None else cv.cpu())
+        return ranks.to(F.device)
+    return _pareto_cuda.rank_checked(X, cv, make_ranker(F.device))
 
 
 def crowding_distance(F: Any, ranks: Any) -> np.ndarray:
@@ -112,7 +128,7 @@ def select(F: Any, k: int, *, constraint_violation: Any = None) -> np.ndarray:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     if not 0 <= k <= n:
-        raise ValueError(f"k must lie in [0, N={n}], got {k}")
+        raise ConfigError(f"k must lie in [0, N={n}], got {k}")
     ranks = nondominated_rank(A, constraint_violation=cv)
     crowd = crowding_distance(A, ranks)
     order = np.lexsort((np.arange(n), -crowd, ranks))

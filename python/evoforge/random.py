@@ -1,7 +1,7 @@
 """Counter-based random numbers: Philox4x32-10 (Salmon et al. 2011) in evoforge's key layout.
 
-Every variation operator of evoforge (:mod:`evoforge.mutation`, :mod:`evoforge.crossover`,
-:mod:`evoforge.selection`, :mod:`evoforge.deepga`) draws its numbers as a pure function of
+Every variation operator of evoforge (:mod:`evoforge.variation`: mutation, crossover,
+selection, deepga) draws its numbers as a pure function of
 ``(seed, generation, individual, gene)``, never from a hidden state, so a population generated at
 once equals the same population generated in pieces (pass ``individual_offset``), on any thread
 count, on the CPU and on the GPU (bit-identical).
@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _checks
 from ._native import core, require_cuda
+from .errors import ConfigError
 
 __all__ = ["STREAMS", "philox4x32_10", "box_muller", "normal"]
 
@@ -50,12 +51,12 @@ _U32 = 2**32
 
 
 def check_uint(value: Any, name: str, bits: int) -> int:
-    """An int in [0, 2**bits); TypeError for non-integers (bools included), ValueError out of range."""
+    """An int in [0, 2**bits); TypeError for non-integers (bools included), ConfigError out of range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     v = int(value)
     if not 0 <= v < 2**bits:
-        raise ValueError(f"{name} must lie in [0, 2**{bits}), got {v}")
+        raise ConfigError(f"{name} must lie in [0, 2**{bits}), got {v}")
     return v
 
 
@@ -65,27 +66,22 @@ def check_seed_args(seed: Any, generation: Any, individual_offset: Any, n_indivi
     g = check_uint(generation, "generation", 32)
     o = check_uint(individual_offset, "individual_offset", 32)
     if o + n_individuals > _U32:
-        raise ValueError(f"individual_offset + number of individuals must be <= 2**32, got {o} + {n_individuals}")
+        raise ConfigError(f"individual_offset + number of individuals must be <= 2**32, got {o} + {n_individuals}")
     return s, g, o
 
 
 def check_prob(value: Any, name: str) -> float:
-    """A probability in [0, 1]; TypeError for non-numbers, ValueError for NaN or out of range."""
+    """A probability in [0, 1]; TypeError for non-numbers, ConfigError for NaN or out of range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     p = float(value)
     if not 0.0 <= p <= 1.0:  # NaN fails too
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        raise ConfigError(f"{name} must lie in [0, 1], got {value}")
     return p
 
 
-def check_positive_int(value: Any, name: str, lo: int = 1, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    v = int(value)
-    if v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name} must lie in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
-    return v
+#: The shared integer check (see :func:`evoforge._checks.check_int`), under its historical name.
+check_positive_int = _checks.check_int
 
 
 def philox4x32_10(counter: Any, key: Any) -> np.ndarray:
@@ -153,10 +149,11 @@ def normal(shape: tuple[int, int] | int, *, seed: int, generation: int = 0, indi
     -------
     float32, shape (P, L) (or (L,) for an int shape): numpy, or a torch tensor on ``device``.
     """
-    one = isinstance(shape, numbers.Integral)
-    P, L = (1, int(shape)) if one else (int(shape[0]), int(shape[1]))
-    if P < 0 or L < 0:
-        raise ValueError(f"shape must be non-negative, got {shape}")
+    one = not _checks.is_sequence_shape(shape)
+    dims = _checks.check_shape(shape, "shape", lo=0)
+    if len(dims) != (1 if one else 2):
+        raise ConfigError(f"shape must be an int L or a pair (P, L), got {shape!r}")
+    P, L = (1, dims[0]) if one else dims
     s, g, o = check_seed_args(seed, generation, individual_offset, P)
     if device is not None:
         import torch

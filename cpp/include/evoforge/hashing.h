@@ -35,7 +35,7 @@
 //    XOR-MAC / PMAC constructions), the sum still depends on the chunk order, and being exact
 //    integer addition it can be reduced in any order (threads, atomics on the GPU).
 //  * The final digest absorbs the chunk sum, n, and the caller's header words (kind, dtype,
-//    quantisation, shape: see python/evoforge/hashing.py) into a seeded state and permutes it
+//    quantisation, shape: see python/evoforge/hashing/) into a seeded state and permutes it
 //    twice, so that any change anywhere flips about half of the 128 output bits.
 // Not cryptographic: fine for caching and deduplication, not against inputs crafted to collide.
 #pragma once

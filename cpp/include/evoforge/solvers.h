@@ -4,7 +4,7 @@
 // Shapes: a linear layer's weight W is row-major [rows, cols] (out x in). Both solvers take U, the
 // upper Cholesky factor of the damped inverse Hessian (H^-1 = U^T U), row-major [cols, cols];
 // its strict lower triangle must be 0 (in-block updates start at aligned columns and multiply
-// by it). Dead inputs and dampening are the caller's job (evoforge/solvers.py).
+// by it). Dead inputs and dampening are the caller's job (evoforge/solvers/).
 //
 // Rows are solved independently (they share U only), so threads split the rows; every row's
 // arithmetic is the same on any thread count, and so is the output. T = float or double.

@@ -39,15 +39,15 @@ def _du(path: Path) -> int:
 def _load(args):
     import torch
 
-    from evoforge.compress import pipeline
+    from evoforge.compress import load_model, text_ids
 
     t0 = time.perf_counter()
-    model, tok = pipeline.load_model(args.model)
+    model, tok = load_model(args.model)
     load_s = time.perf_counter() - t0
     text = Path(args.text)
     if not text.is_file():
         raise SystemExit(f"text file not found: {text} (see ../shared/data/README.md)")
-    ids = pipeline.text_ids(tok, text)
+    ids = text_ids(tok, text)
     half = ids.numel() // 2
     first, second = ids[:half], ids[half:]
     n = min(args.calib_seqs, first.numel() // args.seq_len)
@@ -97,23 +97,19 @@ def _search(fitness, initial, mutation, lower, upper, args, *, offspring, stages
 def run(args) -> dict:
 
     from evoforge.compress import (
+        DepthFitness,
+        KLFitness,
+        LayerDatabase,
         adapt,
         build_database,
         collect_hessians,
-        owl_genome,
-        provider_for,
-    )
-    from evoforge.compress.database import LayerDatabase
-    from evoforge.compress.depth import (
-        DepthFitness,
         depth_drops,
         depth_mutation,
-        shortgpt_genome,
-        shortgpt_scores,
-        spread_genome,
+        levels_applied,
+        perplexity,
+        provider_for,
     )
-    from evoforge.compress.fitness import KLFitness
-    from evoforge.compress.pipeline import levels_applied, perplexity
+    from evoforge.compress.baselines import OWL_LAMBDA, OWL_M, owl_genome, shortgpt_genome, shortgpt_scores, spread_genome
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -207,7 +203,7 @@ def run(args) -> dict:
             row["budget_exact"] = bool(prov.budget(best) == prov.budget(initial))
             cols = [("uniform", initial), ("evoforge", best)]
             if kind == "sparsity":
-                owl, _ = owl_genome(adapter, prov, stats, lam=0.08, m=5.0)
+                owl, _ = owl_genome(adapter, prov, stats, lam=OWL_LAMBDA, m=OWL_M)
                 cols.insert(1, ("owl", owl))
                 row["owl_budget_exact"] = bool(prov.budget(owl) == prov.budget(initial))
             for col, g in cols:

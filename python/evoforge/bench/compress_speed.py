@@ -5,7 +5,7 @@ with the candidates computed in bfloat16 (``compute_dtype="bfloat16"``, autocast
 
     evoforge bench compress_speed [--quick] [--generations 2] [--database DIR] [--depth]
 
-Model: SmolLM2-135M (``evoforge.compress.pipeline.load_model("smollm2-135m")``), calibration
+Model: SmolLM2-135M (``evoforge.compress.load_model("smollm2-135m")``), calibration
 64 x 512 tokens of WikiText-2 (first half), a 50% magnitude sparsity database (3 levels each side,
 20,000 weights per step) unless ``--database``; (1 + 16), stages 4 <- 1024 tokens, 1 <- 4096
 tokens, fitness KL over the teacher's top 256 + tail (``--top-k 0``: full vocabulary).
@@ -44,19 +44,18 @@ VARIANTS = [  # name, prefix_reuse, batch_size, cache, fused_kl, compute_dtype
 def _setup(args):
     import torch
 
-    from evoforge.compress import adapt, build_database, pipeline, provider_for
+    from evoforge.compress import LayerDatabase, adapt, build_database, load_model, provider_for, text_ids
     from evoforge.compress.calibration import sample_sequences
-    from evoforge.compress.database import LayerDatabase
 
     if args.quick:
         if not STORIES.is_dir():
             raise SystemExit(f"stories260k not found at {STORIES}")
-        model, tok = pipeline.load_model(STORIES)
+        model, tok = load_model(STORIES)
         calib = sample_sequences(model, 16, 128, seed=0, bos_token_id=1)
         stages = [(4, 512), (1, None)]
     else:
-        model, tok = pipeline.load_model(args.model)
-        ids = pipeline.text_ids(tok, args.text)
+        model, tok = load_model(args.model)
+        ids = text_ids(tok, args.text)
         first = ids[: ids.numel() // 2]
         calib = first[: 64 * 512].reshape(64, 512).contiguous()
         stages = [(4, 1024), (1, 4096)]
@@ -171,15 +170,15 @@ def run_depth(args) -> dict:
     """EvoPress's depth schedule (25%: 7 of 30 attention and 7 of 30 MLP sub-blocks, (1 + 8), stages
     2 <- 1024, 1 <- 4096 tokens) from the ShortGPT choice, in float32 and in bfloat16 compute, the
     same seed: seconds per generation of each."""
-    from evoforge.compress import adapt, pipeline
-    from evoforge.compress.depth import DepthFitness, depth_mutation, shortgpt_genome, shortgpt_scores
+    from evoforge.compress import DepthFitness, adapt, depth_mutation, load_model, text_ids
+    from evoforge.compress.baselines import shortgpt_genome, shortgpt_scores
     from evoforge.search import OnePlusLambda
 
     import torch
 
     torch.set_num_threads(args.threads)
-    model, tok = pipeline.load_model(args.model)
-    ids = pipeline.text_ids(tok, args.text)
+    model, tok = load_model(args.model)
+    ids = text_ids(tok, args.text)
     calib = ids[: ids.numel() // 2][: 64 * 512].reshape(64, 512).contiguous()
     adapter = adapt(model)
     N = adapter.n_blocks

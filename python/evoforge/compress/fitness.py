@@ -37,8 +37,6 @@ differs from the configuration currently applied; :meth:`KLFitness.evaluate` lea
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import time
@@ -50,8 +48,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..kl import Teacher, kl_divergence, teacher_targets, write_teacher_meta
+from ..kl import Teacher, kl_divergence
 from .adapters import ModelAdapter
+from .teacher import build_teacher, kl_torch
 
 __all__ = ["KLFitness", "LevelProvider"]
 
@@ -161,7 +160,9 @@ class KLFitness:
         self.tokens = self._check_tokens(calib_tokens, seq_len)
         self.n_seq, self.seq_len = (int(s) for s in self.tokens.shape)
         self.top_k = top_k
-        self.teacher = self._teacher(top_k, bool(tail), None if teacher_dir is None else Path(teacher_dir))
+        self._restore()  # the model is dense
+        self.teacher = build_teacher(adapter, self.tokens, top_k=top_k, tail=bool(tail), batch_size=self.batch_size,
+                                     directory=None if teacher_dir is None else Path(teacher_dir))
 
         self._mb_rows: tuple[int, ...] | None = None
         self._mb_teacher: Teacher | None = None
@@ -197,48 +198,6 @@ class KLFitness:
                 raise ConfigError(f"seq_len={seq_len} is longer than the calibration rows ({x.shape[1]} tokens)")
             x = x[:, : w * int(seq_len)].reshape(-1, int(seq_len))
         return x.contiguous().to(self.device)
-
-    def _teacher(self, top_k: int | None, tail: bool, directory: Path | None) -> Teacher:
-        """Teacher targets for all calibration tokens, prepared chunk by chunk (no [N*S, V] logits at
-        once) and, with ``directory``, written there as ``.npy`` files and memory-mapped back."""
-        key = hashlib.sha256(b"%s|%r|%r|%r" % (self.adapter.fingerprint().encode(), top_k, tail,
-                                               tuple(self.tokens.shape))
-                             + self.tokens.cpu().numpy().tobytes()).hexdigest()
-        if directory is not None and (directory / "teacher.json").is_file():
-            info = json.loads((directory / "teacher.json").read_text()).get("info", {})
-            if info.get("key") == key:
-                return Teacher.load(directory, mmap=True)
-        if directory is not None:
-            (directory / "teacher.json").unlink(missing_ok=True)  # the arrays are about to change
-        self._restore()
-        arrays: dict[str, np.ndarray] = {}
-        n_tok, row = self.tokens.numel(), 0
-        with torch.inference_mode():
-            for c0 in range(0, self.n_seq, self.batch_size):
-                logits = self.adapter.logits(self.tokens[c0:c0 + self.batch_size])
-                flat = logits.reshape(-1, logits.shape[-1]).float().cpu()
-                part = teacher_targets(flat, top_k=top_k, tail=tail)
-                del logits, flat
-                fields = {n: getattr(part, n) for n in ("weights", "indices", "norm", "cross", "pivot", "tail")
-                          if getattr(part, n) is not None}
-                if not arrays:
-                    for n, a in fields.items():
-                        shape = (n_tok,) + a.shape[1:]
-                        arrays[n] = (np.empty(shape, a.dtype) if directory is None else
-                                     np.lib.format.open_memmap(_mkdir(directory) / f"{n}.npy", mode="w+",
-                                                               dtype=a.dtype, shape=shape))
-                for n, a in fields.items():
-                    arrays[n][row:row + a.shape[0]] = a
-                row += part.num_tokens
-        V = int(self.adapter.config.vocab_size)
-        if directory is None:
-            return Teacher(arrays["weights"], arrays.get("indices"), arrays["norm"], arrays["cross"],
-                           arrays["pivot"], V, arrays.get("tail"))
-        for a in arrays.values():
-            a.flush()
-        del arrays
-        write_teacher_meta(directory, vocab_size=V, num_tokens=n_tok, info={"key": key}, top_k=top_k, tail=tail)
-        return Teacher.load(directory, mmap=True)
 
     def reset_stats(self) -> None:
         """Zero the counters in ``stats``."""
@@ -394,7 +353,7 @@ class KLFitness:
                 logits = logits.float()
             t = self._mb_teacher.take(slice(r0, r0 + h.shape[0]))
             total += float((kl_divergence(t, logits.cpu(), reduction="none") if self.fused_kl
-                            else _kl_torch(t, logits.cpu())).sum())
+                            else kl_torch(t, logits.cpu())).sum())
         return total / flat_h.shape[0]
 
     def _set_minibatch(self, rows: np.ndarray) -> None:
@@ -514,28 +473,3 @@ def _compute_dtype(value: Any, model_dtype: torch.dtype) -> torch.dtype | None:
     if dt not in (torch.float32, torch.float16, torch.bfloat16):
         raise ConfigError(f"compute_dtype must be None, 'float32', 'float16' or 'bfloat16', got {value!r}")
     return None if dt in (torch.float32, model_dtype) else dt
-
-
-def _mkdir(d: Path) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _kl_torch(t: Teacher, logits: torch.Tensor) -> torch.Tensor:
-    """KL per token [T] (float64) against ``t`` with torch's log_softmax (the unfused reference way)."""
-    lq = torch.log_softmax(logits.float(), dim=-1)
-    if t.indices is None:
-        p = torch.from_numpy(np.asarray(t.weights)).float() / torch.from_numpy(np.asarray(t.norm)).float()[:, None]
-        return torch.from_numpy(np.asarray(t.cross)) - (p * lq).sum(-1).double()
-    idx = torch.from_numpy(np.asarray(t.indices)).long()
-    lqk = lq.gather(1, idx).double()
-    pk = torch.from_numpy(np.asarray(t.weights)).double() / torch.from_numpy(np.asarray(t.norm))[:, None]
-    cross = torch.from_numpy(np.asarray(t.cross))
-    if t.tail is None:
-        return cross - (pk * (lqk - torch.logsumexp(lqk, dim=1, keepdim=True))).sum(-1)
-    pt = torch.from_numpy(np.asarray(t.tail))
-    # the student's tail from its own entries (1 - sum q_k cancels in float32)
-    lqt = lq.scatter(1, idx, -torch.inf).logsumexp(dim=1).double()
-    c = (1 - pt) * (cross + torch.log1p(-pt)) + torch.where(pt > 0, pt * torch.log(pt), torch.zeros_like(pt))
-    tail_term = torch.where(pt > 0, pt * lqt, torch.zeros_like(pt))
-    return c - (1 - pt) * (pk * lqk).sum(-1) - tail_term

@@ -24,7 +24,9 @@ Quantisation (:class:`QuantLevels`)
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,9 +34,10 @@ import torch
 
 from ..errors import ConfigError
 from ..search import LevelSwitch
+from .adapters import ModelAdapter
 from .database import LayerDatabase
 
-__all__ = ["QuantLevels", "SparsityLevels", "provider_for"]
+__all__ = ["QuantLevels", "SparsityLevels", "apply_levels", "levels_applied", "provider_for"]
 
 
 class _DatabaseLevels:
@@ -217,3 +220,27 @@ def provider_for(db: LayerDatabase, *, include_metadata: bool = False, **kw: Any
     if db.kind == "sparsity":
         return SparsityLevels(db, **kw)
     return QuantLevels(db, include_metadata=include_metadata, **kw)
+
+
+def apply_levels(adapter: ModelAdapter, provider: Any, genome: Any) -> None:
+    """Write the weights of ``genome``'s levels (one per linear layer) into the model, in place."""
+    layers = adapter.linear_layers()
+    g = np.asarray(genome).reshape(-1)
+    if len(g) != len(layers):
+        raise ConfigError(f"genome has {len(g)} levels, the model {len(layers)} linear layers")
+    for i, (ref, j) in enumerate(zip(layers, g)):
+        p = ref.module.weight
+        ref.set_weight(provider.weight(i, int(j)).to(device=p.device, dtype=p.dtype))
+
+
+@contextlib.contextmanager
+def levels_applied(adapter: ModelAdapter, provider: Any, genome: Any) -> Iterator[None]:
+    """Inside the block the model has ``genome``'s levels; its weights are restored on exit."""
+    layers = adapter.linear_layers()
+    dense = [r.weight().detach().clone() for r in layers]
+    try:
+        apply_levels(adapter, provider, genome)
+        yield
+    finally:
+        for r, W in zip(layers, dense):
+            r.set_weight(W)

@@ -1,7 +1,7 @@
 """The report of a compression run, written into its run directory.
 
 ``report.json``
-    The :class:`~evoforge.compress.pipeline.CompressionResult` as JSON (with perplexities when
+    The :class:`~evoforge.compress.result.CompressionResult` as JSON (with perplexities when
     measured, times per phase and the per-generation history).
 ``report.md``
     The budget, a table of dense / uniform / baselines / evoforge held-out KL (and perplexity when

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _checks
 from ..errors import ConfigError, EvaluationError
 from ..search.protocol import Backend, EvaluatorFactory
 from .protocol import Task
@@ -30,6 +31,10 @@ __all__ = ["DIED", "FAILED", "OK", "WorkerPool"]
 log = logging.getLogger("evoforge.evaluate")
 
 OK, DIED, FAILED = "ok", "died", "failed"  # outcomes reported by _poll
+
+#: More worker slots than any machine or Ray cluster runs evaluators on; a larger ``workers`` is a
+#: mistake, refused before the per-slot lists are allocated.
+MAX_WORKERS = 2**16
 
 
 class WorkerPool(Backend):
@@ -43,15 +48,13 @@ class WorkerPool(Backend):
         if not callable(factory):
             raise ConfigError(f"factory must be a picklable callable returning an evaluator, got "
                               f"{type(factory).__name__}")
-        if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
-            raise ConfigError(f"workers must be an int >= 1, got {n_workers!r}")
+        n_workers = _checks.check_int(n_workers, "workers", 1, MAX_WORKERS)
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
             raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                       or chunk_size < 1):
-            raise ConfigError(f"chunk_size must be an int >= 1 or None, got {chunk_size!r}")
+        max_attempts = _checks.check_int(max_attempts, "max_attempts", 1, _checks.INT_MAX)
+        if chunk_size is not None:
+            chunk_size = _checks.check_int(chunk_size, "chunk_size", 1, _checks.INT_MAX)
+        depth = _checks.check_int(depth, "depth", 1, 1024)
         self.factory = factory
         self.n_workers = int(n_workers)
         self.timeout = None if timeout is None else float(timeout)

@@ -5,12 +5,14 @@
 with group-wise float16 scales) run on the CPU kernels of cpp/quant.cpp and, for CUDA tensors,
 on ``evoforge.layers._cuda``. ``SparseLinear`` and :mod:`evoforge.layers.sparse` (unstructured
 bitmask and 2:4 sparsity, float or quantised kept values) run on cpp/sparse.cpp. :func:`apply`,
-:func:`save` and :func:`load` (:mod:`evoforge.layers.model`) turn whole models into packed ones.
+:func:`save` and :func:`load` (:mod:`evoforge.layers.model`) turn whole models into packed ones from
+explicit specs (a compression result: :func:`evoforge.compress.pack`). This package imports neither
+transformers nor :mod:`evoforge.compress` (the ops floor, ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
-from .model import apply, load, packed_layers, save
+from .model import apply, linear_layers, load, packed_layers, save
 from .quant import (
     BITS,
     GROUP_SIZES,
@@ -32,6 +34,7 @@ __all__ = [
     "SparseLinear",
     "apply",
     "dequantize",
+    "linear_layers",
     "load",
     "num_groups",
     "pack_codes",

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["BITS", "GROUP_SIZES", "check_bits", "check_features", "check_group_size", "num_groups", "row_bytes"]
+__all__ = ["BITS", "GROUP_SIZES", "check_bits", "check_features", "check_group_size", "num_groups", "row_bytes",
+           "storage_bits"]
 
 BITS = (2, 3, 4, 8)
 GROUP_SIZES = (0, 32, 64, 128, 256)  # 0: one group per row
@@ -56,3 +57,11 @@ def num_groups(columns: int, group_size: int) -> int:
     """G = ceil(columns / group_size), or 1 for one group per row."""
     g = check_group_size(group_size)
     return -(-int(columns) // g) if g else 1
+
+
+def storage_bits(bits: Any) -> int:
+    """The packed bit-width that holds ``bits``-bit codes (2..8): 5, 6 and 7 are stored as 8-bit codes."""
+    b = int(bits)
+    if b not in (2, 3, 4, 5, 6, 7, 8):
+        raise ConfigError(f"bits must lie in 2..8, got {bits}")
+    return 8 if b > 4 and b != 8 else b

@@ -1,44 +1,40 @@
-"""Whole models: apply a compression configuration as packed layers, save and load packed checkpoints.
+"""Whole models: packed layers in place of a model's linear layers, packed checkpoints.
 
-:func:`apply` replaces the linear layers inside the decoder blocks (those of
-:meth:`evoforge.compress.adapt(model).linear_layers() <evoforge.compress.adapters.ModelAdapter.linear_layers>`;
-embeddings, norms and the LM head stay dense) by packed modules:
+:func:`apply` replaces linear layers by packed modules (embeddings, norms and the output head stay
+dense), from an explicit specification:
 
-* sparsity only -> :class:`~evoforge.layers.SparseLinear` (``"unstructured"``, or ``"2:4"``);
-* quantisation only -> :class:`~evoforge.layers.QuantLinear` (``from_codes`` with the database's
-  codes and grid, or ``from_linear`` for a uniform spec);
-* both -> ``SparseLinear`` with quantised kept values: the sparsity level's weight (zeros = the
-  mask, SparseGPT's updated values kept) rounded to nearest on a grid of the quant level's
-  bit-width and group size.
+* a uniform spec, a dict with any of ``"sparsity"`` (fraction pruned per layer, smallest ``|w|``
+  of the layer), ``"pattern"`` (``"unstructured"`` or ``"2:4"``: keep the 2 largest ``|w|`` of
+  every 4), ``"bits"``, ``"group_size"`` (default 128; 0 = per row), ``"symmetric"`` (default
+  True) and ``"values_dtype"`` (``"float32"`` / ``"float16"`` or the torch dtype, sparse float
+  values); e.g. ``{"bits": 4, "group_size": 128}`` or ``{"sparsity": 0.5}``. It applies to every
+  layer of ``layers=`` (default :func:`linear_layers`: every ``nn.Linear`` and transformers-style
+  ``Conv1D`` except the output embeddings);
+* per-layer specs, a dict layer name -> uniform spec, or -> a packed module to put there as it is.
 
-Configurations
---------------
-* a uniform spec (no search needed), a dict with any of ``"sparsity"`` (fraction pruned per layer,
-  smallest ``|w|`` of the layer), ``"pattern"`` (``"unstructured"`` or ``"2:4"``: keep the 2
-  largest ``|w|`` of every 4), ``"bits"``, ``"group_size"`` (default 128; 0 = per row),
-  ``"symmetric"`` (default True) and ``"values_dtype"`` (``"float32"`` / ``"float16"`` or the
-  torch dtype, sparse float values); e.g. ``{"bits": 4, "group_size": 128}`` or ``{"sparsity": 0.5}``;
-* a search result: :class:`evoforge.compress.pipeline.CompressionResult`, its ``to_json()`` dict,
-  or the path of a run directory / its ``config.json``, with the layer database it was searched on
-  (``database=``; default the result's ``db_path``, else ``<run_dir>/db``); a list of two results
-  (one sparsity, one quant, each with its database: ``database=[db_s, db_q]``) gives sparse +
-  quantised layers. A ``"depth+quant"`` result (one bit-width per sub-block, 0 = dropped) gives
-  QuantLinear layers, and all-zero SparseLinear layers (no storage, no compute) for every linear
-  layer of a dropped sub-block, which reproduces the exported model's zeroed output projections.
-
-Quantised bit-widths 5, 6 and 7 (database ladders) are stored with 8-bit codes (same values).
+Sparsity only -> :class:`~evoforge.layers.SparseLinear` (``"unstructured"``, or ``"2:4"``);
+quantisation only -> :class:`~evoforge.layers.QuantLinear` (``from_linear``); both ->
+``SparseLinear`` with quantised kept values. Bit-widths 5, 6 and 7 are stored as 8-bit codes.
+A compression result becomes packed layers with :func:`evoforge.compress.pack` (the old
+``apply(model, run_dir)`` still works, with a DeprecationWarning, until 0.3).
 
 Checkpoints: :func:`save` writes ``model.safetensors`` (every tensor of the state dict, packed
-buffers included), ``evoforge_layers.json`` (format, version and each packed layer's class and
-settings) and the Hugging Face config (and tokenizer, when given); :func:`load` rebuilds the model
-from its config with transformers, swaps in the packed modules and loads the tensors.
+buffers included), ``evoforge_layers.json`` (format, version, the model's class and each packed
+layer's class and settings) and the model's config (``model.config.save_pretrained``, as Hugging
+Face models have it; and the tokenizer, when given); :func:`load` rebuilds the model: the class
+recorded at save time built from the saved config (``config_class.from_pretrained``; a checkpoint
+of an earlier version names it in its ``config.json``), or the skeleton ``model=`` you give, then
+swaps in the packed modules and loads the tensors. This package imports neither transformers nor
+:mod:`evoforge.compress`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +42,19 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .format import GROUP_SIZES
+from .format import GROUP_SIZES, storage_bits
 from .quant import QuantLinear
 from .sparse import SparseLinear, prune_24, values_dtype_of
 
-__all__ = ["apply", "load", "packed_layers", "save"]
+__all__ = ["apply", "linear_layers", "load", "packed_layers", "save"]
 
 FORMAT = "evoforge.packed_model"
 FORMAT_VERSION = 1
 LAYERS_FILE = "evoforge_layers.json"
 WEIGHTS_FILE = "model.safetensors"
 _SPEC_KEYS = {"sparsity", "pattern", "bits", "group_size", "symmetric", "values_dtype"}
-
-
-def _store_bits(bits: int) -> int:
-    """Bit-widths of the packed format: 5..7-bit codes are stored as 8-bit codes."""
-    b = int(bits)
-    if b not in (2, 3, 4, 5, 6, 7, 8):
-        raise ConfigError(f"bits must lie in 2..8, got {bits}")
-    return 8 if b > 4 and b != 8 else b
+_CONFIG_TYPES = "a spec dict, per-layer specs, a search result (CompressionResult or its JSON dict), a run " \
+                "directory or config.json path, or a list of results"
 
 
 def _group_size(g: Any) -> int:
@@ -75,10 +65,36 @@ def _group_size(g: Any) -> int:
     return g
 
 
-def _layer_refs(model: nn.Module) -> list:
-    from ..compress.adapters import adapt
+def _is_conv1d(m: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2): a linear layer storing its weight as [in, out]; by class name."""
+    return type(m).__name__ == "Conv1D" and getattr(getattr(m, "weight", None), "ndim", 0) == 2
 
-    return adapt(model).linear_layers()
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Name -> module of the layers :func:`apply` packs by default, in model order: every
+    ``nn.Linear`` and transformers-style ``Conv1D`` except the output embeddings
+    (``model.get_output_embeddings()``, else a module named ``lm_head``). For the causal LMs of
+    :mod:`evoforge.compress` these are the linear layers inside the decoder blocks."""
+    _check_model(model)
+    head = None
+    get = getattr(model, "get_output_embeddings", None)
+    if callable(get):
+        try:
+            head = get()
+        except (AttributeError, NotImplementedError):
+            head = None
+    out = {}
+    for name, m in model.named_modules():
+        if m is head or name.rpartition(".")[2] == "lm_head":
+            continue
+        if isinstance(m, nn.Linear) or _is_conv1d(m):
+            out[name] = m
+    return out
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -86,12 +102,22 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _bias(ref: Any) -> torch.Tensor | None:
-    b = getattr(ref.module, "bias", None)
-    return None if b is None else b.detach().float().cpu()
+def _module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ConfigError(f"the model has no layer {name!r}") from None
 
 
-# ---- uniform specs --------------------------------------------------------------------------------
+def _dense(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight [out, in], bias or None) of a linear layer, float32 on the CPU."""
+    W = m.weight.detach()
+    W = W.t() if _is_conv1d(m) else W
+    b = getattr(m, "bias", None)
+    return W.float().cpu(), None if b is None else b.detach().float().cpu()
+
+
+# ---- specs ----------------------------------------------------------------------------------------
 
 
 def _check_spec(spec: dict) -> dict:
@@ -110,7 +136,7 @@ def _check_spec(spec: dict) -> dict:
     elif "sparsity" in s and not 0.0 <= float(s["sparsity"]) < 1.0:
         raise ConfigError(f"sparsity must lie in [0, 1), got {s['sparsity']}")
     if "bits" in s:
-        _store_bits(s["bits"])
+        storage_bits(s["bits"])
     s["group_size"] = _group_size(s.get("group_size", 128))
     s["values_dtype"] = values_dtype_of(s.get("values_dtype", "float32"))
     return s
@@ -126,162 +152,69 @@ def _prune(W: torch.Tensor, sparsity: float, pattern: str) -> torch.Tensor:
     return W
 
 
-def _apply_spec(model: nn.Module, s: dict) -> None:
-    for ref in _layer_refs(model):
-        W, b = ref.weight().float().cpu(), _bias(ref)
-        if "sparsity" in s:
-            Ws = _prune(W, float(s["sparsity"]), s["pattern"])
-            bits = None if "bits" not in s else _store_bits(s["bits"])
-            new = SparseLinear.from_dense(Ws, b, format=s["pattern"], bits=bits, group_size=s["group_size"],
-                                          symmetric=bool(s.get("symmetric", True)),
-                                          values_dtype=s["values_dtype"])
-        else:
-            lin = nn.Linear(ref.in_features, ref.out_features, bias=b is not None)
-            with torch.no_grad():
-                lin.weight.copy_(W)
-                if b is not None:
-                    lin.bias.copy_(b)
-            new = QuantLinear.from_linear(lin, bits=_store_bits(s["bits"]), group_size=s["group_size"],
-                                              symmetric=bool(s.get("symmetric", True)))
-        _replace(model, ref.name, new)
+def _pack(m: nn.Module, s: dict) -> nn.Module:
+    """The packed module of linear layer ``m`` under the checked spec ``s``."""
+    W, b = _dense(m)
+    if "sparsity" in s:
+        Ws = _prune(W, float(s["sparsity"]), s["pattern"])
+        bits = None if "bits" not in s else storage_bits(s["bits"])
+        return SparseLinear.from_dense(Ws, b, format=s["pattern"], bits=bits, group_size=s["group_size"],
+                                       symmetric=bool(s.get("symmetric", True)), values_dtype=s["values_dtype"])
+    lin = nn.Linear(W.shape[1], W.shape[0], bias=b is not None)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+        if b is not None:
+            lin.bias.copy_(b)
+    return QuantLinear.from_linear(lin, bits=storage_bits(s["bits"]), group_size=s["group_size"],
+                                   symmetric=bool(s.get("symmetric", True)))
 
 
-# ---- search results -------------------------------------------------------------------------------
+def _is_result(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike)) or hasattr(x, "to_json") or (isinstance(x, Mapping) and "method" in x)
 
 
-def _result_json(config: Any) -> dict:
-    if isinstance(config, (str, os.PathLike)):
-        p = Path(config)
-        p = p / "config.json" if p.is_dir() else p
-        if not p.is_file():
-            raise FileNotFoundError(f"compression config not found: {str(p)!r}")
-        try:
-            out = json.loads(p.read_text())
-        except ValueError as exc:  # not JSON, or not text at all (UnicodeDecodeError)
-            raise ConfigError(f"config {str(p)!r} is not a JSON compression config: {exc}") from None
-        if not isinstance(out, dict):
-            raise ConfigError(f"config {str(p)!r} holds a JSON {type(out).__name__}, not a compression result")
-        out["_config_dir"] = str(p.parent)  # finds <run_dir>/db when db_path was relative elsewhere
-        return out
-    if hasattr(config, "to_json"):
-        return config.to_json()
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a spec dict, a search result (CompressionResult or its JSON dict), a "
-                        f"run directory or config.json path, or a list of results; got {type(config).__name__}")
-    return dict(config)
+def _per_layer(config: Any) -> bool:
+    return (isinstance(config, Mapping) and "method" not in config and len(config) > 0
+            and all(isinstance(v, (Mapping, nn.Module)) for v in config.values()))
 
 
-def _open_db(result: dict, database: Any) -> Any:
-    from ..compress.database import LayerDatabase
-
-    if isinstance(database, LayerDatabase):
-        return database
-    if database is None:
-        candidates = [Path(d) for d in (result.get("db_path"),) if d]
-        candidates += [Path(d) / "db" for d in (result.get("_config_dir"), result.get("run_dir")) if d]
-        if not candidates:
-            raise ConfigError("a search result without db_path or run_dir needs database= (the layer database "
-                              "it was searched on)")
-        database = next((c for c in candidates if (c / "manifest.json").is_file()), candidates[0])
-    return LayerDatabase.open(database)
-
-
-def _depth_quant_levels(model: nn.Module, result: dict) -> dict[str, dict[str, int]]:
-    """Per layer ``{"quant": bits}``, or ``{"dropped": 1}`` for the layers of a dropped sub-block.
-
-    ``result["bits"]`` holds one bit-width per sub-block (attention of blocks 0..N-1, then MLP), 0 =
-    dropped (:mod:`evoforge.compress.joint`).
-    """
-    refs = _layer_refs(model)
-    units = list(result["bits"])
-    n = max(r.block for r in refs) + 1
-    if len(units) != 2 * n:
-        raise ConfigError(f"a depth+quant result has {len(units)} sub-block bit-widths, the model {2 * n} sub-blocks")
-    out = {}
-    for r in refs:
-        b = int(units[r.sub_block_index(n)])
-        out[r.name] = {"dropped": 1} if b == 0 else {"quant": b}
-    return out
-
-
-def _quant_from_db(db: Any, name: str, bits: int, bias: torch.Tensor | None) -> nn.Module:
-    """QuantLinear of a quant database level: its codes and grid as stored (5..7 bits as 8-bit codes)."""
-    from safetensors import safe_open
-
-    entry = next(e for e in db.manifest["layers"] if e["name"] == name)
-    with safe_open(str(db.path / entry["file"]), framework="pt", device="cpu") as f:
-        q, s, z = f.get_tensor(f"q.{bits}"), f.get_tensor(f"scales.{bits}"), f.get_tensor(f"zeros.{bits}")
-        g_idx = f.get_tensor(f"g_idx.{bits}")
-    # zeros kept even for a symmetric ladder: the stored grid is reproduced exactly whatever its zero
-    return QuantLinear.from_codes(q, s, z, _store_bits(bits), int(db.params["group_size"]), bias, g_idx=g_idx)
-
-
-def _apply_results(model: nn.Module, results: list[dict], dbs: list, values_dtype: torch.dtype) -> None:
-    by_method: dict[str, tuple[dict, Any]] = {}
-    for r, db in zip(results, dbs):
-        if r.get("method") not in ("sparsity", "quant", "depth+quant"):
-            raise ConfigError(f"apply handles sparsity, quant and depth+quant results, got method {r.get('method')!r}")
-        kind = "quant" if r["method"] == "depth+quant" else r["method"]
-        if kind in by_method:
-            raise ConfigError(f"two {kind} results given; pass at most one sparsity and one quant result")
-        if db.kind != kind:
-            raise ConfigError(f"the database {str(db.path)!r} holds {db.kind} levels, the result is {r['method']}")
-        by_method[kind] = (r, db)
-    refs = {ref.name: ref for ref in _layer_refs(model)}
-    levels: dict[str, dict[str, int]] = {}
-    if by_method.get("quant", ({},))[0].get("method") == "depth+quant":
-        levels = _depth_quant_levels(model, by_method["quant"][0])
-    for method, (r, db) in by_method.items():
-        if r["method"] == "depth+quant":
-            continue
-        if list(r["layers"]) != list(refs):
-            missing = sorted(set(r["layers"]) ^ set(refs))[:3]
-            raise ConfigError(f"the {method} result's layers do not match the model's (e.g. {missing})")
-        for name, lv in zip(r["layers"], r["levels"]):
-            levels.setdefault(name, {})[method] = int(lv)
-    for name, ref in refs.items():
-        lv, b = levels[name], _bias(ref)
-        if "dropped" in lv:  # a dropped sub-block: all-zero layers (nothing stored, nothing computed)
-            zero = torch.zeros(ref.out_features, ref.in_features)
-            new: nn.Module = SparseLinear.from_dense(zero, None if b is None else torch.zeros_like(b))
-        elif "sparsity" in lv:
-            W = by_method["sparsity"][1].weight(name, lv["sparsity"]).float()
-            kw: dict[str, Any] = {}
-            if "quant" in lv:
-                qdb = by_method["quant"][1]
-                kw = {"bits": _store_bits(lv["quant"]), "group_size": _group_size(qdb.params["group_size"]),
-                      "symmetric": bool(qdb.params.get("symmetric", False))}
-            new = SparseLinear.from_dense(W, b, format="unstructured", values_dtype=values_dtype, **kw)
-        else:
-            new = _quant_from_db(by_method["quant"][1], name, lv["quant"], b)
-        _replace(model, name, new)
-
-
-def apply(model: nn.Module, config: Any, database: Any = None, *,
-          values_dtype: str | torch.dtype = "float32") -> nn.Module:
-    """Replace ``model``'s block linear layers by packed modules, in place; returns the model.
+def apply(model: nn.Module, config: Any, database: Any = None, *, values_dtype: str | torch.dtype = "float32",
+          layers: Iterable[str] | None = None) -> nn.Module:
+    """Replace ``model``'s linear layers by packed modules, in place; returns the model.
 
     Parameters
     ----------
-    model : a causal LM supported by :func:`evoforge.compress.adapt`, dense float weights, on the CPU.
-    config : a uniform spec dict, a search result (CompressionResult, its JSON dict, a run directory
-        or its config.json), or a list of one sparsity and one quant result (see the module docstring).
-    database : the layer database path (or LayerDatabase) of a search result; a list for a list.
-    values_dtype : ``"float32"`` (exact) or ``"float16"`` (half the bytes), or the torch dtype, for the
-        kept values of sparse layers without quantisation, when ``config`` is a search result (a spec
-        has its own).
+    model : a model with float linear layers, on the CPU.
+    config : a uniform spec dict, or per-layer specs (layer name -> spec dict or packed module); see
+        the module docstring.
+    layers : the names of the layers a uniform spec packs (default :func:`linear_layers`).
+    values_dtype : checked (``"float32"`` / ``"float16"`` or the torch dtype); a spec has its own.
+    database : only for the deprecated form ``apply(model, result, database)``, which is
+        :func:`evoforge.compress.pack` (use that).
     """
+    _check_model(model)
     values_dtype = values_dtype_of(values_dtype)
-    if isinstance(config, dict) and "method" not in config:
-        _apply_spec(model, _check_spec(config))
+    if _per_layer(config):
+        for name, s in config.items():
+            old = _module(model, name)
+            _replace(model, name, s if isinstance(s, nn.Module) else _pack(old, _check_spec(s)))
         return model
-    configs = list(config) if isinstance(config, (list, tuple)) else [config]
-    dbs_in = list(database) if isinstance(database, (list, tuple)) else [database] * len(configs)
-    if len(dbs_in) != len(configs):
-        raise ConfigError(f"{len(configs)} results but {len(dbs_in)} databases")
-    results = [_result_json(c) for c in configs]
-    _apply_results(model, results, [_open_db(r, d) for r, d in zip(results, dbs_in)], values_dtype)
-    return model
+    if isinstance(config, Mapping) and "method" not in config:
+        s = _check_spec(config)
+        names = list(linear_layers(model)) if layers is None else list(layers)
+        for name in names:
+            _replace(model, name, _pack(_module(model, name), s))
+        return model
+    items = list(config) if isinstance(config, (list, tuple)) else [config]
+    bad = [x for x in items if not _is_result(x)] if items else [config]
+    if bad:
+        raise TypeError(f"config must be {_CONFIG_TYPES}; got {type(bad[0]).__name__}")
+    warnings.warn("evoforge.layers.apply(model, result) is deprecated since 0.2 and goes in 0.3: use "
+                  "evoforge.compress.pack(model, result, database) for a compression result",
+                  DeprecationWarning, stacklevel=2)
+    from ..compress.export import pack  # the deprecated form only (the one allowed upward import)
+
+    return pack(model, config, database, values_dtype=values_dtype)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------
@@ -289,6 +222,7 @@ def apply(model: nn.Module, config: Any, database: Any = None, *,
 
 def packed_layers(model: nn.Module) -> dict[str, dict]:
     """Name -> settings of every packed module in ``model`` (what :func:`save` records)."""
+    _check_model(model)
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, SparseLinear):
@@ -313,11 +247,15 @@ def save(model: nn.Module, out_dir: str | os.PathLike, *, tokenizer: Any = None,
     """
     from safetensors.torch import save_file
 
+    _check_model(model)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be None or a floating torch.dtype (e.g. torch.float16), got {dtype!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layers = packed_layers(model)
     if not layers:
-        raise ConfigError("the model has no packed layers; call evoforge.layers.apply(model, config) first")
+        raise ConfigError("the model has no packed layers; call evoforge.layers.apply(model, spec) or "
+                          "evoforge.compress.pack(model, result) first")
     packed_prefixes = tuple(n + "." for n in layers)
     tensors: dict[str, torch.Tensor] = {}
     seen: dict[tuple, str] = {}
@@ -332,22 +270,26 @@ def save(model: nn.Module, out_dir: str | os.PathLike, *, tokenizer: Any = None,
             v = v.to(dtype)
         tensors[k] = v.detach().cpu().contiguous()
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": FORMAT})
-    model.config.save_pretrained(str(out))
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "save_pretrained"):
+        config.save_pretrained(str(out))
     gen = getattr(model, "generation_config", None)
     if gen is not None:
         gen.save_pretrained(str(out))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "layers": layers, "tied": tied,
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "model_class": f"{type(model).__module__}:{type(model).__qualname__}"}
     (out / LAYERS_FILE).write_text(json.dumps(meta, indent=1))
     return out
 
 
-def load(path: str | os.PathLike) -> nn.Module:
-    """Rebuild a model saved by :func:`save`: transformers from the config, packed modules, tensors."""
+def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save`: the model (``model``, a skeleton of the saved model's
+    architecture, e.g. built from its config; or, by default, the class recorded at save time built
+    from the saved config), the packed modules swapped in, the tensors loaded. Returns it in eval mode."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     p = Path(path)
     lf = p / LAYERS_FILE
@@ -357,8 +299,9 @@ def load(path: str | os.PathLike) -> nn.Module:
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
         raise ConfigError(f"{str(lf)!r} is not an evoforge packed model of version {FORMAT_VERSION}")
     dtype = getattr(torch, meta.get("dtype", "float32"))
-    config = AutoConfig.from_pretrained(str(p))
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    if model is not None:
+        _check_model(model)
+    model = _skeleton(p, meta, dtype) if model is None else model.to(dtype).eval()
     for name, s in meta["layers"].items():
         if s["class"] == "SparseLinear":
             m: nn.Module = SparseLinear(s["in_features"], s["out_features"], s["bias"], format=s["format"],
@@ -377,3 +320,35 @@ def load(path: str | os.PathLike) -> nn.Module:
             sd[k] = v.to(own[k].dtype)
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def _skeleton(p: Path, meta: dict, dtype: torch.dtype) -> nn.Module:
+    """The saved model's class (``module:qualname`` in the checkpoint; a checkpoint of an earlier
+    version: the ``architectures`` of its ``config.json``, Hugging Face classes) built from the saved
+    config with ``config_class.from_pretrained``, in ``dtype``."""
+    where = meta.get("model_class")
+    if not where:
+        try:
+            arch = (json.loads((p / "config.json").read_text()).get("architectures") or [None])[0]
+        except (OSError, ValueError):
+            arch = None
+        if not arch:
+            raise ConfigError(f"{str(p)!r} does not record the model's class; pass load(path, model=...) (the "
+                              "model built from its config)")
+        where = f"transformers:{arch}"
+    module, _, qualname = where.partition(":")
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError) as e:
+        raise ImportError(f"{str(p)!r} holds a {where} model, which cannot be imported here ({e}); install it "
+                          "or pass load(path, model=...)") from e
+    config_class = getattr(cls, "config_class", None)
+    if config_class is None or not hasattr(config_class, "from_pretrained"):
+        raise ConfigError(f"cannot rebuild a {where} from {str(p)!r} (no config_class.from_pretrained); pass "
+                          "load(path, model=...)")
+    config = config_class.from_pretrained(str(p))
+    build = getattr(cls, "_from_config", None)  # Hugging Face: built in dtype, as from_config does
+    model = build(config, dtype=dtype) if callable(build) else cls(config).to(dtype)
+    return model.eval()

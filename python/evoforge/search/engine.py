@@ -33,15 +33,22 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int
 from ..cache import EvaluationCache
 from ..hashing import Hasher, genotype_hash
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptCheckpointError
 from .protocol import Batch, Evaluator, EvaluatorLike, evaluate_in_chunks
 
-__all__ = ["Batch", "Result", "Evaluator", "Engine", "CHECKPOINT", "HISTORY"]
+__all__ = ["Batch", "Result", "Evaluator", "Engine", "CHECKPOINT", "HISTORY", "MAX_POPULATION"]
 
 CHECKPOINT = "checkpoint.pkl"
 HISTORY = "history.jsonl"
+
+#: The largest ``pop_size`` / ``n_offspring`` an engine takes (2**24; about what
+#: :func:`evoforge.mutation.level_switch` makes at once). It keeps the individual indices of all
+#: the retries of a generation within the 32 bits of the random streams; a larger value is a
+#: mistake, refused before any loop or allocation is sized by it.
+MAX_POPULATION = 2**24
 
 
 @dataclass
@@ -50,7 +57,11 @@ class Result:
 
     Before any generation completed (e.g. ``generations=0``) nothing has a fitness: ``best_fitness``
     is None (NSGA2: an empty front, shape (0, M)) and ``best_genome`` is None for GA, an empty
-    (0, L) array for NSGA2, and the initial parent for OnePlusLambda."""
+    (0, L) array for NSGA2, and the initial parent for OnePlusLambda.
+
+    ``stopped`` says why :meth:`Engine.run` returned: ``"generations"``, ``"max_evaluations"``,
+    ``"target"``, or ``"stalled"`` (converged: ``stall_generations`` generations in a row found every
+    candidate in the cache and evaluated nothing, see :meth:`Engine.run`)."""
 
     best_genome: np.ndarray | None
     best_fitness: Any
@@ -60,6 +71,7 @@ class Result:
     cache_hits: int
     history: list = field(default_factory=list)
     run_dir: Path | None = None
+    stopped: str | None = None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -117,6 +129,11 @@ class Engine:
 
     n_objectives: int = 1
     constrained: bool = False
+    #: Consecutive completed generations that evaluated nothing (every candidate a cache hit), and
+    #: ``evaluations`` at the end of the latest generation. Class defaults: checkpoints written
+    #: before these existed resume with them.
+    stalled_generations: int = 0
+    _evaluations_at_generation: int = 0
 
     def _ask(self) -> Batch:
         raise NotImplementedError
@@ -133,6 +150,9 @@ class Engine:
     def _end_generation(self, **record: Any) -> None:
         """Called by subclasses when a generation is complete: history, checkpoint, progress."""
         self.generation += 1
+        evaluated = self.evaluations - self._evaluations_at_generation
+        self.stalled_generations = 0 if evaluated else self.stalled_generations + 1
+        self._evaluations_at_generation = self.evaluations
         record = {"generation": self.generation, "evaluations": self.evaluations,
                   "requested": self.requested, "cache_hits": self.cache_hits,
                   "seconds": round(time.perf_counter() - self._started, 6), **record}
@@ -239,15 +259,24 @@ class Engine:
     # ---- driver ---------------------------------------------------------------------------------
 
     def run(self, evaluator: EvaluatorLike, *, generations: int | None = None, max_evaluations: int | None = None,
-            target: float | None = None) -> Result:
+            target: float | None = None, stall_generations: int | None = 100) -> Result:
         """Run until ``generations`` generations in total (a resumed run counts those done before),
         ``max_evaluations`` evaluator calls, or a best fitness <= ``target``. A limit already reached
-        (e.g. ``generations=0``) returns at once, with no best yet (see :class:`Result`)."""
+        (e.g. ``generations=0``) returns at once, with no best yet (see :class:`Result`).
+
+        Cache hits are not evaluations, so a converged search, whose every candidate is found in
+        the cache, would never reach ``max_evaluations`` (nor, maybe, ``target``): the run also stops
+        once ``stall_generations`` consecutive generations evaluated nothing (counted across
+        resumes, as part of the checkpoint; None: never stop for this). ``Result.stopped`` says
+        which condition ended the run (``"stalled"`` for this one)."""
         if generations is None and max_evaluations is None and target is None:
             raise ConfigError("give at least one of generations, max_evaluations, target")
         for name, v in (("generations", generations), ("max_evaluations", max_evaluations)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
                 raise ConfigError(f"{name} must be an int >= 0 or None, got {v!r}")
+        if stall_generations is not None:
+            stall_generations = check_int(stall_generations, "stall_generations", 1)
+        stopped = None
         if self.progress and self._pbar is None and generations is not None:
             from tqdm.auto import tqdm
 
@@ -255,10 +284,17 @@ class Engine:
         try:
             while True:
                 if generations is not None and self.generation >= generations:
-                    break
-                if max_evaluations is not None and self.evaluations >= max_evaluations:
-                    break
-                if target is not None and self.generation > 0 and _scalar(self.best[1]) <= target:
+                    stopped = "generations"
+                elif max_evaluations is not None and self.evaluations >= max_evaluations:
+                    stopped = "max_evaluations"
+                elif target is not None and self.generation > 0 and _scalar(self.best[1]) <= target:
+                    stopped = "target"
+                elif stall_generations is not None and self.stalled_generations >= stall_generations:
+                    stopped = "stalled"
+                    if self._pbar is not None:
+                        self._pbar.set_postfix_str(f"stopped: {self.stalled_generations} generations evaluated "
+                                                   "nothing (all cached)")
+                if stopped is not None:
                     break
                 batch = self.ask()
                 F, cv = self.evaluate(batch, evaluator)
@@ -271,7 +307,7 @@ class Engine:
             self._cache.flush()
         genome, fitness = self.best
         return Result(genome, fitness, self.generation, self.evaluations, self.requested, self.cache_hits,
-                      list(self.history), self.run_dir)
+                      list(self.history), self.run_dir, stopped)
 
     # ---- persistence ----------------------------------------------------------------------------
 
@@ -297,8 +333,14 @@ class Engine:
         path = run_dir / CHECKPOINT
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint in {run_dir} ({path} is missing)")
-        with open(path, "rb") as f:
-            engine = pickle.load(f)
+        try:
+            with open(path, "rb") as f:
+                engine = pickle.load(f)
+        except OSError:
+            raise
+        except Exception as exc:  # garbage, truncated, or pickled by an incompatible version
+            raise CorruptCheckpointError(f"{path} is not a readable evoforge checkpoint "
+                                         f"({type(exc).__name__}: {exc})") from exc
         if not isinstance(engine, cls):
             raise TypeError(f"{path} holds a {type(engine).__name__}, not a {cls.__name__}")
         engine.run_dir = run_dir

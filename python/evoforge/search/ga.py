@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from ..cache import EvaluationCache
-from ..errors import ConfigError
-from ..selection import tournament
+from .._checks import INT_MAX, check_int
+from ..variation.selection import tournament
 from .protocol import Batch
 from .operators import Crossover, Mutation
+from .engine import MAX_POPULATION
 from .population import PopulationEngine
 
 __all__ = ["GA"]
@@ -32,11 +33,10 @@ class GA(PopulationEngine):
                  crossover: Crossover | None = None, mutation: Mutation | None = None, initial: Any = None,
                  seed: int = 0, run_dir: str | os.PathLike | None = None, cache: EvaluationCache | None = None,
                  task: str = "", progress: bool = True) -> None:
-        if not 0 <= int(elitism) < int(pop_size):
-            raise ConfigError(f"elitism must lie in [0, pop_size), got {elitism}")
-        if int(tournament_size) < 1:
-            raise ConfigError(f"tournament_size must be >= 1, got {tournament_size}")
-        super().__init__(lower, upper, pop_size=pop_size, n_offspring=int(pop_size) - int(elitism),
+        pop_size = check_int(pop_size, "pop_size", 2, MAX_POPULATION, integral_float=True)
+        elitism = check_int(elitism, "elitism", 0, pop_size - 1, integral_float=True)
+        tournament_size = check_int(tournament_size, "tournament_size", 1, INT_MAX, integral_float=True)
+        super().__init__(lower, upper, pop_size=pop_size, n_offspring=pop_size - elitism,
                          crossover=crossover, mutation=mutation, initial=initial, seed=seed, run_dir=run_dir,
                          cache=cache, task=task, progress=progress)
         self.elitism = int(elitism)

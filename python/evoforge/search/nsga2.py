@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from .. import pareto
+from .._checks import INT_MAX, check_int
 from ..cache import EvaluationCache
+from ..errors import ConfigError
 from .protocol import Batch
 from .operators import Crossover, Mutation
 from .population import PopulationEngine
@@ -36,16 +38,15 @@ class NSGA2(PopulationEngine):
                  mutation: Mutation | None = None, constrained: bool = False, ref_point: Any = None,
                  initial: Any = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
                  cache: EvaluationCache | None = None, task: str = "", progress: bool = True) -> None:
+        n_objectives = check_int(n_objectives, "n_objectives", 1, INT_MAX, integral_float=True)
         super().__init__(lower, upper, pop_size=pop_size, n_offspring=n_offspring, crossover=crossover,
                          mutation=mutation, initial=initial, seed=seed, run_dir=run_dir, cache=cache, task=task,
                          progress=progress)
-        if int(n_objectives) < 1:
-            raise ValueError(f"n_objectives must be >= 1, got {n_objectives}")
-        self.n_objectives = int(n_objectives)
+        self.n_objectives = n_objectives
         self.constrained = bool(constrained)
         self.ref_point = None if ref_point is None else np.asarray(ref_point, dtype=np.float64)
         if self.ref_point is not None and self.ref_point.shape != (self.n_objectives,):
-            raise ValueError(f"ref_point must have shape ({self.n_objectives},), got {self.ref_point.shape}")
+            raise ConfigError(f"ref_point must have shape ({self.n_objectives},), got {self.ref_point.shape}")
         self.rank: np.ndarray | None = None
         self.crowding: np.ndarray | None = None
 

@@ -16,9 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._checks import check_int
 from ..cache import EvaluationCache
 from ..errors import ConfigError
-from .engine import Engine
+from .engine import MAX_POPULATION, Engine
 from .protocol import Batch
 from .operators import Mutation
 
@@ -33,7 +34,7 @@ class OnePlusLambda(Engine):
     initial : array-like, shape (L,), integer or float -- the first parent (e.g. uniform levels)
     mutation : Mutation -- e.g. LevelSwitch() for budget-preserving level genomes, PointMutation()
     lower, upper : scalar or array-like (L,), optional -- gene bounds passed to the mutation
-    n_offspring : int -- lambda
+    n_offspring : int -- lambda, at most :data:`~evoforge.search.engine.MAX_POPULATION`
     stages : sequence of (survivors, fidelity) -- default [(1, None)]: every offspring and the
         parent on one deterministic evaluation. Survivors must decrease and end with 1; the first
         is at most n_offspring.
@@ -51,8 +52,7 @@ class OnePlusLambda(Engine):
             raise ConfigError(f"initial must hold integers or floats, got dtype {parent.dtype}")
         if not isinstance(mutation, Mutation):
             raise ConfigError(f"mutation must be an evoforge.search.operators.Mutation, got {type(mutation).__name__}")
-        if isinstance(n_offspring, bool) or int(n_offspring) != n_offspring or n_offspring < 1:
-            raise ConfigError(f"n_offspring must be an int >= 1, got {n_offspring!r}")
+        n_offspring = check_int(n_offspring, "n_offspring", 1, MAX_POPULATION, integral_float=True)
         stages = [(1, None)] if stages is None else [(int(s), None if f is None else int(f)) for s, f in stages]
         sizes = [s for s, _ in stages]
         if not stages or sizes[-1] != 1 or sizes[0] > n_offspring or any(b > a for a, b in zip(sizes, sizes[1:])) \

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import crossover as _cx
-from .. import mutation as _mut
+from .._checks import check_int
+from ..variation import crossover as _cx
+from ..variation import mutation as _mut
 from ..errors import ConfigError
 
 __all__ = ["Mutation", "PointMutation", "GaussianMutation", "PolynomialMutation", "LevelSwitch",
@@ -84,9 +85,7 @@ class LevelSwitch(Mutation):
 
     def __init__(self, max_switches: int = 3, groups: Any = None, costs: Any = None,
                  budget_tol: float | None = None) -> None:
-        if not 1 <= int(max_switches) <= 16:
-            raise ConfigError(f"max_switches must lie in [1, 16], got {max_switches}")
-        self.max_switches = int(max_switches)
+        self.max_switches = check_int(max_switches, "max_switches", 1, 16, integral_float=True)
         self.groups = None if groups is None else np.asarray(groups)
         self.costs = costs
         self.budget_tol = budget_tol

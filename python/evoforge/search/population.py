@@ -9,14 +9,18 @@ import numpy as np
 
 from ..cache import EvaluationCache
 from ..errors import ConfigError
-from .engine import Engine
+from .._checks import check_int
+from .engine import MAX_POPULATION, Engine
 from .operators import SBX, Crossover, Mutation, PointMutation, PolynomialMutation, UniformCrossover
 
 
 class PopulationEngine(Engine):
     """A population of ``pop_size`` genomes within [lower, upper] (integer genes when both bounds
-    are integers). Defaults: SBX(15, 0.9) + PolynomialMutation(20, 1/L) for real genes, uniform
-    crossover + PointMutation(1/L) for integer genes."""
+    are integers). ``pop_size`` and ``n_offspring`` are at most
+    :data:`~evoforge.search.engine.MAX_POPULATION`; ``crossover`` and ``mutation`` must be
+    :class:`Crossover` and :class:`Mutation` instances (TypeError otherwise: they are pickled into
+    the checkpoint with the engine). Defaults: SBX(15, 0.9) + PolynomialMutation(20, 1/L) for real
+    genes, uniform crossover + PointMutation(1/L) for integer genes."""
 
     def __init__(self, lower: Any, upper: Any, *, pop_size: int, n_offspring: int | None,
                  crossover: Crossover | None, mutation: Mutation | None, initial: Any,
@@ -31,11 +35,15 @@ class PopulationEngine(Engine):
             i = int(np.argmax(lo > hi))
             raise ConfigError(f"lower > upper at gene {i}: {lo[i]} > {hi[i]}")
         integer = lo.dtype.kind in "iu" and hi.dtype.kind in "iu"
-        if isinstance(pop_size, bool) or int(pop_size) != pop_size or pop_size < 2:
-            raise ConfigError(f"pop_size must be an int >= 2, got {pop_size!r}")
-        n_off = pop_size if n_offspring is None else n_offspring
-        if isinstance(n_off, bool) or int(n_off) != n_off or n_off < 1:
-            raise ConfigError(f"n_offspring must be an int >= 1, got {n_offspring!r}")
+        pop_size = check_int(pop_size, "pop_size", 2, MAX_POPULATION, integral_float=True)
+        n_off = pop_size if n_offspring is None else check_int(n_offspring, "n_offspring", 1, MAX_POPULATION,
+                                                               integral_float=True)
+        if crossover is not None and not isinstance(crossover, Crossover):
+            raise TypeError(f"crossover must be an evoforge.search.operators.Crossover (e.g. SBX()), got "
+                            f"{type(crossover).__name__}; wrap a function in a Crossover subclass")
+        if mutation is not None and not isinstance(mutation, Mutation):
+            raise TypeError(f"mutation must be an evoforge.search.operators.Mutation (e.g. PointMutation()), got "
+                            f"{type(mutation).__name__}; wrap a function in a Mutation subclass")
         super().__init__(seed=seed, run_dir=run_dir, cache=cache, task=task, progress=progress)
         self.integer = integer
         self.lower = lo.astype(np.int32 if integer else np.float64)

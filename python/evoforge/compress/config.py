@@ -1,0 +1,456 @@
+"""What a compression run is asked to do: one dataclass per method, on a shared base.
+
+:class:`SparsityConfig`, :class:`QuantConfig`, :class:`DepthConfig` and :class:`DepthQuantConfig`
+each carry their method's knobs (``target``, the layer database's ladder); :class:`CompressConfig`
+carries what every method shares: calibration (``calib_text``, ``n_calib``, ``n_heldout``,
+``seq_len``), the search schedule (``generations``, ``offspring``, ``stages``, ``max_switches``),
+``seed``, the run directory (``run_dir``, ``export``), ``compute_dtype``, where candidates are
+evaluated (``backend`` by name and its ``backend_options``), the KL's ``top_k``, ``batch_size`` and
+``progress``. Every knob has one default, here; the command line takes its defaults from these
+fields and :func:`evoforge.compress.build.build_database` its ladder defaults.
+
+A config is plain data: :meth:`CompressConfig.to_json` / :meth:`CompressConfig.from_json` round-trip
+it, and the run directory keeps it (``compress.json``, read back by
+:func:`evoforge.compress.settings.load_config`), so the command line, a resumed run, the benchmarks
+and the tests build the same object (the keyword form: :func:`evoforge.compress.settings.config_for`).
+:meth:`CompressConfig.validate` checks every knob (and the files it names) before any model loads.
+Token tensors, a tokenizer and a backend object are data, not settings: they are arguments of
+:func:`evoforge.compress.compress`. This module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = [
+    "CONFIGS",
+    "CompressConfig",
+    "DepthConfig",
+    "DepthQuantConfig",
+    "QuantConfig",
+    "SparsityConfig",
+    "check_text_file",
+    "depth_count",
+    "field_default",
+]
+
+DEFAULT_METHOD = "sparsity"
+SETTINGS = "compress.json"  # the run directory's settings file (``config.json`` there is the result)
+_COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+_MAX_OFFSPRING = 2**24 - 1  # evoforge.variation's kernels number offspring in 24 bits
+_MAX_TOKENS = 2**31  # calibration + held-out tokens: beyond any use, refused before anything is allocated
+
+
+def _no_spell(field: str) -> str:
+    return field
+
+
+@dataclasses.dataclass(kw_only=True)
+class CompressConfig:
+    """The knobs every compression method shares (a base class: use one of its subclasses).
+
+    Calibration
+        ``calib_text``: a UTF-8 text file whose distinct windows calibrate the search and give the
+        held-out tokens (needs the model's tokenizer); None: sequences sampled from the dense model.
+        ``n_calib`` / ``n_heldout`` sequences of ``seq_len`` tokens for the search / the final
+        comparison.
+    Search
+        ``generations``, ``offspring`` of the (1 + lambda) search; ``stages`` as in
+        :class:`~evoforge.search.OnePlusLambda` (``((survivors, tokens or None), ...)``; None: keep
+        offspring // 4 on a quarter of the calibration tokens, then 1 on all of them);
+        ``max_switches`` per mutation; ``seed``.
+    Run
+        ``run_dir``: checkpoint, cache, tokens, database, report and exported model; a run with the
+        same settings resumes there, other settings raise ConfigError. ``export``: write
+        ``run_dir/model`` and ``run_dir/config.json``. ``compute_dtype``: None or ``"bfloat16"``
+        (the search's candidates, and the calibration forward of a database built by the run, under
+        autocast; reported KLs stay in the model's dtype). ``backend``: None (in-process),
+        ``"process"`` or ``"ray"`` (:mod:`evoforge.evaluate`), opened with ``backend_options``
+        (``workers``, ``timeout``, ``address``, ...). ``top_k``: the KL's support (None: the full
+        vocabulary; K: the teacher's top K plus a tail bin; ``"auto"``: full while the teacher fits
+        in 512 MB of float16, else 256). ``batch_size``: sequences per forward. ``progress``: bars.
+    """
+
+    method: ClassVar[str] = ""
+
+    calib_text: str | None = None
+    n_calib: int = 16
+    n_heldout: int = 8
+    seq_len: int = 128
+    generations: int = 20
+    offspring: int = 8
+    stages: tuple[tuple[int, int | None], ...] | None = None
+    max_switches: int = 3
+    seed: int = 0
+    run_dir: str | None = None
+    export: bool = True
+    compute_dtype: str | None = None
+    backend: str | None = None
+    backend_options: dict = dataclasses.field(default_factory=dict)
+    top_k: int | str | None = "auto"
+    batch_size: int = 8
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if type(self) is CompressConfig:
+            raise TypeError("CompressConfig is the shared base; use SparsityConfig, QuantConfig, DepthConfig or "
+                            "DepthQuantConfig")
+        # plain data: paths as str, sequences as tuples, dtypes by name (so the JSON round trip is exact)
+        for name in ("calib_text", "run_dir", "database"):
+            v = getattr(self, name, None)
+            if isinstance(v, os.PathLike):
+                setattr(self, name, os.fspath(v))
+            elif v is not None and hasattr(v, "manifest") and hasattr(v, "path"):  # an open LayerDatabase
+                setattr(self, name, os.fspath(v.path))
+        if isinstance(self.stages, (list, tuple)):
+            self.stages = tuple(tuple(s) if isinstance(s, (list, tuple)) else s for s in self.stages)
+        bits = getattr(self, "bits", None)
+        if bits is not None and not isinstance(bits, (str, tuple)) and hasattr(bits, "__iter__"):
+            self.bits = tuple(bits)
+        if self.compute_dtype is not None and not isinstance(self.compute_dtype, str):
+            self.compute_dtype = str(self.compute_dtype)
+        if isinstance(self.compute_dtype, str):
+            self.compute_dtype = self.compute_dtype.removeprefix("torch.")
+        if self.backend_options is None:
+            self.backend_options = {}
+
+    # ---- checks ---------------------------------------------------------------------------------
+
+    def validate(self, *, spell: Callable[[str], str] | None = None) -> CompressConfig:
+        """Check every knob, and the files it names (``calib_text``; ``database``: opened, its kind
+        checked), before any model loads; returns the config. ``spell(field)`` names a knob in the
+        messages (the command line passes its option names). Raises ConfigError (a ValueError),
+        TypeError, or FileNotFoundError for a missing file."""
+        say = spell or _no_spell
+        self._check_target(say)
+        for name in ("generations", "offspring", "n_calib", "n_heldout", "seq_len", "batch_size", "max_switches"):
+            v = getattr(self, name)
+            lo = 0 if name == "generations" else 1
+            if not _is_int(v) or v < lo:
+                raise ConfigError(f"{say(name)} must be {'an int >= 0' if lo == 0 else 'a positive int'}, got {v!r}")
+        if self.offspring > _MAX_OFFSPRING:
+            raise ConfigError(f"{say('offspring')} must be at most {_MAX_OFFSPRING} (the mutation kernels' limit), got "
+                              f"{self.offspring}")
+        if (self.n_calib + self.n_heldout) * self.seq_len > _MAX_TOKENS:
+            raise ConfigError(f"{say('n_calib')} + {say('n_heldout')} sequences of {say('seq_len')} tokens must be at "
+                              f"most 2**31 tokens, got ({self.n_calib} + {self.n_heldout}) x {self.seq_len}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"{say('seed')} must be an int in [0, 2**63), got {self.seed!r}")
+        if self.stages is not None:
+            self._check_stages(say)
+        if self.top_k != "auto" and self.top_k is not None and (
+                not _is_int(self.top_k) or self.top_k < 1):
+            raise ConfigError(f"{say('top_k')} must be None, 'auto' or a positive int, got {self.top_k!r}")
+        if self.compute_dtype is not None and self.compute_dtype not in _COMPUTE_DTYPES:
+            raise ConfigError(f"{say('compute_dtype')} must be None, 'float32', 'float16' or 'bfloat16', got "
+                              f"{self.compute_dtype!r}")
+        for name in ("export", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{say(name)} must be a bool, got {getattr(self, name)!r}")
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise TypeError(f"{say('backend')} must be a backend name or None (pass a backend object to compress() "
+                            f"as backend=...), got {type(self.backend).__name__}")
+        if not isinstance(self.backend_options, Mapping):
+            raise TypeError(f"{say('backend_options')} must be a dict, got {type(self.backend_options).__name__}")
+        if self.backend_options and self.backend in (None, "inprocess"):
+            raise ConfigError(f"{say('backend_options')} {sorted(self.backend_options)} need a backend ('process' or "
+                              "'ray'); the in-process backend takes none")
+        if self.calib_text is not None:
+            check_text_file(say("calib_text"), self.calib_text, "calibration text")
+        self._check_method(say)
+        return self
+
+    def _check_target(self, say: Callable[[str], str]) -> None:
+        try:
+            t = float(self.target)
+        except (TypeError, ValueError):
+            raise ConfigError(f"target must be a number, got {self.target!r}") from None
+        if not math.isfinite(t):
+            raise ConfigError(f"target must be finite, got {self.target!r}")
+
+    def _check_stages(self, say: Callable[[str], str]) -> None:
+        try:
+            sizes = [int(n) for n, _ in self.stages]
+            tokens = [t for _, t in self.stages]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{say('stages')} must be pairs (survivors, tokens or None), got "
+                              f"{self.stages!r}") from None
+        if not sizes or min(sizes) < 1 or any(t is not None and (not _is_int(t) or t < 1) for t in tokens):
+            raise ConfigError(f"{say('stages')}: survivors must be >= 1 and tokens >= 1 or None, got {self.stages!r}")
+        if sizes[-1] != 1 or any(b > a for a, b in zip(sizes, sizes[1:])):
+            raise ConfigError(f"{say('stages')}: survivors must not increase and the last stage must keep 1, got "
+                              f"{self.stages!r}")
+        if sizes[0] > self.offspring:
+            raise ConfigError(f"{say('stages')}: the first stage keeps {sizes[0]} survivors, more than "
+                              f"{say('offspring')} {self.offspring}")
+
+    def _check_method(self, say: Callable[[str], str]) -> None:
+        """The method's own knobs (subclasses)."""
+
+    def check_model(self, adapter: Any) -> None:
+        """The checks that need the model (its adapter), run once it is loaded, before any work."""
+
+    def _check_database(self, say: Callable[[str], str], kind: str, methods: tuple[str, ...]) -> None:
+        if self.db_method not in methods:
+            raise ConfigError(f"{say('db_method')} {self.db_method} does not fit {say('method')} {self.method}; use "
+                              f"one of {', '.join(methods)}")
+        if self.database is not None:
+            from .database import LayerDatabase
+
+            db = LayerDatabase.open(self.database)  # FileNotFoundError: no such directory or no manifest.json
+            if db.kind != kind:
+                raise ConfigError(f"{say('database')} {self.database!r} holds {db.kind} levels ({db.method}), not "
+                                  f"{self.method}")
+
+    # ---- plain data -----------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        """The config as a JSON-able dict: ``{"method": ..., <every field>}``."""
+        return {"method": self.method, **{f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_json(cls, d: Mapping | str) -> CompressConfig:
+        """The config of :meth:`to_json`'s dict (or its JSON text); the class is chosen by ``"method"``."""
+        if isinstance(d, str):
+            d = json.loads(d)
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a compression config must be a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        method = d.pop("method", cls.method or None)
+        target = CONFIGS.get(method)
+        if target is None:
+            raise ConfigError(f"method must be one of {tuple(CONFIGS)}, got {method!r}")
+        if cls is not CompressConfig and target is not cls:
+            raise ConfigError(f"{cls.__name__}.from_json got a {method!r} config")
+        names = {f.name for f in dataclasses.fields(target)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown {method} config fields {unknown}")
+        return target(**d)
+
+    def identity(self) -> dict:
+        """The settings that make a run directory's run (its ``compress.json``, compared on resume):
+        what changes the result, not the schedule's length or where it runs. The same keys and
+        values as the settings files of earlier versions, so their run directories resume."""
+        d = {"method": self.method, "target": float(self.target), "db_method": "none", "db_levels": _DB_LEVELS,
+             "db_step": None, "bits": list(_BITS), "group_size": _GROUP_SIZE, "symmetric": _SYMMETRIC,
+             "count_metadata": False}
+        as_type = {"db_method": str, "db_levels": int, "db_step": int, "group_size": int, "symmetric": bool,
+                   "count_metadata": bool}
+        for name, typ in as_type.items():
+            v = getattr(self, name, d[name])
+            d[name] = None if v is None else typ(v)
+        if hasattr(self, "bits"):
+            d["bits"] = [int(b) for b in self.bits]
+        d.update(n_calib=int(self.n_calib), n_heldout=int(self.n_heldout), seq_len=int(self.seq_len),
+                 offspring=int(self.offspring),
+                 stages=None if self.stages is None else [list(s) for s in self.stages],
+                 max_switches=int(self.max_switches), seed=int(self.seed),
+                 database=getattr(self, "database", None), calib_text=self.calib_text)
+        if self.compute_dtype is not None:  # absent from older run directories' settings
+            d["compute_dtype"] = self.compute_dtype
+        return d
+
+
+@dataclasses.dataclass(kw_only=True)
+class SparsityConfig(CompressConfig):
+    """Unstructured sparsity: ``target`` the average share of weights pruned, in (0, 1).
+
+    ``database``: a layer database of this model (a path; :func:`evoforge.compress.build_database`),
+    or None to build one (in ``run_dir/db``) with ``db_method`` (magnitude, wanda, sparsegpt),
+    ``db_levels`` levels on each side of the target and ``db_step`` weights pruned per level step in
+    every layer (None: 5% of the median layer). The OWL baseline is reported too.
+    """
+
+    method: ClassVar[str] = "sparsity"
+
+    target: float = 0.5
+    database: str | None = None
+    db_method: str = "sparsegpt"
+    db_levels: int = 4
+    db_step: int | None = None
+
+    def _check_target(self, say: Callable[[str], str]) -> None:
+        super()._check_target(say)
+        if not 0.0 < float(self.target) < 1.0:
+            raise ConfigError(f"sparsity target must lie in (0, 1) (a fraction of weights pruned), got "
+                              f"{float(self.target)}")
+
+    def _check_method(self, say: Callable[[str], str]) -> None:
+        if not _is_int(self.db_levels) or not 0 <= self.db_levels < 2**31:
+            raise ConfigError(f"{say('db_levels')} must be an int in [0, 2**31), got {self.db_levels!r}")
+        if self.db_step is not None and (not _is_int(self.db_step) or self.db_step < 1):
+            raise ConfigError(f"{say('db_step')} must be None or a positive int, got {self.db_step!r}")
+        from .database import SPARSITY_METHODS
+
+        self._check_database(say, "sparsity", SPARSITY_METHODS)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _QuantDatabaseConfig(CompressConfig):
+    """The quantisation database's knobs (shared by quant and depth+quant): ``database`` (a path)
+    or None to build one with ``db_method`` (gptq, rtn), ``bits`` (the ladder, each in [2, 8]),
+    ``group_size`` (-1: one group per row) and ``symmetric`` grids."""
+
+    target: float
+    database: str | None = None
+    db_method: str = "gptq"
+    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    group_size: int = 64
+    symmetric: bool = False
+
+    def _check_target(self, say: Callable[[str], str]) -> None:
+        super()._check_target(say)
+        if not 2.0 <= float(self.target) <= 8.0:
+            raise ConfigError(f"{self.method} target must lie in [2, 8] bits per weight, got "
+                              f"{float(self.target)}")
+
+    def _check_method(self, say: Callable[[str], str]) -> None:
+        try:
+            bits = [int(b) for b in self.bits]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{say('bits')}: bits must be ints in [2, 8], got {self.bits!r}") from None
+        if not bits or not 2 <= min(bits) <= max(bits) <= 8:
+            raise ConfigError(f"{say('bits')}: bits must be in [2, 8], got {bits}")
+        if not _is_int(self.group_size) or self.group_size == 0 or self.group_size < -1:
+            raise ConfigError(f"{say('group_size')} must be -1 (one group per row) or an int >= 1, got "
+                              f"{self.group_size!r}")
+        if not isinstance(self.symmetric, bool):
+            raise TypeError(f"{say('symmetric')} must be a bool, got {self.symmetric!r}")
+        from .database import QUANT_METHODS
+
+        self._check_database(say, "quant", QUANT_METHODS)
+
+
+@dataclasses.dataclass(kw_only=True)
+class QuantConfig(_QuantDatabaseConfig):
+    """Per-layer bit-widths: ``target`` the average bits per weight in [2, 8] (a fractional target
+    mixes floor / ceil bit-widths within groups of equal size). ``count_metadata``: the budget, the
+    uniform baseline and the reported average count the 16-bit scales and (asymmetric) zero points."""
+
+    method: ClassVar[str] = "quant"
+
+    count_metadata: bool = False
+
+    def _check_method(self, say: Callable[[str], str]) -> None:
+        if not isinstance(self.count_metadata, bool):
+            raise TypeError(f"{say('count_metadata')} must be a bool, got {self.count_metadata!r}")
+        super()._check_method(say)
+
+
+@dataclasses.dataclass(kw_only=True)
+class DepthConfig(CompressConfig):
+    """Dropped sub-blocks: ``target`` is K, the number of attention AND of MLP sub-blocks to drop (an
+    integer in [1, N - 1]), or a fraction in (0, 1) of the N blocks (K = round(target * N)). No
+    database; the search starts from the ShortGPT choice (reported as a baseline)."""
+
+    method: ClassVar[str] = "depth"
+
+    target: float
+
+    def blocks_to_drop(self, n_blocks: int) -> int:
+        """K for a model of ``n_blocks`` blocks (:func:`depth_count`)."""
+        return depth_count(self.target, n_blocks)
+
+    def check_model(self, adapter: Any) -> None:
+        self.blocks_to_drop(adapter.n_blocks)
+
+    def _check_target(self, say: Callable[[str], str]) -> None:
+        super()._check_target(say)
+        if not float(self.target) > 0:
+            raise ConfigError(f"depth target must be a fraction in (0, 1) or a count >= 1 of sub-blocks "
+                              f"dropped per kind, got {float(self.target)}")
+        t = float(self.target)
+        if t >= 1 and t != round(t):
+            raise ConfigError(f"depth target >= 1 is a count of sub-blocks per kind and must be an integer, got {t}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class DepthQuantConfig(_QuantDatabaseConfig):
+    """Dropped sub-blocks and bit-widths searched together: ``target`` the average bits per weight in
+    [2, 8], dropped sub-blocks counting 0 bits; a quantisation database with a consecutive ladder
+    (:mod:`evoforge.compress.joint`)."""
+
+    method: ClassVar[str] = "depth+quant"
+
+
+CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SparsityConfig, QuantConfig, DepthConfig,
+                                                                     DepthQuantConfig)}
+
+# the ladder defaults, for the settings of methods without that knob (and for build_database)
+_BITS = _QuantDatabaseConfig.bits
+_GROUP_SIZE = _QuantDatabaseConfig.group_size
+_SYMMETRIC = _QuantDatabaseConfig.symmetric
+_DB_LEVELS = SparsityConfig.db_levels
+_ALL_FIELDS = frozenset(f.name for c in CONFIGS.values() for f in dataclasses.fields(c))
+
+
+def depth_count(target: Any, n_blocks: int) -> int:
+    """K, the number of attention (and of MLP) sub-blocks to drop, from ``target``.
+
+    ``target`` in (0, 1): a fraction of the N blocks, K = round(target * N); an integer >= 1: K
+    itself. K must lie in [1, N - 1] (at least one sub-block of each kind is kept).
+    """
+    try:
+        t = float(target)
+    except (TypeError, ValueError):
+        raise ConfigError(f"depth target must be a number, got {target!r}") from None
+    if not math.isfinite(t) or t <= 0:
+        raise ConfigError(f"depth target must be a fraction in (0, 1) or a count in [1, {n_blocks - 1}] of "
+                          f"sub-blocks dropped per kind, got {target!r}")
+    if t < 1:
+        k = math.floor(t * n_blocks + 0.5)
+        if not 1 <= k <= n_blocks - 1:
+            raise ConfigError(f"depth target {t} of {n_blocks} blocks gives K={k} sub-blocks per kind; K must lie "
+                              f"in [1, {n_blocks - 1}]")
+        return k
+    if t != round(t):
+        raise ConfigError(f"depth target >= 1 is a count of sub-blocks per kind and must be an integer, got {t}")
+    k = int(t)
+    if not 1 <= k <= n_blocks - 1:
+        raise ConfigError(f"depth target K={k} is out of range: drop between 1 and {n_blocks - 1} sub-blocks of "
+                          f"each kind (the model has {n_blocks} blocks)")
+    return k
+
+
+def check_text_file(label: str, path: Any, what: str = "text") -> None:
+    """``path`` is an existing text file that is not empty (whitespace only counts as empty; an empty
+    file would fail only after the model loads)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{label}: {what} file not found: {str(path)!r}")
+    with open(p, "rb") as f:
+        empty = not f.read(1 << 20).strip() and not f.read(1)  # whitespace only (the first MiB decides)
+    if empty:
+        raise ConfigError(f"{label}: {what} file {str(path)!r} is empty")
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of a config field (what the command line shows)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    raise KeyError(name)
+
+
+def _plain(v: Any) -> Any:
+    """JSON data: tuples as lists, numpy scalars as Python numbers."""
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

@@ -1,0 +1,20 @@
+"""One recipe per compression method, registered by config type (:mod:`evoforge.compress.registry`):
+database -> provider -> initial genome -> fitness -> search -> baselines -> result.
+
+========================  ==========================  ============================================
+config                    recipe                      what is searched
+========================  ==========================  ============================================
+``SparsityConfig``        :mod:`.sparsity`            per-layer sparsity (uniform and OWL baselines)
+``QuantConfig``           :mod:`.quant`               per-layer bit-widths (uniform baseline)
+``DepthConfig``           :mod:`.depth`               dropped sub-blocks (spread and ShortGPT)
+``DepthQuantConfig``      :mod:`.depth_quant`         dropped sub-blocks and bit-widths together
+========================  ==========================  ============================================
+
+Importing this package registers them; a new method is a module here, imported below.
+"""
+
+from __future__ import annotations
+
+from . import depth, depth_quant, quant, sparsity
+
+__all__ = ["depth", "depth_quant", "quant", "sparsity"]
