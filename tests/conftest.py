@@ -21,6 +21,16 @@ def load_stories():
     return transformers.LlamaForCausalLM.from_pretrained(STORIES).eval()
 
 
+@pytest.fixture(scope="module")
+def stories():
+    """stories260k for one test module (tests may change its weights), torch on one thread (the
+    compression tests compare runs, and two cores are shared with evoforge's own threads)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return load_stories()
+
+
 def pytest_collection_modifyitems(config, items):
     if evoforge.has_cuda():
         return

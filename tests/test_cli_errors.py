@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import REPO, STORIES, load_stories
+from conftest import REPO, STORIES
 from evoforge import cli
 from evoforge.cli import main as cli_main
 import evoforge.compress as compress_pkg
@@ -25,12 +25,6 @@ from evoforge.compress.report import write_report
 
 FAST = ["--n-calib", "4", "--n-heldout", "4", "--seq-len", "16", "--offspring", "4", "--db-method", "magnitude",
         "--db-levels", "2", "--no-export"]
-
-
-@pytest.fixture(scope="module")
-def stories():
-    torch.set_num_threads(1)
-    return load_stories()  # skips without the shared data
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ while IFS= read -r f; do
 done < <("$PY" - <<'EOF'
 import importlib.util, pathlib, sys
 sys.path.insert(0, "tests")
-for f in sorted(pathlib.Path("tests").glob("test_*.py")):
+for f in sorted(p for p in pathlib.Path("tests").rglob("test_*.py") if "fuzz" not in p.parts):
     spec = importlib.util.spec_from_file_location(f.stem, f)
     try:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))

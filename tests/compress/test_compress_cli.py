@@ -15,19 +15,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import STORIES, load_stories
+from conftest import STORIES
 from evoforge import ConfigError
 from evoforge.cli import main as cli_main
 from evoforge.compress import QuantLevels, adapt, build_database, compress
 from evoforge.compress.report import write_report
 
 QUIET = ["--n-calib", "8", "--n-heldout", "8", "--seq-len", "32", "--offspring", "4", "--generations", "2", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def stories():
-    torch.set_num_threads(1)
-    return load_stories()
 
 
 def grid_bits(rows, cols, bits, group, symmetric):

@@ -15,19 +15,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import load_stories
 from evoforge import ConfigError
 from evoforge.compress import adapt, compress
 from evoforge.compress.joint import JointSwitch
 
 RUN = {"db_method": "rtn", "bits": tuple(range(2, 9)), "group_size": 64, "n_calib": 16, "n_heldout": 16,
        "seq_len": 64, "offspring": 8, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def stories():
-    torch.set_num_threads(1)
-    return load_stories()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from evoforge import _native
 from evoforge.errors import CudaUnavailableError
 from evoforge.layers import _cuda as lc
 
+import cuda_emulation as emu  # tests/: the kernels' numpy specification
+
 try:
     import torch
 except ImportError:  # pragma: no cover - torch is in the test extras
@@ -115,12 +117,12 @@ def random_sparse24(rng, n, k, bits, g, with_zeros):
 def random_x(rng, b, k, dtype):
     """x bit patterns uint16 [B, K] of dtype and their float64 values."""
     x = rng.standard_normal((b, k)).astype(np.float32)
-    bits = lc._f32_to_bits(x, dtype)
-    return bits, lc._bits_to_f32(bits, dtype).astype(np.float64)
+    bits = emu.f32_to_bits(x, dtype)
+    return bits, emu.bits_to_f32(bits, dtype).astype(np.float64)
 
 
 def check_close(y_bits, dtype, x64, W, bound=None):
-    y = lc._bits_to_f32(y_bits, dtype).astype(np.float64)
+    y = emu.bits_to_f32(y_bits, dtype).astype(np.float64)
     ref = x64 @ W.T
     scale = np.abs(x64) @ np.abs(W).T
     tol = (BOUND[dtype] if bound is None else bound) * scale + 1e-30
@@ -165,7 +167,7 @@ def test_emulation_matches_float64(bits, dtype, with_zeros):
     for n, k, b, g in [(17, 300, 3, 64), (8, 33, 1, 32), (5, 517, 9, 0), (20, 256, 32, 256), (3, 1, 2, 128)]:
         _, packed, scales, zeros, W = random_quant(rng, n, k, bits, g, with_zeros)
         xb, x64 = random_x(rng, b, k, dtype)
-        y = lc._emulate_matmul(xb, packed, lc._f32_to_bits(scales.astype(np.float32), "float16"),
+        y = emu.emulate_matmul(xb, packed, emu.f32_to_bits(scales.astype(np.float32), "float16"),
                                None if zeros is None else zeros.view(np.uint16), bits, g, n, dtype=dtype)
         assert y.shape == (b, n) and y.dtype == np.uint16
         check_close(y, dtype, x64, W)
@@ -178,7 +180,7 @@ def test_emulation_sparse24_matches_float64(dtype, with_zeros):
     for n, k, b, g in [(9, 300, 4, 32), (16, 64, 1, 0), (3, 31, 17, 128), (5, 520, 8, 256)]:
         packed, meta, scales, zeros, W = random_sparse24(rng, n, k, 4, g, with_zeros)
         xb, x64 = random_x(rng, b, k, dtype)
-        y = lc._emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
+        y = emu.emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
                                4, g, n, meta=meta, dtype=dtype)
         check_close(y, dtype, x64, W)
 
@@ -192,11 +194,11 @@ def test_emulation_splits_add_in_order():
     xb, x64 = random_x(rng, b, k, "float16")
     args = (xb, packed, scales.view(np.uint16), zeros.view(np.uint16), bits, g, n)
     n_steps = (k + 127) // 128  # ceil(ceil(k / 32) / 4)
-    one = lc._emulate_matmul(*args)
+    one = emu.emulate_matmul(*args)
     for splits, steps in [(2, 4), (3, 3), (n_steps, 1)]:
-        y = lc._emulate_matmul(*args, splits=splits, steps_per_split=steps)
+        y = emu.emulate_matmul(*args, splits=splits, steps_per_split=steps)
         check_close(y, "float16", x64, W)
-        diff = np.abs(lc._bits_to_f32(y, "float16") - lc._bits_to_f32(one, "float16"))
+        diff = np.abs(emu.bits_to_f32(y, "float16") - emu.bits_to_f32(one, "float16"))
         assert np.all(diff <= 2.0**-10 * (np.abs(x64) @ np.abs(W).T))
 
 
@@ -209,8 +211,8 @@ def test_emulation_fragment_slots_matter():
         q = np.full((n, k), 8, dtype=np.uint8)  # symmetric zero 8: weight 0
         q[0, col] = 11  # weight 3 * scale
         scales = np.full((n, 1), 0.5, dtype=np.float16)
-        y = lc._emulate_matmul(x.view(np.uint16), pack_codes(q, bits), scales.view(np.uint16), None, bits, 0, n)
-        assert lc._bits_to_f32(y, "float16")[0, 0] == np.float32(1.5 * x[0, col])
+        y = emu.emulate_matmul(x.view(np.uint16), pack_codes(q, bits), scales.view(np.uint16), None, bits, 0, n)
+        assert emu.bits_to_f32(y, "float16")[0, 0] == np.float32(1.5 * x[0, col])
 
 
 if HAVE_HYPOTHESIS:
@@ -233,7 +235,7 @@ if HAVE_HYPOTHESIS:
         xb, x64 = random_x(rng, b, k, dtype)
         n_steps = (k + 127) // 128  # ceil(ceil(k / 32) / 4)
         steps = min(split_steps, n_steps)
-        y = lc._emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
+        y = emu.emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
                                bits, g, n, dtype=dtype, splits=-(-n_steps // steps), steps_per_split=steps)
         check_close(y, dtype, x64, W)
 
@@ -251,7 +253,7 @@ if HAVE_HYPOTHESIS:
         rng = np.random.default_rng(seed)
         packed, meta, scales, zeros, W = random_sparse24(rng, n, k, 4, g, with_zeros)
         xb, x64 = random_x(rng, b, k, dtype)
-        y = lc._emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
+        y = emu.emulate_matmul(xb, packed, scales.view(np.uint16), None if zeros is None else zeros.view(np.uint16),
                                4, g, n, meta=meta, dtype=dtype)
         check_close(y, dtype, x64, W)
 
@@ -261,7 +263,7 @@ def test_bf16_rounding_helper_matches_torch():
         pytest.skip("needs torch")
     v = np.random.default_rng(0).standard_normal(10000).astype(np.float32) * 1e3
     v[:4] = [np.inf, -np.inf, 0.0, -0.0]
-    ours = lc._f32_to_bits(v, "bfloat16")
+    ours = emu.f32_to_bits(v, "bfloat16")
     theirs = torch.from_numpy(v).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     assert np.array_equal(ours, theirs)
 
@@ -379,7 +381,7 @@ def _run_emulated(a):
     cols = lc.stored_columns(a["K"], sparse)
     G = lc.num_groups(cols, a["group_size"])
     n, k, b = a["N"], a["K"], a["B"]
-    y = lc._emulate_matmul(
+    y = emu.emulate_matmul(
         _read(a["x"], np.uint16, (b, k)), _read(a["packed"], np.uint8, (n, lc.row_bytes(cols, a["bits"]))),
         _read(a["scales"], np.uint16, (n, G)), _read(a["zeros"], np.uint16, (n, G)) if a["zeros"] else None,
         a["bits"], a["group_size"], n, meta=_read(a["meta"], np.uint8, (n, -(-k // 32) * 4)) if sparse else None,
@@ -465,10 +467,10 @@ def test_quant_matmul_against_float64_and_emulation(bits, dtype, with_zeros):
             per_sm = _native.cuda.quant_matmul_blocks_per_sm(int(dtype == "bfloat16"), bits, b, False, 0)
             assert per_sm >= 1
             c = lc.kernel_config(b, n, k, sms, per_sm)
-            emu = lc._emulate_matmul(xb, packed, scales.view(np.uint16),
+            emu = emu.emulate_matmul(xb, packed, scales.view(np.uint16),
                                      None if zeros is None else zeros.view(np.uint16), bits, g, n, dtype=dtype,
                                      splits=c["splits"], steps_per_split=c["steps_per_split"])
-            d = np.abs(lc._bits_to_f32(_bits(y), dtype).astype(np.float64) - lc._bits_to_f32(emu, dtype))
+            d = np.abs(emu.bits_to_f32(_bits(y), dtype).astype(np.float64) - emu.bits_to_f32(emu, dtype))
             # one output ulp (<= 2u |y|) apart at most, plus fp32 noise: the mma's internal summation
             # order is the only difference
             assert np.all(d <= 0.6 * BOUND[dtype] * (np.abs(x64) @ np.abs(W).T) + 1e-30)
@@ -490,7 +492,7 @@ def test_sparse24_matmul_against_float64(dtype, bits):
         check_close(_bits(y), dtype, x64, W, bound=BOUND[dtype] * (2 if fallback else 1))
         d = lc.sparse24_dequantize(_t(packed), _t(meta), _t(scales), None if zeros is None else _t(zeros), bits, g,
                                    n, k, torch.float16 if dtype == "float16" else torch.bfloat16)
-        wd = lc._bits_to_f32(_bits(d), dtype).astype(np.float64)
+        wd = emu.bits_to_f32(_bits(d), dtype).astype(np.float64)
         ulp = 2.0 ** (-7 if dtype == "bfloat16" else -10)  # relative; 2^-24: fp16 subnormal spacing
         assert np.all((wd == 0) | (W != 0)) and np.all(np.abs(wd - W) <= ulp * np.abs(W) + 2.0**-24)
 

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import STORIES, load_stories
+from conftest import STORIES
 from evoforge import ConfigError
 from evoforge.cli import main as cli_main
 from evoforge.compress import (
@@ -32,13 +32,6 @@ from evoforge.compress.calibration import sample_sequences
 
 # 5 blocks, K = 2: C(5, 2)^2 = 100 masks; this schedule finds the best one on the calibration tokens
 DEPTH = {"n_calib": 16, "n_heldout": 16, "seq_len": 64, "offspring": 16, "generations": 12, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def stories():
-    model = load_stories()
-    torch.set_num_threads(1)
-    return model
 
 
 @pytest.fixture(scope="module")

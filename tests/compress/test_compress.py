@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import STORIES, load_stories
+from conftest import STORIES
 from evoforge import ConfigError
 from evoforge.cli import main as cli_main
 from evoforge.compress import (
@@ -36,13 +36,6 @@ SMALL = {"n_calib": 8, "n_heldout": 8, "seq_len": 32, "offspring": 8, "generatio
              "db_method": "magnitude", "seed": 0}
 CLI_SMALL = ["--n-calib", "8", "--n-heldout", "8", "--seq-len", "32", "--offspring", "8", "--generations", "12",
              "--db-levels", "4", "--db-step", "512", "--db-method", "magnitude", "--seed", "0", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def stories():
-    model = load_stories()
-    torch.set_num_threads(1)
-    return model
 
 
 @pytest.fixture(scope="module")

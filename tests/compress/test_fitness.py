@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from conftest import load_stories
+import models
 from evoforge import ConfigError
 from evoforge.compress import adapt
 from evoforge.compress.fitness import KLFitness, LevelProvider
@@ -49,16 +50,7 @@ class MagnitudeLevels:
 
 
 def tiny_llama(seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                   num_key_value_heads=2, num_hidden_layers=3, max_position_embeddings=64,
-                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    m = transformers.LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return m.eval()
+    return models.tiny_llama(seed, vocab=VOCAB, layers=3, norms="jitter")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import STORIES, load_stories
+from conftest import STORIES
 from evoforge import ConfigError
 from evoforge.compress import (
     CompressConfig,
@@ -173,12 +173,6 @@ def test_recipes_by_config_type(tmp_path):
 
     assert compress(tiny_llama(), ToyConfig(n_calib=2, n_heldout=2, seq_len=8)) == "toy result"
     assert seen["run"].calibration.shape == (2, 8) and seen["run"].run_dir is None
-
-
-@pytest.fixture(scope="module")
-def stories():
-    torch.set_num_threads(1)
-    return load_stories()
 
 
 TINY = {"target": 0.5, "db_method": "magnitude", "db_levels": 2, "db_step": 512, "n_calib": 4, "n_heldout": 4,

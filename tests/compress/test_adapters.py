@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import STORIES, load_stories
+from conftest import STORIES
 from evoforge import ConfigError
 from evoforge.compress import SUPPORTED_ARCHITECTURES, UnsupportedModelError, adapt
 
@@ -385,11 +385,6 @@ def test_import_evoforge_does_not_import_transformers():
 
 
 # ---- the real stories260k -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stories():
-    return load_stories()
 
 
 def test_stories260k(stories):

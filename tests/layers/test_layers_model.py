@@ -16,18 +16,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import load_stories
+import models
 from evoforge.compress import adapt, apply_levels, build_database, pack, provider_for
 from evoforge.errors import ConfigError
 from evoforge.layers import QuantLinear, SparseLinear, apply, load, packed_layers, save
 
 
 def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval()
+    return models.tiny_llama(seed, vocab=96, hidden=64, intermediate=96, tie=True, token_ids=False)
 
 
 def dense_equivalent(dense, packed):

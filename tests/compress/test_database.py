@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import SHARED_DATA, load_stories
+from conftest import SHARED_DATA
+import models
 from evoforge import ConfigError, solvers
 from evoforge.compress import adapt
 from evoforge.compress.build import build_database
@@ -26,17 +27,7 @@ VOCAB = 100
 
 
 def tiny_llama(seed: int = 0):
-    t = transformers
-    torch.manual_seed(seed)
-    cfg = t.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                        num_key_value_heads=2, num_hidden_layers=2, max_position_embeddings=64,
-                        bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    m = t.LlamaForCausalLM(cfg)
-    with torch.no_grad():  # uneven norm gains give the layers uneven input columns, as in trained models
-        for name, p in m.named_parameters():
-            if p.ndim == 1:
-                p.copy_(torch.exp(torch.randn_like(p)))
-    return m.eval()
+    return models.tiny_llama(seed, vocab=VOCAB, norms="exp")
 
 
 @pytest.fixture(scope="module")
@@ -366,11 +357,6 @@ def test_errors(llama, calib, tmp_path):
 
 
 # ---- the real stories260k -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stories():
-    return load_stories()
 
 
 def test_stories260k_sparsegpt(stories, tmp_path):
