@@ -209,10 +209,17 @@ def test_values_dtype_takes_a_dtype_or_its_name():
         SparseLinear.from_linear(linear, values_dtype=torch.bfloat16)
 
 
-def test_apply_values_dtype_as_torch_dtype():
-    from test_layers_model import tiny_llama
+def _tiny_llama():
+    """The tiny Llama of the packed-layer tests (tests/models.py, shared by the test directories)."""
+    import models
 
+    return models.tiny_llama(0, vocab=96, hidden=64, intermediate=96, tie=True, token_ids=False)
+
+
+def test_apply_values_dtype_as_torch_dtype():
     from evoforge.layers import SparseLinear, apply, packed_layers
+
+    tiny_llama = _tiny_llama
 
     for spec_dtype in (torch.float16, "float16"):
         model = apply(tiny_llama(), {"sparsity": 0.5, "values_dtype": spec_dtype})
@@ -222,3 +229,199 @@ def test_apply_values_dtype_as_torch_dtype():
     apply(tiny_llama(), {"sparsity": 0.5}, values_dtype=torch.float16)  # apply's own argument, too
     with pytest.raises(ConfigError, match="values_dtype"):
         apply(tiny_llama(), {"sparsity": 0.5}, values_dtype="int8")
+
+
+# ---- the bad-input harness's findings (tests/fuzz), one regression test per group ----------------------
+
+
+def test_layers_refuse_meta_and_wrong_types():
+    from evoforge.layers import QuantLinear, SparseLinear, pack_sparse, sparse_matmul
+
+    meta = nn.Linear(64, 8, device="meta")
+    for convert in (QuantLinear.from_linear, SparseLinear.from_linear):
+        with pytest.raises(ValueError, match=r"linear.weight is on meta"):
+            convert(meta)
+    with pytest.raises(ValueError, match="weight is on meta"):
+        pack_sparse(torch.empty(8, 64, device="meta"))
+    with pytest.raises(TypeError, match="weight must be a floating-point tensor"):
+        pack_sparse(torch.ones(8, 64, dtype=torch.bool))
+    w = torch.randn(8, 64)
+    with pytest.raises(TypeError, match="bias must be a torch.Tensor, got ndarray"):
+        SparseLinear.from_dense(w, np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match=r"bias must have shape \[8\]"):
+        SparseLinear.from_dense(w, torch.zeros(7))
+    for layer in (QuantLinear(64, 8), SparseLinear(64, 8)):
+        for x in (np.zeros((2, 64), np.float32), [[0.0] * 64], None):
+            with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+                layer(x)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        SparseLinear(64, 8)(torch.zeros(2, 64, dtype=torch.bool))
+    buffers = pack_sparse(w)
+    for bad in (None, list(buffers.values())):
+        with pytest.raises(TypeError, match="buffers must be a dict"):
+            sparse_matmul(np.zeros((2, 64), np.float32), bad, 64)
+    with pytest.raises(ValueError, match="x is on meta"):
+        sparse_matmul(torch.empty(2, 64, device="meta"), buffers, 64)
+    # numpy buffers are read as they are: the same product
+    np.testing.assert_array_equal(sparse_matmul(np.ones((2, 64), np.float32), buffers, 64),
+                                  sparse_matmul(np.ones((2, 64), np.float32),
+                                                {k: v.numpy() for k, v in buffers.items()}, 64))
+
+
+@pytest.mark.parametrize("device,exc", [("no-such-device", ValueError), ("", ValueError), ("CPU", ValueError),
+                                        ("meta", ValueError), (3, TypeError), (b"cpu", TypeError)])
+def test_quant_linear_checks_its_device(device, exc):
+    from evoforge.layers import QuantLinear
+
+    with pytest.raises(exc, match="device"):
+        QuantLinear(64, 8, device=device)
+    assert QuantLinear(64, 8, device="cpu").packed.device.type == "cpu"
+
+
+def test_layer_sizes_are_checked_ints():
+    from evoforge.layers import (QuantLinear, SparseLinear, num_groups, pack_sparse, row_bytes, sparse_matmul,
+                                 unpack_codes, unpack_sparse)
+
+    for cls in (QuantLinear, SparseLinear):
+        with pytest.raises(ConfigError, match="in_features must be at most"):
+            cls(2**62, 8)
+        with pytest.raises(ConfigError, match="out_features must be at most"):
+            cls(64, 2**62)
+    with pytest.raises(TypeError, match="columns must be an int"):
+        row_bytes(float("inf"), 4)
+    with pytest.raises(TypeError, match="columns must be an int"):
+        num_groups(float("inf"), 32)
+    with pytest.raises(TypeError, match="in_features must be an int"):
+        unpack_codes(np.zeros((8, 32), np.uint8), 4, float("inf"))
+    buffers = pack_sparse(torch.randn(8, 64))
+    with pytest.raises(TypeError, match="threads must be an int"):
+        unpack_sparse(buffers, 64, threads=float("inf"))
+    with pytest.raises(TypeError, match="max_isa must be an int"):
+        sparse_matmul(np.zeros((2, 64), np.float32), buffers, 64, max_isa=float("inf"))
+    with pytest.raises(ConfigError, match="max_isa must lie in"):
+        sparse_matmul(np.zeros((2, 64), np.float32), buffers, 64, max_isa=2**64)
+
+
+def test_from_codes_takes_negative_strides():
+    from evoforge.layers import QuantLinear, quantize_rtn
+
+    codes, s, z = quantize_rtn(np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32), 4, 32,
+                               symmetric=False)
+    bias = np.linspace(0, 1, 8, dtype=np.float32)
+    want = QuantLinear.from_codes(codes, s, z, 4, 32, bias).state_dict()
+    flip = (lambda a: a[::-1].copy()[::-1])  # the same numbers, negative strides
+    got = QuantLinear.from_codes(codes, flip(s), flip(z), 4, 32, flip(bias)).state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def _adapter():
+    from evoforge.compress import adapt
+
+    return adapt(_tiny_llama())
+
+
+@pytest.mark.parametrize("label", ["neg", "oov", "meta", "float", "1d"])
+def test_token_ids_are_checked_before_the_model_runs(label):
+    from evoforge.compress import build_database, collect_hessians, perplexity, shortgpt_scores
+
+    a = _adapter()
+    tokens = torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    bad = {"neg": tokens.clone().fill_(-1), "oov": tokens + 96, "meta": tokens.to("meta"), "float": tokens.float(),
+           "1d": tokens[0]}[label]
+    calls = [lambda t: collect_hessians(a, t), lambda t: shortgpt_scores(a, t),
+             lambda t: build_database(a, t, "never-written", method="gptq")]
+    for call in calls:
+        with pytest.raises(ConfigError, match="tokens"):
+            call(bad)
+    ids = bad if label != "1d" else tokens  # perplexity takes 1-D ids: a 2-D tensor is the bad shape there
+    with pytest.raises(ConfigError, match="ids"):
+        perplexity(a.model, ids, window=4)
+    with pytest.raises(TypeError, match="tokens must be a torch.LongTensor"):
+        collect_hessians(a, tokens.numpy())
+
+
+def test_perplexity_checks_its_model_and_sizes():
+    from evoforge.compress import perplexity
+
+    ids = torch.randint(3, 64, (40,), generator=torch.Generator().manual_seed(0))
+    for model in (None, "model"):
+        with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+            perplexity(model, ids, window=8)
+    with pytest.raises(ConfigError, match="has no parameters"):
+        perplexity(nn.Sequential(), ids, window=8)
+    m = _tiny_llama()
+    for window in (0, 1, True):
+        with pytest.raises((ConfigError, TypeError), match="window"):
+            perplexity(m, ids, window=window)
+    with pytest.raises(TypeError, match="max_windows must be an int"):
+        perplexity(m, ids, window=8, max_windows=float("inf"))
+
+
+def test_compress_sizes_and_types_are_checked():
+    from evoforge.compress import (collect_hessians, depth_mutation, owl_sparsities, sample_sequences,
+                                   sparsity_ladder)
+
+    with pytest.raises(TypeError, match="numel must be an int"):
+        sparsity_ladder(float("inf"), 0.5, 2, 50)
+    with pytest.raises(ConfigError, match="target must lie in"):
+        sparsity_ladder(1000, float("inf"), 2, 50)
+    with pytest.raises(ConfigError, match="step must lie in"):
+        sparsity_ladder(1000, 0.5, 2**62, 0)  # no loop over 2**63 levels
+    for n_blocks in (2**64, float("inf")):
+        with pytest.raises((ConfigError, TypeError), match="n_blocks"):
+            depth_mutation(n_blocks)
+    a = _adapter()
+    stats = collect_hessians(a, torch.randint(3, 64, (2, 8)), batch_size=2)
+    with pytest.raises(TypeError, match="m must be a real number"):
+        owl_sparsities(a, stats, 0.5, m=1 + 1j)
+    for n, length in ((2**62, 4), (4, 2**62), (2**64, 4)):
+        with pytest.raises(ConfigError, match="(n|length) must|at most 2\\*\\*31"):
+            sample_sequences(a.model, n, length, seed=0)
+
+
+def test_garbage_model_config_is_refused_by_evoforge(tmp_path):
+    from evoforge.compress import load_model
+
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe garbage {")
+    with pytest.raises(ConfigError, match="is not a JSON model config"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="holds a JSON list"):
+        load_model(tmp_path)
+
+
+def test_export_checks_its_directory_first(tmp_path):
+    from evoforge.compress import compress, export
+
+    res = compress(_tiny_llama(), method="sparsity", target=0.5, db_method="magnitude", db_levels=1, n_calib=2,
+                   n_heldout=2, seq_len=8, generations=1, offspring=2, export_model=False)
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    for out in (afile, afile / "sub"):
+        with pytest.raises(OSError):
+            export(res, out)
+    with pytest.raises(ValueError, match="null"):
+        export(res, str(tmp_path) + "/a\0b")
+
+
+def test_bench_usage_errors_are_one_line(capsys):
+    from evoforge import cli
+
+    for argv in (["bench", "pareto", "--nope"], ["bench", "pareto", "--repeats", "x"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1
+        assert err.startswith("evoforge bench pareto: error: ") and "usage" not in err
+
+
+def test_quiet_hides_the_loading_bar(tmp_path, capsys):
+    from evoforge import cli
+
+    _tiny_llama().save_pretrained(tmp_path / "m")
+    capsys.readouterr()
+    # refused once the model is loaded: --seq-len is longer than its 64 positions
+    rc = cli.main(["compress", "--model", str(tmp_path / "m"), "--target", "0.5", "--seq-len", "100", "--quiet",
+                   "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "evoforge: error: --seq-len 100 is longer than the model's 64 positions\n"

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, CudaUnavailableError
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -37,6 +37,17 @@ def check_int(value: Any, name: str, lo: int = 1, hi: int | None = None, *, inte
     if v < lo or (hi is not None and v > hi):
         raise ConfigError(f"{name} must lie in [{lo}, {hi if hi is not None else 'inf'}], got {v}")
     return v
+
+
+def check_real(x: Any, name: str) -> float:
+    """``x`` as a float: TypeError for non-real numbers (bools, complex, strings, arrays),
+    ConfigError for NaN (infinities are left to the caller's range)."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    x = float(x)
+    if math.isnan(x):
+        raise ConfigError(f"{name} is NaN")
+    return x
 
 
 def is_sequence_shape(shape: Any) -> bool:
@@ -111,3 +122,48 @@ def vector(x: Any, n: int, name: str, dtype: np.dtype | None = None) -> np.ndarr
 def first_nan_row(a: np.ndarray) -> int | None:
     bad = np.isnan(a.reshape(a.shape[0], -1)).any(axis=1)
     return int(np.argmax(bad)) if bad.any() else None
+
+
+#: The devices evoforge's torch code runs on (a ``meta`` tensor holds no data to read).
+DEVICES = ("cpu", "cuda")
+
+
+def check_tensor(x: Any, name: str, *, dtype: str | None = None, devices: tuple[str, ...] = DEVICES) -> Any:
+    """``x`` itself, once it is a torch.Tensor on one of ``devices`` whose dtype is of the kind
+    ``dtype``: ``"float"`` (floating point), ``"int"`` (integer, not bool) or None (any).
+
+    TypeError for another type or dtype, ValueError for another device; checked before any
+    copy, so that a meta tensor or a bool weight fails here rather than deep in torch.
+    """
+    if not is_torch(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type not in devices:
+        raise ValueError(f"{name} is on {x.device}; expected a tensor on {' or '.join(devices)}")
+    dt = x.dtype
+    if dtype == "float" and not dt.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {dt}")
+    if dtype == "int" and (dt.is_floating_point or dt.is_complex or str(dt) == "torch.bool"):
+        raise TypeError(f"{name} must be an integer tensor, got {dt}")
+    return x
+
+
+def check_device(device: Any, name: str = "device") -> Any:
+    """None, or ``device`` (a torch.device or a name such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``) as a
+    torch.device of :data:`DEVICES`: TypeError for another type, ValueError for a name torch does not
+    know or another device type, CudaUnavailableError for CUDA without a visible GPU."""
+    if device is None:
+        return None
+    import torch
+
+    if isinstance(device, str):
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"{name} {device!r} is not a device name such as 'cpu', 'cuda' or 'cuda:0'") from None
+    if not isinstance(device, torch.device):
+        raise TypeError(f"{name} must be a torch.device or a name such as 'cpu' or 'cuda', got {type(device).__name__}")
+    if device.type not in DEVICES:
+        raise ValueError(f"{name} must be a {' or '.join(DEVICES)} device, got {device}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CudaUnavailableError(f"{name} {str(device)!r}: no CUDA device is visible")
+    return device

@@ -16,19 +16,9 @@ import os
 import sys
 from pathlib import Path
 
+from evoforge._cli_parser import OneLineParser as _Parser
+from evoforge._cli_parser import one_line as _one_line
 from evoforge.errors import ConfigError, EvoforgeError
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (no usage block), exit 2; sub-parsers inherit the class
-    (``add_subparsers`` defaults ``parser_class`` to the parser's own type)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
-
-
-def _one_line(msg: object) -> str:
-    return " ".join(str(msg).split())
 
 
 def _fail(msg: object) -> int:
@@ -149,6 +139,22 @@ def _bench_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
 
 
+def _load_model(C, path: str, quiet: bool):
+    """``C.load_model(path)``; with --quiet without transformers' "Loading weights" progress bar (its
+    setting is restored afterwards)."""
+    if not quiet:
+        return C.load_model(path)
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return C.load_model(path)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def _compress_package(cmd: str):
     """The compression package, or an ImportError saying what to install."""
     try:
@@ -211,7 +217,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         from evoforge.evaluate.ray_actors import connect
 
         connect(args.address)
-    model, tok = C.load_model(args.model)  # a missing model fails here, before anything loads
+    model, tok = _load_model(C, args.model, args.quiet)  # a missing model fails here, before anything loads
     eval_text = args.eval_text or args.calib_text
     if eval_text is not None:  # else these fail only after the search
         if tok is None:
@@ -280,7 +286,7 @@ def _cmd_build_db(args: argparse.Namespace) -> int:
         raise ConfigError(f"--levels must be below 2**31, got {args.levels}")
 
     t0 = time.perf_counter()
-    model, tok = C.load_model(args.model)
+    model, tok = _load_model(C, args.model, args.quiet)
     adapter = C.adapt(model)
     tokens, calib = None, None
     if args.method in ("wanda", "sparsegpt", "gptq"):

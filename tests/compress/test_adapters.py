@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from conftest import STORIES
+from models import tiny_model as make_model
 from evoforge import ConfigError
 from evoforge.compress import SUPPORTED_ARCHITECTURES, UnsupportedModelError, adapt
 
@@ -27,32 +28,6 @@ KINDS = {
 }
 KINDS["mistral"] = KINDS["qwen2"] = KINDS["llama"]
 SPLIT_KINDS = {"phi3": ["q", "k", "v", "o", "gate", "up", "down"], "gpt2": ["q", "k", "v", "o", "up", "down"]}
-
-
-def make_model(arch: str, seed: int = 0):
-    """A tiny randomly initialised model of ``arch`` (hidden 32-48, 2-3 layers, vocab 100), in eval mode."""
-    t = transformers
-    ids = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2}
-    common = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=64, pad_token_id=0, **ids)
-    if arch == "llama":
-        m = t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=3, **common))
-    elif arch == "mistral":
-        m = t.MistralForCausalLM(t.MistralConfig(num_hidden_layers=2, **common))
-    elif arch == "qwen2":
-        m = t.Qwen2ForCausalLM(t.Qwen2Config(num_hidden_layers=2, **common))
-    elif arch == "phi3":
-        m = t.Phi3ForCausalLM(t.Phi3Config(num_hidden_layers=2, **{**common, "hidden_size": 48}))
-    elif arch == "gpt2":
-        m = t.GPT2LMHeadModel(t.GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=64, **ids))
-    else:
-        raise AssertionError(arch)
-    torch.manual_seed(seed)
-    with torch.no_grad():  # non-trivial norms and biases, so that every path matters
-        for name, p in m.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return m.eval()
 
 
 @pytest.fixture(scope="module", params=ARCHS)

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 from conftest import STORIES
+import models
 from evoforge import ConfigError
 from evoforge.compress import (
     CompressConfig,
@@ -138,14 +139,12 @@ def test_validate_files(tmp_path):
 
 
 def test_token_checks_before_any_work():
-    from test_layers_model import tiny_llama  # 64 positions
-
     with pytest.raises(ConfigError, match="seq_len 128 is longer than the model's 64 positions"):
-        compress(tiny_llama(), SparsityConfig())
+        compress(models.tiny_llama(), SparsityConfig())
     with pytest.raises(TypeError, match="calibration must be a torch.LongTensor"):
-        compress(tiny_llama(), SparsityConfig(seq_len=8), calibration=[[1, 2]])
+        compress(models.tiny_llama(), SparsityConfig(seq_len=8), calibration=[[1, 2]])
     with pytest.raises(ConfigError, match="heldout must be a non-empty integer tensor"):
-        compress(tiny_llama(), SparsityConfig(seq_len=8), heldout=torch.zeros(2, 8))
+        compress(models.tiny_llama(), SparsityConfig(seq_len=8), heldout=torch.zeros(2, 8))
 
 
 def test_recipes_by_config_type(tmp_path):
@@ -169,9 +168,7 @@ def test_recipes_by_config_type(tmp_path):
         seen["run"] = run
         return "toy result"
 
-    from test_layers_model import tiny_llama
-
-    assert compress(tiny_llama(), ToyConfig(n_calib=2, n_heldout=2, seq_len=8)) == "toy result"
+    assert compress(models.tiny_llama(), ToyConfig(n_calib=2, n_heldout=2, seq_len=8)) == "toy result"
     assert seen["run"].calibration.shape == (2, 8) and seen["run"].run_dir is None
 
 

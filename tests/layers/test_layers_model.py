@@ -280,11 +280,9 @@ def test_linear_layers_are_the_adapters_block_layers(arch):
     """layers finds the linear layers without evoforge.compress: for every supported architecture
     they are the adapter's block layers (GPT-2's Conv1D included, the head excluded), and a uniform
     spec packs them to the dense equivalent."""
-    from test_adapters import make_model
-
     from evoforge.layers import linear_layers
 
-    m = make_model(arch)
+    m = models.tiny_model(arch)
     assert set(linear_layers(m)) == {r.name for r in adapt(m).linear_layers()}
     packed = apply(copy.deepcopy(m), {"bits": 8, "group_size": 0})
     ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))

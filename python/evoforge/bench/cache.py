@@ -24,6 +24,7 @@ import random
 import tempfile
 from pathlib import Path
 
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 from evoforge.cache import EvaluationCache
 
@@ -96,8 +97,8 @@ def run(entries: int, batch: int, repeats: int, directory: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench cache", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench cache", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20,000 entries, batches of 5,000, 3 repeats")
     ap.add_argument("--entries", type=int, default=None, help="warm keys (default 100,000)")
     ap.add_argument("--batch", type=int, default=None, help="operations per timed run (default 20,000)")

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 ROWS = {"s50": ("sparsity", 0.5), "s60": ("sparsity", 0.6), "s70": ("sparsity", 0.7),
@@ -267,7 +268,8 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench compress", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--text", default=str(TEXT))
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")

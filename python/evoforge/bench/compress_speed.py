@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 STORIES = _harness.shared_data("stories260k", "hf")
@@ -201,7 +202,8 @@ def run_depth(args) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench compress_speed", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="stories260k, seconds")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--text", default=str(TEXT))

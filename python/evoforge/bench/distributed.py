@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 from evoforge.evaluate import InProcess, ProcessPool, RayBackend
 from evoforge.search import Batch
@@ -90,8 +91,8 @@ def load() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench distributed", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench distributed", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="32 candidates, 2 repeats")
     ap.add_argument("--ms", type=float, default=20.0, help="work per candidate in ms (default 20)")
     ap.add_argument("--candidates", type=int, default=None, help="candidates per batch (default 64)")

@@ -22,6 +22,7 @@ import numpy as np
 
 import evoforge
 from evoforge import hashing
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 MB = 1 << 20
@@ -137,8 +138,8 @@ def run_gpu(size_mb: int = 1024, *, repeats: int = 10, check_mb: int = 64) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench hashing", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench hashing", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 and 16 MB, 3 repeats (seconds)")
     ap.add_argument("--sizes-mb", type=int, nargs="+", default=None,
                     help="buffer sizes in MB (default 1 4 16 64 256; up to 1024)")

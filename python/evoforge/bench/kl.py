@@ -16,6 +16,7 @@ from pathlib import Path
 
 import evoforge
 from evoforge import kl
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 
@@ -93,8 +94,8 @@ def _one(
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ap = OneLineParser(
+        prog="evoforge bench kl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="512 x 49152 only")
     ap.add_argument("--tokens", type=int, nargs="+", default=None)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import evoforge
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 SHAPES = [(576, 1536), (4096, 4096), (4096, 11008)]
@@ -224,7 +225,8 @@ def e2e(bits_list, *, new_tokens: int = 16, repeats: int = 2, budget_s: float = 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench layers", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="576x1536 and 4096x4096, batch 1 and 8, int2/int4/int8")
     ap.add_argument("--batch", type=int, nargs="+", default=None)
     ap.add_argument("--bits", type=int, nargs="+", default=None)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import evoforge
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 L2_FLUSH_BYTES = 160 << 20  # rotate weight copies until a pass reads this much (> H100/H200 L2)
@@ -219,8 +220,8 @@ def _native_mod():
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evoforge.bench.layers_gpu", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="python -m evoforge.bench.layers_gpu", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=["8192x8192", "4096x11008", "11008x4096"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 32])
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import evoforge
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 KERNEL_SHAPES = [(576, 1536), (4096, 4096)]  # (in_features K, out_features N)
@@ -168,7 +169,8 @@ def run(*, quick: bool = False, model: bool = True, kernels: bool = True, thread
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench layers_model", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="batch 1 and 8, fewer repeats")
     ap.add_argument("--no-model", action="store_true", help="kernel rows only")
     ap.add_argument("--no-kernels", action="store_true", help="model rows only")

@@ -32,6 +32,7 @@ import numpy as np
 
 import evoforge
 from evoforge import mutation
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 LOWER, UPPER, K = 0, 8, 3
@@ -239,8 +240,8 @@ def _print_cpu(ls, ga, ts, threads) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench mutation", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench mutation", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="P in {1e3, 1e4}, L in {224, 1000}, 3 repeats")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="population sizes P")
     ap.add_argument("--genes", type=int, nargs="+", default=None, help="genome lengths L")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import evoforge
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 from evoforge.search import NSGA2
 from evoforge.search.problems import dtlz2
@@ -71,8 +72,8 @@ def time_pymoo(pop: int, generations: int, seed: int = 0) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench nsga2", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench nsga2", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="populations 100 and 1000, 3 generations")
     ap.add_argument("--pops", type=int, nargs="+", default=None)
     ap.add_argument("--generations", type=int, default=None)

@@ -21,6 +21,7 @@ import numpy as np
 
 import evoforge
 from evoforge import pareto
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 KINDS = ("uniform", "simplex", "correlated")
@@ -132,8 +133,8 @@ def run_crowding(sizes, m=3, repeats=5) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench pareto", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench pareto", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N in {1e4, 1e5}, 3 repeats (about a minute)")
     ap.add_argument("--sizes", type=int, nargs="+", default=None)
     ap.add_argument("--objectives", type=int, nargs="+", default=[2, 3, 5])

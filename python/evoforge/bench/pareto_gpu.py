@@ -29,6 +29,7 @@ import numpy as np
 
 import evoforge
 from evoforge import pareto
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 from evoforge.bench.pareto import KINDS, point_set
 
@@ -162,8 +163,8 @@ def run(sizes, objectives, kinds, *, repeats, cpu_limit_s, budget_s, deadline_s,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evoforge.bench.pareto_gpu", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="python -m evoforge.bench.pareto_gpu", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--objectives", type=int, nargs="+", default=[2, 3, 5])
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)

@@ -22,6 +22,7 @@ import numpy as np
 
 import evoforge
 from evoforge import solvers
+from evoforge._cli_parser import OneLineParser
 from evoforge.bench import _harness
 
 # name -> (rows, cols, layers of that shape in SmolLM2-135M)
@@ -177,8 +178,8 @@ def run(shapes, levels, *, repeats=3, budget_s=20.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="evoforge bench solvers", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="evoforge bench solvers", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="three shapes, one timed run each")
     ap.add_argument("--levels", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="threads for evoforge and torch (default: evoforge's)")

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_int, check_real
 from .adapters import ModelAdapter
+from .tokens import check_tokens, vocab_size
 
 __all__ = [
     "OWL_LAMBDA",
@@ -58,6 +60,8 @@ def _one_minus_cos_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def shortgpt_scores(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int = 8) -> np.ndarray:
     """Importance per sub-block, float64 [2N] (attention, then MLP): 1 - mean over calibration tokens
     of cos(residual entering the sub-block, residual leaving it), measured in the dense model."""
+    tok = check_tokens(tokens, "tokens", vocab=vocab_size(adapter.model))
+    batch_size = check_int(batch_size, "batch_size", 1)
     N = adapter.n_blocks
     sums = torch.zeros(2 * N, dtype=torch.float64)
     cur: dict[str, Any] = {}
@@ -86,7 +90,6 @@ def shortgpt_scores(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: 
         handles.append(adapter.sub_block(i, "attn").module.register_forward_hook(attn_post(i)))
         handles.append(blk.register_forward_hook(blk_post(i)))
     dev = next(adapter.model.parameters()).device
-    tok = torch.as_tensor(tokens, dtype=torch.long)
     try:
         with torch.inference_mode():
             for c0 in range(0, tok.shape[0], batch_size):
@@ -137,6 +140,7 @@ def owl_sparsities(adapter: ModelAdapter, stats: Any, target: float, *, lam: flo
     linear layers) above ``m`` times their mean. Mapped linearly (more outliers -> less sparse) with
     the mean kept at ``target`` and the largest deviation equal to ``lam``.
     """
+    target, lam, m = (check_real(v, name) for v, name in ((target, "target"), (lam, "lam"), (m, "m")))
     N = adapter.n_blocks
     above = np.zeros(N)
     count = np.zeros(N)

@@ -37,8 +37,10 @@ import numpy as np
 import torch
 
 from .. import solvers
+from .._checks import INT_MAX, check_int
 from ..errors import ConfigError
 from ..hashing import Hasher
+from ..random import check_prob
 from .adapters import ModelAdapter
 from .config import CompressConfig, QuantConfig, SparsityConfig
 from .database import (
@@ -53,7 +55,8 @@ from .database import (
     SPARSITY_METHODS,
     LayerDatabase,
 )
-from .hessians import LayerStats, _check_tokens, _pos_int, collect_hessians
+from .hessians import LayerStats, _pos_int, collect_hessians
+from .tokens import check_tokens, vocab_size
 
 __all__ = ["build_database", "sparsity_ladder"]
 
@@ -63,16 +66,10 @@ def sparsity_ladder(numel: int, target: float, n_levels: int, step: int) -> list
 
     The count at level k is ``round(target * numel) + k * step`` (round half up).
     """
-    base = math.floor(target * numel + 0.5)
-    if isinstance(step, (int, np.integer)) and step >= 1:  # only the levels present: O(their number)
-        lo, hi = max(-n_levels, -(base // step)), min(n_levels, (numel - 1 - base) // step)
-        return [(k, base + k * step) for k in range(lo, hi + 1)]
-    out = []
-    for k in range(-n_levels, n_levels + 1):
-        p = base + k * step
-        if 0 <= p < numel:
-            out.append((k, p))
-    return out
+    numel, n_levels, step = check_int(numel, "numel", 0), check_int(n_levels, "n_levels", 0), check_int(step, "step")
+    base = math.floor(check_prob(target, "target") * numel + 0.5)
+    lo, hi = max(-n_levels, -(base // step)), min(n_levels, (numel - 1 - base) // step)  # only the levels present
+    return [(k, base + k * step) for k in range(lo, hi + 1)]
 
 
 def _magnitude_levels(W: torch.Tensor, counts: Sequence[int]) -> list[torch.Tensor]:
@@ -185,31 +182,31 @@ def build_database(
         if not 0.0 <= s < 1.0:
             raise ConfigError(f"sparsity must lie in [0, 1), got {sparsity}")
         n_levels = _pos_int(n_levels, "n_levels", 0)
-        if n_levels >= 2**31:
-            raise ConfigError(f"n_levels must be below 2**31, got {n_levels}")
         if step is None:
             step = max(1, round(0.05 * float(np.median([r.numel for r in layers]))))
         step = _pos_int(step, "step")
         params = {"sparsity": s, "n_levels": n_levels, "step": step}
         if method == "sparsegpt":
-            params.update(percdamp=float(percdamp), blocksize=int(blocksize))
+            blocksize = _pos_int(blocksize, "blocksize")
+            params.update(percdamp=float(percdamp), blocksize=blocksize)
     else:
         blist = sorted({_pos_int(b, "bits", 2) for b in bits})
         if not blist or blist[-1] > 8:
             raise ConfigError(f"bits must be a non-empty list of ints in [2, 8], got {list(bits)}")
-        group_size = int(group_size)
-        if group_size == 0 or group_size < -1:
+        group_size = check_int(group_size, "group_size", -1, INT_MAX)
+        if group_size == 0:
             raise ConfigError(f"group_size must be -1 or >= 1, got {group_size}")
         if not isinstance(symmetric, bool):
             raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
         params = {"bits": blist, "group_size": group_size, "symmetric": symmetric, "scale_bits": _SCALE_BITS}
         if method == "gptq":
-            params.update(percdamp=float(percdamp), blocksize=int(blocksize))
+            blocksize = _pos_int(blocksize, "blocksize")
+            params.update(percdamp=float(percdamp), blocksize=blocksize)
     calib: dict[str, Any] = dict(calibration or {})
     if method in _NEEDS_CALIBRATION:
         if tokens is None:
             raise ConfigError(f"method {method!r} needs calibration tokens")
-        tokens = _check_tokens(tokens)
+        tokens = check_tokens(tokens, "tokens", vocab=vocab_size(adapter.model))
         if stats is None:
             stats = collect_hessians(adapter, tokens, batch_size=batch_size, compute_dtype=compute_dtype)
             if compute_dtype is not None:

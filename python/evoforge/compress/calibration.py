@@ -15,17 +15,23 @@ from typing import Any
 
 import torch
 
+from .._checks import INT_MAX, check_int
 from ..errors import ConfigError
 
 __all__ = ["sample_sequences", "tokens_from_text"]
 
 
 def _count(x: Any, name: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if x < 1:
-        raise ConfigError(f"{name} must be >= 1, got {x}")
-    return int(x)
+    return check_int(x, name, 1, INT_MAX)
+
+
+def _sizes(n: Any, length: Any) -> tuple[int, int]:
+    """``n`` sequences of ``length`` tokens, at most 2**31 tokens in all (an absurd size is refused
+    before anything is allocated or generated)."""
+    n, length = _count(n, "n"), _count(length, "length")
+    if n * length > 2**31:
+        raise ConfigError(f"n x length must be at most 2**31 tokens, got {n} x {length}")
+    return n, length
 
 
 def _seed(x: Any) -> int:
@@ -77,7 +83,7 @@ def sample_sequences(
     model = getattr(model, "model", model) if not isinstance(model, torch.nn.Module) else model
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a ModelAdapter, got {type(model).__name__}")
-    n, length, batch_size = _count(n, "n"), _count(length, "length"), _count(batch_size, "batch_size")
+    (n, length), batch_size = _sizes(n, length), _count(batch_size, "batch_size")
     seed = _seed(seed)
     if isinstance(bos_token_id, bool) or not isinstance(bos_token_id, int) or bos_token_id < 0:
         raise ConfigError(f"bos_token_id must be an int >= 0, got {bos_token_id!r}")
@@ -157,7 +163,7 @@ def tokens_from_text(tokenizer: Any, path: str | os.PathLike, n: int, length: in
     ConfigError
         The file holds fewer than ``n`` windows of ``length`` tokens (the message says how many).
     """
-    n, length = _count(n, "n"), _count(length, "length")
+    n, length = _sizes(n, length)
     seed = _seed(seed)
     p = Path(path)
     if not p.is_file():

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_int
 from ..errors import ConfigError
 from ..search import LevelSwitch
 from .adapters import ModelAdapter
@@ -39,9 +40,14 @@ __all__ = [
     "sub_block_names",
 ]
 
+#: The most blocks a depth genome (2 genes per block) may have: far beyond any model, and refused
+#: before the genome's arrays are allocated.
+_MAX_BLOCKS = 2**24
+
 
 def depth_mutation(n_blocks: int, max_switches: int = 3) -> LevelSwitch:
     """Swap dropped and kept sub-blocks within the attention genes or within the MLP genes."""
+    n_blocks = check_int(n_blocks, "n_blocks", 1, _MAX_BLOCKS)
     groups = np.repeat(np.arange(2, dtype=np.int64), n_blocks)
     return LevelSwitch(max_switches=max_switches, groups=groups)
 

@@ -60,6 +60,7 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
     provider = result._provider  # type: ignore[attr-defined]
     out = Path(out_dir)
     mdir = out / "model"
+    mdir.mkdir(parents=True, exist_ok=True)  # a file in the way, a NUL byte: refused before any work
     layers = adapter.linear_layers()
     saved = [(r.module, r.module.weight.detach().clone(),
               None if getattr(r.module, "bias", None) is None else r.module.bias.detach().clone()) for r in layers]

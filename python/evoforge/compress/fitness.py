@@ -51,6 +51,7 @@ from ..errors import ConfigError
 from ..kl import Teacher, kl_divergence
 from .adapters import ModelAdapter
 from .teacher import build_teacher, kl_torch
+from .tokens import check_tokens, vocab_size
 
 __all__ = ["KLFitness", "LevelProvider"]
 
@@ -180,16 +181,7 @@ class KLFitness:
     # ---- set-up ---------------------------------------------------------------------------------
 
     def _check_tokens(self, x: Any, seq_len: int | None) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.dtype not in (torch.int64, torch.int32):
-            raise ConfigError(f"calib_tokens must be an integer tensor [N, S], got "
-                              f"{getattr(x, 'dtype', type(x).__name__)} {list(getattr(x, 'shape', []))}")
-        V = int(self.adapter.config.vocab_size)
-        if x.numel() == 0:
-            raise ConfigError("calib_tokens is empty")
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi >= V:
-            raise ConfigError(f"calib_tokens must lie in [0, {V}), got values in [{lo}, {hi}]")
-        x = x.to(torch.long)
+        x = check_tokens(x, "calib_tokens", vocab=vocab_size(self.adapter.model))
         if seq_len is not None:
             if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1:
                 raise ConfigError(f"seq_len must be a positive int or None, got {seq_len!r}")

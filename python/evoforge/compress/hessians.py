@@ -11,13 +11,13 @@ import contextlib
 import dataclasses
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..errors import ConfigError
+from .._checks import INT_MAX, check_int
 from .adapters import LayerRef, ModelAdapter
 from .architectures import layer_name
 from .fitness import _compute_dtype
+from .tokens import check_tokens, vocab_size
 
 __all__ = ["LayerStats", "collect_hessians"]
 
@@ -54,21 +54,8 @@ class LayerStats:
         return self.sq_norms[self.input_of[layer_name(layer)]]
 
 
-def _check_tokens(tokens: Any) -> torch.Tensor:
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"tokens must be a torch.LongTensor of shape (n, length), got {type(tokens).__name__}")
-    if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.numel() == 0:
-        raise ConfigError(f"tokens must be a non-empty int64 tensor of shape (n, length), got {tokens.dtype} "
-                          f"with shape {list(tokens.shape)}")
-    return tokens
-
-
 def _pos_int(x: Any, name: str, lo: int = 1) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if int(x) < lo:
-        raise ConfigError(f"{name} must be >= {lo}, got {x}")
-    return int(x)
+    return check_int(x, name, lo, INT_MAX)
 
 
 def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int = 8,
@@ -93,7 +80,7 @@ def collect_hessians(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size:
     """
     if not isinstance(adapter, ModelAdapter):
         raise TypeError(f"adapter must be a ModelAdapter (evoforge.compress.adapt(model)), got {type(adapter).__name__}")
-    tokens = _check_tokens(tokens)
+    tokens = check_tokens(tokens, "tokens", vocab=vocab_size(adapter.model))
     batch_size = _pos_int(batch_size, "batch_size")
     layers = adapter.linear_layers()
     dev = next(adapter.model.parameters()).device

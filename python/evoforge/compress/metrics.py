@@ -10,21 +10,30 @@ from typing import Any
 
 import torch
 
+from .._checks import INT_MAX, check_int
 from ..errors import ConfigError
 from .result import CompressionResult, variant
+from .tokens import check_tokens, vocab_size
 
 __all__ = ["compare_perplexity", "perplexity", "text_ids"]
 
 
 def perplexity(model: Any, ids: torch.Tensor, *, window: int = 512, max_windows: int | None = None) -> float:
-    """Perplexity over non-overlapping windows of ``window`` tokens of a 1-D token sequence."""
-    ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+    """Perplexity over non-overlapping windows of ``window`` tokens (>= 2) of a 1-D token sequence
+    ``ids`` (integer tensor, ids within the model's vocabulary), at most ``max_windows`` of them."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (a causal LM), got {type(model).__name__}")
+    p = next(model.parameters(), None)
+    if p is None:
+        raise ConfigError(f"model {type(model).__name__} has no parameters (not a causal LM)")
+    ids = check_tokens(ids, "ids", vocab=vocab_size(model), ndim=1)
+    window = check_int(window, "window", 2, INT_MAX)
     n = ids.numel() // window
     if max_windows is not None:
-        n = min(n, int(max_windows))
+        n = min(n, check_int(max_windows, "max_windows", 1))
     if n < 1:
         raise ConfigError(f"the text has {ids.numel()} tokens, fewer than one window of {window}")
-    dev = next(model.parameters()).device
+    dev = p.device
     nll, count = 0.0, 0
     with torch.inference_mode():
         for w in range(n):

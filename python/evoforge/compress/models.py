@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ def resolve_model(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
         if len(ggufs) == 1:
             return p, ggufs[0].name
         raise ConfigError(f"{s!r} has no config.json (not a Hugging Face model directory)")
+    try:  # refused here, by evoforge, rather than deep in transformers
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not text at all (UnicodeDecodeError)
+        raise ConfigError(f"{str(p / 'config.json')!r} is not a JSON model config: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{str(p / 'config.json')!r} holds a JSON {type(cfg).__name__}, not a model config")
     return p, None
 
 

@@ -35,6 +35,7 @@ from .providers import provider_for
 from .report import write_report
 from .result import CompressionResult
 from .search import FitnessFactory, search_levels
+from .tokens import check_tokens, vocab_size
 
 __all__ = ["Run", "resolve_top_k", "start_run"]
 
@@ -153,18 +154,15 @@ def _tokens(model: Any, n: int, length: int, seed: int, text: Any, tokenizer: An
 
 
 def _check_tokens(model: Any, config: CompressConfig, calibration: Any, heldout: Any) -> None:
-    """Given token tensors are non-empty integer [N, S] tensors with data; no sequence is longer than
+    """Given token tensors are non-empty integer [N, S] tensors with data and ids within the model's
+    vocabulary (:func:`.tokens.check_tokens`); no sequence is longer than
     the model's positions (``seq_len`` for the tokens still to be made)."""
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     limit = limit if isinstance(limit, int) else None
     for name, t in (("calibration", calibration), ("heldout", heldout)):
         if t is None:
             continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.LongTensor [N, S] of token ids, got {type(t).__name__}")
-        if t.ndim != 2 or t.numel() == 0 or t.dtype not in (torch.int64, torch.int32) or t.device.type == "meta":
-            raise ConfigError(f"{name} must be a non-empty integer tensor [N, S] with data, got {t.dtype} "
-                              f"{list(t.shape)} on {t.device}")
+        check_tokens(t, name, vocab=vocab_size(model))
         if limit is not None and t.shape[1] > limit:
             raise ConfigError(f"{name} has sequences of {t.shape[1]} tokens, more than the model's {limit} positions")
     if limit is not None and config.seq_len > limit and (calibration is None or heldout is None):

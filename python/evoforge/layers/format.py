@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import INT_MAX, check_int
 from ..errors import ConfigError
 
 __all__ = ["BITS", "GROUP_SIZES", "check_bits", "check_features", "check_group_size", "num_groups", "row_bytes",
@@ -28,13 +29,16 @@ def check_bits(bits: Any) -> int:
 
 
 def check_features(in_features: Any, out_features: Any) -> tuple[int, int]:
-    """A layer's sizes as ints >= 1: TypeError for a non-integer (2.5 must not truncate to 2, as
-    nn.Linear rejects it too), ValueError below 1."""
+    """A layer's sizes as ints in [1, 2**31 - 1]: TypeError for a non-integer (2.5 must not truncate
+    to 2, as nn.Linear rejects it too), ValueError below 1, ConfigError (a ValueError) above (the
+    kernels index in C ints: an absurd size is refused, not allocated)."""
     for name, v in (("in_features", in_features), ("out_features", out_features)):
         if not _is_int(v):
             raise TypeError(f"{name} must be an int, got {v!r}")
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
+        if v > INT_MAX:
+            raise ConfigError(f"{name} must be at most {INT_MAX}, got {v}")
     return int(in_features), int(out_features)
 
 
@@ -50,13 +54,13 @@ def check_group_size(group_size: Any) -> int:
 
 def row_bytes(columns: int, bits: int) -> int:
     """Bytes of one packed row of ``columns`` codes: ceil(columns / 32) * 4 * bits."""
-    return -(-int(columns) // 32) * 4 * check_bits(bits)
+    return -(-check_int(columns, "columns", 0) // 32) * 4 * check_bits(bits)
 
 
 def num_groups(columns: int, group_size: int) -> int:
     """G = ceil(columns / group_size), or 1 for one group per row."""
-    g = check_group_size(group_size)
-    return -(-int(columns) // g) if g else 1
+    c, g = check_int(columns, "columns", 0), check_group_size(group_size)
+    return -(-c // g) if g else 1
 
 
 def storage_bits(bits: Any) -> int:

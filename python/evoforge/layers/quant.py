@@ -83,6 +83,7 @@ def _like(out: np.ndarray, ref: Any) -> Any:
 
 
 def _grid(packed: Any, scales: Any, zeros: Any, bits: int, group_size: int, in_features: int):
+    in_features = _checks.check_int(in_features, "in_features", 1, _checks.INT_MAX)
     p = _array(packed, "packed", np.uint8, 2)
     n, rb, G = p.shape[0], row_bytes(in_features, bits), num_groups(in_features, group_size)
     if p.shape[1] != rb:
@@ -123,6 +124,7 @@ def pack_codes(codes: Any, bits: int) -> Any:
 def unpack_codes(packed: Any, bits: int, in_features: int) -> Any:
     """Inverse of :func:`pack_codes`: uint8 (N, row_bytes) -> uint8 (N, K), numpy or torch like ``packed``."""
     b = _bits(bits)
+    in_features = _checks.check_int(in_features, "in_features", 1, _checks.INT_MAX)
     p = _array(packed, "packed", np.uint8, 2)
     rb = row_bytes(in_features, b)
     if p.shape[1] != rb:
@@ -243,8 +245,15 @@ def quantize_rtn(weight: Any, bits: int = 4, group_size: int = 128, symmetric: b
     return codes, s16, None if symmetric else zeros.astype(np.float16)
 
 
+def _cpu_tensor(a: Any, name: str) -> torch.Tensor:
+    """A CPU tensor of an array or a CPU / CUDA tensor (a numpy array with negative strides is copied)."""
+    if _checks.is_torch(a):
+        return _checks.check_tensor(a, name).detach().cpu()
+    return torch.from_numpy(np.ascontiguousarray(_checks.to_numpy(a, name)))
+
+
 def _half(a: Any, name: str, shape: tuple[int, int]) -> torch.Tensor:
-    t = torch.as_tensor(_checks.to_numpy(a, name)) if not _checks.is_torch(a) else a.detach().cpu()
+    t = _cpu_tensor(a, name)
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
     if tuple(t.shape) != shape:
@@ -281,6 +290,7 @@ class QuantLinear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features = check_features(in_features, out_features)
         self.bits, self.group_size, self.symmetric = _bits(bits), _group(group_size), bool(symmetric)
+        device = _checks.check_device(device)
         N, G = self.out_features, num_groups(self.in_features, self.group_size)
         self.register_buffer("packed", torch.zeros(N, row_bytes(self.in_features, self.bits), dtype=torch.uint8, device=device))
         self.register_buffer("scales", torch.zeros(N, G, dtype=torch.float16, device=device))
@@ -336,7 +346,7 @@ class QuantLinear(torch.nn.Module):
         if zeros is not None:
             m.zeros.copy_(_half(zeros, "zeros", (N, G)))
         if bias is not None:
-            bt = torch.as_tensor(_checks.to_numpy(bias, "bias")).reshape(-1)
+            bt = _cpu_tensor(bias, "bias").reshape(-1)
             if bt.shape != (N,):
                 raise ValueError(f"bias must have shape [{N}], got {list(bt.shape)}")
             m.bias.copy_(bt.to(torch.float32))
@@ -349,7 +359,7 @@ class QuantLinear(torch.nn.Module):
         """Round-to-nearest quantisation of an ``nn.Linear`` (:func:`quantize_rtn`), on its device."""
         if not isinstance(linear, torch.nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        w = linear.weight.detach().to("cpu", torch.float32)
+        w = _checks.check_tensor(linear.weight, "linear.weight", dtype="float").detach().to("cpu", torch.float32)
         codes, s, z = quantize_rtn(w, bits, group_size, symmetric)
         bias = None if linear.bias is None else linear.bias.detach().to("cpu", torch.float32)
         return cls.from_codes(codes, s, z, bits, group_size, bias).to(linear.weight.device)
@@ -364,6 +374,7 @@ class QuantLinear(torch.nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.check_tensor(x, "x")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape [..., {self.in_features}], got {list(x.shape)}")
         if x.device.type == "cuda":

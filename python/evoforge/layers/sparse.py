@@ -27,12 +27,14 @@ thread count.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .. import _checks
 from .._native import core
 from ..errors import ConfigError
 from .format import BITS, GROUP_SIZES, check_features
@@ -127,7 +129,10 @@ def _check_format(format: str, bits: int | None, group_size: int) -> None:
 
 
 def _weight_array(weight: Any) -> np.ndarray:
-    w = weight.detach().cpu().float().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    if isinstance(weight, torch.Tensor):
+        w = _checks.check_tensor(weight, "weight", dtype="float").detach().cpu().float().numpy()
+    else:
+        w = np.asarray(weight)
     if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
         raise ValueError(f"weight must be 2-D [out_features, in_features] with both >= 1, got shape {w.shape}")
     if w.dtype.kind != "f":
@@ -223,8 +228,25 @@ def pack_sparse(weight: Any, format: str = "unstructured", *, values_dtype: torc
     return res
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+def _np(t: torch.Tensor, name: str = "buffer") -> np.ndarray:
+    """A numpy view of a CPU / CUDA tensor (copied to the CPU) or a numpy array."""
+    if isinstance(t, np.ndarray):
+        return t
+    return _checks.check_tensor(t, name).detach().cpu().numpy()
+
+
+def _buffer_arrays(buffers: Any) -> dict[str, np.ndarray | None]:
+    """The C-contiguous numpy arrays of packed ``buffers`` (pack_sparse's dict; the native code checks
+    their shapes and dtypes), None for the buffers it does not hold."""
+    if not isinstance(buffers, Mapping):
+        raise TypeError(f"buffers must be a dict of tensors (as pack_sparse returns), got {type(buffers).__name__}")
+    return {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k], f"buffers[{k!r}]")))
+            for k in _BUFFERS}
+
+
+def _sizes(in_features: Any, threads: Any) -> tuple[int, int]:
+    return (_checks.check_int(in_features, "in_features", 1, _checks.INT_MAX),
+            _checks.check_int(threads, "threads", -_checks.INT_MAX, _checks.INT_MAX))
 
 
 def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: str = "unstructured", *,
@@ -235,12 +257,14 @@ def unpack_sparse(buffers: dict[str, torch.Tensor], in_features: int, format: st
     ``out``: a float32 [N, K] contiguous CPU tensor to write into (returned), else a new one.
     """
     _check_format(format, bits, group_size)
-    arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
-    kw = {"out": None if out is None else out.numpy(), "values": arrs["values"], "packed": arrs["packed"], "scales": arrs["scales"], "zeros": arrs["zeros"],
-          "bits": 4 if bits is None else int(bits), "group_size": int(group_size), "threads": int(threads)}
+    in_features, threads = _sizes(in_features, threads)
+    arrs = _buffer_arrays(buffers)
+    kw = {"out": None if out is None else out.numpy(), "values": arrs["values"], "packed": arrs["packed"],
+          "scales": arrs["scales"], "zeros": arrs["zeros"], "bits": 4 if bits is None else int(bits),
+          "group_size": int(group_size), "threads": threads}
     if format == "unstructured":
-        return torch.from_numpy(core.sparse_unstructured_dense(arrs["mask"], arrs["row_ptr"], int(in_features), **kw))
-    return torch.from_numpy(core.sparse24_dense(arrs["meta"], int(in_features), **kw))
+        return torch.from_numpy(core.sparse_unstructured_dense(arrs["mask"], arrs["row_ptr"], in_features, **kw))
+    return torch.from_numpy(core.sparse24_dense(arrs["meta"], in_features, **kw))
 
 
 # ---- the matmul ----------------------------------------------------------------------------------
@@ -255,20 +279,23 @@ def sparse_matmul(x: Any, buffers: dict[str, torch.Tensor], in_features: int, fo
     ``threads`` <= 0: evoforge's default; ``max_isa`` caps the kernel: 2 AVX-512, 1 AVX2, 0 scalar.
     """
     _check_format(format, bits, group_size)
-    xa = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    in_features, threads = _sizes(in_features, threads)
+    max_isa = _checks.check_int(max_isa, "max_isa", 0, 2)
+    xa = (_checks.check_tensor(x, "x").detach().cpu().float().numpy() if isinstance(x, torch.Tensor)
+          else np.asarray(x))
     if xa.ndim != 2 or xa.shape[1] != in_features or xa.shape[0] < 1:
         raise ValueError(f"x must be [B, {in_features}] with B >= 1, got shape {xa.shape}")
     xa = np.ascontiguousarray(xa, dtype=np.float32)
     if not np.isfinite(xa).all():
         raise ValueError("x has NaN or inf")
-    arrs = {k: (None if buffers.get(k) is None else np.ascontiguousarray(_np(buffers[k]))) for k in _BUFFERS}
-    b = None if bias is None else np.ascontiguousarray(_np(bias), dtype=np.float32)
+    arrs = _buffer_arrays(buffers)
+    b = None if bias is None else np.ascontiguousarray(_np(bias, "bias"), dtype=np.float32)
     kw = {"values": arrs["values"], "packed": arrs["packed"], "scales": arrs["scales"], "zeros": arrs["zeros"],
           "bits": 4 if bits is None else int(bits), "group_size": int(group_size), "bias": b,
-          "threads": int(threads), "max_isa": int(max_isa)}
+          "threads": threads, "max_isa": max_isa}
     if format == "unstructured":
-        return core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], int(in_features), **kw)
-    return core.sparse24_matmul(xa, arrs["meta"], int(in_features), **kw)
+        return core.sparse_unstructured_matmul(xa, arrs["mask"], arrs["row_ptr"], in_features, **kw)
+    return core.sparse24_matmul(xa, arrs["meta"], in_features, **kw)
 
 
 # ---- the module ----------------------------------------------------------------------------------
@@ -307,10 +334,15 @@ class SparseLinear(nn.Module):
                    values_dtype: torch.dtype | str = torch.float32) -> SparseLinear:
         """From a dense weight [out, in] whose zeros are the pruned weights (2:4 is validated).
         ``values_dtype``: a torch dtype or its name ("float32", "float16")."""
-        N, K = weight.shape
+        w = _weight_array(weight)
+        N, K = w.shape
+        if bias is not None:
+            _checks.check_tensor(bias, "bias", dtype="float")
+            if tuple(bias.shape) != (N,):
+                raise ValueError(f"bias must have shape [{N}], got {list(bias.shape)}")
         m = cls(K, N, bias is not None, format=format, bits=bits, group_size=group_size, symmetric=symmetric,
                 values_dtype=values_dtype)
-        for k, v in pack_sparse(weight, format, values_dtype=values_dtype, bits=bits, group_size=group_size,
+        for k, v in pack_sparse(w, format, values_dtype=values_dtype, bits=bits, group_size=group_size,
                                 symmetric=symmetric).items():
             setattr(m, k, v)
         if bias is not None:
@@ -324,6 +356,7 @@ class SparseLinear(nn.Module):
         so a dense layer converts. kw as in :meth:`from_dense`."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        _checks.check_tensor(linear.weight, "linear.weight", dtype="float")
         weight = prune_24(linear.weight) if format == "2:4" else linear.weight
         return cls.from_dense(weight, linear.bias, format=format, **kw)
 
@@ -351,6 +384,7 @@ class SparseLinear(nn.Module):
         return int(sum(t.numel() * t.element_size() for t in self.buffers_dict().values()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.check_tensor(x, "x", dtype="float")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
         if (x.device.type == "cuda" and self.format == "2:4" and self.bits is not None

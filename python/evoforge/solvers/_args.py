@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -17,15 +15,7 @@ W_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 check_int = _checks.check_int  # the shared integer check
 INT_MAX = _checks.INT_MAX  # the upper bound of sizes handed to the kernels (a C int)
-
-
-def check_real(x: Any, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    x = float(x)
-    if math.isnan(x):
-        raise ConfigError(f"{name} is NaN")
-    return x
+check_real = _checks.check_real  # the shared real-number check
 
 
 def check_sparsity(x: Any, name: str = "sparsity") -> float:

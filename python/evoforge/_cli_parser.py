@@ -1,0 +1,22 @@
+"""The argument parser of the ``evoforge`` command line and of its benchmarks' own options
+(``evoforge bench NAME ...``): a usage error is one stderr line ``PROG: error: ...`` and exit
+status 2, with no usage block (argparse's default prints the usage first)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["OneLineParser", "one_line"]
+
+
+def one_line(msg: object) -> str:
+    """``msg`` on one line (runs of whitespace, newlines included, become one space)."""
+    return " ".join(str(msg).split())
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (no usage block), exit 2; sub-parsers inherit the class
+    (``add_subparsers`` defaults ``parser_class`` to the parser's own type)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")

@@ -1,0 +1,1919 @@
+"""THE list of evoforge's public entry points that the bad-input harness walks.
+
+Each :class:`Entry` names one public function (or constructor, or method), says how to build a
+VALID call of it (small sizes: milliseconds) and gives the kind of every argument that is fuzzed
+(see ``fuzz_values.KINDS``). The harness runs the valid call, then, for every fuzzed argument and
+every label of its kind, the valid call with that one argument replaced by the bad value.
+
+To cover a new public function, add one ``Entry`` to ``ENTRIES`` (and, for the command line, a
+line to ``CLI_CASES``). Heavy modules (torch, transformers) are imported inside the builders, so
+importing this file is cheap: the pytest process lists the cases without importing torch.
+
+A builder gets the worker's ``Ctx`` (``ctx.fresh()`` a new directory, ``ctx.files`` fixtures,
+``ctx.memo`` for things built once per worker, ``ctx.cleanup`` for what must be closed) and
+returns ``Call(fn, kw)``: the call is ``fn(**kw)``, with every fuzzed argument in ``kw``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# ---- the data model ---------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    fn: Callable[..., Any]
+    kw: dict[str, Any]
+
+
+@dataclass
+class Entry:
+    name: str  # "module.function" (the module part picks the worker group); "#variant" suffixes allowed
+    build: Callable[[Any], Call]  # ctx -> a valid Call
+    args: dict[str, str]  # fuzzed argument -> kind (a key of fuzz_values.KINDS)
+    project: Callable[[Any], Any] | None = None  # result -> what must be equal for non-contiguous input
+    timeout: float | None = None  # seconds per case (default: the harness's)
+    skip: dict[str, tuple[str, ...]] = field(default_factory=dict)  # arg -> labels not applicable, with a reason
+
+    @property
+    def group(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+# ---- small valid inputs -----------------------------------------------------------------------
+
+
+def _np():
+    import numpy as np
+
+    return np
+
+
+def _rng(seed: int = 0):
+    return _np().random.default_rng(seed)
+
+
+def _objectives(n: int = 6, m: int = 2):
+    return _rng(1).random((n, m))
+
+
+def _float_pop(p: int = 3, L: int = 5, dtype: str = "float64"):
+    return _rng(2).random((p, L)).astype(dtype)
+
+
+def _int_pop():
+    np = _np()
+    return np.array([[2, 2, 2, 2, 2, 2], [1, 2, 3, 2, 2, 2]], dtype=np.int32)
+
+
+def _llama_config():
+    import transformers
+
+    return transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                                    num_key_value_heads=2, num_hidden_layers=2, max_position_embeddings=1024,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def tiny_llama(seed: int = 0):
+    """A fresh 2-layer Llama built from a config (no download), eval mode."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(_llama_config()).eval()
+
+
+def tiny_model_dir(ctx) -> str:
+    """A saved tiny Llama (Hugging Face directory, no tokenizer), built once per worker."""
+    def make():
+        d = ctx.root / "tiny-llama"
+        tiny_llama().save_pretrained(d)
+        return str(d)
+
+    return ctx.memo("tiny_model_dir", make)
+
+
+def tiny_model_dir_with_tokenizer(ctx) -> str:
+    """The tiny Llama with a character-level tokenizer (so that text options get past the tokenizer)."""
+    def make():
+        import shutil
+
+        import transformers
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        d = ctx.root / "tiny-llama-tok"
+        shutil.copytree(tiny_model_dir(ctx), d)
+        vocab = {"[UNK]": 0, **{chr(i): i - 31 for i in range(32, 127)}}  # ids 1..95 < vocab_size 128
+        tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+        transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(d)
+        return str(d)
+
+    return ctx.memo("tiny_model_dir_tok", make)
+
+
+def tokens(n: int = 2, s: int = 8, seed: int = 0):
+    import torch
+
+    return torch.randint(3, 64, (n, s), generator=torch.Generator().manual_seed(seed))
+
+
+class CharTok:
+    """A tokenizer for tokens_from_text: one id per character, within the tiny vocabulary."""
+
+    def encode(self, text, add_special_tokens=False):
+        return [3 + ord(ch) % 61 for ch in text]
+
+
+def _close_all_figures():
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def _no_compare(_result: Any) -> None:
+    return None
+
+
+# ---- projections (what non-contiguous input must reproduce) ------------------------------------
+
+
+def _entry_mean(e: Any) -> Any:
+    return None if e is None else (e.mean, e.count)
+
+
+def _search_result(r: Any) -> Any:
+    return (r.best_genome, r.best_fitness, r.generations, r.evaluations)
+
+
+def _state(m: Any) -> Any:
+    return dict(m.state_dict())
+
+
+def _compression(r: Any) -> Any:
+    return (list(r.levels), r.budget, r.kl_search)
+
+
+# ---- pareto, random, variation operators, selection, deepga -------------------------------------
+
+
+def _pareto_rank(ctx):
+    from evoforge import pareto
+
+    F = _objectives()
+    return Call(pareto.nondominated_rank, {"F": F, "constraint_violation": _np().zeros(len(F))})
+
+
+def _pareto_crowding(ctx):
+    from evoforge import pareto
+
+    F = _objectives()
+    return Call(pareto.crowding_distance, {"F": F, "ranks": pareto.nondominated_rank(F).astype("int64")})
+
+
+def _pareto_select(ctx):
+    from evoforge import pareto
+
+    F = _objectives()
+    return Call(pareto.select, {"F": F, "k": 3, "constraint_violation": _np().zeros(len(F))})
+
+
+def _pareto_hv(ctx):
+    from evoforge import pareto
+
+    return Call(pareto.hypervolume, {"F": _objectives(), "ref": _np().array([1.1, 1.1])})
+
+
+def _philox(ctx):
+    from evoforge import random as er
+
+    np = _np()
+    return Call(er.philox4x32_10, {"counter": np.arange(12, dtype=np.uint32).reshape(3, 4),
+                                   "key": np.arange(6, dtype=np.uint32).reshape(3, 2)})
+
+
+def _box_muller(ctx):
+    from evoforge import random as er
+
+    np = _np()
+    return Call(er.box_muller, {"w1": np.arange(1, 6, dtype=np.uint32) * 1000003,
+                                "w2": np.arange(5, dtype=np.uint32) * 7919})
+
+
+def _normal(ctx):
+    from evoforge import random as er
+
+    return Call(er.normal, {"shape": (2, 3), "seed": 1, "generation": 0, "individual_offset": 0})
+
+
+def _level_switch(ctx):
+    from evoforge import mutation
+
+    np = _np()
+    L = 6
+    return Call(mutation.level_switch, {
+        "parents": _int_pop(), "lower": np.zeros(L, np.int32), "upper": np.full(L, 4, np.int32), "n_offspring": 2,
+        "max_switches": 3, "groups": np.array([0, 0, 0, 1, 1, 1]),
+        "costs": np.tile(np.arange(5, dtype=np.float64) * 10.0, (L, 1)), "budget_tol": 1e-6, "seed": 1,
+        "generation": 0, "individual_offset": 0, "max_attempts": 100, "return_drift": True})
+
+
+def _point(ctx):
+    from evoforge import mutation
+
+    np = _np()
+    return Call(mutation.point, {"x": _int_pop(), "lower": np.zeros(6, np.int32), "upper": np.full(6, 4, np.int32),
+                                 "prob": 0.5, "seed": 3, "generation": 0, "individual_offset": 0})
+
+
+def _gaussian(ctx):
+    from evoforge import mutation
+
+    np = _np()
+    return Call(mutation.gaussian, {"x": _float_pop(), "sigma": np.full(5, 0.1), "prob": 0.5,
+                                    "lower": np.full(5, -1.0), "upper": np.full(5, 2.0), "seed": 3,
+                                    "generation": 0, "individual_offset": 0})
+
+
+def _polynomial(ctx):
+    from evoforge import mutation
+
+    np = _np()
+    return Call(mutation.polynomial, {"x": _float_pop(), "lower": np.zeros(5), "upper": np.ones(5), "eta": 20.0,
+                                      "prob": 0.5, "seed": 3, "generation": 0, "individual_offset": 0})
+
+
+def _points_crossover(kind):
+    def build(ctx):
+        from evoforge import crossover
+
+        return Call(getattr(crossover, kind), {"a": _float_pop(), "b": _float_pop()[::-1].copy(), "prob": 1.0,
+                                               "seed": 5, "generation": 0, "individual_offset": 0})
+
+    return build
+
+
+def _sbx(ctx):
+    from evoforge import crossover
+
+    np = _np()
+    return Call(crossover.sbx, {"a": _float_pop(), "b": _float_pop()[::-1].copy(), "lower": np.zeros(5),
+                                "upper": np.ones(5), "eta": 15.0, "prob": 1.0, "prob_var": 0.5, "seed": 5,
+                                "generation": 0, "individual_offset": 0})
+
+
+def _tournament(ctx):
+    from evoforge import selection
+
+    return Call(selection.tournament, {"fitness": _objectives(), "n_select": 4, "tournament_size": 2, "seed": 1,
+                                       "generation": 0, "individual_offset": 0})
+
+
+def _seeds_to_params(ctx):
+    from evoforge import deepga
+
+    return Call(deepga.seeds_to_params, {"theta0": _np().linspace(0, 1, 8, dtype="float32"),
+                                         "seed_lists": [[1, 2], [3]], "sigma": 0.1})
+
+
+def _extend_params(ctx):
+    from evoforge import deepga
+
+    return Call(deepga.extend_params, {"parent_params": _float_pop(2, 8, "float32"), "seeds": [5, 6], "sigma": 0.1})
+
+
+def _noise(ctx):
+    from evoforge import deepga
+
+    return Call(deepga.noise, {"seed": 7, "D": 8})
+
+
+def _set_num_threads(ctx):
+    import evoforge
+
+    ctx.cleanup(lambda: evoforge.set_num_threads(0))
+    return Call(evoforge.set_num_threads, {"n": 1})
+
+
+# ---- hashing and the cache --------------------------------------------------------------------
+
+
+def _hash_array(**fixed):
+    def build(ctx):
+        from evoforge import hashing
+
+        kw = {"x": _float_pop(3, 4, "float32"), "seed": 0, "ignore_dtype": False, **fixed}
+        return Call(hashing.hash_array, kw)
+
+    return build
+
+
+def _hash_array_int(ctx):
+    from evoforge import hashing
+
+    return Call(hashing.hash_array, {"x": _int_pop(), "seed": 0})
+
+
+def _hasher_update(obj_maker):
+    def build(ctx):
+        from evoforge import hashing
+
+        def update(**kw):
+            return hashing.Hasher(0).update(**kw).digest()
+
+        return Call(update, {"obj": obj_maker(), "mantissa_bits": 7, "ignore_dtype": False})
+
+    return build
+
+
+def _hasher(ctx):
+    from evoforge import hashing
+
+    return Call(lambda seed: hashing.Hasher(seed).update(b"x").digest(), {"seed": 3})
+
+
+def _genotype_hash(obj_maker):
+    def build(ctx):
+        from evoforge import hashing
+
+        return Call(hashing.genotype_hash, {"genome": obj_maker()})
+
+    return build
+
+
+def echo(*args, **kwargs):
+    """A candidate that accepts anything and returns its inputs: probe errors are evoforge's own."""
+    return (args, kwargs)
+
+
+def _functional_hasher(ctx):
+    from evoforge import hashing
+
+    return Call(lambda **kw: hashing.FunctionalHasher(**kw).hash(echo, task="t", fidelity=1),
+                {"input_shape": (4,), "n_probes": 3, "seed": 0, "mantissa_bits": 7, "probe_version": 1})
+
+
+def _functional_hasher_probes(ctx):
+    import torch
+
+    from evoforge import hashing
+
+    return Call(lambda **kw: hashing.FunctionalHasher(**kw).hash(echo),
+                {"probe_inputs": torch.linspace(0, 1, 12).reshape(3, 4)})
+
+
+def _functional_hash(ctx):
+    import torch
+
+    from evoforge import hashing
+
+    fh = hashing.FunctionalHasher(input_shape=(4,), n_probes=3, seed=0)
+    lin = torch.nn.Linear(4, 3)
+    return Call(fh.hash, {"candidate": lin, "task": "wikitext", "fidelity": 2048})
+
+
+def _cache_ctor(ctx):
+    from evoforge.cache import EvaluationCache
+
+    def open_and_close(**kw):
+        c = EvaluationCache(**kw)
+        try:
+            c.put(b"k" * 16, 1.0)
+            return c.options
+        finally:
+            c.close()
+
+    return Call(open_and_close, {"path": ctx.fresh(), "capacity": 10, "forget_every": 2, "aggregate": 2,
+                                 "remove_probability": 0.5, "seed": 0, "timeout": 5.0, "synchronous": "NORMAL"})
+
+
+def _open_cache(ctx, sqlite: bool):
+    from evoforge.cache import EvaluationCache
+
+    c = EvaluationCache(ctx.fresh() if sqlite else None)
+    ctx.cleanup(c.close)
+    return c
+
+
+def _cache_put(sqlite: bool):
+    def build(ctx):
+        c = _open_cache(ctx, sqlite)
+        return Call(c.put, {"key": b"k" * 16, "fitness": 1.5, "genome": [1, 2, 3], "seconds": 0.1})
+
+    return build
+
+
+def _cache_put_vector(ctx):
+    c = _open_cache(ctx, False)
+    return Call(c.put, {"key": b"k" * 16, "fitness": _np().array([1.0, 2.0])})
+
+
+def _cache_get(sqlite: bool):
+    def build(ctx):
+        c = _open_cache(ctx, sqlite)
+        c.put(b"k" * 16, 2.5)
+        return Call(c.get, {"key": b"k" * 16})
+
+    return build
+
+
+def _cache_evaluate(ctx):
+    c = _open_cache(ctx, False)
+    return Call(c.evaluate, {"key": b"k" * 16, "fn": lambda: 2.0, "genome": [1, 2]})
+
+
+# ---- search -----------------------------------------------------------------------------------
+
+
+def _one_max(X):
+    return -_np().asarray(X).sum(axis=1).astype("float64")
+
+
+def _run_closing(make, evaluator, generations=2):
+    def fn(**kw):
+        eng = make(**kw)
+        try:
+            return eng.run(evaluator, generations=generations)
+        finally:
+            eng.close()
+
+    return fn
+
+
+def _one_plus_lambda(ctx):
+    from evoforge.search import OnePlusLambda, PointMutation
+
+    np = _np()
+    make = functools.partial(OnePlusLambda, progress=False)
+    return Call(_run_closing(make, _one_max), {
+        "initial": np.zeros(6, np.int32), "mutation": PointMutation(), "lower": 0, "upper": 1, "n_offspring": 4,
+        "stages": [(2, None), (1, None)], "seed": 0, "run_dir": ctx.fresh() / "run", "task": "t"})
+
+
+def _one_plus_lambda_levels(ctx):
+    from evoforge.search import LevelSwitch, OnePlusLambda
+
+    np = _np()
+    make = functools.partial(OnePlusLambda, progress=False, mutation=LevelSwitch())
+    return Call(_run_closing(make, lambda X: np.asarray(X, dtype=np.float64) @ np.arange(6.0)), {
+        "initial": np.full(6, 2, np.int32), "lower": np.zeros(6, np.int32), "upper": np.full(6, 4, np.int32),
+        "n_offspring": 3})
+
+
+def _nsga2(ctx):
+    from evoforge.search import NSGA2, SBX, PolynomialMutation
+    from evoforge.search.problems import zdt1
+
+    make = functools.partial(NSGA2, progress=False)
+    return Call(_run_closing(make, zdt1), {
+        "lower": _np().zeros(4), "upper": _np().ones(4), "n_objectives": 2, "pop_size": 6, "n_offspring": 6,
+        "crossover": SBX(), "mutation": PolynomialMutation(), "ref_point": _np().array([11.0, 11.0]),
+        "initial": _float_pop(6, 4), "seed": 1, "run_dir": ctx.fresh() / "run"})
+
+
+def _ga(ctx):
+    from evoforge.search import GA, PointMutation, UniformCrossover
+
+    np = _np()
+    make = functools.partial(GA, progress=False)
+    return Call(_run_closing(make, _one_max), {
+        "lower": np.zeros(6, np.int64), "upper": np.ones(6, np.int64), "pop_size": 6, "elitism": 1,
+        "tournament_size": 2, "crossover": UniformCrossover(), "mutation": PointMutation(),
+        "initial": (_rng(3).random((6, 6)) > 0.5).astype(np.int64), "seed": 2})
+
+
+def _engine_run(which):
+    def build(ctx):
+        from evoforge.search import GA, NSGA2, OnePlusLambda, PointMutation
+        from evoforge.search.problems import zdt1
+
+        np = _np()
+        if which == "OnePlusLambda":
+            eng = OnePlusLambda(np.zeros(6, np.int32), PointMutation(), lower=0, upper=1, n_offspring=4,
+                                progress=False)
+            ev = _one_max
+        elif which == "NSGA2":
+            eng = NSGA2(np.zeros(4), np.ones(4), n_objectives=2, pop_size=6, progress=False)
+            ev = zdt1
+        else:
+            eng = GA(np.zeros(6, np.int64), np.ones(6, np.int64), pop_size=6, progress=False)
+            ev = _one_max
+        ctx.cleanup(eng.close)
+        kw = {"evaluator": ev, "generations": 2, "max_evaluations": 20}
+        if which != "NSGA2":
+            kw["target"] = -100.0
+        return Call(eng.run, kw)
+
+    return build
+
+
+def _engine_tell(which):
+    def build(ctx):
+        from evoforge.search import NSGA2, OnePlusLambda, PointMutation
+
+        np = _np()
+        if which == "OnePlusLambda":
+            eng = OnePlusLambda(np.zeros(6, np.int32), PointMutation(), lower=0, upper=1, n_offspring=4,
+                                progress=False)
+            batch = eng.ask()
+            fit = np.arange(len(batch.genomes), dtype=np.float64)
+        else:
+            eng = NSGA2(np.zeros(4), np.ones(4), n_objectives=2, pop_size=6, progress=False)
+            batch = eng.ask()
+            fit = _objectives(len(batch.genomes), 2)
+        ctx.cleanup(eng.close)
+
+        def tell(**kw):
+            eng.tell(batch, **kw)
+            return eng.best
+
+        return Call(tell, {"fitness": fit})
+
+    return build
+
+
+def _resume(ctx):
+    from evoforge.search import OnePlusLambda, PointMutation
+
+    np = _np()
+    rd = ctx.fresh() / "run"
+    eng = OnePlusLambda(np.zeros(6, np.int32), PointMutation(), lower=0, upper=1, n_offspring=4, run_dir=rd,
+                        progress=False)
+    eng.run(_one_max, generations=1)
+    eng.close()
+
+    def resume(**kw):
+        e = OnePlusLambda.resume(**kw)
+        try:
+            return (e.generation, e.parent)
+        finally:
+            e.close()
+
+    return Call(resume, {"run_dir": rd})
+
+
+def _mutation_op(cls_name, kw, integer):
+    def build(ctx):
+        from evoforge import search
+
+        np = _np()
+
+        def make_and_apply(**k):
+            op = getattr(search, cls_name)(**k)
+            if integer:
+                X = _int_pop()
+                return op(X, np.zeros(6, np.int32), np.full(6, 4, np.int32), seed=0, generation=0)
+            return op(_float_pop(), np.zeros(5), np.ones(5), seed=0, generation=0)
+
+        return Call(make_and_apply, dict(kw))
+
+    return build
+
+
+def _level_switch_op(ctx):
+    from evoforge import search
+
+    np = _np()
+    L = 6
+
+    def make_and_apply(**k):
+        op = search.LevelSwitch(**k)
+        return op.offspring(_int_pop()[0], 3, np.zeros(L, np.int32), np.full(L, 4, np.int32), seed=0, generation=0)
+
+    return Call(make_and_apply, {"max_switches": 3, "groups": np.array([0, 0, 0, 1, 1, 1]),
+                                 "costs": np.tile(np.arange(5, dtype=np.float64), (L, 1)), "budget_tol": 1e-6})
+
+
+def _crossover_op(cls_name, kw):
+    def build(ctx):
+        from evoforge import search
+
+        np = _np()
+
+        def make_and_apply(**k):
+            op = getattr(search, cls_name)(**k)
+            return op(_float_pop(), _float_pop()[::-1].copy(), np.zeros(5), np.ones(5), seed=0, generation=0)
+
+        return Call(make_and_apply, dict(kw))
+
+    return build
+
+
+# ---- evaluate ---------------------------------------------------------------------------------
+
+
+def make_pool_evaluator():
+    """A picklable factory for the process backend: returns an evaluator (module level, so spawn finds it)."""
+    return _one_max
+
+
+def _open_backend(ctx):
+    from evoforge.evaluate import open_backend
+
+    def opened(**kw):
+        b = open_backend(**kw)
+        close = getattr(b, "close", None)
+        if close is not None:
+            close()
+        return type(b).__name__
+
+    return Call(opened, {"name": "inprocess", "factory": make_pool_evaluator})
+
+
+def _process_backend(ctx):
+    from evoforge.evaluate import open_backend
+
+    def opened(**kw):
+        b = open_backend("process", make_pool_evaluator, **kw)
+        try:
+            return type(b).__name__
+        finally:
+            b.close()
+
+    return Call(opened, {"workers": 1, "timeout": 30.0, "max_attempts": 3, "chunk_size": 4})
+
+
+# ---- solvers and kl ---------------------------------------------------------------------------
+
+
+def _X(n=2, s=5, c=8):
+    return _rng(4).normal(size=(n, s, c))
+
+
+def _H():
+    from evoforge import solvers
+
+    return solvers.hessian(_X())
+
+
+def _W(dtype="float64"):
+    return _rng(5).normal(size=(4, 8)).astype(dtype)
+
+
+def _hessian(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.hessian, {"X": _X()})
+
+
+def _hessian_torch(ctx):
+    import torch
+
+    from evoforge import solvers
+
+    return Call(solvers.hessian, {"X": torch.from_numpy(_X()).float()})
+
+
+def _factor_hessian(ctx):
+    from evoforge import solvers
+
+    def factor(**kw):
+        f = solvers.factor_hessian(**kw)
+        return (f.U, f.dead, f.perm)
+
+    return Call(factor, {"H": _H(), "percdamp": 0.01, "act_order": True, "dtype": _np().float64})
+
+
+def _prune_counts(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.prune_counts, {"rows": 4, "cols": 8, "blocksize": 4, "sparsity": 0.5})
+
+
+def _sparsegpt(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.sparsegpt, {"W": _W(), "H": _H(), "sparsity": 0.5, "blocksize": 4, "percdamp": 0.01,
+                                    "return_mask": True})
+
+
+def _sparsegpt_nm(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.sparsegpt, {"W": _W(), "H": _H(), "sparsity": None, "prune_n": 2, "prune_m": 4})
+
+
+def _sparsegpt_torch(ctx):
+    import torch
+
+    from evoforge import solvers
+
+    return Call(solvers.sparsegpt, {"W": torch.from_numpy(_W("float32")), "H": _H(), "sparsity": 0.5})
+
+
+def _sparsegpt_levels(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.sparsegpt_levels, {"W": _W(), "H": _H(), "sparsities": [0.25, 0.5], "blocksize": 4,
+                                           "percdamp": 0.01, "return_mask": False})
+
+
+def _rtn(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.rtn, {"W": _W(), "bits": 4, "group_size": 4, "symmetric": False})
+
+
+def _gptq(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.gptq, {"W": _W(), "H": _H(), "bits": 3, "group_size": 4, "symmetric": True, "blocksize": 4,
+                               "percdamp": 0.01, "act_order": False})
+
+
+def _gptq_levels(ctx):
+    from evoforge import solvers
+
+    return Call(solvers.gptq_levels, {"W": _W(), "H": _H(), "bits": [2, 4], "group_size": 4, "symmetric": False,
+                                      "blocksize": 4, "percdamp": 0.01, "act_order": True})
+
+
+def _logits(t=3, v=8, dtype="float32"):
+    return _rng(6).normal(size=(t, v)).astype(dtype)
+
+
+def _teacher_targets(top_k):
+    def build(ctx):
+        from evoforge import kl
+
+        kw = {"teacher_logits": _logits()}
+        if top_k is not None:
+            kw.update(top_k=top_k, tail=True)
+        return Call(kl.teacher_targets, kw)
+
+    return build
+
+
+def _kl(top_k, student=None):
+    def build(ctx):
+        from evoforge import kl
+
+        t = kl.teacher_targets(_logits(), top_k=top_k)
+        s = _logits() + 0.1 if student is None else student()
+        return Call(kl.kl_divergence, {"teacher": t, "student_logits": s, "reduction": "none"})
+
+    return build
+
+
+def _teacher_save(ctx):
+    from evoforge import kl
+
+    t = kl.teacher_targets(_logits(), top_k=3)
+    return Call(lambda directory: t.save(directory) or kl.Teacher.load(directory, mmap=False),
+                {"directory": ctx.fresh() / "teacher"})
+
+
+def _teacher_load(ctx):
+    from evoforge import kl
+
+    d = ctx.fresh() / "teacher"
+    kl.teacher_targets(_logits(), top_k=3).save(d)
+    return Call(lambda directory: kl.Teacher.load(directory, mmap=False), {"directory": d})
+
+
+# ---- layers -----------------------------------------------------------------------------------
+
+K_IN, N_OUT = 64, 8
+
+
+def _linear():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Linear(K_IN, N_OUT)
+
+
+def _x():
+    import torch
+
+    return torch.linspace(-1, 1, 3 * K_IN).reshape(3, K_IN)
+
+
+def _quant_linear_ctor(ctx):
+    from evoforge.layers import QuantLinear
+
+    def make(**kw):
+        m = QuantLinear(**kw)
+        return m(_x()[:, : m.in_features]) if m.in_features <= K_IN else m
+
+    return Call(make, {"in_features": K_IN, "out_features": N_OUT, "bias": True, "bits": 4, "group_size": 32,
+                       "symmetric": False, "device": "cpu"})
+
+
+def _quant_from_linear(ctx):
+    from evoforge.layers import QuantLinear
+
+    return Call(QuantLinear.from_linear, {"linear": _linear(), "bits": 4, "group_size": 32, "symmetric": True})
+
+
+def _quantized():
+    from evoforge.layers import quantize_rtn
+
+    return quantize_rtn(_linear().weight.detach().numpy(), 4, 32, symmetric=False)
+
+
+def _quant_from_codes(ctx):
+    from evoforge.layers import QuantLinear
+
+    np = _np()
+    codes, s, z = _quantized()
+    return Call(QuantLinear.from_codes, {"codes": codes, "scales": s, "zeros": z, "bits": 4, "group_size": 32,
+                                         "bias": np.zeros(N_OUT, np.float32), "g_idx": np.arange(K_IN) // 32})
+
+
+def _quant_forward(ctx):
+    from evoforge.layers import QuantLinear
+
+    m = QuantLinear.from_linear(_linear(), bits=4, group_size=32)
+    return Call(m, {"x": _x()})
+
+
+def _sparse_linear_ctor(ctx):
+    from evoforge.layers import SparseLinear
+
+    def make(**kw):
+        m = SparseLinear(**kw)
+        return m(_x()[:, : m.in_features]) if m.in_features <= K_IN else m
+
+    return Call(make, {"in_features": K_IN, "out_features": N_OUT, "bias": True, "format": "2:4", "bits": 4,
+                       "group_size": 32, "symmetric": False, "values_dtype": "float16"})
+
+
+def _sparse_from_linear(ctx):
+    from evoforge.layers import SparseLinear
+
+    return Call(SparseLinear.from_linear, {"linear": _linear(), "format": "2:4", "bits": 4, "group_size": 32,
+                                           "values_dtype": "float32"})
+
+
+def _pruned_weight():
+    w = _linear().weight.detach().clone()
+    w[w.abs() < 0.05] = 0
+    return w
+
+
+def _sparse_from_dense(ctx):
+    import torch
+
+    from evoforge.layers import SparseLinear
+
+    return Call(SparseLinear.from_dense, {"weight": _pruned_weight(), "bias": torch.zeros(N_OUT),
+                                          "format": "unstructured", "values_dtype": "float16"})
+
+
+def _sparse_forward(ctx):
+    from evoforge.layers import SparseLinear
+
+    m = SparseLinear.from_dense(_pruned_weight(), format="unstructured")
+    return Call(m, {"x": _x()})
+
+
+def _pack_codes(ctx):
+    from evoforge.layers import pack_codes
+
+    codes, _s, _z = _quantized()
+    return Call(pack_codes, {"codes": codes, "bits": 4})
+
+
+def _unpack_codes(ctx):
+    from evoforge.layers import pack_codes, unpack_codes
+
+    codes, _s, _z = _quantized()
+    return Call(unpack_codes, {"packed": pack_codes(codes, 4), "bits": 4, "in_features": K_IN})
+
+
+def _quantize_rtn(ctx):
+    from evoforge.layers import quantize_rtn
+
+    return Call(quantize_rtn, {"weight": _linear().weight.detach().numpy().copy(), "bits": 4, "group_size": 32,
+                               "symmetric": False})
+
+
+def _dequantize(ctx):
+    from evoforge.layers import dequantize, pack_codes
+
+    codes, s, z = _quantized()
+    return Call(dequantize, {"packed": pack_codes(codes, 4), "scales": s, "zeros": z, "bits": 4, "group_size": 32,
+                             "in_features": K_IN})
+
+
+def _quant_matmul(ctx):
+    from evoforge.layers import pack_codes, quant_matmul
+
+    np = _np()
+    codes, s, z = _quantized()
+    return Call(quant_matmul, {"x": _x().numpy().copy(), "packed": pack_codes(codes, 4), "scales": s, "zeros": z,
+                               "bits": 4, "group_size": 32, "bias": np.linspace(0, 1, N_OUT, dtype=np.float32),
+                               "isa": "auto"})
+
+
+def _pack_sparse(quant):
+    def build(ctx):
+        from evoforge.layers import pack_sparse
+
+        kw = {"weight": _pruned_weight().numpy(), "format": "unstructured", "values_dtype": "float32"}
+        if quant:
+            kw.update(bits=4, group_size=32, symmetric=False)
+        return Call(pack_sparse, kw)
+
+    return build
+
+
+def _sparse_buffers(fmt="unstructured"):
+    from evoforge.layers import pack_sparse
+
+    w = _pruned_weight()
+    if fmt == "2:4":
+        from evoforge.layers.sparse import prune_24
+
+        w = prune_24(w)
+    return pack_sparse(w, fmt)
+
+
+def _unpack_sparse(ctx):
+    from evoforge.layers import unpack_sparse
+
+    return Call(unpack_sparse, {"buffers": _sparse_buffers(), "in_features": K_IN, "format": "unstructured",
+                                "threads": 0})
+
+
+def _sparse_matmul(fmt):
+    def build(ctx):
+        import torch
+
+        from evoforge.layers import sparse_matmul
+
+        return Call(sparse_matmul, {"x": _x().numpy().copy(), "buffers": _sparse_buffers(fmt), "in_features": K_IN,
+                                    "format": fmt, "bias": torch.zeros(N_OUT), "threads": 0, "max_isa": 2})
+
+    return build
+
+
+def _apply_spec(ctx):
+    from evoforge.layers import apply
+
+    return Call(lambda **kw: _state(apply(**kw)), {"model": tiny_llama(), "config": {"bits": 4, "group_size": 32},
+                                                   "values_dtype": "float32"})
+
+
+def _compressed_run(ctx) -> str:
+    """A tiny sparsity compression run directory (with its database), made once per worker."""
+    def make():
+        from evoforge.compress import compress
+
+        rd = ctx.root / "tiny-run"
+        compress(tiny_llama(), method="sparsity", target=0.5, db_method="magnitude", db_levels=1, n_calib=2,
+                 n_heldout=2, seq_len=8, generations=1, offspring=2, run_dir=rd, export_model=True)
+        return str(rd)
+
+    return ctx.memo("compressed_run", make)
+
+
+def _pack_config_json(ctx):
+    """compress.pack of a run's config.json file (the run directory form is the entry compress.pack)."""
+    from pathlib import Path
+
+    from evoforge.compress import pack
+
+    rd = Path(_compressed_run(ctx))
+    return Call(lambda **kw: _state(pack(**kw)), {"model": tiny_llama(), "result": rd / "config.json",
+                                                  "database": rd / "db"})
+
+
+def _apply_deprecated(ctx):
+    """The deprecated form layers.apply(model, run_dir, database): the packed model of compress.pack, and a
+    DeprecationWarning (a call that returns without the warning fails the case)."""
+    import warnings
+    from pathlib import Path
+
+    from evoforge.layers import apply
+
+    rd = _compressed_run(ctx)
+
+    def deprecated_apply(**kw):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = apply(**kw)
+        if not any(issubclass(w.category, DeprecationWarning) for w in caught):
+            raise AssertionError("layers.apply(model, result) returned without its DeprecationWarning")
+        return _state(out)
+
+    return Call(deprecated_apply, {"model": tiny_llama(), "config": rd, "database": Path(rd) / "db"})
+
+
+def _packed_model():
+    from evoforge.layers import apply
+
+    return apply(tiny_llama(), {"bits": 4, "group_size": 32})
+
+
+def _save(ctx):
+    import torch
+
+    from evoforge.layers import save
+
+    return Call(save, {"model": _packed_model(), "out_dir": ctx.fresh() / "packed", "dtype": torch.float16})
+
+
+def _load(ctx):
+    from evoforge.layers import load, save
+
+    def make():
+        return str(save(_packed_model(), ctx.root / "packed-checkpoint"))
+
+    return Call(lambda **kw: _state(load(**kw)), {"path": ctx.memo("packed_checkpoint", make)})
+
+
+def _row_bytes(ctx):
+    from evoforge.layers import row_bytes
+
+    return Call(row_bytes, {"columns": 64, "bits": 4})
+
+
+def _num_groups(ctx):
+    from evoforge.layers import num_groups
+
+    return Call(num_groups, {"columns": 64, "group_size": 32})
+
+
+# ---- compress ---------------------------------------------------------------------------------
+
+
+def _adapt(ctx):
+    from evoforge.compress import adapt
+
+    return Call(lambda **kw: adapt(**kw).fingerprint(), {"model": tiny_llama()})
+
+
+def _build_db(method):
+    def build(ctx):
+        from evoforge.compress import adapt, build_database
+
+        def built(**kw):
+            db = build_database(**kw)
+            return sorted(db.layers)
+
+        kw = {"adapter": adapt(tiny_llama()), "out_dir": ctx.fresh() / "db", "method": method, "batch_size": 2}
+        if method == "magnitude":
+            kw.update(tokens=None, sparsity=0.5, n_levels=1, step=64, values_dtype="float16")
+        elif method == "sparsegpt":
+            kw.update(tokens=tokens(), sparsity=0.5, n_levels=1, step=64, percdamp=0.01, blocksize=16,
+                      compute_dtype="bfloat16")
+        else:
+            kw.update(tokens=tokens(), bits=[2, 4], group_size=16, symmetric=False, percdamp=0.01, blocksize=16)
+        return Call(built, kw)
+
+    return build
+
+
+_COMPRESS_FAST = {"n_calib": 2, "n_heldout": 2, "seq_len": 8, "generations": 1, "offspring": 2}
+
+
+def _compress(method):
+    def build(ctx):
+        from evoforge.compress import compress
+
+        kw = {"model_or_path": tiny_llama(), "export_model": False, "seed": 0, **_COMPRESS_FAST}
+        if method == "run_dir":  # a run directory adds the report and its plots (slower): only here
+            kw.update(method="sparsity", target=0.5, db_method="magnitude", db_levels=1, run_dir=ctx.fresh() / "run")
+        if method == "sparsity":
+            kw.update(method="sparsity", target=0.5, db_method="magnitude", db_levels=1, db_step=64,
+                      stages=[(2, 8), (1, None)], max_switches=2, batch_size=2, top_k=8)
+        elif method == "quant":
+            kw.update(method="quant", target=4.0, db_method="rtn", bits=[2, 3, 4], group_size=32, symmetric=False,
+                      count_metadata=True)
+        elif method == "depth":
+            kw.update(method="depth", target=1)
+        elif method == "tokens":  # explicit calibration tokens and a bfloat16 search
+            kw.update(method="sparsity", target=0.5, db_method="magnitude", db_levels=1,
+                      calibration=tokens(2, 8, 1), heldout=tokens(2, 8, 2), compute_dtype="bfloat16")
+        return Call(compress, kw)
+
+    return build
+
+
+def _compress_path(ctx):
+    from evoforge.compress import compress
+
+    return Call(compress, {"model_or_path": tiny_model_dir(ctx), "method": "sparsity", "target": 0.5,
+                           "db_method": "magnitude", "db_levels": 1, "export_model": False, **_COMPRESS_FAST})
+
+
+def _compress_text(ctx):
+    from evoforge.compress import compress
+
+    return Call(compress, {"model_or_path": tiny_llama(), "method": "sparsity", "target": 0.5,
+                           "db_method": "magnitude", "db_levels": 1, "export_model": False,
+                           "calib_text": ctx.files.text, "tokenizer": CharTok(), **_COMPRESS_FAST})
+
+
+def _perplexity(ctx):
+    import torch
+
+    from evoforge.compress import perplexity
+
+    ids = torch.randint(3, 64, (40,), generator=torch.Generator().manual_seed(0))
+    return Call(perplexity, {"model": tiny_llama(), "ids": ids, "window": 8, "max_windows": 3})
+
+
+def _load_model(ctx):
+    from evoforge.compress import load_model
+
+    return Call(lambda **kw: _state(load_model(**kw)[0]), {"name_or_path": tiny_model_dir(ctx)})
+
+
+def _resolve_model(ctx):
+    from evoforge.compress import resolve_model
+
+    return Call(resolve_model, {"name_or_path": tiny_model_dir(ctx)})
+
+
+def _tokens_from_text(ctx):
+    from evoforge.compress import tokens_from_text
+
+    return Call(tokens_from_text, {"tokenizer": CharTok(), "path": ctx.files.text, "n": 3, "length": 16, "seed": 0})
+
+
+def _tokens_from_text_callable(ctx):
+    from evoforge.compress import tokens_from_text
+
+    return Call(tokens_from_text, {"tokenizer": CharTok().encode, "path": ctx.files.text, "n": 3, "length": 16,
+                                   "seed": 0})
+
+
+def _sample_sequences(ctx):
+    from evoforge.compress import sample_sequences
+
+    return Call(sample_sequences, {"model": tiny_llama(), "n": 2, "length": 6, "seed": 0, "temperature": 1.0,
+                                   "batch_size": 2})
+
+
+def _collect_hessians(ctx):
+    from evoforge.compress import adapt, collect_hessians
+
+    def collected(**kw):
+        st = collect_hessians(**kw)
+        return sorted(vars(st)) if hasattr(st, "__dict__") else None
+
+    return Call(collected, {"adapter": adapt(tiny_llama()), "tokens": tokens(), "batch_size": 2})
+
+
+def _depth_count(ctx):
+    from evoforge.compress import depth_count
+
+    return Call(depth_count, {"target": 1, "n_blocks": 4})
+
+
+def _sparsity_ladder(ctx):
+    from evoforge.compress import sparsity_ladder
+
+    return Call(sparsity_ladder, {"numel": 1000, "target": 0.5, "n_levels": 2, "step": 50})
+
+
+def _db_open(ctx):
+    from pathlib import Path
+
+    from evoforge.compress import LayerDatabase
+
+    db_dir = Path(_compressed_run(ctx)) / "db"
+    return Call(lambda **kw: sorted(LayerDatabase.open(**kw).layers), {"path": db_dir})
+
+
+def _depth_drops(ctx):
+    from evoforge.compress import depth_drops
+
+    return Call(depth_drops, {"genome": _np().array([0, 1, 1, 0]), "n_blocks": 2})
+
+
+def _depth_mutation(ctx):
+    from evoforge.compress import depth_mutation
+
+    def make(**kw):
+        op = depth_mutation(**kw)
+        return (op.max_switches, op.groups)
+
+    return Call(make, {"n_blocks": 4, "max_switches": 2})
+
+
+def _shortgpt_genome(ctx):
+    from evoforge.compress import shortgpt_genome
+
+    return Call(shortgpt_genome, {"scores": _np().array([0.3, 0.1, 0.2, 0.5, 0.4, 0.6]), "k": 1})
+
+
+def _shortgpt_scores(ctx):
+    from evoforge.compress import adapt, shortgpt_scores
+
+    return Call(shortgpt_scores, {"adapter": adapt(tiny_llama()), "tokens": tokens(), "batch_size": 2})
+
+
+def _owl_sparsities(ctx):
+    from evoforge.compress import adapt, collect_hessians, owl_sparsities
+
+    a = adapt(tiny_llama())
+    return Call(owl_sparsities, {"adapter": a, "stats": collect_hessians(a, tokens(), batch_size=2), "target": 0.5,
+                                 "lam": 0.08, "m": 5.0})
+
+
+def _provider(ctx):
+    from pathlib import Path
+
+    from evoforge.compress import LayerDatabase, provider_for
+
+    return provider_for(LayerDatabase.open(Path(_compressed_run(ctx)) / "db"))
+
+
+def _apply_levels(ctx):
+    from evoforge.compress import adapt, apply_levels
+
+    a = adapt(tiny_llama())
+    return Call(lambda **kw: apply_levels(**kw) or _state(a.model),
+                {"adapter": a, "provider": _provider(ctx), "genome": _np().zeros(len(a.linear_layers()), "int64")})
+
+
+def _kl_fitness(ctx):
+    from evoforge.compress import KLFitness, adapt
+
+    def make_and_evaluate(**kw):
+        f = KLFitness(**kw)
+        return f.evaluate(_np().zeros((2, len(f.layers)), "int64"))
+
+    return Call(make_and_evaluate, {"adapter": adapt(tiny_llama()), "provider": _provider(ctx),
+                                    "calib_tokens": tokens(), "top_k": 8, "batch_size": 2, "seq_len": 8,
+                                    "head_tokens": 4, "compute_dtype": "bfloat16"})
+
+
+def _kl_fitness_evaluate(ctx):
+    from evoforge.compress import KLFitness, adapt
+
+    a = adapt(tiny_llama())
+    f = KLFitness(a, _provider(ctx), tokens(), batch_size=2)
+    return Call(f.evaluate, {"genomes": _np().zeros((2, len(a.linear_layers())), "int64")})
+
+
+def _tiny_result(ctx):
+    from evoforge.compress import compress
+
+    return compress(tiny_llama(), method="sparsity", target=0.5, db_method="magnitude", db_levels=1, n_calib=2,
+                    n_heldout=2, seq_len=8, generations=1, offspring=2, export_model=False)
+
+
+def _export(ctx):
+    from evoforge.compress import export
+
+    return Call(export, {"result": _tiny_result(ctx), "out_dir": ctx.fresh() / "exported"})
+
+
+def _write_report(ctx):
+    from evoforge.compress import write_report
+
+    ctx.cleanup(_close_all_figures)
+    return Call(write_report, {"result": _tiny_result(ctx), "run_dir": ctx.fresh() / "report"})
+
+
+def _summary_table(ctx):
+    from evoforge.compress import summary_table
+
+    return Call(summary_table, {"result": _tiny_result(ctx), "markdown": True})
+
+
+def _config(cls_name, **valid):
+    def build(ctx):
+        from evoforge import compress as C
+
+        return Call(lambda **kw: getattr(C, cls_name)(**kw).validate().to_json(), dict(valid))
+
+    return build
+
+
+def _load_config(ctx):
+    from evoforge.compress import load_config
+
+    return Call(lambda **kw: load_config(**kw).to_json(), {"run_dir": _compressed_run(ctx)})
+
+
+def _text_ids(ctx):
+    from evoforge.compress import text_ids
+
+    return Call(text_ids, {"tokenizer": CharTok(), "path": ctx.files.text})
+
+
+def _compare_perplexity(ctx):
+    import torch
+
+    from evoforge.compress import compare_perplexity
+
+    ids = torch.randint(3, 64, (40,), generator=torch.Generator().manual_seed(0))
+    return Call(compare_perplexity, {"result": _tiny_result(ctx), "ids": ids, "window": 8, "max_windows": 2})
+
+
+def _levels_applied(ctx):
+    from evoforge.compress import adapt, levels_applied
+
+    a = adapt(tiny_llama())
+
+    def inside(**kw):
+        with levels_applied(**kw):
+            return _state(a.model)
+
+    return Call(inside, {"adapter": a, "provider": _provider(ctx),
+                         "genome": _np().zeros(len(a.linear_layers()), "int64")})
+
+
+def _pack(ctx):
+    from pathlib import Path
+
+    from evoforge.compress import pack
+
+    rd = _compressed_run(ctx)
+    return Call(lambda **kw: _state(pack(**kw)), {"model": tiny_llama(), "result": rd, "database": Path(rd) / "db",
+                                                  "values_dtype": "float16"})
+
+
+def _linear_layers(ctx):
+    from evoforge.layers import linear_layers
+
+    return Call(lambda **kw: sorted(linear_layers(**kw)), {"model": tiny_llama()})
+
+
+# ---- plot -------------------------------------------------------------------------------------
+
+
+def _history_run(ctx) -> str:
+    def make():
+        from evoforge.search import NSGA2
+        from evoforge.search.problems import zdt1
+
+        rd = ctx.root / "history-run"
+        eng = NSGA2(_np().zeros(4), _np().ones(4), n_objectives=2, pop_size=6, ref_point=[11.0, 11.0],
+                    run_dir=rd, progress=False)
+        eng.run(zdt1, generations=2)
+        eng.close()
+        return str(rd)
+
+    return ctx.memo("history_run", make)
+
+
+def _convergence(ctx):
+    from evoforge import plot
+
+    ctx.cleanup(_close_all_figures)
+    return Call(plot.convergence, {"run": _history_run(ctx), "key": "hypervolume", "x": "evaluations",
+                                   "label": "hv", "save": ctx.fresh() / "c.png"})
+
+
+def _load_history(ctx):
+    from evoforge import plot
+
+    return Call(plot.load_history, {"run": _history_run(ctx)})
+
+
+def _layer_levels(ctx):
+    from evoforge import plot
+
+    ctx.cleanup(_close_all_figures)
+    return Call(plot.layer_levels, {"values": _np().array([0.5, 0.4, 0.6]), "labels": ["a", "b", "c"],
+                                    "reference": 0.5, "save": ctx.fresh() / "l.png"})
+
+
+def _pareto_front(ctx):
+    from evoforge import pareto, plot
+
+    ctx.cleanup(_close_all_figures)
+    F = _objectives(8, 2)
+    return Call(plot.pareto_front, {"F": F, "ranks": pareto.nondominated_rank(F).astype("int64"), "max_fronts": 3,
+                                    "save": ctx.fresh() / "p.png"})
+
+
+# ---- warm-up ----------------------------------------------------------------------------------
+
+
+def warm_up(groups: set[str], ctx) -> None:
+    """Imports and first-call costs paid once per worker, before any case's clock starts."""
+    if groups & {"hashing", "solvers", "kl", "layers", "compress", "cli", "search", "evaluate"}:
+        import torch
+
+        torch.set_num_threads(1)
+    if groups & {"layers", "compress", "cli"}:
+        import evoforge.compress.pipeline  # noqa: F401  (transformers)
+        import evoforge.layers  # noqa: F401
+
+        tiny_llama()(input_ids=tokens(1, 4))
+    if groups & {"plot", "compress"}:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    if "cli" in groups:
+        import evoforge.cli  # noqa: F401
+
+        tiny_model_dir_with_tokenizer(ctx)
+
+
+# ---- the list ---------------------------------------------------------------------------------
+
+_SEEDS3 = {"seed": "seed", "generation": "seed", "individual_offset": "seed"}
+_MODEL_TIMEOUT = 5.0  # a whole tiny compression may run when a bad value is accepted (valid: < 1 s)
+
+ENTRIES: list[Entry] = [
+    # evoforge
+    Entry("evoforge.set_num_threads", _set_num_threads, {"n": "int"}),
+    # pareto
+    Entry("pareto.nondominated_rank", _pareto_rank, {"F": "matrix_f", "constraint_violation": "vector_f"}),
+    Entry("pareto.crowding_distance", _pareto_crowding, {"F": "matrix_f", "ranks": "vector_i"}),
+    Entry("pareto.select", _pareto_select, {"F": "matrix_f", "k": "int", "constraint_violation": "vector_f"}),
+    Entry("pareto.hypervolume", _pareto_hv, {"F": "matrix_f", "ref": "vector_f"}),
+    # random
+    Entry("random.philox4x32_10", _philox, {"counter": "matrix_i", "key": "matrix_i"}),
+    Entry("random.box_muller", _box_muller, {"w1": "vector_i", "w2": "vector_i"}),
+    Entry("random.normal", _normal, {"shape": "shape", **_SEEDS3}),
+    # mutation
+    Entry("mutation.level_switch", _level_switch, {
+        "parents": "matrix_i", "lower": "vector_i", "upper": "vector_i", "n_offspring": "int", "max_switches": "int",
+        "groups": "vector_i", "costs": "matrix_f", "budget_tol": "real", **_SEEDS3, "max_attempts": "int",
+        "return_drift": "bool"}),
+    Entry("mutation.point", _point, {"x": "matrix_i", "lower": "vector_i", "upper": "vector_i", "prob": "prob",
+                                     **_SEEDS3}),
+    Entry("mutation.gaussian", _gaussian, {"x": "matrix_f", "sigma": "vector_f", "prob": "prob", "lower": "vector_f",
+                                           "upper": "vector_f", **_SEEDS3}),
+    Entry("mutation.polynomial", _polynomial, {"x": "matrix_f", "lower": "vector_f", "upper": "vector_f",
+                                               "eta": "real", "prob": "prob", **_SEEDS3}),
+    # crossover
+    *[Entry(f"crossover.{k}", _points_crossover(k), {"a": "matrix_f", "b": "matrix_f", "prob": "prob", **_SEEDS3})
+      for k in ("uniform", "one_point", "two_point")],
+    Entry("crossover.sbx", _sbx, {"a": "matrix_f", "b": "matrix_f", "lower": "vector_f", "upper": "vector_f",
+                                  "eta": "real", "prob": "prob", "prob_var": "prob", **_SEEDS3}),
+    # selection
+    Entry("selection.tournament", _tournament, {"fitness": "matrix_f", "n_select": "int", "tournament_size": "int",
+                                                **_SEEDS3}),
+    # deepga
+    Entry("deepga.seeds_to_params", _seeds_to_params, {"theta0": "vector_f", "seed_lists": "seed_lists",
+                                                       "sigma": "real"}),
+    Entry("deepga.extend_params", _extend_params, {"parent_params": "matrix_f", "seeds": "seeds", "sigma": "real"}),
+    Entry("deepga.noise", _noise, {"seed": "seed", "D": "int"}),
+    # hashing
+    Entry("hashing.hash_array", _hash_array(mantissa_bits=7), {"x": "matrix_f", "mantissa_bits": "int",
+                                                                "seed": "seed", "ignore_dtype": "bool"}),
+    Entry("hashing.hash_array#grid", _hash_array(grid=0.01), {"x": "matrix_f", "grid": "real"}),
+    Entry("hashing.hash_array#int", _hash_array_int, {"x": "matrix_i"}),
+    Entry("hashing.Hasher", _hasher, {"seed": "seed"}),
+    Entry("hashing.Hasher.update", _hasher_update(lambda: {"a": [1, "x", 2.5], "b": None}),
+          {"obj": "any_obj", "mantissa_bits": "int", "ignore_dtype": "bool"}),
+    Entry("hashing.Hasher.update#array", _hasher_update(lambda: _float_pop(3, 4)), {"obj": "matrix_f"}),
+    Entry("hashing.genotype_hash", _genotype_hash(lambda: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), {"genome": "any_obj"}),
+    Entry("hashing.genotype_hash#array", _genotype_hash(_int_pop), {"genome": "matrix_i"}),
+    Entry("hashing.FunctionalHasher", _functional_hasher, {"input_shape": "shape", "n_probes": "int", "seed": "seed",
+                                                           "mantissa_bits": "int", "probe_version": "int"}),
+    Entry("hashing.FunctionalHasher#probes", _functional_hasher_probes, {"probe_inputs": "tensor_matrix"}),
+    Entry("hashing.FunctionalHasher.hash", _functional_hash, {"candidate": "callable", "task": "any_obj",
+                                                              "fidelity": "any_obj"}, project=_no_compare),
+    # cache
+    Entry("cache.EvaluationCache", _cache_ctor, {
+        "path": "cache_path", "capacity": "int", "forget_every": "int", "aggregate": "int",
+        "remove_probability": "prob", "seed": "seed", "timeout": "real", "synchronous": "choice"}),
+    Entry("cache.EvaluationCache.put", _cache_put(False), {"key": "key", "fitness": "fitness", "genome": "any_obj",
+                                                            "seconds": "real"}, project=_entry_mean),
+    Entry("cache.EvaluationCache.put#vector", _cache_put_vector, {"fitness": "vector_f"}, project=_entry_mean),
+    Entry("cache.EvaluationCache.put#sqlite", _cache_put(True), {"key": "key", "fitness": "fitness",
+                                                                  "genome": "any_obj", "seconds": "real"},
+          project=_entry_mean),
+    Entry("cache.EvaluationCache.get", _cache_get(False), {"key": "key"}, project=_entry_mean),
+    Entry("cache.EvaluationCache.get#sqlite", _cache_get(True), {"key": "key"}, project=_entry_mean),
+    Entry("cache.EvaluationCache.evaluate", _cache_evaluate, {"key": "key", "fn": "callable", "genome": "any_obj"}),
+    # search
+    Entry("search.OnePlusLambda", _one_plus_lambda, {
+        "initial": "vector_i", "mutation": "operator", "lower": "int", "upper": "int", "n_offspring": "int",
+        "stages": "stages", "seed": "seed", "run_dir": "path_out_dir"}, project=_search_result),
+    Entry("search.OnePlusLambda#levels", _one_plus_lambda_levels, {"initial": "vector_i", "lower": "vector_i",
+                                                                   "upper": "vector_i"}, project=_search_result),
+    Entry("search.NSGA2", _nsga2, {
+        "lower": "vector_f", "upper": "vector_f", "n_objectives": "int", "pop_size": "int", "n_offspring": "int",
+        "crossover": "operator", "mutation": "operator", "ref_point": "vector_f", "initial": "matrix_f",
+        "seed": "seed", "run_dir": "path_out_dir"}, project=_search_result),
+    Entry("search.GA", _ga, {
+        "lower": "vector_i", "upper": "vector_i", "pop_size": "int", "elitism": "int", "tournament_size": "int",
+        "crossover": "operator", "mutation": "operator", "initial": "matrix_i", "seed": "seed"},
+        project=_search_result),
+    Entry("search.OnePlusLambda.run", _engine_run("OnePlusLambda"), {
+        "evaluator": "evaluator", "generations": "iterations", "max_evaluations": "iterations", "target": "real"},
+        project=_search_result),
+    Entry("search.NSGA2.run", _engine_run("NSGA2"), {
+        "evaluator": "evaluator", "generations": "iterations", "max_evaluations": "iterations"},
+        project=_search_result),
+    Entry("search.GA.run", _engine_run("GA"), {
+        "evaluator": "evaluator", "generations": "iterations", "max_evaluations": "iterations", "target": "real"},
+        project=_search_result),
+    Entry("search.OnePlusLambda.tell", _engine_tell("OnePlusLambda"), {"fitness": "vector_f"}),
+    Entry("search.NSGA2.tell", _engine_tell("NSGA2"), {"fitness": "matrix_f"}),
+    Entry("search.OnePlusLambda.resume", _resume, {"run_dir": "path_in_dir"}),
+    Entry("search.PointMutation", _mutation_op("PointMutation", {"prob": 0.5}, True), {"prob": "prob"}),
+    Entry("search.GaussianMutation", _mutation_op("GaussianMutation", {"sigma": 0.1, "prob": 0.5}, False),
+          {"sigma": "real", "prob": "prob"}),
+    Entry("search.PolynomialMutation", _mutation_op("PolynomialMutation", {"eta": 20.0, "prob": 0.5}, False),
+          {"eta": "real", "prob": "prob"}),
+    Entry("search.LevelSwitch", _level_switch_op, {"max_switches": "int", "groups": "vector_i", "costs": "matrix_f",
+                                                   "budget_tol": "real"}),
+    Entry("search.SBX", _crossover_op("SBX", {"eta": 15.0, "prob": 0.9, "prob_var": 0.5}),
+          {"eta": "real", "prob": "prob", "prob_var": "prob"}),
+    *[Entry(f"search.{c}", _crossover_op(c, {"prob": 0.9}), {"prob": "prob"})
+      for c in ("UniformCrossover", "OnePointCrossover", "TwoPointCrossover")],
+    # evaluate
+    Entry("evaluate.open_backend", _open_backend, {"name": "choice", "factory": "callable"}),
+    Entry("evaluate.open_backend#process", _process_backend, {"workers": "int", "timeout": "real",
+                                                              "max_attempts": "int", "chunk_size": "int"},
+          timeout=_MODEL_TIMEOUT),
+    # solvers
+    Entry("solvers.hessian", _hessian, {"X": "array_f"}),
+    Entry("solvers.hessian#torch", _hessian_torch, {"X": "tensor"}),
+    Entry("solvers.factor_hessian", _factor_hessian, {"H": "matrix_f", "percdamp": "real", "act_order": "bool",
+                                                      "dtype": "dtype_name"}),
+    Entry("solvers.prune_counts", _prune_counts, {"rows": "int", "cols": "int", "blocksize": "int",
+                                                  "sparsity": "prob"}),
+    Entry("solvers.sparsegpt", _sparsegpt, {"W": "matrix_f", "H": "matrix_f", "sparsity": "prob", "blocksize": "int",
+                                            "percdamp": "real", "return_mask": "bool"}),
+    Entry("solvers.sparsegpt#nm", _sparsegpt_nm, {"prune_n": "int", "prune_m": "int"}),
+    Entry("solvers.sparsegpt#torch", _sparsegpt_torch, {"W": "tensor_matrix"}),
+    Entry("solvers.sparsegpt_levels", _sparsegpt_levels, {"W": "matrix_f", "H": "matrix_f",
+                                                          "sparsities": "float_list", "blocksize": "int",
+                                                          "percdamp": "real", "return_mask": "bool"}),
+    Entry("solvers.rtn", _rtn, {"W": "matrix_f", "bits": "int", "group_size": "int", "symmetric": "bool"}),
+    Entry("solvers.gptq", _gptq, {"W": "matrix_f", "H": "matrix_f", "bits": "int", "group_size": "int",
+                                  "symmetric": "bool", "blocksize": "int", "percdamp": "real", "act_order": "bool"}),
+    Entry("solvers.gptq_levels", _gptq_levels, {"W": "matrix_f", "H": "matrix_f", "bits": "int_list",
+                                                "group_size": "int", "blocksize": "int", "act_order": "bool"}),
+    # kl
+    Entry("kl.teacher_targets", _teacher_targets(None), {"teacher_logits": "matrix_f"}),
+    Entry("kl.teacher_targets#topk", _teacher_targets(3), {"teacher_logits": "matrix_f", "top_k": "int",
+                                                           "tail": "bool"}),
+    Entry("kl.kl_divergence", _kl(None), {"teacher": "model", "student_logits": "matrix_f", "reduction": "choice"}),
+    Entry("kl.kl_divergence#topk", _kl(3), {"student_logits": "matrix_f"}),
+    Entry("kl.kl_divergence#batched", _kl(None, lambda: _np().stack([_logits() + 0.1, _logits() - 0.2])),
+          {"student_logits": "array_f"}),
+    Entry("kl.kl_divergence#torch", _kl(3, lambda: __import__("torch").from_numpy(_logits() + 0.1)),
+          {"student_logits": "tensor_matrix"}),
+    Entry("kl.Teacher.save", _teacher_save, {"directory": "path_out_dir"}),
+    Entry("kl.Teacher.load", _teacher_load, {"directory": "path_in_dir"}),
+    # layers
+    Entry("layers.QuantLinear", _quant_linear_ctor, {
+        "in_features": "int", "out_features": "int", "bias": "bool", "bits": "int", "group_size": "int",
+        "symmetric": "bool", "device": "choice"}),
+    Entry("layers.QuantLinear.from_linear", _quant_from_linear, {"linear": "linear", "bits": "int",
+                                                                 "group_size": "int", "symmetric": "bool"},
+          project=_state),
+    Entry("layers.QuantLinear.from_codes", _quant_from_codes, {
+        "codes": "matrix_i", "scales": "matrix_f", "zeros": "matrix_f", "bits": "int", "group_size": "int",
+        "bias": "vector_f", "g_idx": "vector_i"}, project=_state),
+    Entry("layers.QuantLinear.forward", _quant_forward, {"x": "tensor_matrix"}),
+    Entry("layers.SparseLinear", _sparse_linear_ctor, {
+        "in_features": "int", "out_features": "int", "bias": "bool", "format": "choice", "bits": "int",
+        "group_size": "int", "symmetric": "bool", "values_dtype": "dtype_name"}),
+    Entry("layers.SparseLinear.from_linear", _sparse_from_linear, {"linear": "linear", "format": "choice",
+                                                                   "bits": "int", "group_size": "int",
+                                                                   "values_dtype": "dtype_name"}, project=_state),
+    Entry("layers.SparseLinear.from_dense", _sparse_from_dense, {"weight": "tensor_matrix", "bias": "tensor",
+                                                                 "format": "choice", "values_dtype": "dtype_name"},
+          project=_state),
+    Entry("layers.SparseLinear.forward", _sparse_forward, {"x": "tensor_matrix"}),
+    Entry("layers.pack_codes", _pack_codes, {"codes": "matrix_i", "bits": "int"}),
+    Entry("layers.unpack_codes", _unpack_codes, {"packed": "matrix_i", "bits": "int", "in_features": "int"}),
+    Entry("layers.quantize_rtn", _quantize_rtn, {"weight": "matrix_f", "bits": "int", "group_size": "int",
+                                                 "symmetric": "bool"}),
+    Entry("layers.dequantize", _dequantize, {"packed": "matrix_i", "scales": "matrix_f", "zeros": "matrix_f",
+                                             "bits": "int", "group_size": "int", "in_features": "int"}),
+    Entry("layers.quant_matmul", _quant_matmul, {"x": "matrix_f", "packed": "matrix_i", "scales": "matrix_f",
+                                                 "zeros": "matrix_f", "bits": "int", "group_size": "int",
+                                                 "bias": "vector_f", "isa": "choice"}),
+    Entry("layers.pack_sparse", _pack_sparse(False), {"weight": "matrix_f", "format": "choice",
+                                                      "values_dtype": "dtype_name"}),
+    Entry("layers.pack_sparse#quant", _pack_sparse(True), {"bits": "int", "group_size": "int", "symmetric": "bool"}),
+    Entry("layers.unpack_sparse", _unpack_sparse, {"buffers": "sparse_buffers", "in_features": "int",
+                                                   "format": "choice", "threads": "int"}),
+    Entry("layers.sparse_matmul", _sparse_matmul("unstructured"), {
+        "x": "matrix_f", "buffers": "sparse_buffers", "in_features": "int", "format": "choice", "bias": "tensor",
+        "threads": "int", "max_isa": "int"}),
+    Entry("layers.sparse_matmul#24", _sparse_matmul("2:4"), {"x": "matrix_f", "buffers": "sparse_buffers",
+                                                             "in_features": "int"}),
+    Entry("layers.apply", _apply_spec, {"model": "model", "config": "spec", "values_dtype": "dtype_name"}),
+    Entry("layers.apply#deprecated", _apply_deprecated, {"config": "path_in_dir"}),
+    Entry("layers.save", _save, {"model": "model", "out_dir": "path_out_dir", "dtype": "dtype_name"},
+          project=_no_compare),
+    Entry("layers.load", _load, {"path": "path_in_dir"}),
+    Entry("layers.linear_layers", _linear_layers, {"model": "model"}),
+    Entry("layers.row_bytes", _row_bytes, {"columns": "int", "bits": "int"}),
+    Entry("layers.num_groups", _num_groups, {"columns": "int", "group_size": "int"}),
+    # compress
+    Entry("compress.adapt", _adapt, {"model": "model"}),
+    Entry("compress.build_database", _build_db("magnitude"), {
+        "adapter": "model", "out_dir": "path_out_dir", "method": "choice", "sparsity": "prob", "n_levels": "int",
+        "step": "int", "batch_size": "int", "values_dtype": "dtype_name"}, timeout=_MODEL_TIMEOUT),
+    Entry("compress.build_database#sparsegpt", _build_db("sparsegpt"), {
+        "tokens": "tokens", "percdamp": "real", "blocksize": "int", "compute_dtype": "choice"},
+        timeout=_MODEL_TIMEOUT),
+    Entry("compress.build_database#gptq", _build_db("gptq"), {"tokens": "tokens", "bits": "int_list",
+                                                              "group_size": "int", "symmetric": "bool"},
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress", _compress("sparsity"), {
+        "model_or_path": "model", "method": "choice", "target": "real", "db_method": "choice", "db_levels": "int",
+        "db_step": "int", "n_calib": "int", "n_heldout": "int", "seq_len": "int", "generations": "iterations",
+        "offspring": "int", "stages": "stages", "max_switches": "int", "seed": "seed", "batch_size": "int",
+        "top_k": "int"}, project=_compression, timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress#run_dir", _compress("run_dir"), {"run_dir": "path_out_dir"}, project=_compression,
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress#quant", _compress("quant"), {"target": "real", "bits": "int_list", "group_size": "int",
+                                                          "symmetric": "bool", "count_metadata": "bool"},
+          project=_compression, timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress#depth", _compress("depth"), {"target": "real"}, project=_compression,
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress#tokens", _compress("tokens"), {"calibration": "tokens", "heldout": "tokens",
+                                                            "compute_dtype": "choice"},
+          project=_compression, timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress#path", _compress_path, {"model_or_path": "path_in_dir"}, project=_compression,
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.compress#text", _compress_text, {"calib_text": "path_in_file", "tokenizer": "callable"},
+          project=_compression, timeout=_MODEL_TIMEOUT),
+    Entry("compress.perplexity", _perplexity, {"model": "model", "ids": "tokens", "window": "int",
+                                               "max_windows": "int"}),
+    Entry("compress.load_model", _load_model, {"name_or_path": "path_in_dir"}),
+    Entry("compress.resolve_model", _resolve_model, {"name_or_path": "path_in_dir"}),
+    Entry("compress.tokens_from_text", _tokens_from_text, {"tokenizer": "callable", "path": "path_in_file", "n": "int",
+                                                           "length": "int", "seed": "seed"}),
+    Entry("compress.tokens_from_text#callable", _tokens_from_text_callable, {"tokenizer": "callable"}),
+    Entry("compress.sample_sequences", _sample_sequences, {"model": "model", "n": "int", "length": "int",
+                                                           "seed": "seed", "temperature": "real",
+                                                           "batch_size": "int"}),
+    Entry("compress.collect_hessians", _collect_hessians, {"adapter": "model", "tokens": "tokens",
+                                                           "batch_size": "int"}),
+    Entry("compress.depth_count", _depth_count, {"target": "real", "n_blocks": "int"}),
+    Entry("compress.sparsity_ladder", _sparsity_ladder, {"numel": "int", "target": "prob", "n_levels": "int",
+                                                         "step": "int"}),
+    Entry("compress.LayerDatabase.open", _db_open, {"path": "path_in_dir"}),
+    Entry("compress.depth_drops", _depth_drops, {"genome": "vector_i", "n_blocks": "int"}),
+    Entry("compress.depth_mutation", _depth_mutation, {"n_blocks": "int", "max_switches": "int"}),
+    Entry("compress.shortgpt_genome", _shortgpt_genome, {"scores": "vector_f", "k": "int"}),
+    # below, arguments that only evoforge builds (an adapter, layer statistics, a provider, a result) are
+    # not fuzzed: the user data they take is
+    Entry("compress.shortgpt_scores", _shortgpt_scores, {"tokens": "tokens", "batch_size": "int"}),
+    Entry("compress.owl_sparsities", _owl_sparsities, {"target": "real", "lam": "real", "m": "real"}),
+    Entry("compress.apply_levels", _apply_levels, {"genome": "vector_i"}),
+    Entry("compress.KLFitness", _kl_fitness, {
+        "calib_tokens": "tokens", "top_k": "int", "batch_size": "int", "seq_len": "int", "head_tokens": "int",
+        "compute_dtype": "choice"}, timeout=_MODEL_TIMEOUT),
+    Entry("compress.KLFitness.evaluate", _kl_fitness_evaluate, {"genomes": "matrix_i"}),
+    Entry("compress.export", _export, {"out_dir": "path_out_dir"}, project=_no_compare, timeout=_MODEL_TIMEOUT),
+    Entry("compress.write_report", _write_report, {"run_dir": "path_out_dir"}, project=_no_compare,
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.summary_table", _summary_table, {"markdown": "bool"}, timeout=_MODEL_TIMEOUT),
+    Entry("compress.SparsityConfig", _config(
+        "SparsityConfig", target=0.5, n_calib=2, n_heldout=2, seq_len=8, generations=1, offspring=4,
+        stages=((2, 8), (1, None)), max_switches=2, seed=0, db_method="magnitude", db_levels=1, db_step=64, top_k=8,
+        compute_dtype="bfloat16", batch_size=2, export=False, calib_text=None), {
+        "target": "real", "n_calib": "int", "n_heldout": "int", "seq_len": "int", "generations": "iterations",
+        "offspring": "int", "stages": "stages", "max_switches": "int", "seed": "seed", "db_method": "choice",
+        "db_levels": "int", "db_step": "int", "top_k": "int", "compute_dtype": "choice", "batch_size": "int",
+        "export": "bool"}),
+    Entry("compress.QuantConfig", _config("QuantConfig", target=3.0, bits=(2, 3, 4), group_size=32, symmetric=True,
+                                          count_metadata=False), {
+        "target": "real", "bits": "int_list", "group_size": "int", "symmetric": "bool", "count_metadata": "bool"}),
+    Entry("compress.DepthConfig", _config("DepthConfig", target=1), {"target": "real"}),
+    Entry("compress.DepthQuantConfig", _config("DepthQuantConfig", target=3.0, bits=(2, 3, 4)),
+          {"target": "real", "bits": "int_list"}),
+    Entry("compress.load_config", _load_config, {"run_dir": "path_in_dir"}),
+    Entry("compress.text_ids", _text_ids, {"tokenizer": "callable", "path": "path_in_file"}),
+    Entry("compress.compare_perplexity", _compare_perplexity, {"ids": "tokens", "window": "int",
+                                                               "max_windows": "int"}, timeout=_MODEL_TIMEOUT),
+    Entry("compress.levels_applied", _levels_applied, {"genome": "vector_i"}),
+    Entry("compress.pack", _pack, {"model": "model", "result": "path_in_dir", "database": "path_in_dir",
+                                   "values_dtype": "dtype_name"}),
+    Entry("compress.pack#config_json", _pack_config_json, {"result": "path_in_file"}),
+    # plot
+    Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
+                                             "save": "path_out_file"}, project=_no_compare),
+    Entry("plot.load_history", _load_history, {"run": "path_in_dir"}),
+    Entry("plot.layer_levels", _layer_levels, {"values": "vector_f", "reference": "real", "save": "path_out_file"},
+          project=_no_compare),
+    Entry("plot.pareto_front", _pareto_front, {"F": "matrix_f", "ranks": "vector_i", "max_fronts": "int",
+                                               "save": "path_out_file"}, project=_no_compare),
+]
+
+# Public names that are not walked, and why (the coverage test requires every other public name of
+# the modules' __all__ to start an entry's name).
+NOT_FUZZED: dict[str, str] = {
+    **{f"evoforge.{n}": "a subpackage (walked through its own entries)" for n in (
+        "pareto", "hashing", "cache", "random", "variation", "mutation", "crossover", "selection", "deepga",
+        "evaluate", "search", "solvers", "kl", "layers", "compress", "plot")},
+    "evoforge.__version__": "a constant",
+    "evoforge.info": "takes no arguments",
+    "evoforge.has_cuda": "takes no arguments",
+    "evoforge.get_num_threads": "takes no arguments",
+    **{f"{m}.{n}": "an exception class" for m, n in (
+        ("evoforge", "EvoforgeError"), ("evoforge", "CudaUnavailableError"), ("evoforge", "ConfigError"),
+        ("cache", "CacheError"), ("cache", "CacheClosedError"), ("cache", "CorruptCacheError"),
+        ("compress", "CorruptDatabaseError"), ("compress", "DatabaseMismatchError"),
+        ("compress", "UnsupportedModelError"), ("evaluate", "EvaluationError"))},
+    **{f"{m}.{n}": "a constant" for m, n in (
+        ("hashing", "DIGEST_SIZE"), ("random", "STREAMS"), ("layers", "BITS"), ("layers", "GROUP_SIZES"),
+        ("compress", "QUANT_METHODS"), ("compress", "SPARSITY_METHODS"), ("compress", "SUPPORTED_ARCHITECTURES"),
+        ("evaluate", "BACKENDS"))},
+    **{f"{m}.{n}": "a result or record type that evoforge builds (not built from user input)" for m, n in (
+        ("cache", "Entry"), ("cache", "CacheStats"), ("search", "Batch"), ("search", "Result"),
+        ("solvers", "HessianFactor"), ("solvers", "QuantizedLayer"), ("compress", "CompressionResult"),
+        ("compress", "LayerStats"), ("compress", "LayerRef"), ("compress", "SubBlock"),
+        ("compress", "BlockContext"), ("evaluate", "Task"), ("evaluate", "Replica"))},
+    **{f"{m}.{n}": "an abstract base class or protocol" for m, n in (
+        ("search", "Engine"), ("search", "Evaluator"), ("search", "Mutation"), ("search", "Crossover"),
+        ("compress", "LevelProvider"), ("compress", "ModelAdapter"), ("evaluate", "Backend"),
+        ("evaluate", "EvaluatorFactory"), ("evaluate", "WorkerPool"))},
+    "kl.write_teacher_meta": "an internal step of Teacher.save (walked there)",
+    "layers.packed_layers": "a read-only listing of a model's packed modules",
+    "compress.DepthFitness": "KLFitness with a depth provider (KLFitness is walked)",
+    "compress.JointFitness": "KLFitness with a joint provider (KLFitness is walked)",
+    "compress.JointLevels": "built by compress(method='depth+quant') from a database",
+    "compress.JointSwitch": "a LevelSwitch variant built by compress(method='depth+quant')",
+    "compress.QuantLevels": "built by provider_for from a database (walked through KLFitness / apply_levels)",
+    "compress.SparsityLevels": "built by provider_for from a database (walked through KLFitness / apply_levels)",
+    "compress.provider_for": "takes an open LayerDatabase (LayerDatabase.open is walked)",
+    "compress.CompressConfig": "the shared base of the method configs (each walked)",
+    "compress.register": "a decorator registering an extension recipe for a config class (mutates a registry)",
+    "compress.owl_genome": "takes a provider and layer statistics built by evoforge (owl_sparsities is walked)",
+    "evaluate.InProcess": "built by open_backend('inprocess') (walked)",
+    "evaluate.ProcessPool": "built by open_backend('process') (walked)",
+    "evaluate.RayBackend": "needs a Ray cluster",
+}
+
+# ---- the command line -------------------------------------------------------------------------
+# Each case: (id, argv with placeholders, what it needs). Placeholders: {model} a saved tiny Llama
+# directory (no tokenizer), {text} a text file, {empty} an empty file, {blank} whitespace only,
+# {garbage} garbage bytes, {afile} an existing regular file, {dir} an empty directory, {missing} a
+# path that does not exist, {garbagedir} a directory of garbage files, {new} a fresh path.
+# Every case must exit 2 with exactly one stderr line "evoforge...error...", no traceback, fast,
+# without loading the model (the CLI checks every argument first).
+
+# small settings, so that a bad value the CLI accepts costs seconds, not minutes (a later option wins)
+_FAST = ["--n-calib", "2", "--n-heldout", "2", "--seq-len", "8", "--generations", "1", "--offspring", "2",
+         "--db-levels", "1", "--bits", "2..4", "--max-windows", "1", "--window", "16", "--no-export",
+         "--run-dir", "{new}"]
+_FAST_DB = ["--tokens", "16", "--seq-len", "8"]
+_C = ["compress", "--model", "{model}", "--target", "0.5", "--quiet"]
+_B = ["compress", "build-db", "--model", "{model}", "--method", "gptq", "--out", "{new}", "--quiet"]
+_E = ["eval", "ppl", "--model", "{model}", "--text", "{text}"]
+
+CLI_CASES: list[tuple[str, list[str]]] = [
+    # top level
+    ("no-command", []),
+    ("unknown-command", ["bogus"]),
+    ("unknown-option", ["--nope"]),
+    ("info-extra-arg", ["info", "extra"]),
+    ("info-unknown-option", ["info", "--nope"]),
+    ("bench-unknown", ["bench", "no-such-bench"]),
+    ("bench-no-name", ["bench"]),
+    ("bench-pareto-unknown-option", ["bench", "pareto", "--nope"]),
+    ("bench-pareto-bad-int", ["bench", "pareto", "--repeats", "x"]),
+    ("bench-pareto-bad-kind", ["bench", "pareto", "--kinds", "nope"]),
+    # compress: missing / unknown
+    ("compress-no-args", ["compress"]),
+    ("compress-no-target", ["compress", "--model", "{model}"]),
+    ("compress-no-model", ["compress", "--target", "0.5"]),
+    ("compress-unknown-option", [*_C, "--nope"]),
+    ("compress-bad-method", [*_C, "--method", "nope"]),
+    ("compress-target-nan", ["compress", "--model", "{model}", "--target", "nan", "--quiet"]),
+    ("compress-target-inf", ["compress", "--model", "{model}", "--target", "inf", "--quiet"]),
+    ("compress-target-text", ["compress", "--model", "{model}", "--target", "half", "--quiet"]),
+    ("compress-target-1.5", ["compress", "--model", "{model}", "--target", "1.5", "--quiet"]),
+    ("compress-target-0", ["compress", "--model", "{model}", "--target", "0", "--quiet"]),
+    ("compress-quant-target-9", ["compress", "--model", "{model}", "--method", "quant", "--target", "9", "--quiet"]),
+    ("compress-depth-target-0", ["compress", "--model", "{model}", "--method", "depth", "--target", "0", "--quiet"]),
+    ("compress-depth-target-99", ["compress", "--model", "{model}", "--method", "depth", "--target", "99",
+                                  "--quiet"]),
+    ("compress-depth-target-1.5", ["compress", "--model", "{model}", "--method", "depth", "--target", "1.5",
+                                   "--quiet"]),
+    # compress: numbers
+    ("compress-window-0", [*_C, "--window", "0"]),
+    ("compress-window--5", [*_C, "--window", "-5"]),
+    ("compress-window-1", [*_C, "--window", "1"]),
+    ("compress-window-2**62", [*_C, "--eval-text", "{text}", "--window", str(2**62)]),
+    ("compress-max-windows-0", [*_C, "--max-windows", "0"]),
+    ("compress-generations--1", [*_C, "--generations", "-1"]),
+    ("compress-generations-2.5", [*_C, "--generations", "2.5"]),
+    ("compress-offspring-0", [*_C, "--offspring", "0"]),
+    ("compress-offspring-2**62", [*_C, "--offspring", str(2**62)]),
+    ("compress-n-calib-0", [*_C, "--n-calib", "0"]),
+    ("compress-n-calib-2**62", [*_C, "--n-calib", str(2**62)]),
+    ("compress-n-heldout-0", [*_C, "--n-heldout", "0"]),
+    ("compress-seq-len-1", [*_C, "--seq-len", "1"]),
+    ("compress-seq-len-2**62", [*_C, "--seq-len", str(2**62)]),
+    ("compress-seed--1", [*_C, "--seed", "-1"]),
+    ("compress-seed-2**64", [*_C, "--seed", str(2**64)]),
+    ("compress-workers-0", [*_C, "--workers", "0"]),
+    ("compress-timeout-0", [*_C, "--timeout", "0"]),
+    ("compress-timeout-nan", [*_C, "--timeout", "nan"]),
+    ("compress-db-levels--1", [*_C, "--db-levels", "-1"]),
+    ("compress-db-levels-2**62", [*_C, "--db-levels", str(2**62)]),
+    ("compress-db-step-0", [*_C, "--db-step", "0"]),
+    ("compress-group-size-0", [*_C, "--group-size", "0"]),
+    ("compress-bits-1..9", ["compress", "--model", "{model}", "--method", "quant", "--target", "3", "--bits",
+                            "1..9", "--quiet"]),
+    ("compress-bits-8..2", ["compress", "--model", "{model}", "--method", "quant", "--target", "3", "--bits",
+                            "8..2", "--quiet"]),
+    ("compress-bits-text", ["compress", "--model", "{model}", "--method", "quant", "--target", "3", "--bits",
+                            "a..b", "--quiet"]),
+    ("compress-stages-neg-tokens", [*_C, "--stages", "4:-5,1:all"]),
+    ("compress-stages-zero", [*_C, "--stages", "0:8,1:all"]),
+    ("compress-stages-increasing", [*_C, "--stages", "2:8,4:all"]),
+    ("compress-stages-not-1", [*_C, "--stages", "4:8,2:all"]),
+    ("compress-stages-garbage", [*_C, "--stages", "4"]),
+    ("compress-stages-empty", [*_C, "--stages", ""]),
+    ("compress-stages-gt-offspring", [*_C, "--stages", "16:8,1:all"]),
+    # compress: files and directories
+    ("compress-run-dir-file", [*_C, "--run-dir", "{afile}"]),
+    ("compress-run-dir-under-file", [*_C, "--run-dir", "{afile}/sub"]),
+    ("compress-json-dir", [*_C, "--json", "{dir}"]),
+    ("compress-json-under-file", [*_C, "--json", "{afile}/out.json"]),
+    ("compress-calib-text-missing", [*_C, "--calib-text", "{missing}"]),
+    ("compress-calib-text-empty", [*_C, "--calib-text", "{empty}"]),
+    ("compress-calib-text-blank", [*_C, "--calib-text", "{blank}"]),
+    ("compress-calib-text-dir", [*_C, "--calib-text", "{dir}"]),
+    ("compress-eval-text-empty", [*_C, "--eval-text", "{empty}"]),
+    ("compress-eval-text-missing", [*_C, "--eval-text", "{missing}"]),
+    ("compress-db-missing", [*_C, "--db", "{missing}"]),
+    ("compress-db-emptydir", [*_C, "--db", "{dir}"]),
+    ("compress-db-file", [*_C, "--db", "{afile}"]),
+    ("compress-db-garbagedir", [*_C, "--db", "{garbagedir}"]),
+    ("compress-model-missing", ["compress", "--model", "{missing}", "--target", "0.5", "--quiet"]),
+    ("compress-model-file", ["compress", "--model", "{afile}", "--target", "0.5", "--quiet"]),
+    ("compress-model-emptydir", ["compress", "--model", "{dir}", "--target", "0.5", "--quiet"]),
+    ("compress-model-garbagedir", ["compress", "--model", "{garbagedir}", "--target", "0.5", "--quiet"]),
+    ("compress-count-metadata-sparsity", [*_C, "--count-metadata"]),
+    ("compress-db-method-mismatch", [*_C, "--db-method", "gptq"]),
+    ("compress-address-without-ray", [*_C, "--address", "auto"]),
+    ("compress-bad-backend", [*_C, "--backend", "nope"]),
+    ("compress-bad-compute-dtype", [*_C, "--compute-dtype", "float8"]),
+    # build-db
+    ("build-db-no-args", ["compress", "build-db"]),
+    ("build-db-no-out", ["compress", "build-db", "--model", "{model}", "--method", "rtn"]),
+    ("build-db-bad-method", ["compress", "build-db", "--model", "{model}", "--method", "nope", "--out", "{new}"]),
+    ("build-db-out-file", ["compress", "build-db", "--model", "{model}", "--method", "rtn", "--out", "{afile}",
+                           "--quiet"]),
+    ("build-db-out-under-file", ["compress", "build-db", "--model", "{model}", "--method", "rtn", "--out",
+                                 "{afile}/sub", "--quiet"]),
+    ("build-db-tokens-0", [*_B, "--tokens", "0"]),
+    ("build-db-tokens-2**62", [*_B, "--tokens", str(2**62)]),
+    ("build-db-seq-len-1", [*_B, "--seq-len", "1"]),
+    ("build-db-seq-len-2**62", [*_B, "--seq-len", str(2**62)]),
+    ("build-db-levels--1", [*_B, "--levels", "-1"]),
+    ("build-db-levels-2**62", ["compress", "build-db", "--model", "{model}", "--method", "magnitude", "--out",
+                               "{new}", "--levels", str(2**62), "--quiet"]),
+    ("build-db-step-0", [*_B, "--step", "0"]),
+    ("build-db-model-samples-0", [*_B, "--model-samples", "0"]),
+    ("build-db-model-samples-2**62", [*_B, "--model-samples", str(2**62)]),
+    ("build-db-group-size--2", [*_B, "--group-size", "-2"]),
+    ("build-db-text-empty", [*_B, "--text", "{empty}"]),
+    ("build-db-text-missing", [*_B, "--text", "{missing}"]),
+    ("build-db-target-1.5", ["compress", "build-db", "--model", "{model}", "--method", "magnitude", "--out", "{new}",
+                             "--target", "1.5", "--quiet"]),
+    ("build-db-target-nan", ["compress", "build-db", "--model", "{model}", "--method", "magnitude", "--out",
+                             "{new}", "--target", "nan", "--quiet"]),
+    ("build-db-bits-1..4", ["compress", "build-db", "--model", "{model}", "--method", "rtn", "--out", "{new}",
+                            "--bits", "1..4", "--quiet"]),
+    ("build-db-model-missing", ["compress", "build-db", "--model", "{missing}", "--method", "rtn", "--out", "{new}",
+                                "--quiet"]),
+    ("build-db-unknown-option", [*_B, "--nope"]),
+    # eval
+    ("eval-no-args", ["eval"]),
+    ("eval-bad-what", ["eval", "nope", "--model", "{model}", "--text", "{text}"]),
+    ("eval-no-text", ["eval", "ppl", "--model", "{model}"]),
+    ("eval-window-0", [*_E, "--window", "0"]),
+    ("eval-window-1", [*_E, "--window", "1"]),
+    ("eval-window-text", [*_E, "--window", "x"]),
+    ("eval-max-windows-0", [*_E, "--max-windows", "0"]),
+    ("eval-text-missing", ["eval", "ppl", "--model", "{model}", "--text", "{missing}"]),
+    ("eval-text-empty", ["eval", "ppl", "--model", "{model}", "--text", "{empty}"]),
+    ("eval-text-blank", ["eval", "ppl", "--model", "{model}", "--text", "{blank}"]),
+    ("eval-text-dir", ["eval", "ppl", "--model", "{model}", "--text", "{dir}"]),
+    ("eval-model-missing", ["eval", "ppl", "--model", "{missing}", "--text", "{text}"]),
+    ("eval-model-garbagedir", ["eval", "ppl", "--model", "{garbagedir}", "--text", "{text}"]),
+    ("eval-unknown-option", [*_E, "--nope"]),
+]
+
+
+
+def _with_fast(argv: list[str]) -> list[str]:
+    """The small settings go first: the case's own options come later and win."""
+    if argv[:2] == ["compress", "build-db"]:
+        return argv[:2] + _FAST_DB + argv[2:]
+    if argv[:1] == ["compress"]:
+        return argv[:1] + _FAST + argv[1:]
+    return argv
+
+
+CLI_CASES = [(name, _with_fast(argv)) for name, argv in CLI_CASES]
+
+# cases also run as a real `python -m evoforge.cli` process (the same rule, plus the exit status of
+# the interpreter)
+CLI_SUBPROCESS = ["unknown-command", "compress-run-dir-file", "eval-window-1"]
+
+# the argv of CLI cases that may load the model before refusing (the argument needs the model)
+CLI_NEEDS_MODEL: set[str] = {"compress-window-2**62", "compress-seq-len-2**62", "build-db-seq-len-2**62",
+                              "compress-depth-target-99"}
