@@ -407,12 +407,13 @@ def test_export_checks_its_directory_first(tmp_path):
 def test_bench_usage_errors_are_one_line(capsys):
     from evoforge import cli
 
-    for argv in (["bench", "pareto", "--nope"], ["bench", "pareto", "--repeats", "x"]):
+    for argv in (["bench", "pareto", "--nope"], ["bench", "pareto", "--repeats", "x"],
+                 ["bench", "cache", "--entries", "0"]):  # 0 entries ran the whole benchmark
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count("\n") == 1
-        assert err.startswith("evoforge bench pareto: error: ") and "usage" not in err
+        assert err.startswith(f"evoforge bench {argv[1]}: error: ") and "usage" not in err
 
 
 def test_quiet_hides_the_loading_bar(tmp_path, capsys):

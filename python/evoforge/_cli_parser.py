@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["OneLineParser", "one_line"]
+__all__ = ["OneLineParser", "int_at_least", "one_line"]
 
 
 def one_line(msg: object) -> str:
@@ -20,3 +20,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def int_at_least(lo: int):
+    """An argparse ``type``: an int >= ``lo`` (argparse names the option in the message)."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {s!r}")
+        return v
+
+    return parse

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from evoforge._cli_parser import OneLineParser as _Parser
+from evoforge._cli_parser import int_at_least as _int_at_least
 from evoforge._cli_parser import one_line as _one_line
 from evoforge.errors import ConfigError, EvoforgeError
 
@@ -24,21 +25,6 @@ from evoforge.errors import ConfigError, EvoforgeError
 def _fail(msg: object) -> int:
     print(f"evoforge: error: {_one_line(msg)}", file=sys.stderr)
     return 2
-
-
-def _int_at_least(lo: int):
-    """An argparse ``type``: an int >= ``lo`` (argparse names the option in the message)."""
-
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            v = None
-        if v is None or v < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {s!r}")
-        return v
-
-    return parse
 
 
 def _positive_float(s: str) -> float:

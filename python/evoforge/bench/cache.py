@@ -24,7 +24,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from evoforge._cli_parser import OneLineParser
+from evoforge._cli_parser import OneLineParser, int_at_least
 from evoforge.bench import _harness
 from evoforge.cache import EvaluationCache
 
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(prog="evoforge bench cache", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20,000 entries, batches of 5,000, 3 repeats")
-    ap.add_argument("--entries", type=int, default=None, help="warm keys (default 100,000)")
-    ap.add_argument("--batch", type=int, default=None, help="operations per timed run (default 20,000)")
-    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--entries", type=int_at_least(1), default=None, help="warm keys (default 100,000)")
+    ap.add_argument("--batch", type=int_at_least(1), default=None, help="operations per timed run (default 20,000)")
+    ap.add_argument("--repeats", type=int_at_least(1), default=None)
     ap.add_argument("--dir", default=None, help="where the SQLite file goes (default: next to --out)")
     ap.add_argument("--out", default=None, help="JSON file (default bench/results/cache.json)")
     args = ap.parse_args(argv)
