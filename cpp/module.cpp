@@ -45,6 +45,7 @@ void register_solvers(py::module_& m);
 void register_kl(py::module_& m);
 void register_quant(py::module_& m);
 void register_sparse(py::module_& m);
+void register_threads(py::module_& m);
 
 }  // namespace evoforge
 
@@ -69,4 +70,5 @@ PYBIND11_MODULE(_core, m) {
   evoforge::register_kl(m);
   evoforge::register_quant(m);
   evoforge::register_sparse(m);
+  evoforge::register_threads(m);
 }

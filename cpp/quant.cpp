@@ -400,10 +400,10 @@ void matmul(const float* x, int64_t B, const uint8_t* packed, const uint16_t* sc
     }
   }
   Args a{xp.data(), xs.data(), packed, scales, zeros, bias, y, N, Kp, G, row_bytes(K, bits), nblocks, gb};
-  // Workers get at least ~2^18 multiply-adds each, so that small layers are not split into
-  // chunks cheaper than starting a thread.
-  const int64_t min_rows = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, Kp * B));
-  parallel_for(N, resolve_threads(threads), min_rows, [&](int64_t n0, int64_t n1, int) {
+  // Work per row of W in bytes-read units: its packed bytes and grid, plus a term for the
+  // multiply-adds at larger B, so that small layers run on the caller (evoforge/common.h).
+  const int64_t row_work = row_bytes(K, bits) + 2 * G * (zeros ? 2 : 1) + Kp * B / 8;
+  parallel_for_work(N, resolve_threads(threads), row_work, [&](int64_t n0, int64_t n1, int) {
 #ifdef EVOFORGE_QUANT_X86
     if (isa == Isa::Avx512) return avx512::run(bits, a, n0, n1, B);
     if (isa == Isa::Avx2) return avx2::run(bits, a, n0, n1, B);

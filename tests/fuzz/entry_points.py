@@ -747,13 +747,14 @@ def _teacher_targets(top_k):
     return build
 
 
-def _kl(top_k, student=None):
+def _kl(top_k, student=None, torch=False):
     def build(ctx):
         from evoforge import kl
 
         t = kl.teacher_targets(_logits(), top_k=top_k)
         s = _logits() + 0.1 if student is None else student()
-        return Call(kl.kl_divergence, {"teacher": t, "student_logits": s, "reduction": "none"})
+        fn = kl.kl_divergence_torch if torch else kl.kl_divergence
+        return Call(fn, {"teacher": t, "student_logits": s, "reduction": "none"})
 
     return build
 
@@ -1081,7 +1082,7 @@ def _compress(method):
             kw.update(method="sparsity", target=0.5, db_method="magnitude", db_levels=1, run_dir=ctx.fresh() / "run")
         if method == "sparsity":
             kw.update(method="sparsity", target=0.5, db_method="magnitude", db_levels=1, db_step=64,
-                      stages=[(2, 8), (1, None)], max_switches=2, batch_size=2, top_k=8)
+                      stages=[(2, 8), (1, None)], max_switches=2, batch_size=2, top_k=8, device="cpu")
         elif method == "quant":
             kw.update(method="quant", target=4.0, db_method="rtn", bits=[2, 3, 4], group_size=32, symmetric=False,
                       count_metadata=True)
@@ -1554,6 +1555,8 @@ ENTRIES: list[Entry] = [
           {"student_logits": "array_f"}),
     Entry("kl.kl_divergence#torch", _kl(3, lambda: __import__("torch").from_numpy(_logits() + 0.1)),
           {"student_logits": "tensor_matrix"}),
+    Entry("kl.kl_divergence_torch", _kl(3, lambda: __import__("torch").from_numpy(_logits() + 0.1), torch=True),
+          {"teacher": "model", "student_logits": "tensor_matrix", "reduction": "choice"}),
     Entry("kl.Teacher.save", _teacher_save, {"directory": "path_out_dir"}),
     Entry("kl.Teacher.load", _teacher_load, {"directory": "path_in_dir"}),
     # layers
@@ -1619,7 +1622,7 @@ ENTRIES: list[Entry] = [
         "model_or_path": "model", "method": "choice", "target": "real", "db_method": "choice", "db_levels": "int",
         "db_step": "int", "n_calib": "int", "n_heldout": "int", "seq_len": "int", "generations": "iterations",
         "offspring": "int", "stages": "stages", "max_switches": "int", "seed": "seed", "batch_size": "int",
-        "top_k": "int"}, project=_compression, timeout=_MODEL_TIMEOUT),
+        "top_k": "int", "device": "choice"}, project=_compression, timeout=_MODEL_TIMEOUT),
     Entry("compress.compress#run_dir", _compress("run_dir"), {"run_dir": "path_out_dir"}, project=_compression,
           timeout=_MODEL_TIMEOUT),
     Entry("compress.compress#quant", _compress("quant"), {"target": "real", "bits": "int_list", "group_size": "int",
@@ -1776,6 +1779,8 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("compress-no-args", ["compress"]),
     ("compress-no-target", ["compress", "--model", "{model}"]),
     ("compress-no-model", ["compress", "--target", "0.5"]),
+    ("compress-device-tpu", [*_C, "--device", "tpu"]),
+    ("compress-device-cuda-99", [*_C, "--device", "cuda:99"]),
     ("compress-unknown-option", [*_C, "--nope"]),
     ("compress-bad-method", [*_C, "--method", "nope"]),
     ("compress-target-nan", ["compress", "--model", "{model}", "--target", "nan", "--quiet"]),

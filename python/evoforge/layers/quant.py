@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 _FP16_MAX = 65504.0
+_CPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_NATIVE_INPUTS = ("packed", "scales", "zeros", "bias")
 _bits, _group = check_bits, check_group_size
 
 
@@ -365,6 +367,7 @@ class QuantLinear(torch.nn.Module):
         return cls.from_codes(codes, s, z, bits, group_size, bias).to(linear.weight.device)
 
     def _apply(self, fn, recurse=True):
+        self.__dict__["_native"] = None
         keep = {n: getattr(self, n) for n in ("packed", "scales", "zeros") if getattr(self, n) is not None}
         super()._apply(fn, recurse)
         for n, t in keep.items():
@@ -373,7 +376,31 @@ class QuantLinear(torch.nn.Module):
                 setattr(self, n, t.to(moved.device))
         return self
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _NATIVE_INPUTS:  # a replaced buffer invalidates the cached kernel arguments
+            self.__dict__["_native"] = None
+        super().__setattr__(name, value)
+
+    def _native_args(self) -> tuple:
+        """(packed, scales, zeros, bias, bits, group_size) as the numpy views the kernel takes, made
+        once per set of buffers: the per-call cost matters at batch 1 (in-place loads keep them valid)."""
+        args = self.__dict__.get("_native")
+        if args is None:
+            p, s, z = _grid(self.packed, self.scales, self.zeros, self.bits, self.group_size, self.in_features)
+            b = None if self.bias is None else _array(self.bias.float(), "bias", np.float32, 1)
+            args = self.__dict__["_native"] = (p, s, z, b, self.bits, self.group_size)
+        return args
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Hot path (CPU decode): a plain CPU float tensor of at most 64 rows goes straight to the
+        # kernel with the cached views; everything else is checked and dispatched below.
+        K = self.in_features
+        if (type(x) is torch.Tensor and x.is_cpu and x.dtype in _CPU_DTYPES and not x.requires_grad and x.is_contiguous()
+                and x.dim() > 0 and x.shape[-1] == K and 0 < x.numel() <= 64 * K):
+            xa = (x if x.dtype is torch.float32 else x.float()).numpy()
+            y = core.quant_matmul(xa.reshape(-1, K), *self._native_args(), 0, "auto")
+            y = torch.from_numpy(y.reshape(xa.shape[:-1] + (self.out_features,)))
+            return y if x.dtype is torch.float32 else y.to(x.dtype)
         _checks.check_tensor(x, "x")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape [..., {self.in_features}], got {list(x.shape)}")

@@ -53,6 +53,7 @@ __all__ = [
 FORMATS = ("unstructured", "2:4")
 DENSE_ROWS = 16  # forward: above this many rows, unpack to dense and use torch's matmul
 _SCRATCH = threading.local()
+_CPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _BUFFERS = ("mask", "row_ptr", "meta", "values", "packed", "scales", "zeros")
 VALUES_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # what the kernels read
 
@@ -384,6 +385,16 @@ class SparseLinear(nn.Module):
         return int(sum(t.numel() * t.element_size() for t in self.buffers_dict().values()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Hot path (CPU decode): a plain CPU float tensor of at most DENSE_ROWS rows goes straight to
+        # the kernel with the cached views; everything else is checked and dispatched below.
+        K = self.in_features
+        if (type(x) is torch.Tensor and x.is_cpu and x.dtype in _CPU_DTYPES and not x.requires_grad and x.is_contiguous()
+                and x.dim() > 0 and x.shape[-1] == K and 0 < x.numel() <= DENSE_ROWS * K):
+            xa = (x if x.dtype is torch.float32 else x.float()).numpy()
+            fn, args = self._native_call()
+            y = fn(xa.reshape(-1, K), *args)
+            y = torch.from_numpy(y.reshape(xa.shape[:-1] + (self.out_features,)))
+            return y if x.dtype is torch.float32 else y.to(x.dtype)
         _checks.check_tensor(x, "x", dtype="float")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
@@ -407,8 +418,8 @@ class SparseLinear(nn.Module):
             W = W if x.dtype == torch.float32 else W.to(x.dtype)
             return nn.functional.linear(x, W, None if self.bias is None else self.bias.to(x.dtype))
         xa = x2.detach().float().contiguous().numpy()
-        fn, args, kw = self._native_call()
-        y = fn(xa, *args, **kw)
+        fn, args = self._native_call()
+        y = fn(xa, *args)
         return torch.from_numpy(y).to(x.dtype).reshape(*lead, self.out_features)
 
     def _dense_scratch(self) -> torch.Tensor:
@@ -422,18 +433,19 @@ class SparseLinear(nn.Module):
         return unpack_sparse(self.buffers_dict(), self.in_features, self.format, bits=self.bits,
                              group_size=self.group_size, out=buf)
 
-    def _native_call(self) -> tuple[Any, tuple, dict]:
-        # numpy views of the buffers, made once: the per-call cost matters for small layers
+    def _native_call(self) -> tuple[Any, tuple]:
+        # The kernel and its positional arguments after x (numpy views of the buffers), made once:
+        # at batch 1 the per-call cost of building them (or of keyword arguments) is a kernel's worth.
         call = self.__dict__.get("_native")
         if call is None:
             arrs = {k: _np(v) for k, v in self.buffers_dict().items()}
-            kw = {"values": arrs.get("values"), "packed": arrs.get("packed"), "scales": arrs.get("scales"),
-                  "zeros": arrs.get("zeros"), "bits": 4 if self.bits is None else self.bits,
-                  "group_size": self.group_size, "bias": None if self.bias is None else _np(self.bias)}
+            tail = (arrs.get("values"), arrs.get("packed"), arrs.get("scales"), arrs.get("zeros"),
+                    4 if self.bits is None else self.bits, self.group_size,
+                    None if self.bias is None else _np(self.bias), 0, 2)
             if self.format == "unstructured":
-                call = (core.sparse_unstructured_matmul, (arrs["mask"], arrs["row_ptr"], self.in_features), kw)
+                call = (core.sparse_unstructured_matmul, (arrs["mask"], arrs["row_ptr"], self.in_features, *tail))
             else:
-                call = (core.sparse24_matmul, (arrs["meta"], self.in_features), kw)
+                call = (core.sparse24_matmul, (arrs["meta"], self.in_features, *tail))
             self.__dict__["_native"] = call
         return call
 
