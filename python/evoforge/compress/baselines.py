@@ -12,6 +12,9 @@ ShortGPT (depth, depth + quantisation)
 OWL (sparsity)
     :func:`owl_genome`: OWL's outlier-weighted per-block sparsity (lambda :data:`OWL_LAMBDA`, M
     :data:`OWL_M`), rounded to a sparsity database's levels with the exact budget.
+
+Scores and outlier ratios are computed on the model's device (float64 there); only their [2N] / [N]
+summaries come back to the host.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def spread_genome(n_blocks: int, k: int) -> np.ndarray:
 
 
 def _one_minus_cos_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (1.0 - torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)).sum().cpu()
+    return (1.0 - torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)).sum()
 
 
 def shortgpt_scores(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int = 8) -> np.ndarray:
@@ -63,7 +66,8 @@ def shortgpt_scores(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: 
     tok = check_tokens(tokens, "tokens", vocab=vocab_size(adapter.model))
     batch_size = check_int(batch_size, "batch_size", 1)
     N = adapter.n_blocks
-    sums = torch.zeros(2 * N, dtype=torch.float64)
+    dev = next(adapter.model.parameters()).device
+    sums = torch.zeros(2 * N, dtype=torch.float64, device=dev)  # on the device: no sync per hook
     cur: dict[str, Any] = {}
     handles = []
 
@@ -89,7 +93,6 @@ def shortgpt_scores(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: 
         handles.append(blk.register_forward_pre_hook(pre(i), with_kwargs=True))
         handles.append(adapter.sub_block(i, "attn").module.register_forward_hook(attn_post(i)))
         handles.append(blk.register_forward_hook(blk_post(i)))
-    dev = next(adapter.model.parameters()).device
     try:
         with torch.inference_mode():
             for c0 in range(0, tok.shape[0], batch_size):
@@ -97,7 +100,7 @@ def shortgpt_scores(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: 
     finally:
         for h in handles:
             h.remove()
-    return (sums / max(1, tok.numel())).numpy()
+    return (sums / max(1, tok.numel())).cpu().numpy()
 
 
 def shortgpt_genome(scores: Any, k: int) -> np.ndarray:
@@ -146,8 +149,8 @@ def owl_sparsities(adapter: ModelAdapter, stats: Any, target: float, *, lam: flo
     count = np.zeros(N)
     scores_by_block: dict[int, list[torch.Tensor]] = {b: [] for b in range(N)}
     for r in adapter.linear_layers():
-        W = r.weight().detach().double().cpu()
-        xn = stats.sq_norm(r).double().sqrt().cpu()
+        W = r.weight().detach().double()  # on the model's device
+        xn = stats.sq_norm(r).to(device=W.device, dtype=torch.float64).sqrt()
         scores_by_block[r.block].append((W.abs() * xn[None, :]).reshape(-1))
     for b in range(N):
         s = torch.cat(scores_by_block[b])

@@ -7,6 +7,11 @@ keeps the best ``survivors_s``. The parent joins at the last stage only, so it i
 that stage's minibatch every generation and replaced when a survivor is at least as good
 (offspring win ties). A stage with fidelity None is deterministic (no minibatch seed), and its
 results are reused through the cache.
+
+Several starting points (``initial`` of shape (K, L), e.g. the uniform configuration and a
+heuristic's): before the first generation they are evaluated together on a minibatch of the last
+stage's fidelity, and the best becomes the first parent (ties: the earlier row), so that the search
+starts from, and so never ends worse than, the best of them on its own objective.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ class OnePlusLambda(Engine):
 
     Parameters
     ----------
-    initial : array-like, shape (L,), integer or float -- the first parent (e.g. uniform levels)
+    initial : array-like, shape (L,) or (K, L), integer or float -- the first parent (e.g. uniform
+        levels), or K starting points of which the best on the last stage's fidelity becomes it
     mutation : Mutation -- e.g. LevelSwitch() for budget-preserving level genomes, PointMutation()
     lower, upper : scalar or array-like (L,), optional -- gene bounds passed to the mutation
     n_offspring : int -- lambda, at most :data:`~evoforge.search.engine.MAX_POPULATION`
@@ -45,9 +51,11 @@ class OnePlusLambda(Engine):
                  n_offspring: int = 16, stages: Sequence[tuple[int, int | None]] | None = None,
                  seed: int = 0, run_dir: str | os.PathLike | None = None, cache: EvaluationCache | None = None,
                  task: str = "", progress: bool = True) -> None:
-        parent = np.asarray(initial)
-        if parent.ndim != 1 or parent.size == 0:
-            raise ConfigError(f"initial must be a non-empty 1-D genome, got shape {parent.shape}")
+        starts = np.asarray(initial)
+        if starts.ndim not in (1, 2) or starts.size == 0:
+            raise ConfigError(f"initial must be a non-empty genome (L,) or starting points (K, L), got shape "
+                              f"{starts.shape}")
+        parent = starts if starts.ndim == 1 else starts[0]
         if parent.dtype.kind not in "iuf":
             raise ConfigError(f"initial must hold integers or floats, got dtype {parent.dtype}")
         if not isinstance(mutation, Mutation):
@@ -66,11 +74,20 @@ class OnePlusLambda(Engine):
         self.stages = stages
         self.parent = parent.copy()
         self.parent_fitness: float | None = None
+        #: starting points still to be compared (None once the first parent is chosen)
+        self._starts: np.ndarray | None = starts.copy() if starts.ndim == 2 and starts.shape[0] > 1 else None
+        #: row of ``initial`` that became the first parent (also the first history record's "start")
+        self.start_index = 0
+        self._start_chosen = False
         self._alive: np.ndarray | None = None
         self._stage = 0
 
     def _ask(self) -> Batch:
         g = self.generation
+        if getattr(self, "_starts", None) is not None:  # getattr: checkpoints written before starts existed
+            fidelity = self.stages[-1][1]
+            seed = None if fidelity is None else self.stream_seed(g, len(self.stages))
+            return Batch(self._starts, fidelity, seed, g, len(self.stages))
         if self._alive is None:
             self._alive = np.asarray(self.mutation.offspring(self.parent, self.n_offspring, self.lower, self.upper,
                                                              seed=self.seed, generation=g))
@@ -84,8 +101,15 @@ class OnePlusLambda(Engine):
         return Batch(genomes, fidelity, seed, g, s)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
-        keep = self.stages[self._stage][0]
         order = np.argsort(F, kind="stable")  # ties: the earlier candidate (offspring before parent)
+        if getattr(self, "_starts", None) is not None:
+            self.start_index = int(order[0])
+            self.parent = self._starts[self.start_index].copy()
+            self.parent_fitness = float(F[self.start_index])
+            self._starts = None
+            self._start_chosen = True
+            return
+        keep = self.stages[self._stage][0]
         if self._stage < len(self.stages) - 1:
             self._alive = batch.genomes[np.sort(order[:keep])]
             self._stage += 1
@@ -96,7 +120,9 @@ class OnePlusLambda(Engine):
         self.parent_fitness = float(F[best])
         self._alive = None
         self._stage = 0
-        self._end_generation(best_fitness=self.parent_fitness, improved=bool(improved))
+        record = {"start": self.start_index} if getattr(self, "_start_chosen", False) else {}
+        self._start_chosen = False
+        self._end_generation(best_fitness=self.parent_fitness, improved=bool(improved), **record)
 
     @property
     def best(self) -> tuple[np.ndarray, float | None]:
