@@ -137,6 +137,8 @@ BAD = [
     ("compress --model {s} --method depth+quant --target 1", "target must lie in [2, 8]"),
     ("compress --model {s} --method quant --target 3 --bits 2..9", "bits must be in [2, 8]"),
     (C + " --count-metadata", "count_metadata"),
+    (C + " --device tpu", "evoforge: error: --device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (C + " --device cpu:1", "--device must be 'cpu', 'cuda' or 'cuda:N'"),
     (C + " --db-method gptq", "--db-method gptq does not fit --method sparsity"),
     (C + " --json {f}", "--json"),
     ("compress --model {f}/nomodel --target 0.5", "model not found"),
@@ -161,6 +163,16 @@ def test_arguments_checked_before_loading(argv, msg, files, no_load, capsys):
     assert msg in line
     assert line.startswith(("evoforge: error: ", "evoforge compress: error: ", "evoforge compress build-db: error: ",
                             "evoforge eval: error: ")), line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"], ids=["plain", "index-1"])  # not "cuda": see conftest
+def test_device_without_cuda(device, files, no_load, capsys):
+    """--device cuda[:N] on a machine without CUDA: one line naming the problem, before the model loads."""
+    line = error_line([*C.format(s=STORIES).split(), "--device", device, "--run-dir", str(files / "rdev"), "--quiet"],
+                      capsys)
+    assert line == (f"evoforge: error: --device {device!r}: torch sees no CUDA GPU on this machine (or torch was "
+                    "built without CUDA); use --device cpu")
 
 
 def test_valid_arguments_reach_the_model(files, no_load):

@@ -152,8 +152,8 @@ def _compress_package(cmd: str):
 
 # compress options whose dest is a config field of the same name (the config holds their defaults)
 _KNOBS = ("target", "database", "db_method", "db_levels", "db_step", "bits", "group_size", "symmetric",
-          "count_metadata", "generations", "offspring", "stages", "seed", "compute_dtype", "calib_text", "n_calib",
-          "n_heldout", "seq_len", "backend")
+          "count_metadata", "generations", "offspring", "stages", "seed", "compute_dtype", "device", "calib_text",
+          "n_calib", "n_heldout", "seq_len", "backend")
 _OPTION_OF = {"database": "--db", "export": "--no-export", "progress": "--quiet",
               "backend_options": "--workers / --timeout / --address"}
 
@@ -388,6 +388,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="evaluate the search's candidates (and the calibration forward of a database built by the "
                         "run) in bfloat16 (autocast; about 2.5x faster on CPUs with AMX or AVX-512 BF16); the "
                         "reported KL and perplexity stay in the model's dtype")
+    p.add_argument("--device", default=None, metavar="cpu|cuda[:N]",
+                   help="where the whole job runs (model, teacher, KL, database build, baselines, export); the "
+                        "layer database stays on the host and is streamed to the device (default cpu)")
     p.add_argument("--run-dir", default=None, help="resumable run directory (default evoforge-runs/...)")
     p.add_argument("--calib-text", default=None, help="calibration text (default: samples from the model)")
     p.add_argument("--eval-text", default=None, help="text for perplexity (default: --calib-text)")

@@ -31,6 +31,11 @@ allowed: KL is +inf for a token where the teacher gives that entry positive weig
 is ignored otherwise. NaN or +inf in the student or the teacher raise ValueError naming the row.
 Results do not depend on the thread count (each row is computed by one thread; rows are reduced
 in a fixed order).
+
+Devices: the kernels are CPU code. Student logits on another torch device (CUDA), or a teacher moved
+there (:meth:`Teacher.to`), are scored by :func:`kl_divergence_torch`, the same formulas in torch on
+that device (float64 accumulation, equal to the kernels within float32 rounding; the same errors),
+so the logits never leave the device; it runs on CPU tensors too, which is how it is tested.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from . import _checks
 from ._native import core
 from .errors import ConfigError
 
-__all__ = ["Teacher", "kl_divergence", "teacher_targets", "write_teacher_meta"]
+__all__ = ["Teacher", "kl_divergence", "kl_divergence_torch", "teacher_targets", "write_teacher_meta"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Teacher:
 
     Attributes
     ----------
+    Arrays are numpy arrays (possibly memory-mapped), or torch tensors on a device after :meth:`to`.
+
     weights : float16 [T, V] (p * 2^15, full vocabulary) or float32 [T, K] (top K, renormalised)
     indices : int32 [T, K] for top K, else None
     norm : float64 [T], the sum of each weight row (the teacher distribution is weights / norm)
@@ -85,17 +92,34 @@ class Teacher:
         return int(sum(a.nbytes for a in arrays))
 
     def take(self, rows: Any) -> Teacher:
-        """The teacher restricted to some tokens (e.g. a minibatch): rows as indices or a slice."""
-        sel = rows if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
-        return Teacher(
-            np.ascontiguousarray(self.weights[sel]),
-            None if self.indices is None else np.ascontiguousarray(self.indices[sel]),
-            np.ascontiguousarray(self.norm[sel]),
-            np.ascontiguousarray(self.cross[sel]),
-            np.ascontiguousarray(self.pivot[sel]),
-            self.vocab_size,
-            None if self.tail is None else np.ascontiguousarray(self.tail[sel]),
-        )
+        """The teacher restricted to some tokens (e.g. a minibatch): rows as indices or a slice
+        (on the arrays' device)."""
+        if _checks.is_torch(self.norm):
+            import torch
+
+            sel = rows if isinstance(rows, slice) else torch.as_tensor(np.asarray(rows, dtype=np.int64),
+                                                                       device=self.norm.device)
+
+            def pick(a: Any) -> Any:
+                return a[sel].contiguous()
+        else:
+            sel = rows if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+
+            def pick(a: Any) -> Any:
+                return np.ascontiguousarray(a[sel])
+        return Teacher(pick(self.weights), None if self.indices is None else pick(self.indices), pick(self.norm),
+                       pick(self.cross), pick(self.pivot), self.vocab_size,
+                       None if self.tail is None else pick(self.tail))
+
+    def to(self, device: Any) -> Teacher:
+        """The teacher on a torch ``device``: itself (numpy, for the CPU kernels) for the CPU, else
+        its arrays as torch tensors there (same dtypes), for :func:`kl_divergence_torch`."""
+        import torch
+
+        device = torch.device(device)
+        if device.type == "cpu" and not _checks.is_torch(self.norm):
+            return self
+        return _on(self, device)
 
     def save(self, directory: Any, *, info: dict | None = None) -> None:
         """Write the arrays as ``.npy`` files into ``directory`` (created), for :meth:`load`;
@@ -250,6 +274,8 @@ def kl_divergence(
     teacher : Teacher from :func:`teacher_targets` (T tokens, V vocabulary)
     student_logits : numpy array or CPU torch tensor, float32 or bfloat16 (float16/float64 are
         converted to float32, a copy), shape [T, V], or [B, T, V] for B candidates against one teacher.
+        A tensor on another device (or a teacher moved with :meth:`Teacher.to`) goes to
+        :func:`kl_divergence_torch`, on that device.
     reduction : "mean" (average over tokens) or "none" (per token)
 
     Returns
@@ -269,6 +295,8 @@ def kl_divergence(
         )
     if reduction not in ("mean", "none"):
         raise ConfigError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if _checks.is_torch(teacher.norm) or (_checks.is_torch(student_logits) and student_logits.device.type != "cpu"):
+        return kl_divergence_torch(teacher, student_logits, reduction=reduction)
     s, bf16 = _logits(student_logits, "student_logits", allow_f16=True)
     T, V = teacher.num_tokens, teacher.vocab_size
     if s.ndim not in (2, 3) or s.shape[-2:] != (T, V):
@@ -305,3 +333,125 @@ def kl_divergence(
         return out if batched else out[0]
     means = out.mean(axis=1)
     return means if batched else float(means[0])
+
+
+# ---- torch, on any device ----------------------------------------------------------------------
+
+_CHUNK = 1 << 23  # logits per float64 pass of kl_divergence_torch (64 MiB temporaries)
+
+
+def _tensor(a: Any, device: Any) -> Any:
+    import torch
+
+    if _checks.is_torch(a):
+        return a.to(device)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def _on(t: Teacher, device: Any) -> Teacher:
+    """``t`` with its arrays as torch tensors on ``device``."""
+    return Teacher(*(None if a is None else _tensor(a, device) for a in (t.weights, t.indices, t.norm, t.cross,
+                                                                          t.pivot)),
+                   t.vocab_size, None if t.tail is None else _tensor(t.tail, device))
+
+
+def kl_divergence_torch(teacher: Teacher, student_logits: Any, *, reduction: str = "mean") -> Any:
+    """:func:`kl_divergence` in torch, on the student's device (CPU or CUDA): the same formulas
+    with float64 accumulation, rows in chunks of at most ``2**23`` logits; the teacher's arrays
+    are moved there (a no-op after :meth:`Teacher.to`). Equal to the CPU kernels within float32
+    rounding of the logits; the same shapes, conventions and errors (NaN or +inf in a logit the KL
+    reads: ValueError naming the row and column).
+
+    Parameters
+    ----------
+    teacher : Teacher (numpy arrays or torch tensors)
+    student_logits : torch.Tensor [T, V] or [B, T, V], float32, bfloat16, float16 or float64 (used
+        as float32, as the kernels do), on any device
+    reduction : "mean" or "none"
+
+    Returns
+    -------
+    As :func:`kl_divergence`: float or float64 numpy array [T] / [B] / [B, T] (on the host).
+    """
+    import torch
+
+    if not isinstance(teacher, Teacher):
+        raise TypeError(f"teacher must be a Teacher from teacher_targets(), got {type(teacher).__name__}")
+    if reduction not in ("mean", "none"):
+        raise ConfigError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    _checks.check_tensor(student_logits, "student_logits", dtype="float")  # a torch.Tensor on the CPU or CUDA
+    T, V = teacher.num_tokens, teacher.vocab_size
+    x = student_logits.detach()
+    if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (T, V):
+        raise ValueError(f"student_logits must have shape [T={T}, V={V}] or [B, {T}, {V}], got {tuple(x.shape)}")
+    batched = x.dim() == 3
+    B = x.shape[0] if batched else 1
+    flat = x.reshape(B * T, V)
+    dev = flat.device
+    t = teacher if _checks.is_torch(teacher.norm) and teacher.norm.device == dev else _on(teacher, dev)
+    out = torch.empty(B * T, dtype=torch.float64, device=dev)
+    step = max(1, _CHUNK // max(1, V))
+    for r0 in range(0, B * T, step):
+        r1 = min(B * T, r0 + step)
+        rows = torch.arange(r0, r1, device=dev) % T
+        out[r0:r1] = _kl_rows(t, flat[r0:r1].float(), rows)
+    bad = torch.nonzero(torch.isnan(out) | (out == torch.inf)).reshape(-1)
+    if bad.numel():
+        _reject_nonfinite_torch(t, flat, bad, T)
+    res = out.reshape(B, T).cpu().numpy()
+    if reduction == "none":
+        return res if batched else res[0]
+    means = res.mean(axis=1)
+    return means if batched else float(means[0])
+
+
+def _kl_rows(t: Teacher, x: Any, rows: Any) -> Any:
+    """KL per row [n] (float64) of float32 student logits ``x`` [n, V] against teacher rows ``rows``."""
+    import torch
+
+    cross = t.cross[rows]
+    # a row of only -inf puts no mass where the teacher has some: KL +inf, as the kernels give
+    dead = torch.isneginf(x.amax(dim=1))
+    if dead.any():
+        x = torch.where(dead[:, None], torch.zeros((), dtype=x.dtype, device=x.device), x)
+        return torch.where(dead, torch.inf, _kl_rows(t, x, rows))
+    if t.indices is None:  # KL = cross - sum_i p~_i (x_i - m) + log sum_i exp(x_i - m)
+        w = t.weights[rows].double()
+        d = (x - x.amax(dim=1, keepdim=True)).double()
+        s = torch.where(w > 0, w * d, torch.zeros((), dtype=d.dtype, device=d.device)).sum(1)
+        return cross - s / t.norm[rows] + d.exp().sum(1).log()
+    idx = t.indices[rows].long()
+    pk = t.weights[rows].double() / t.norm[rows][:, None]
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+    if t.tail is None:  # both renormalised over the teacher's K tokens: only those logits are read
+        xk = x.gather(1, idx).double()
+        lqk = xk - torch.logsumexp(xk, dim=1, keepdim=True)
+        return cross - torch.where(pk > 0, pk * lqk, zero).sum(1)
+    d = (x - x.amax(dim=1, keepdim=True)).double()
+    lq = d - d.exp().sum(1, keepdim=True).log()
+    lqk = lq.gather(1, idx)
+    lqt = lq.scatter(1, idx, -torch.inf).logsumexp(dim=1)  # the student's mass outside the teacher's K
+    pt = t.tail[rows]
+    c = (1 - pt) * (cross + torch.log1p(-pt)) + torch.where(pt > 0, pt * torch.log(pt), zero)
+    return c - (1 - pt) * torch.where(pk > 0, pk * lqk, zero).sum(1) - torch.where(pt > 0, pt * lqt, zero)
+
+
+def _reject_nonfinite_torch(t: Teacher, flat: Any, bad: Any, T: int) -> None:
+    """ValueError, worded as the kernels', for the first NaN or +inf the KL reads in the rows
+    ``bad`` (whose KL is NaN or +inf) of the student logits [R, V]; a row that holds none (a
+    ``-inf`` logit where the teacher has weight) keeps its +inf."""
+    import torch
+
+    for r in bad.tolist():
+        x = flat[r].float()
+        if t.indices is not None and t.tail is None:
+            cols = t.indices[r % T].long()
+            hit = torch.isnan(x[cols]) | (x[cols] == torch.inf)
+            cols = cols[hit]
+        else:
+            cols = torch.nonzero(torch.isnan(x) | (x == torch.inf)).reshape(-1)
+        if cols.numel():
+            col = int(cols.min()) if t.indices is None or t.tail is not None else int(cols[0])
+            what = "NaN" if bool(torch.isnan(x[col])) else "+inf"
+            raise ValueError(f"student logits hold {what} at row {r} (candidate {r // T}, token {r % T}), "
+                             f"column {col}")

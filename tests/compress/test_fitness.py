@@ -296,10 +296,29 @@ def test_teacher_dir_memmap_and_reuse(tiny, tmp_path):
     assert (tmp_path / "t" / "weights.npy").stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(f2.evaluate(g, None), want)
     # other settings or other tokens: recomputed in place
-    f3 = KLFitness(a, prov, toks[:3], teacher_dir=tmp_path / "t", batch_size=4)
+    f3 = KLFitness(a, prov, toks[:3], teacher_dir=tmp_path / "t", batch_size=4, fused_kl=False)
     assert f3.teacher.indices is None and not (tmp_path / "t" / "tail.npy").exists()
-    np.testing.assert_allclose(f3.evaluate(g, None), KLFitness(a, prov, toks[:3], batch_size=4).evaluate(g, None),
+    np.testing.assert_allclose(f3.evaluate(g, None),
+                               KLFitness(a, prov, toks[:3], batch_size=4, fused_kl=False).evaluate(g, None),
                                rtol=1e-12)
+
+
+def test_head_teacher_dir_reuse(tiny, tmp_path):
+    """The full-vocabulary teacher of a linear head: 4 H + 8 bytes per token, saved and reused."""
+    model, a, prov, toks = tiny
+    g = np.random.default_rng(6).integers(0, 5, size=(3, prov.n_layers))
+    f1 = KLFitness(a, prov, toks, teacher_dir=tmp_path / "h", batch_size=4)
+    assert f1._head is not None and isinstance(f1.teacher.u, np.ndarray)
+    assert f1.teacher.u.nbytes + f1.teacher.c.nbytes == toks.numel() * (4 * model.config.hidden_size + 8)
+    want = f1.evaluate(g, None)
+    stamp = (tmp_path / "h" / "head_u.npy").stat().st_mtime_ns
+    f2 = KLFitness(a, prov, toks, teacher_dir=tmp_path / "h", batch_size=2)
+    assert isinstance(f2.teacher.u, np.memmap) and (tmp_path / "h" / "head_u.npy").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(f2.evaluate(g, None), want)
+    f3 = KLFitness(a, prov, toks[:3], teacher_dir=tmp_path / "h", batch_size=4)  # other tokens: recomputed
+    assert f3.teacher.num_tokens == toks[:3].numel()
+    np.testing.assert_allclose(f3.evaluate(g, None), [reference_kl(model, a, prov, toks[:3], x) for x in g],
+                               rtol=2e-4, atol=1e-6)
 
 
 def test_bfloat16_compute(stories):

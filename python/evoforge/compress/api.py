@@ -1,7 +1,11 @@
 """``compress(model, config)``: validate the config, load the model, prepare the run
 (:func:`evoforge.compress.run.start_run`) and hand it to the recipe registered for the config's
 type (:mod:`evoforge.compress.methods`). The keyword form ``compress(model, method=..., **knobs)``
-builds the config (:func:`evoforge.compress.settings.config_for`) and gives the same result."""
+builds the config (:func:`evoforge.compress.settings.config_for`) and gives the same result.
+
+The config's ``device`` (checked by ``validate()`` before the model loads) is where the whole job
+runs: the model is moved there once loaded (a module given is moved in place, and stays there), and
+everything after follows the model's device."""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ def compress(model_or_path: Any, config: CompressConfig | None = None, *, calibr
     model_or_path : a supported causal LM (nn.Module), a model directory, a .gguf file, or
         ``"smollm2-135m"`` (loaded in float32 with its tokenizer).
     config : :class:`SparsityConfig`, :class:`QuantConfig`, :class:`DepthConfig` or
-        :class:`DepthQuantConfig` (:mod:`evoforge.compress.config`: every knob and its default).
+        :class:`DepthQuantConfig` (:mod:`evoforge.compress.config`: every knob and its default;
+        ``device``: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``, where the job runs).
     calibration, heldout : LongTensor [N, S], optional
         Tokens for the search and for the final comparison. Default: ``n_calib + n_heldout``
         distinct windows of ``seq_len`` from ``calib_text`` (needs a tokenizer; the first
@@ -75,7 +80,7 @@ def compress(model_or_path: Any, config: CompressConfig | None = None, *, calibr
     else:
         model, tok = load_model(model_or_path)
         tokenizer = tokenizer if tokenizer is not None else tok
-    model.eval()
+    model.to(torch.device(config.device)).eval()  # the whole job runs where the model is
     adapter = adapt(model)
     config.check_model(adapter)
     source = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else model

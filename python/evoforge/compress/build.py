@@ -18,6 +18,13 @@ size and a symmetric flag (:func:`evoforge.solvers.rtn` / :func:`evoforge.solver
 The cost of a level is ``bits * numel``; the metadata cost adds the scales (16 bits each) and,
 when asymmetric, the zero points (``bits`` each) of every group.
 
+Devices: the build runs where the model is. The calibration forward and its statistics run on the
+model's device; each layer's weight stays there, and its levels are computed there: magnitude and
+Wanda in torch, SparseGPT, GPTQ and RTN by the C++ kernels on the CPU and by their torch twins
+(:mod:`evoforge.solvers._torch`, equal up to rounding; RTN bit for bit) on a GPU. H is factorised on
+the host (float64, :func:`evoforge.solvers.factor_hessian`), the same factor for both. Levels are
+copied to the host only to be written.
+
 The ladder defaults are the compression configs' (:mod:`evoforge.compress.config`): one default
 per knob. Magnitude and RTN need no calibration (``tokens`` may be None); the others collect the
 layer statistics (:func:`evoforge.compress.hessians.collect_hessians`) unless ``stats`` are given.
@@ -37,6 +44,7 @@ import numpy as np
 import torch
 
 from .. import solvers
+from ..solvers import _torch as device_solvers
 from .._checks import INT_MAX, check_int
 from ..errors import ConfigError
 from ..hashing import Hasher
@@ -85,14 +93,14 @@ def _magnitude_levels(W: torch.Tensor, counts: Sequence[int]) -> list[torch.Tens
 
 def _wanda_levels(W: torch.Tensor, sq_norm: torch.Tensor, counts: Sequence[int]) -> list[torch.Tensor]:
     rows, cols = W.shape
-    score = W.abs().to(torch.float64) * sq_norm.to(torch.float64).sqrt()[None, :]
+    score = W.abs().to(torch.float64) * sq_norm.to(device=W.device, dtype=torch.float64).sqrt()[None, :]
     order = torch.argsort(score, dim=1, stable=True)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(cols).expand(rows, cols).contiguous())
+    rank.scatter_(1, order, torch.arange(cols, device=W.device).expand(rows, cols).contiguous())
     out = []
     for p in counts:
         per_row = torch.from_numpy(solvers.prune_counts(rows, cols, cols, p / (rows * cols))[:, 0].astype(np.int64))
-        out.append(torch.where(rank < per_row[:, None], torch.zeros((), dtype=W.dtype), W))
+        out.append(torch.where(rank < per_row.to(W.device)[:, None], torch.zeros((), dtype=W.dtype), W))
     return out
 
 
@@ -235,7 +243,8 @@ def build_database(
     for idx, ref in enumerate(layers):
         if bar is not None:
             bar.update(1)
-        W = ref.weight().detach().to("cpu").contiguous()
+        W = ref.weight().detach().contiguous()  # on the model's device; the levels are computed there
+        host = W.device.type == "cpu"  # the C++ solvers; their torch twins elsewhere
         dtype = W.dtype
         W32 = W.to(torch.float32)
         rows, cols = W.shape
@@ -256,24 +265,25 @@ def build_database(
             elif method == "wanda":
                 Ws = _wanda_levels(W32, stats.sq_norm(ref), counts)
             else:
-                Ws = list(solvers.sparsegpt_levels(W32, factor, [p / ref.numel for p in counts],
-                                                   blocksize=int(blocksize)))
+                solve = solvers.sparsegpt_levels if host else device_solvers.sparsegpt_levels_torch
+                Ws = list(solve(W32, factor, [p / ref.numel for p in counts], blocksize=int(blocksize)))
             vdt = _values_dtype(values_dtype, dtype, Ws)
             for k, Wl in zip(ks, Ws):
-                tensors.update(_pack_level(k, Wl.to(dtype), vdt))
+                tensors.update(_pack_level(k, Wl.to(dtype).cpu(), vdt))
             entry.update(levels=ks, costs=[ref.numel - p for p in counts],
                          sparsity=[p / ref.numel for p in counts], values_dtype=str(vdt).removeprefix("torch."))
         else:
             if method == "rtn":
-                qs = [solvers.rtn(W32, b, group_size=group_size, symmetric=symmetric) for b in blist]
+                rtn = solvers.rtn if host else device_solvers.rtn_torch
+                qs = [rtn(W32, b, group_size=group_size, symmetric=symmetric) for b in blist]
             else:
-                qs = solvers.gptq_levels(W32, factor, blist, group_size=group_size, symmetric=symmetric,
-                                         blocksize=int(blocksize))
+                solve = solvers.gptq_levels if host else device_solvers.gptq_levels_torch
+                qs = solve(W32, factor, blist, group_size=group_size, symmetric=symmetric, blocksize=int(blocksize))
             for b, ql in zip(blist, qs):
-                tensors[f"q.{b}"] = ql.q.contiguous()
-                tensors[f"scales.{b}"] = ql.scales.to(torch.float32).contiguous()
-                tensors[f"zeros.{b}"] = ql.zeros.to(torch.float32).contiguous()
-                tensors[f"g_idx.{b}"] = ql.g_idx.contiguous()
+                tensors[f"q.{b}"] = ql.q.cpu().contiguous()
+                tensors[f"scales.{b}"] = ql.scales.to(torch.float32).cpu().contiguous()
+                tensors[f"zeros.{b}"] = ql.zeros.to(torch.float32).cpu().contiguous()
+                tensors[f"g_idx.{b}"] = ql.g_idx.cpu().contiguous()
             entry.update(levels=list(blist), costs=[b * ref.numel for b in blist],
                          metadata_bits=[_quant_metadata_bits(rows, cols, b, group_size, symmetric) for b in blist])
         fname = f"layers/{idx:04d}.safetensors"

@@ -4,9 +4,9 @@
 each carry their method's knobs (``target``, the layer database's ladder); :class:`CompressConfig`
 carries what every method shares: calibration (``calib_text``, ``n_calib``, ``n_heldout``,
 ``seq_len``), the search schedule (``generations``, ``offspring``, ``stages``, ``max_switches``),
-``seed``, the run directory (``run_dir``, ``export``), ``compute_dtype``, where candidates are
-evaluated (``backend`` by name and its ``backend_options``), the KL's ``top_k``, ``batch_size`` and
-``progress``. Every knob has one default, here; the command line takes its defaults from these
+``seed``, the run directory (``run_dir``, ``export``), ``compute_dtype``, the torch ``device`` the
+whole job runs on, where candidates are evaluated (``backend`` by name and its ``backend_options``),
+the KL's ``top_k``, ``batch_size`` and ``progress``. Every knob has one default, here; the command line takes its defaults from these
 fields and :func:`evoforge.compress.build.build_database` its ladder defaults.
 
 A config is plain data: :meth:`CompressConfig.to_json` / :meth:`CompressConfig.from_json` round-trip
@@ -24,13 +24,15 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError
+from .. import _native
+from ..errors import ConfigError, CudaUnavailableError
 
 __all__ = [
     "CONFIGS",
@@ -39,6 +41,7 @@ __all__ = [
     "DepthQuantConfig",
     "QuantConfig",
     "SparsityConfig",
+    "check_device_name",
     "check_text_file",
     "depth_count",
     "field_default",
@@ -49,6 +52,7 @@ SETTINGS = "compress.json"  # the run directory's settings file (``config.json``
 _COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 _MAX_OFFSPRING = 2**24 - 1  # evoforge.variation's kernels number offspring in 24 bits
 _MAX_TOKENS = 2**31  # calibration + held-out tokens: beyond any use, refused before anything is allocated
+_DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
 
 
 def _no_spell(field: str) -> str:
@@ -76,7 +80,10 @@ class CompressConfig:
         (the search's candidates, and the calibration forward of a database built by the run, under
         autocast; reported KLs stay in the model's dtype). ``backend``: None (in-process),
         ``"process"`` or ``"ray"`` (:mod:`evoforge.evaluate`), opened with ``backend_options``
-        (``workers``, ``timeout``, ``address``, ...). ``top_k``: the KL's support (None: the full
+        (``workers``, ``timeout``, ``address``, ...). ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``,
+        where the model, teacher forward, KL, database build and baselines run (the database stays
+        on the host, levels streamed to a bounded cache on the device); not in the run's identity (a
+        run resumes on another device, equal within float32 rounding). ``top_k``: the KL's support (None: the full
         vocabulary; K: the teacher's top K plus a tail bin; ``"auto"``: full while the teacher fits
         in 512 MB of float16, else 256). ``batch_size``: sequences per forward. ``progress``: bars.
     """
@@ -95,6 +102,7 @@ class CompressConfig:
     run_dir: str | None = None
     export: bool = True
     compute_dtype: str | None = None
+    device: str = "cpu"
     backend: str | None = None
     backend_options: dict = dataclasses.field(default_factory=dict)
     top_k: int | str | None = "auto"
@@ -123,6 +131,8 @@ class CompressConfig:
             self.compute_dtype = self.compute_dtype.removeprefix("torch.")
         if self.backend_options is None:
             self.backend_options = {}
+        if type(self.device).__name__ == "device" and type(self.device).__module__.startswith("torch"):
+            self.device = str(self.device)  # a torch.device, by name (plain data)
 
     # ---- checks ---------------------------------------------------------------------------------
 
@@ -165,6 +175,7 @@ class CompressConfig:
         if self.backend_options and self.backend in (None, "inprocess"):
             raise ConfigError(f"{say('backend_options')} {sorted(self.backend_options)} need a backend ('process' or "
                               "'ray'); the in-process backend takes none")
+        check_device_name(self.device, say("device"))
         if self.calib_text is not None:
             check_text_file(say("calib_text"), self.calib_text, "calibration text")
         self._check_method(say)
@@ -433,6 +444,36 @@ def check_text_file(label: str, path: Any, what: str = "text") -> None:
         empty = not f.read(1 << 20).strip() and not f.read(1)  # whitespace only (the first MiB decides)
     if empty:
         raise ConfigError(f"{label}: {what} file {str(path)!r} is empty")
+
+
+def check_device_name(device: Any, label: str = "device") -> str:
+    """``device`` (``"cpu"``, ``"cuda"`` or ``"cuda:N"``) checked against this machine before any work:
+    TypeError for a non-string; ConfigError for another name, CUDA when torch sees no GPU or evoforge
+    lacks its CUDA kernels (fingerprints are hashed on the device), N beyond the visible GPUs."""
+    if not isinstance(device, str):
+        raise TypeError(f"{label} must be a device name ('cpu', 'cuda' or 'cuda:N'), got {type(device).__name__}")
+    m = _DEVICE.fullmatch(device)
+    if m is None or (m.group(1) == "cpu" and m.group(2) is not None):
+        raise ConfigError(f"{label} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if m.group(1) == "cpu":
+        return device
+    from .._checks import check_device
+
+    try:
+        check_device(device, label)
+    except CudaUnavailableError:
+        raise ConfigError(f"{label} {device!r}: torch sees no CUDA GPU on this machine (or torch was built "
+                          "without CUDA); use --device cpu") from None
+    import torch
+
+    n = torch.cuda.device_count()
+    if m.group(2) is not None and int(m.group(2)) >= n:
+        raise ConfigError(f"{label} {device!r}: GPU index {m.group(2)} is out of range; this machine has {n} "
+                          f"visible GPU{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})")
+    if _native.cuda is None:
+        raise ConfigError(f"{label} {device!r}: evoforge was built without its CUDA kernels, which hash the model "
+                          "on the device; reinstall with EVOFORGE_CUDA=ON, or use --device cpu")
+    return device
 
 
 def field_default(cls: type, name: str) -> Any:

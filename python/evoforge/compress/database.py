@@ -62,6 +62,14 @@ _F16_TINY = float(torch.finfo(torch.float16).smallest_normal) * 2.0**-10  # the 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
+def unpack_mask(mask: torch.Tensor, cols: int) -> torch.Tensor:
+    """Bool [rows, cols] of a mask packed as ``numpy.packbits(keep, axis=1, bitorder="little")``
+    (uint8 [rows, ceil(cols / 8)]), on the mask's device: bit j of byte b is column 8 b + j."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=mask.device)
+    bits = (mask.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(mask.shape[0], -1)[:, :cols].bool()
+
+
 class LayerDatabase:
     """A layer database opened read-only (:meth:`open`); weights are read lazily, memory-mapped.
 
@@ -186,25 +194,32 @@ class LayerDatabase:
         return h
 
     def weight(self, layer: Any, level: int, *, device: Any = None) -> torch.Tensor:
-        """The weight of ``layer`` at ``level``, shape (out, in), the layer's dtype; CPU unless ``device``."""
+        """The weight of ``layer`` at ``level``, shape (out, in), the layer's dtype, on ``device``
+        (default the CPU). The stored form (mask and non-zeros, or codes and grids) is read from the
+        memory-mapped file, copied to the device and decoded there, so a level crosses the bus in
+        its compact form; the decoding is exact, the same bits on every device."""
         e = self._entry(layer)
         self._level_index(e, level)
         f = self._file(e)
         dtype = _DTYPES[e["dtype"]]
+        dev = torch.device("cpu") if device is None else torch.device(device)
+
+        def get(name: str) -> torch.Tensor:
+            return f.get_tensor(name).to(dev)
+
         if self.kind == "sparsity" and self.manifest.get("storage") == "sparse":
             rows, cols = e["shape"]
-            keep = np.unpackbits(f.get_tensor(f"mask.{int(level)}").numpy(), axis=1, count=cols, bitorder="little")
-            W = torch.zeros(rows, cols, dtype=dtype)
-            W[torch.from_numpy(keep.view(np.bool_))] = f.get_tensor(f"values.{int(level)}").to(dtype)
+            keep = unpack_mask(get(f"mask.{int(level)}"), cols)
+            W = torch.zeros(rows, cols, dtype=dtype, device=dev)
+            W[keep] = get(f"values.{int(level)}").to(dtype)
         elif self.kind == "sparsity":
-            W = f.get_tensor(f"level.{int(level)}")
+            W = get(f"level.{int(level)}")
         else:
             b = int(level)
-            q, scales, zeros = f.get_tensor(f"q.{b}"), f.get_tensor(f"scales.{b}"), f.get_tensor(f"zeros.{b}")
-            g = f.get_tensor(f"g_idx.{b}").long()
+            q, scales, zeros = get(f"q.{b}"), get(f"scales.{b}"), get(f"zeros.{b}")
+            g = get(f"g_idx.{b}").long()
             W = scales[:, g] * (q.to(torch.float32) - zeros[:, g])
-        W = W.to(dtype)
-        return W if device is None else W.to(device)
+        return W.to(dtype)
 
     def close(self) -> None:
         self._handles.clear()

@@ -55,7 +55,9 @@ def export(result: CompressionResult, out_dir: str | os.PathLike, *, tokenizer: 
     dropped sub-blocks, KLs). The in-memory model is restored to dense afterwards.
 
     Dropped sub-blocks (depth, depth+quant): a Hugging Face config cannot remove a sub-block, so
-    their output projections (o_proj / down_proj, weight and bias) are saved as zeros."""
+    their output projections (o_proj / down_proj, weight and bias) are saved as zeros. A model on a
+    GPU gets its levels there (streamed from the provider) and is saved from there (the files are the
+    CPU run's for the same genome)."""
     adapter = result._adapter  # type: ignore[attr-defined]
     provider = result._provider  # type: ignore[attr-defined]
     out = Path(out_dir)

@@ -50,6 +50,7 @@ import torch
 from ..errors import ConfigError
 from ..kl import Teacher, kl_divergence
 from .adapters import ModelAdapter
+from .head import LinearHeadKL, build_head_teacher
 from .teacher import build_teacher, kl_torch
 from .tokens import check_tokens, vocab_size
 
@@ -104,8 +105,10 @@ class KLFitness:
     head_tokens : int
         Tokens per lm_head + KL call (bounds the [tokens, V] logits buffer).
     fused_kl : bool
-        Score with :func:`evoforge.kl.kl_divergence` (default) or with torch's ``log_softmax`` and
-        the same formula (the reference's way; for benchmarks).
+        Score the full vocabulary of a linear head with :class:`~evoforge.compress.head.LinearHeadKL`
+        (the exact KL without [tokens, V] logits) and a top-K teacher with
+        :func:`evoforge.kl.kl_divergence` (default), or both with torch's ``log_softmax`` and the
+        same formula (the reference's way; for benchmarks).
     seq_len : int, optional
         Cut each calibration row into non-overlapping windows of this length (a remainder shorter
         than ``seq_len`` is dropped); default: the rows as given.
@@ -162,8 +165,16 @@ class KLFitness:
         self.n_seq, self.seq_len = (int(s) for s in self.tokens.shape)
         self.top_k = top_k
         self._restore()  # the model is dense
-        self.teacher = build_teacher(adapter, self.tokens, top_k=top_k, tail=bool(tail), batch_size=self.batch_size,
-                                     directory=None if teacher_dir is None else Path(teacher_dir))
+        # The full vocabulary through a linear head: the exact KL from the head's weight and a small
+        # teacher, without [tokens, V] logits (head.py); else the teacher's targets and the fused KL.
+        self._head = LinearHeadKL.of(adapter, self.compute_dtype) if top_k is None and self.fused_kl else None
+        directory = None if teacher_dir is None else Path(teacher_dir)
+        if self._head is not None:
+            self.teacher = build_head_teacher(adapter, self._head, self.tokens, batch_size=self.batch_size,
+                                              directory=directory)
+        else:
+            self.teacher = build_teacher(adapter, self.tokens, top_k=top_k, tail=bool(tail),
+                                         batch_size=self.batch_size, directory=directory)
 
         self._mb_rows: tuple[int, ...] | None = None
         self._mb_teacher: Teacher | None = None
@@ -339,13 +350,17 @@ class KLFitness:
         total = 0.0
         for r0 in range(0, flat_h.shape[0], self.head_tokens):
             h = flat_h[r0:r0 + self.head_tokens]
+            if self._head is not None:
+                t = self._mb_teacher.take(slice(r0, r0 + h.shape[0]))
+                total += float(self._head.kl(self.adapter.final_norm(h), t).sum())
+                continue
             with self._autocast():
                 logits = self.adapter.lm_head(self.adapter.final_norm(h))
             if logits.dtype not in (torch.float32, torch.bfloat16):
                 logits = logits.float()
             t = self._mb_teacher.take(slice(r0, r0 + h.shape[0]))
-            total += float((kl_divergence(t, logits.cpu(), reduction="none") if self.fused_kl
-                            else kl_torch(t, logits.cpu())).sum())
+            total += float((kl_divergence(t, logits, reduction="none") if self.fused_kl
+                            else kl_torch(t, logits)).sum())
         return total / flat_h.shape[0]
 
     def _set_minibatch(self, rows: np.ndarray) -> None:
@@ -354,7 +369,7 @@ class KLFitness:
             return
         self._mb_rows = key
         tok = (rows[:, None] * self.seq_len + np.arange(self.seq_len)[None, :]).reshape(-1)
-        self._mb_teacher = self.teacher.take(tok)
+        self._mb_teacher = self.teacher.take(tok).to(self.device)  # the CPU: itself, numpy
         self._restore()
         ids = self.tokens[torch.as_tensor(rows, device=self.device)]
         emb = torch.cat([self._embed(ids[c0:c0 + self.batch_size]) for c0 in range(0, len(rows), self.batch_size)])

@@ -20,12 +20,20 @@ Quantisation (:class:`QuantLevels`)
     :class:`LevelSwitch` switches within a group only, so the total is preserved exactly. With a
     non-consecutive ladder the integer costs are passed and a switch must keep the total exactly
     (tolerance 0.5 bit).
+
+Devices: a provider gives weights on its ``device`` in its ``dtype``. The database stays in host
+memory (memory-mapped files); a level is read, copied to the device in its stored (compact) form and
+decoded there when a swap first needs it (:meth:`LayerDatabase.weight`), then kept in a least-
+recently-used cache of at most ``cache_bytes`` bytes (``"auto"``: a quarter of a CUDA device's
+memory; unbounded on the CPU, as the host holds the database anyway), so the database never has to
+fit on the card. ``loads`` counts the levels read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,12 +48,27 @@ from .database import LayerDatabase
 __all__ = ["QuantLevels", "SparsityLevels", "apply_levels", "levels_applied", "provider_for"]
 
 
+def _cache_limit(cache_bytes: Any, device: torch.device) -> int | None:
+    """The cache's bound in bytes (None: unbounded) of ``cache_bytes`` (``"auto"``, None or an int >= 0)."""
+    if cache_bytes == "auto":
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory // 4
+        return None
+    if cache_bytes is None:
+        return None
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
+        raise ConfigError(f"cache_bytes must be 'auto', None or an int >= 0, got {cache_bytes!r}")
+    return int(cache_bytes)
+
+
 class _DatabaseLevels:
-    """Common part: a LevelProvider over a LayerDatabase, weights cached on first use."""
+    """Common part: a LevelProvider over a LayerDatabase, weights on ``device`` (default the CPU) in
+    ``dtype`` (default the layer's), the recently used ones cached (at most ``cache_bytes``)."""
 
     kind = ""
 
-    def __init__(self, db: LayerDatabase, *, device: Any = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, db: LayerDatabase, *, device: Any = None, dtype: torch.dtype | None = None,
+                 cache_bytes: int | str | None = "auto") -> None:
         if not isinstance(db, LayerDatabase):
             raise TypeError(f"db must be a LayerDatabase, got {type(db).__name__}")
         if db.kind != self.kind:
@@ -54,8 +77,12 @@ class _DatabaseLevels:
         self.db = db
         self.n_layers = len(db.layers)
         self.numel = np.array([db.numel(i) for i in range(self.n_layers)], dtype=np.int64)
-        self._device, self._dtype = device, dtype
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._device = torch.device("cpu") if device is None else torch.device(device)
+        self._dtype = dtype
+        self.cache_bytes = _cache_limit(cache_bytes, self._device)
+        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._cached = 0  # bytes held by _cache
+        self.loads = 0  # levels read from the database (a level evicted and needed again counts again)
 
     # subclasses: db_level(i, j) -> the database level; n_levels(i)
 
@@ -65,14 +92,32 @@ class _DatabaseLevels:
     def n_levels(self, i: int) -> int:
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of the levels in the cache now (at most ``cache_bytes``)."""
+        return self._cached
+
     def weight(self, layer_index: int, level: int) -> torch.Tensor:
+        """Layer ``layer_index``'s weight at genome ``level``, [out, in], on the provider's device."""
         key = (int(layer_index), int(level))
         w = self._cache.get(key)
-        if w is None:
-            w = self.db.weight(key[0], self.db_level(*key))
-            if self._dtype is not None or self._device is not None:
-                w = w.to(device=self._device, dtype=self._dtype)
+        if w is not None:
+            self._cache.move_to_end(key)
+            return w
+        w = self.db.weight(key[0], self.db_level(*key), device=self._device)
+        if self._dtype is not None:
+            w = w.to(self._dtype)
+        self.loads += 1
+        if self.cache_bytes is None or w.nbytes <= self.cache_bytes:
             self._cache[key] = w
+            self._cached += w.nbytes
+            while self.cache_bytes is not None and self._cached > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)  # the least recently used
+                self._cached -= old.nbytes
         return w
 
     def set_base(self, genome: Any) -> None:  # the provider keeps no per-parent state

@@ -9,6 +9,12 @@ fingerprint and the config; :func:`evoforge.compress.settings.load_config` reads
 ``tokens.pt``, ``db/`` (a database built by the run), ``teacher/``, the engine's checkpoint,
 evaluation cache and ``history.jsonl``, then ``model/`` and ``config.json`` (the export),
 ``report.md`` / ``report.json`` and the plots.
+
+Devices: the run follows the model, which :func:`evoforge.compress.compress` has moved to
+``config.device``; workers of a process or Ray backend move theirs there too (:class:`FitnessFactory`).
+The device is not in the settings compared on resume: a run directory resumes on another device
+(its teacher, tokens, database and evaluation cache are device-independent data; KLs agree within
+float32 rounding).
 """
 
 from __future__ import annotations
@@ -208,8 +214,7 @@ def start_run(source: Any, model: Any, adapter: ModelAdapter, config: CompressCo
     times = {"calibration": time.perf_counter() - t0}
     top_k = resolve_top_k(config.top_k, calibration, model)
     source = str(source) if isinstance(source, (str, os.PathLike)) else model
-    factory = FitnessFactory(source, fp, calibration, None, int(config.batch_size),
-                             next(model.parameters()).device.type, top_k=top_k,
+    factory = FitnessFactory(source, fp, calibration, None, int(config.batch_size), str(config.device), top_k=top_k,
                              compute_dtype=config.compute_dtype)
     return Run(config=config, adapter=adapter, fingerprint=fp, run_dir=rd, calibration=calibration, heldout=heldout,
                tokenizer=tokenizer, top_k=top_k, factory=factory, backend=backend, times=times)

@@ -1,12 +1,18 @@
 """The teacher of the KL fitness: the dense model's next-token distributions on the calibration
 tokens (:func:`build_teacher`, on :func:`evoforge.kl.teacher_targets`), and the unfused torch KL
-against it (:func:`kl_torch`, the reference's way, for benchmarks)."""
+against it (:func:`kl_torch`, the reference's way, for benchmarks).
+
+Devices: the dense forward runs on the model's device; each batch's logits are then prepared once
+on the host by the C++ kernel and kept there (memory-mapped with a directory), so the teacher never
+has to fit on a GPU; the fitness copies each minibatch's slice to the device
+(:meth:`evoforge.kl.Teacher.to`). :func:`kl_torch` runs on the logits' device."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,18 +74,24 @@ def _mkdir(d: Path) -> Path:
 
 
 def kl_torch(t: Teacher, logits: torch.Tensor) -> torch.Tensor:
-    """KL per token [T] (float64) against ``t`` with torch's log_softmax (the unfused reference way)."""
+    """KL per token [T] (float64, on the logits' device) against ``t`` (numpy arrays, or tensors
+    after :meth:`Teacher.to`) with torch's log_softmax (the unfused reference way)."""
+    dev = logits.device
+
+    def arr(a: Any) -> torch.Tensor:
+        return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).to(dev)
+
     lq = torch.log_softmax(logits.float(), dim=-1)
     if t.indices is None:
-        p = torch.from_numpy(np.asarray(t.weights)).float() / torch.from_numpy(np.asarray(t.norm)).float()[:, None]
-        return torch.from_numpy(np.asarray(t.cross)) - (p * lq).sum(-1).double()
-    idx = torch.from_numpy(np.asarray(t.indices)).long()
+        p = arr(t.weights).float() / arr(t.norm).float()[:, None]
+        return arr(t.cross) - (p * lq).sum(-1).double()
+    idx = arr(t.indices).long()
     lqk = lq.gather(1, idx).double()
-    pk = torch.from_numpy(np.asarray(t.weights)).double() / torch.from_numpy(np.asarray(t.norm))[:, None]
-    cross = torch.from_numpy(np.asarray(t.cross))
+    pk = arr(t.weights).double() / arr(t.norm)[:, None]
+    cross = arr(t.cross)
     if t.tail is None:
         return cross - (pk * (lqk - torch.logsumexp(lqk, dim=1, keepdim=True))).sum(-1)
-    pt = torch.from_numpy(np.asarray(t.tail))
+    pt = arr(t.tail)
     # the student's tail from its own entries (1 - sum q_k cancels in float32)
     lqt = lq.scatter(1, idx, -torch.inf).logsumexp(dim=1).double()
     c = (1 - pt) * (cross + torch.log1p(-pt)) + torch.where(pt > 0, pt * torch.log(pt), torch.zeros_like(pt))

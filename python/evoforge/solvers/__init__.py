@@ -21,7 +21,9 @@ Arrays: numpy arrays or CPU torch tensors; torch in gives torch out (sharing no 
 input). The computation runs in W's dtype (float32 or float64). Inputs are never modified.
 
 Layout: ``_hessian`` (:func:`hessian`, :func:`factor_hessian`), ``_sparsegpt``, ``_rtn`` (and
-:class:`QuantizedLayer`), ``_gptq``; this package is their public face.
+:class:`QuantizedLayer`), ``_gptq``; ``_torch``: the same three solvers in torch on the weight's
+device (a GPU; ``sparsegpt_levels_torch``, ``gptq_levels_torch``, ``rtn_torch``, used by the layer
+database build, not public); this package is the public face of the others.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Dropped sub-blocks (:class:`DepthConfig`): no database; K attention and K MLP sub-blocks dropped,
-searched from the ShortGPT choice with swaps that keep both counts (:func:`depth_mutation`) on
+searched from the better of the ShortGPT choice and the evenly spread drop with swaps that keep both counts (:func:`depth_mutation`) on
 :class:`DepthFitness` -> the evenly spread drop ("uniform") and ShortGPT as baselines -> result."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ..depth import DepthFitness, depth_drops, depth_mutation, sub_block_names
 from ..registry import register
 from ..result import CompressionResult
 from ..run import Run
+from .levels import start_note
 
 __all__ = ["depth"]
 
@@ -30,7 +31,7 @@ def depth(config: DepthConfig, run: Run) -> CompressionResult:
     t_scores = time.perf_counter() - t0
     res = run.search(lambda: DepthFitness(adapter, run.calibration, k=k, batch_size=config.batch_size,
                                           top_k=run.top_k, compute_dtype=config.compute_dtype),
-                     initial, depth_mutation(N, config.max_switches), 0, 1,
+                     np.stack([initial, uniform]), depth_mutation(N, config.max_switches), 0, 1,
                      task=f"compress:{run.fingerprint}:depth:{k}")
     run.times["search"] += t_scores
     best = np.asarray(res.best_genome, dtype=np.int64)
@@ -49,4 +50,5 @@ def depth(config: DepthConfig, run: Run) -> CompressionResult:
         baselines={"shortgpt": {"kl": float(kls[2]), "genome": initial.tolist(), "scores": scores.tolist(),
                                 "dropped": [list(d) for d in depth_drops(initial, N)]}},
         dropped=[list(d) for d in depth_drops(best, N)], times=run.times)
+    start_note(result, res, ["ShortGPT", "uniform"])
     return run.finish(result, None, uniform)

@@ -13,11 +13,12 @@ from ..fitness import KLFitness
 from ..providers import QuantLevels, SparsityLevels
 from ..result import CompressionResult
 
-__all__ = ["heldout_kls", "level_result", "level_search"]
+__all__ = ["heldout_kls", "level_result", "level_search", "start_note"]
 
 
 def level_search(config: Any, run: Any, db: Any, provider: Any, initial: np.ndarray) -> tuple[Any, np.ndarray]:
-    """(the engine's result, the best genome) of the search from ``initial`` over ``provider``'s levels."""
+    """(the engine's result, the best genome) of the search from ``initial`` over ``provider``'s levels
+    (``initial`` [K, L]: starting points, the best on the last stage's tokens is the first parent)."""
     run.factory.database = str(db.path)
     run.factory.include_metadata = bool(provider.include_metadata) if isinstance(provider, QuantLevels) else False
     target = float(config.target)
@@ -55,3 +56,12 @@ def level_result(config: Any, run: Any, db: Any, provider: Any, initial: np.ndar
         run_dir=None if run.run_dir is None else str(run.run_dir), baselines=baselines,
         count_metadata=bool(getattr(config, "count_metadata", False)), db_path=str(Path(db.path).resolve()),
         times=run.times)
+
+
+def start_note(result: Any, res: Any, names: list[str]) -> None:
+    """Say on ``result`` which of the starting points ``names`` (rows of the search's ``initial``)
+    the search started from (the engine's first history record)."""
+    start = next((int(h["start"]) for h in res.history if "start" in h), None)
+    if start is not None:
+        result.notes.append(f"the search started from {names[start]}, the best of {', '.join(names)} on the "
+                            f"calibration tokens")
