@@ -15,21 +15,34 @@ namespace evoforge {
 
 namespace {
 std::atomic<int> g_threads{0};
-}
 
-int default_num_threads() {
-  int n = g_threads.load();
-  if (n > 0) return n;
+// EVOFORGE_NUM_THREADS, else the hardware's threads; read once, because getenv and
+// hardware_concurrency cost microseconds, which every batch-1 layer call would pay. A bad value
+// is not cached, so every call keeps raising its error.
+int env_or_hardware_threads() {
+  static std::atomic<int> cached{0};
+  const int c = cached.load(std::memory_order_relaxed);
+  if (c > 0) return c;
+  int v = 0;
   const char* env = std::getenv("EVOFORGE_NUM_THREADS");
   if (env != nullptr && *env != '\0') {
     char* end = nullptr;
     errno = 0;
-    const long v = std::strtol(env, &end, 10);
-    EVOFORGE_CHECK(errno == 0 && *end == '\0' && v >= 1 && v <= kMaxThreads,
+    const long e = std::strtol(env, &end, 10);
+    EVOFORGE_CHECK(errno == 0 && *end == '\0' && e >= 1 && e <= kMaxThreads,
                    "EVOFORGE_NUM_THREADS must be an integer in [1, " << kMaxThreads << "], got '" << env << "'");
-    return static_cast<int>(v);
+    v = static_cast<int>(e);
+  } else {
+    v = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, unsigned{kMaxThreads}));
   }
-  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, unsigned{kMaxThreads}));
+  cached.store(v, std::memory_order_relaxed);
+  return v;
+}
+}  // namespace
+
+int default_num_threads() {
+  const int n = g_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : env_or_hardware_threads();
 }
 
 void set_default_num_threads(int n) {

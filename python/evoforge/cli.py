@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from evoforge import _cli_front
 from evoforge._cli_parser import OneLineParser as _Parser
 from evoforge._cli_parser import int_at_least as _int_at_least
 from evoforge._cli_parser import one_line as _one_line
@@ -153,7 +154,7 @@ def _compress_package(cmd: str):
 # compress options whose dest is a config field of the same name (the config holds their defaults)
 _KNOBS = ("target", "database", "db_method", "db_levels", "db_step", "bits", "group_size", "symmetric",
           "count_metadata", "generations", "offspring", "stages", "seed", "compute_dtype", "device", "calib_text",
-          "n_calib", "n_heldout", "seq_len", "backend")
+          "n_calib", "n_heldout", "seq_len", "backend", *_cli_front.FRONT_KNOBS)
 _OPTION_OF = {"database": "--db", "export": "--no-export", "progress": "--quiet",
               "backend_options": "--workers / --timeout / --address"}
 
@@ -183,7 +184,8 @@ def _compress_config(args: argparse.Namespace):
     run_dir = args.run_dir
     if run_dir is None:
         stem = Path(str(args.model).rstrip("/")).name or "model"
-        run_dir = f"evoforge-runs/{stem}-{config.method}-{float(config.target):g}"
+        what = config.space if config.method == "front" else f"{float(config.target):g}"
+        run_dir = f"evoforge-runs/{stem}-{config.method}-{what}"
     _check_dir("--run-dir", run_dir)
     if args.json is not None:
         if Path(args.json).is_dir():
@@ -213,6 +215,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     # workers load the model from its path (shared storage) rather than receive a copy
     in_process = config.backend in (None, "inprocess")
     res = C.compress(model if in_process else args.model, config, tokenizer=tok)
+    if isinstance(res, C.FrontResult):
+        _cli_front.print_front(res)
+        return 0
     if eval_text is not None:
         t0 = time.perf_counter()
         ids = C.text_ids(tok, eval_text)
@@ -361,8 +366,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.set_defaults(fn=_cmd_build_db, symmetric=None)
 
     p.add_argument("--model", help="model directory, .gguf file, or smollm2-135m")
-    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant"), default=None,
-                   help="what is searched (default sparsity)")
+    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant", "front"), default=None,
+                   help="what is searched (default sparsity); front: the whole front of KL against size and "
+                        "latency (NSGA-II)")
     p.add_argument("--target", type=float,
                    help="average sparsity (0..1), bits per weight (quant, depth+quant), or for depth K: the number "
                         "of attention AND of MLP sub-blocks to drop (an integer >= 1), or a fraction (0..1) of "
@@ -410,6 +416,8 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="evaluation workers (default: one per GPU or CPU)")
     p.add_argument("--timeout", type=_positive_float, default=None,
                    help="seconds a worker may return nothing before it counts as hung and is replaced")
+    _cli_front.add_options(p)
+    _cli_front.add_export(csub)
     p.set_defaults(fn=_cmd_compress, symmetric=None)
     compress = p
     p = sub.add_parser("eval", help="evaluate a model: evoforge eval ppl --model DIR --text FILE")
@@ -438,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_bench)
     compress = _add_compress(sub)
     args = parser.parse_args(argv)
-    if args.fn is _cmd_compress and (args.model is None or args.target is None):
-        missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None]
+    if args.fn is _cmd_compress and (args.model is None or args.target is None and args.method != "front"):
+        missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None and (n, args.method) != (
+            "target", "front")]
         compress.error(f"compress needs {' and '.join(missing)} (or use `evoforge compress build-db`)")
     if os.environ.get("EVOFORGE_DEBUG", "") not in ("", "0"):
         return args.fn(args)  # errors keep their traceback

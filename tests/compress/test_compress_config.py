@@ -23,6 +23,7 @@ from evoforge.compress import (
     CompressConfig,
     DepthConfig,
     DepthQuantConfig,
+    FrontConfig,
     QuantConfig,
     SparsityConfig,
     build_database,
@@ -39,6 +40,7 @@ EXAMPLES = [
                 backend="process", backend_options={"workers": 2}),
     DepthConfig(target=2, generations=3, compute_dtype=torch.bfloat16),
     DepthQuantConfig(target=3, db_method="rtn", run_dir="runs/x", export=False, progress=True),
+    FrontConfig(space="sparsity", objectives=("kl", "bytes", "latency"), sparsities=(0.0, 0.5), screen=4),
 ]
 
 
@@ -61,7 +63,7 @@ def test_one_default_per_knob():
     assert b["symmetric"].default is QuantConfig.symmetric
     assert tuple(b["bits"].default) == QuantConfig.bits
     assert b["n_levels"].default == SparsityConfig.db_levels and b["sparsity"].default == SparsityConfig.target
-    assert set(CONFIGS) == {"sparsity", "quant", "depth", "depth+quant"}
+    assert set(CONFIGS) == {"sparsity", "quant", "depth", "depth+quant", "front"}
 
 
 def test_cli_defaults_are_the_config_fields(tmp_path):
@@ -79,6 +81,12 @@ def test_cli_defaults_are_the_config_fields(tmp_path):
                               "--run-dir", str(tmp_path / "r")])
     cfg = cli._compress_config(args)
     assert cfg == QuantConfig(target=3.0, group_size=32, symmetric=True, bits=(2, 3, 4), seq_len=32,
+                              run_dir=str(tmp_path / "r"), progress=True)
+    args = parser.parse_args(["compress", "--model", str(STORIES), "--method", "front", "--objectives", "kl,latency",
+                              "--sparsities", "0,0.5", "--bits", "4,16", "--pop-size", "8", "--screen", "3",
+                              "--run-dir", str(tmp_path / "r")])
+    cfg = cli._compress_config(args)
+    assert cfg == FrontConfig(objectives=("kl", "latency"), sparsities=(0.0, 0.5), bits=(4, 16), pop_size=8, screen=3,
                               run_dir=str(tmp_path / "r"), progress=True)
 
 

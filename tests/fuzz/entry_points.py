@@ -485,6 +485,26 @@ def _ga(ctx):
         "initial": (_rng(3).random((6, 6)) > 0.5).astype(np.int64), "seed": 2})
 
 
+def _screen(ctx):
+    from evoforge.search import NSGA2, Screen
+
+    np = _np()
+
+    def two_costs(X):
+        X = np.asarray(X, dtype=np.float64)
+        return np.column_stack([X @ np.arange(1.0, 5.0), (3 - X) @ np.arange(4.0, 0.0, -1)])
+
+    def run(**kw):
+        eng = NSGA2(np.zeros(4, np.int32), np.full(4, 3, np.int32), n_objectives=2, pop_size=6, progress=False,
+                    screen=Screen(**kw))
+        try:
+            return eng.run(two_costs, generations=3)
+        finally:
+            eng.close()
+
+    return Call(run, {"factor": 2, "alpha": 1.0, "encode": None, "predictor": None, "min_train": 4})
+
+
 def _engine_run(which):
     def build(ctx):
         from evoforge.search import GA, NSGA2, OnePlusLambda, PointMutation
@@ -1290,6 +1310,54 @@ def _config(cls_name, **valid):
     return build
 
 
+_FRONT_FAST = {"sparsities": (0.0, 0.5), "bits": (4, 16), "group_size": 32, "db_method": "magnitude", "pop_size": 4,
+               "n_calib": 2, "n_heldout": 2, "seq_len": 8, "generations": 1, "offspring": 2, "seed": 0}
+
+
+def _front_run(ctx) -> str:
+    """A tiny front run directory (with its database), made once per worker."""
+    def make():
+        from evoforge.compress import FrontConfig, compress
+
+        rd = ctx.root / "tiny-front"
+        compress(tiny_llama(), FrontConfig(run_dir=str(rd), **_FRONT_FAST))
+        return str(rd)
+
+    return ctx.memo("front_run", make)
+
+
+def _front_compress(ctx):
+    from evoforge.compress import FrontConfig, compress
+
+    def run(**kw):
+        return [p["search"] for p in compress(tiny_llama(), FrontConfig(**{**_FRONT_FAST, **kw})).points]
+
+    return Call(run, {"sparsities": [0.0, 0.5], "bits": [4, 16], "pop_size": 4, "screen": 2})
+
+
+def _load_front(ctx):
+    from evoforge.compress import load_front
+
+    return Call(lambda **kw: len(load_front(**kw).points), {"run_dir": _front_run(ctx)})
+
+
+def _front_export(ctx):
+    from evoforge.compress import load_front
+
+    res = load_front(_front_run(ctx))
+    return Call(lambda **kw: res.export(model=tiny_llama(), **kw).is_dir(), {"i": 0, "out_dir": ctx.fresh() / "p"})
+
+
+def _front_space(ctx):
+    from pathlib import Path
+
+    from evoforge.compress import FrontSpace, LayerDatabase
+
+    db = LayerDatabase.open(Path(_front_run(ctx)) / "db")
+    return Call(lambda **kw: FrontSpace(db, **kw).bytes(FrontSpace(db, **kw).uniform()).tolist(),
+                {"bits": [4, 16], "group_size": 32, "symmetric": True})
+
+
 def _load_config(ctx):
     from evoforge.compress import load_config
 
@@ -1510,6 +1578,8 @@ ENTRIES: list[Entry] = [
     Entry("search.OnePlusLambda.tell", _engine_tell("OnePlusLambda"), {"fitness": "vector_f"}),
     Entry("search.NSGA2.tell", _engine_tell("NSGA2"), {"fitness": "matrix_f"}),
     Entry("search.OnePlusLambda.resume", _resume, {"run_dir": "path_in_dir"}),
+    Entry("search.Screen", _screen, {"factor": "int", "alpha": "real", "encode": "callable", "predictor": "any_obj",
+                                     "min_train": "int"}, project=_search_result),
     Entry("search.PointMutation", _mutation_op("PointMutation", {"prob": 0.5}, True), {"prob": "prob"}),
     Entry("search.GaussianMutation", _mutation_op("GaussianMutation", {"sigma": 0.1, "prob": 0.5}, False),
           {"sigma": "real", "prob": "prob"}),
@@ -1684,6 +1754,19 @@ ENTRIES: list[Entry] = [
     Entry("compress.DepthQuantConfig", _config("DepthQuantConfig", target=3.0, bits=(2, 3, 4)),
           {"target": "real", "bits": "int_list"}),
     Entry("compress.load_config", _load_config, {"run_dir": "path_in_dir"}),
+    Entry("compress.FrontConfig", _config("FrontConfig", space="sparsity+quant", objectives=("kl", "bytes"),
+                                          sparsities=(0.0, 0.5), bits=(4, 16), group_size=32, pop_size=4, screen=2,
+                                          latency_tokens=1), {
+        "sparsities": "float_list", "bits": "int_list", "group_size": "int", "pop_size": "int", "screen": "int",
+        "latency_tokens": "int", "space": "choice"}),
+    Entry("compress.compress#front", _front_compress, {"sparsities": "float_list", "bits": "int_list",
+                                                        "pop_size": "int", "screen": "int"},
+          project=_no_compare, timeout=_MODEL_TIMEOUT),
+    Entry("compress.load_front", _load_front, {"run_dir": "path_in_dir"}, timeout=_MODEL_TIMEOUT),
+    Entry("compress.FrontResult.export", _front_export, {"i": "int", "out_dir": "path_out_dir"}, project=_no_compare,
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.FrontSpace", _front_space, {"bits": "int_list", "group_size": "int", "symmetric": "bool"},
+          timeout=_MODEL_TIMEOUT),
     Entry("compress.text_ids", _text_ids, {"tokenizer": "callable", "path": "path_in_file"}),
     Entry("compress.compare_perplexity", _compare_perplexity, {"ids": "tokens", "window": "int",
                                                                "max_windows": "int"}, timeout=_MODEL_TIMEOUT),

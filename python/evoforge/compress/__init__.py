@@ -26,7 +26,7 @@ from .api import compress
 from .baselines import owl_genome, owl_sparsities, shortgpt_genome, shortgpt_scores
 from .build import build_database, sparsity_ladder
 from .calibration import sample_sequences, tokens_from_text
-from .config import CompressConfig, DepthConfig, DepthQuantConfig, QuantConfig, SparsityConfig
+from .config import CompressConfig, DepthConfig, DepthQuantConfig, FrontConfig, QuantConfig, SparsityConfig
 from .database import (
     QUANT_METHODS,
     SPARSITY_METHODS,
@@ -37,6 +37,8 @@ from .database import (
 from .depth import DepthFitness, depth_count, depth_drops, depth_mutation
 from .export import export, pack
 from .fitness import KLFitness, LevelProvider
+from .front_result import FrontResult, load_front
+from .front_space import FrontSpace
 from .hessians import LayerStats, collect_hessians
 from .joint import JointFitness, JointLevels, JointSwitch
 from .metrics import compare_perplexity, perplexity, text_ids
@@ -59,6 +61,9 @@ __all__ = [
     "DepthConfig",
     "DepthFitness",
     "DepthQuantConfig",
+    "FrontConfig",
+    "FrontResult",
+    "FrontSpace",
     "JointFitness",
     "JointLevels",
     "JointSwitch",
@@ -86,6 +91,7 @@ __all__ = [
     "export",
     "levels_applied",
     "load_config",
+    "load_front",
     "load_model",
     "owl_genome",
     "owl_sparsities",

@@ -66,7 +66,7 @@ from .database import (
 from .hessians import LayerStats, _pos_int, collect_hessians
 from .tokens import check_tokens, vocab_size
 
-__all__ = ["build_database", "sparsity_ladder"]
+__all__ = ["build_database", "fraction_ladder", "sparsity_ladder"]
 
 
 def sparsity_ladder(numel: int, target: float, n_levels: int, step: int) -> list[tuple[int, int]]:
@@ -78,6 +78,19 @@ def sparsity_ladder(numel: int, target: float, n_levels: int, step: int) -> list
     base = math.floor(check_prob(target, "target") * numel + 0.5)
     lo, hi = max(-n_levels, -(base // step)), min(n_levels, (numel - 1 - base) // step)  # only the levels present
     return [(k, base + k * step) for k in range(lo, hi + 1)]
+
+
+def fraction_ladder(numel: int, fractions: Sequence[float], name: str = "layer") -> list[tuple[int, int]]:
+    """``[(level k, pruned count)]`` for ``k = 0 .. len(fractions) - 1``: level k prunes
+    ``round(fractions[k] * numel)`` weights (round half up), the same shares in every layer (a
+    front's ladder, where budgets need not be preserved by level moves). ConfigError when a share
+    would prune every weight of the layer ``name``."""
+    numel = check_int(numel, "numel", 1)
+    out = [(k, math.floor(check_prob(f, "fraction") * numel + 0.5)) for k, f in enumerate(fractions)]
+    full = [f for f, (_, p) in zip(fractions, out) if p >= numel]
+    if full:
+        raise ConfigError(f"sparsity {full[0]} prunes every weight of {name} ({numel} weights); use smaller shares")
+    return out
 
 
 def _magnitude_levels(W: torch.Tensor, counts: Sequence[int]) -> list[torch.Tensor]:
@@ -138,6 +151,7 @@ def build_database(
     progress: bool = False,
     values_dtype: str | None = None,
     compute_dtype: str | None = None,
+    fractions: Sequence[float] | None = None,
 ) -> LayerDatabase:
     """Compute every level of every linear layer of ``adapter`` and store them in ``out_dir``.
 
@@ -150,6 +164,10 @@ def build_database(
     method : ``"magnitude" | "wanda" | "sparsegpt"`` (sparsity) or ``"rtn" | "gptq"`` (quantisation).
     sparsity : float in [0, 1), the target (level 0) of a sparsity ladder.
     n_levels : int >= 0, levels on each side of the target.
+    fractions : shares in [0, 1), optional
+        Instead of ``sparsity`` / ``n_levels`` / ``step``: level k prunes ``fractions[k]`` of every
+        layer (sorted ascending; :func:`fraction_ladder`), the ladder of a front
+        (:class:`~evoforge.compress.config.FrontConfig`).
     step : int >= 1 or None
         Weights pruned per level step, the same in every layer. None: 5% of the median layer's
         numel (rounded, at least 1).
@@ -186,14 +204,22 @@ def build_database(
     layers = adapter.linear_layers()
     params: dict[str, Any]
     if is_sparse:
-        s = float(sparsity)
-        if not 0.0 <= s < 1.0:
-            raise ConfigError(f"sparsity must lie in [0, 1), got {sparsity}")
-        n_levels = _pos_int(n_levels, "n_levels", 0)
-        if step is None:
-            step = max(1, round(0.05 * float(np.median([r.numel for r in layers]))))
-        step = _pos_int(step, "step")
-        params = {"sparsity": s, "n_levels": n_levels, "step": step}
+        if fractions is not None:
+            fr = sorted({float(check_prob(f, "fractions")) for f in fractions})
+            if not fr or fr[-1] >= 1.0:
+                raise ConfigError(f"fractions must be a non-empty list of shares in [0, 1), got {list(fractions)}")
+            for r in layers:  # before any statistics are collected
+                fraction_ladder(r.numel, fr, r.name)
+            params = {"fractions": fr}
+        else:
+            s = float(sparsity)
+            if not 0.0 <= s < 1.0:
+                raise ConfigError(f"sparsity must lie in [0, 1), got {sparsity}")
+            n_levels = _pos_int(n_levels, "n_levels", 0)
+            if step is None:
+                step = max(1, round(0.05 * float(np.median([r.numel for r in layers]))))
+            step = _pos_int(step, "step")
+            params = {"sparsity": s, "n_levels": n_levels, "step": step}
         if method == "sparsegpt":
             blocksize = _pos_int(blocksize, "blocksize")
             params.update(percdamp=float(percdamp), blocksize=blocksize)
@@ -258,7 +284,8 @@ def build_database(
                 factors[key] = solvers.factor_hessian(stats.hessians[key].numpy(), percdamp=float(percdamp))
             factor = factors[key]
         if is_sparse:
-            ladder = sparsity_ladder(ref.numel, params["sparsity"], params["n_levels"], params["step"])
+            ladder = (fraction_ladder(ref.numel, params["fractions"], ref.name) if "fractions" in params else
+                      sparsity_ladder(ref.numel, params["sparsity"], params["n_levels"], params["step"]))
             ks, counts = [k for k, _ in ladder], [p for _, p in ladder]
             if method == "magnitude":
                 Ws = _magnitude_levels(W32, counts)

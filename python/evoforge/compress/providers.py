@@ -108,7 +108,7 @@ class _DatabaseLevels:
         if w is not None:
             self._cache.move_to_end(key)
             return w
-        w = self.db.weight(key[0], self.db_level(*key), device=self._device)
+        w = self._load(*key)
         if self._dtype is not None:
             w = w.to(self._dtype)
         self.loads += 1
@@ -119,6 +119,10 @@ class _DatabaseLevels:
                 _, old = self._cache.popitem(last=False)  # the least recently used
                 self._cached -= old.nbytes
         return w
+
+    def _load(self, i: int, j: int) -> torch.Tensor:
+        """Layer ``i``'s weight at genome level ``j``, read from the database onto the device."""
+        return self.db.weight(i, self.db_level(i, j), device=self._device)
 
     def set_base(self, genome: Any) -> None:  # the provider keeps no per-parent state
         return None
@@ -144,6 +148,9 @@ class SparsityLevels(_DatabaseLevels):
 
     def __init__(self, db: LayerDatabase, **kw: Any) -> None:
         super().__init__(db, **kw)
+        if "fractions" in db.params:
+            raise ConfigError(f"the database {str(db.path)!r} holds a front's ladder of fixed shares "
+                              f"{db.params['fractions']}; a sparsity search needs a target +- step ladder")
         self.n = int(db.params["n_levels"])
         self.step = int(db.params["step"])
         self.target = float(db.params["sparsity"])

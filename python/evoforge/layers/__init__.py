@@ -6,12 +6,14 @@ with group-wise float16 scales) run on the CPU kernels of cpp/quant.cpp and, for
 on ``evoforge.layers._cuda``. ``SparseLinear`` and :mod:`evoforge.layers.sparse` (unstructured
 bitmask and 2:4 sparsity, float or quantised kept values) run on cpp/sparse.cpp. :func:`apply`,
 :func:`save` and :func:`load` (:mod:`evoforge.layers.model`) turn whole models into packed ones from
-explicit specs (a compression result: :func:`evoforge.compress.pack`). This package imports neither
+explicit specs (a compression result: :func:`evoforge.compress.pack`); :func:`packed_bytes` is the
+size of the packed weight ``apply`` builds for a layer, without building it. This package imports neither
 transformers nor :mod:`evoforge.compress` (the ops floor, ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+from .format import packed_bytes
 from .model import apply, linear_layers, load, packed_layers, save
 from .quant import (
     BITS,
@@ -39,6 +41,7 @@ __all__ = [
     "num_groups",
     "pack_codes",
     "pack_sparse",
+    "packed_bytes",
     "packed_layers",
     "quant_matmul",
     "quantize_rtn",

@@ -425,6 +425,11 @@ class QuantLinear(torch.nn.Module):
         bias = None if self.bias is None else self.bias.float()
         return quant_matmul(x, self.packed, self.scales, self.zeros, self.bits, self.group_size, bias)
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the packed weight: ``packed``, ``scales`` and ``zeros`` (no bias)."""
+        return int(sum(t.numel() * t.element_size() for t in (self.packed, self.scales, self.zeros) if t is not None))
+
     def dequantize(self) -> torch.Tensor:
         """The weight as float32 (N, K) on the CPU."""
         return dequantize(self.packed.cpu(), self.scales.cpu(), None if self.zeros is None else self.zeros.cpu(),

@@ -10,6 +10,7 @@ from .ga import GA
 from .protocol import Backend, Batch, Evaluator, open_backend, register_backend
 from .nsga2 import NSGA2
 from .one_plus_lambda import OnePlusLambda
+from .screening import Screen
 from .operators import (
     SBX,
     Crossover,
@@ -24,7 +25,7 @@ from .operators import (
 )
 
 __all__ = [
-    "Batch", "Engine", "Evaluator", "Result", "OnePlusLambda", "NSGA2", "GA",
+    "Batch", "Engine", "Evaluator", "Result", "OnePlusLambda", "NSGA2", "GA", "Screen",
     "Mutation", "PointMutation", "GaussianMutation", "PolynomialMutation", "LevelSwitch",
     "Crossover", "SBX", "UniformCrossover", "OnePointCrossover", "TwoPointCrossover",
 ]

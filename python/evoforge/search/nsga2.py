@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .protocol import Batch
 from .operators import Crossover, Mutation
 from .population import PopulationEngine
+from .screening import Screen
 
 __all__ = ["NSGA2"]
 
@@ -31,13 +32,23 @@ class NSGA2(PopulationEngine):
     constrained : bool -- the evaluator returns (F, constraint_violation); cv <= 0 is feasible
     ref_point : array-like (M,), optional -- records the first front's hypervolume each generation
     initial : array-like (P, L), optional
+    screen : Screen, optional -- make ``screen.factor * n_offspring`` offspring each generation and
+        evaluate the ``n_offspring`` whose predicted objectives survive best (see
+        :class:`~evoforge.search.screening.Screen`); the history then records ``screen_spearman``
+        (a list per objective), ``screen_generated`` and ``screen_evaluated``
     """
+
+    #: Class default: checkpoints written before screening existed resume unscreened.
+    screen: Screen | None = None
 
     def __init__(self, lower: Any, upper: Any, *, n_objectives: int, pop_size: int = 100,
                  n_offspring: int | None = None, crossover: Crossover | None = None,
                  mutation: Mutation | None = None, constrained: bool = False, ref_point: Any = None,
                  initial: Any = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
-                 cache: EvaluationCache | None = None, task: str = "", progress: bool = True) -> None:
+                 cache: EvaluationCache | None = None, task: str = "", progress: bool = True,
+                 screen: Screen | None = None) -> None:
+        if screen is not None and not isinstance(screen, Screen):
+            raise TypeError(f"screen must be an evoforge.search.Screen, got {type(screen).__name__}")
         n_objectives = check_int(n_objectives, "n_objectives", 1, INT_MAX, integral_float=True)
         super().__init__(lower, upper, pop_size=pop_size, n_offspring=n_offspring, crossover=crossover,
                          mutation=mutation, initial=initial, seed=seed, run_dir=run_dir, cache=cache, task=task,
@@ -49,11 +60,24 @@ class NSGA2(PopulationEngine):
             raise ConfigError(f"ref_point must have shape ({self.n_objectives},), got {self.ref_point.shape}")
         self.rank: np.ndarray | None = None
         self.crowding: np.ndarray | None = None
+        if screen is not None:
+            self.screen = screen.bind(lower=self.lower, upper=self.upper, n_genes=self.lower.size, integer=self.integer,
+                                      n_targets=n_objectives + self.constrained, n_offspring=self.n_offspring,
+                                      min_train=self.pop_size)
 
     def _ask(self) -> Batch:
+        screen = self.screen
         if self.X is None:
-            return Batch(self._initial_population(), generation=0)
-        return Batch(self._offspring(), generation=self.generation)
+            genomes, generation = self._initial_population(), 0
+        elif screen is not None and screen.ready:
+            pool = self._offspring(screen.factor * self.n_offspring)
+            chosen = screen.choose_survivors(pool, self.n_offspring, self.F, self.CV, seen=self.X)
+            return Batch(pool[chosen], generation=self.generation)
+        else:
+            genomes, generation = self._offspring(), self.generation
+        if screen is not None:
+            screen.skip(len(genomes))
+        return Batch(genomes, generation=generation)
 
     def _select_parents(self, n: int, offset: int) -> np.ndarray:
         """Binary tournaments decided by constraint violation, then Pareto dominance between the
@@ -76,6 +100,10 @@ class NSGA2(PopulationEngine):
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
         F = F.reshape(len(F), self.n_objectives)
+        screened = {}
+        if self.screen is not None:
+            self.screen.observe(batch.genomes, F if cv is None else np.column_stack([F, cv]))
+            screened = self.screen.record(F)
         if self.X is None:
             X, FF, CV = batch.genomes, F, cv
         else:
@@ -93,7 +121,7 @@ class NSGA2(PopulationEngine):
         record = {"front_size": int(len(front)), "best_fitness": front.min(axis=0) if len(front) else None}
         if self.ref_point is not None:
             record["hypervolume"] = pareto.hypervolume(front, self.ref_point) if len(front) else 0.0
-        self._end_generation(**record)
+        self._end_generation(**record, **screened)
 
     @property
     def best(self) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from .engine import MAX_POPULATION, Engine
 from .protocol import Batch
 from .operators import Mutation
+from .screening import Screen
 
 __all__ = ["OnePlusLambda"]
 
@@ -44,13 +45,23 @@ class OnePlusLambda(Engine):
     stages : sequence of (survivors, fidelity) -- default [(1, None)]: every offspring and the
         parent on one deterministic evaluation. Survivors must decrease and end with 1; the first
         is at most n_offspring.
+    screen : Screen, optional -- make ``screen.factor * n_offspring`` mutants each generation and
+        pass the ``n_offspring`` of best predicted fitness to the stages (see
+        :class:`~evoforge.search.screening.Screen`); the predictor learns the first stage's
+        fitness of every offspring, and the history records ``screen_spearman`` (against that
+        fitness), ``screen_generated`` and ``screen_evaluated``
     seed, run_dir, cache, task, progress : see :class:`Engine`
     """
+
+    #: Class default: checkpoints written before screening existed resume unscreened.
+    screen: Screen | None = None
 
     def __init__(self, initial: Any, mutation: Mutation, *, lower: Any = None, upper: Any = None,
                  n_offspring: int = 16, stages: Sequence[tuple[int, int | None]] | None = None,
                  seed: int = 0, run_dir: str | os.PathLike | None = None, cache: EvaluationCache | None = None,
-                 task: str = "", progress: bool = True) -> None:
+                 task: str = "", progress: bool = True, screen: Screen | None = None) -> None:
+        if screen is not None and not isinstance(screen, Screen):
+            raise TypeError(f"screen must be an evoforge.search.Screen, got {type(screen).__name__}")
         starts = np.asarray(initial)
         if starts.ndim not in (1, 2) or starts.size == 0:
             raise ConfigError(f"initial must be a non-empty genome (L,) or starting points (K, L), got shape "
@@ -81,6 +92,10 @@ class OnePlusLambda(Engine):
         self._start_chosen = False
         self._alive: np.ndarray | None = None
         self._stage = 0
+        if screen is not None:
+            self.screen = screen.bind(lower=lower, upper=upper, n_genes=parent.size, integer=parent.dtype.kind in "iu",
+                                      n_targets=1, n_offspring=self.n_offspring, min_train=self.n_offspring)
+            self._screened: dict = {}  # the history fields of this generation's screening
 
     def _ask(self) -> Batch:
         g = self.generation
@@ -89,8 +104,16 @@ class OnePlusLambda(Engine):
             seed = None if fidelity is None else self.stream_seed(g, len(self.stages))
             return Batch(self._starts, fidelity, seed, g, len(self.stages))
         if self._alive is None:
-            self._alive = np.asarray(self.mutation.offspring(self.parent, self.n_offspring, self.lower, self.upper,
-                                                             seed=self.seed, generation=g))
+            screen = self.screen
+            screening = screen is not None and screen.ready
+            n = self.n_offspring * (screen.factor if screening else 1)
+            pool = np.asarray(self.mutation.offspring(self.parent, n, self.lower, self.upper, seed=self.seed,
+                                                      generation=g))
+            if screening:
+                pool = pool[screen.choose_best(pool, self.n_offspring, seen=self.parent)]
+            elif screen is not None:
+                screen.skip(len(pool))
+            self._alive = pool
             self._stage = 0
         s = self._stage
         fidelity = self.stages[s][1]
@@ -110,6 +133,10 @@ class OnePlusLambda(Engine):
             self._start_chosen = True
             return
         keep = self.stages[self._stage][0]
+        if self._stage == 0 and self.screen is not None:
+            n = len(self._alive)  # the last stage also holds the parent, which is not learnt from
+            self.screen.observe(batch.genomes[:n], F[:n])
+            self._screened = self.screen.record(F[:n])
         if self._stage < len(self.stages) - 1:
             self._alive = batch.genomes[np.sort(order[:keep])]
             self._stage += 1
@@ -122,6 +149,8 @@ class OnePlusLambda(Engine):
         self._stage = 0
         record = {"start": self.start_index} if getattr(self, "_start_chosen", False) else {}
         self._start_chosen = False
+        if self.screen is not None:
+            record.update(self._screened)
         self._end_generation(best_fitness=self.parent_fitness, improved=bool(improved), **record)
 
     @property

@@ -77,11 +77,12 @@ class PopulationEngine(Engine):
         """Indices [n] of mating parents (subclasses: tournaments on their own keys)."""
         raise NotImplementedError
 
-    def _offspring(self) -> np.ndarray:
-        """``n_offspring`` new genomes [n_offspring, L], none equal to a population member or to
-        each other (as pymoo does: duplicates waste evaluations and crowd out diversity). Each
+    def _offspring(self, n: int | None = None) -> np.ndarray:
+        """``n`` (default ``n_offspring``) new genomes [n, L], none equal to a population member or
+        to each other (as pymoo does: duplicates waste evaluations and crowd out diversity). Each
         retry draws from fresh individuals of this generation's streams, so it is deterministic."""
-        g, n_pairs = self.generation, (self.n_offspring + 1) // 2
+        n = self.n_offspring if n is None else int(n)
+        g, n_pairs = self.generation, (n + 1) // 2
         seen = {x.tobytes() for x in self.X}
         out: list[np.ndarray] = []
         for attempt in range(_MAX_ATTEMPTS):
@@ -98,10 +99,10 @@ class PopulationEngine(Engine):
                 if b not in seen:
                     seen.add(b)
                     out.append(c)
-                    if len(out) == self.n_offspring:
+                    if len(out) == n:
                         return np.stack(out)
         # A converged population may admit too few new genomes: fill up with duplicates.
-        return np.stack(out + list(children[: self.n_offspring - len(out)]))
+        return np.stack(out + list(children[: n - len(out)]))
 
 
 _MAX_ATTEMPTS = 20

@@ -8,6 +8,7 @@ config                    recipe                      what is searched
 ``QuantConfig``           :mod:`.quant`               per-layer bit-widths (uniform baseline)
 ``DepthConfig``           :mod:`.depth`               dropped sub-blocks (spread and ShortGPT)
 ``DepthQuantConfig``      :mod:`.depth_quant`         dropped sub-blocks and bit-widths together
+``FrontConfig``           :mod:`.front`               the front of KL, bytes, latency (NSGA-II)
 ========================  ==========================  ============================================
 
 Importing this package registers them; a new method is a module here, imported below.
@@ -15,6 +16,6 @@ Importing this package registers them; a new method is a module here, imported b
 
 from __future__ import annotations
 
-from . import depth, depth_quant, quant, sparsity
+from . import depth, depth_quant, front, quant, sparsity
 
-__all__ = ["depth", "depth_quant", "quant", "sparsity"]
+__all__ = ["depth", "depth_quant", "front", "quant", "sparsity"]

@@ -1,22 +1,6 @@
-"""What a compression run is asked to do: one dataclass per method, on a shared base.
-
-:class:`SparsityConfig`, :class:`QuantConfig`, :class:`DepthConfig` and :class:`DepthQuantConfig`
-each carry their method's knobs (``target``, the layer database's ladder); :class:`CompressConfig`
-carries what every method shares: calibration (``calib_text``, ``n_calib``, ``n_heldout``,
-``seq_len``), the search schedule (``generations``, ``offspring``, ``stages``, ``max_switches``),
-``seed``, the run directory (``run_dir``, ``export``), ``compute_dtype``, the torch ``device`` the
-whole job runs on, where candidates are evaluated (``backend`` by name and its ``backend_options``),
-the KL's ``top_k``, ``batch_size`` and ``progress``. Every knob has one default, here; the command line takes its defaults from these
-fields and :func:`evoforge.compress.build.build_database` its ladder defaults.
-
-A config is plain data: :meth:`CompressConfig.to_json` / :meth:`CompressConfig.from_json` round-trip
-it, and the run directory keeps it (``compress.json``, read back by
-:func:`evoforge.compress.settings.load_config`), so the command line, a resumed run, the benchmarks
-and the tests build the same object (the keyword form: :func:`evoforge.compress.settings.config_for`).
-:meth:`CompressConfig.validate` checks every knob (and the files it names) before any model loads.
-Token tensors, a tokenizer and a backend object are data, not settings: they are arguments of
-:func:`evoforge.compress.compress`. This module imports neither torch nor transformers.
-"""
+"""The shared base of every compression config (:class:`CompressConfig`), its checks, its JSON
+form and the registry of configs by method name (``CONFIGS``, filled as each subclass with a
+``method`` is defined)."""
 
 from __future__ import annotations
 
@@ -24,35 +8,29 @@ import dataclasses
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import _native
-from ..errors import ConfigError, CudaUnavailableError
+from ...errors import ConfigError
+from ..checks import check_device_name, check_text_file
 
-__all__ = [
-    "CONFIGS",
-    "CompressConfig",
-    "DepthConfig",
-    "DepthQuantConfig",
-    "QuantConfig",
-    "SparsityConfig",
-    "check_device_name",
-    "check_text_file",
-    "depth_count",
-    "field_default",
-]
+__all__ = ["CONFIGS", "CompressConfig", "check_device_name", "check_text_file", "depth_count", "field_default"]
+
+#: method name -> config class, filled by ``CompressConfig.__init_subclass__``
+CONFIGS: dict[str, type] = {}
+# the ladder defaults (the level configs' fields), for the settings of methods without that knob
+_BITS = (2, 3, 4, 5, 6, 7, 8)
+_GROUP_SIZE = 64
+_SYMMETRIC = False
+_DB_LEVELS = 4
 
 DEFAULT_METHOD = "sparsity"
 SETTINGS = "compress.json"  # the run directory's settings file (``config.json`` there is the result)
 _COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 _MAX_OFFSPRING = 2**24 - 1  # evoforge.variation's kernels number offspring in 24 bits
 _MAX_TOKENS = 2**31  # calibration + held-out tokens: beyond any use, refused before anything is allocated
-_DEVICE = re.compile(r"(cpu|cuda)(?::(\d+))?")
 
 
 def _no_spell(field: str) -> str:
@@ -89,6 +67,11 @@ class CompressConfig:
     """
 
     method: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("method"):
+            CONFIGS[cls.method] = cls
 
     calib_text: str | None = None
     n_calib: int = 16
@@ -216,7 +199,7 @@ class CompressConfig:
             raise ConfigError(f"{say('db_method')} {self.db_method} does not fit {say('method')} {self.method}; use "
                               f"one of {', '.join(methods)}")
         if self.database is not None:
-            from .database import LayerDatabase
+            from ..database import LayerDatabase
 
             db = LayerDatabase.open(self.database)  # FileNotFoundError: no such directory or no manifest.json
             if db.kind != kind:
@@ -273,139 +256,6 @@ class CompressConfig:
         return d
 
 
-@dataclasses.dataclass(kw_only=True)
-class SparsityConfig(CompressConfig):
-    """Unstructured sparsity: ``target`` the average share of weights pruned, in (0, 1).
-
-    ``database``: a layer database of this model (a path; :func:`evoforge.compress.build_database`),
-    or None to build one (in ``run_dir/db``) with ``db_method`` (magnitude, wanda, sparsegpt),
-    ``db_levels`` levels on each side of the target and ``db_step`` weights pruned per level step in
-    every layer (None: 5% of the median layer). The OWL baseline is reported too.
-    """
-
-    method: ClassVar[str] = "sparsity"
-
-    target: float = 0.5
-    database: str | None = None
-    db_method: str = "sparsegpt"
-    db_levels: int = 4
-    db_step: int | None = None
-
-    def _check_target(self, say: Callable[[str], str]) -> None:
-        super()._check_target(say)
-        if not 0.0 < float(self.target) < 1.0:
-            raise ConfigError(f"sparsity target must lie in (0, 1) (a fraction of weights pruned), got "
-                              f"{float(self.target)}")
-
-    def _check_method(self, say: Callable[[str], str]) -> None:
-        if not _is_int(self.db_levels) or not 0 <= self.db_levels < 2**31:
-            raise ConfigError(f"{say('db_levels')} must be an int in [0, 2**31), got {self.db_levels!r}")
-        if self.db_step is not None and (not _is_int(self.db_step) or self.db_step < 1):
-            raise ConfigError(f"{say('db_step')} must be None or a positive int, got {self.db_step!r}")
-        from .database import SPARSITY_METHODS
-
-        self._check_database(say, "sparsity", SPARSITY_METHODS)
-
-
-@dataclasses.dataclass(kw_only=True)
-class _QuantDatabaseConfig(CompressConfig):
-    """The quantisation database's knobs (shared by quant and depth+quant): ``database`` (a path)
-    or None to build one with ``db_method`` (gptq, rtn), ``bits`` (the ladder, each in [2, 8]),
-    ``group_size`` (-1: one group per row) and ``symmetric`` grids."""
-
-    target: float
-    database: str | None = None
-    db_method: str = "gptq"
-    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    group_size: int = 64
-    symmetric: bool = False
-
-    def _check_target(self, say: Callable[[str], str]) -> None:
-        super()._check_target(say)
-        if not 2.0 <= float(self.target) <= 8.0:
-            raise ConfigError(f"{self.method} target must lie in [2, 8] bits per weight, got "
-                              f"{float(self.target)}")
-
-    def _check_method(self, say: Callable[[str], str]) -> None:
-        try:
-            bits = [int(b) for b in self.bits]
-        except (TypeError, ValueError):
-            raise ConfigError(f"{say('bits')}: bits must be ints in [2, 8], got {self.bits!r}") from None
-        if not bits or not 2 <= min(bits) <= max(bits) <= 8:
-            raise ConfigError(f"{say('bits')}: bits must be in [2, 8], got {bits}")
-        if not _is_int(self.group_size) or self.group_size == 0 or self.group_size < -1:
-            raise ConfigError(f"{say('group_size')} must be -1 (one group per row) or an int >= 1, got "
-                              f"{self.group_size!r}")
-        if not isinstance(self.symmetric, bool):
-            raise TypeError(f"{say('symmetric')} must be a bool, got {self.symmetric!r}")
-        from .database import QUANT_METHODS
-
-        self._check_database(say, "quant", QUANT_METHODS)
-
-
-@dataclasses.dataclass(kw_only=True)
-class QuantConfig(_QuantDatabaseConfig):
-    """Per-layer bit-widths: ``target`` the average bits per weight in [2, 8] (a fractional target
-    mixes floor / ceil bit-widths within groups of equal size). ``count_metadata``: the budget, the
-    uniform baseline and the reported average count the 16-bit scales and (asymmetric) zero points."""
-
-    method: ClassVar[str] = "quant"
-
-    count_metadata: bool = False
-
-    def _check_method(self, say: Callable[[str], str]) -> None:
-        if not isinstance(self.count_metadata, bool):
-            raise TypeError(f"{say('count_metadata')} must be a bool, got {self.count_metadata!r}")
-        super()._check_method(say)
-
-
-@dataclasses.dataclass(kw_only=True)
-class DepthConfig(CompressConfig):
-    """Dropped sub-blocks: ``target`` is K, the number of attention AND of MLP sub-blocks to drop (an
-    integer in [1, N - 1]), or a fraction in (0, 1) of the N blocks (K = round(target * N)). No
-    database; the search starts from the ShortGPT choice (reported as a baseline)."""
-
-    method: ClassVar[str] = "depth"
-
-    target: float
-
-    def blocks_to_drop(self, n_blocks: int) -> int:
-        """K for a model of ``n_blocks`` blocks (:func:`depth_count`)."""
-        return depth_count(self.target, n_blocks)
-
-    def check_model(self, adapter: Any) -> None:
-        self.blocks_to_drop(adapter.n_blocks)
-
-    def _check_target(self, say: Callable[[str], str]) -> None:
-        super()._check_target(say)
-        if not float(self.target) > 0:
-            raise ConfigError(f"depth target must be a fraction in (0, 1) or a count >= 1 of sub-blocks "
-                              f"dropped per kind, got {float(self.target)}")
-        t = float(self.target)
-        if t >= 1 and t != round(t):
-            raise ConfigError(f"depth target >= 1 is a count of sub-blocks per kind and must be an integer, got {t}")
-
-
-@dataclasses.dataclass(kw_only=True)
-class DepthQuantConfig(_QuantDatabaseConfig):
-    """Dropped sub-blocks and bit-widths searched together: ``target`` the average bits per weight in
-    [2, 8], dropped sub-blocks counting 0 bits; a quantisation database with a consecutive ladder
-    (:mod:`evoforge.compress.joint`)."""
-
-    method: ClassVar[str] = "depth+quant"
-
-
-CONFIGS: dict[str, type[CompressConfig]] = {c.method: c for c in (SparsityConfig, QuantConfig, DepthConfig,
-                                                                     DepthQuantConfig)}
-
-# the ladder defaults, for the settings of methods without that knob (and for build_database)
-_BITS = _QuantDatabaseConfig.bits
-_GROUP_SIZE = _QuantDatabaseConfig.group_size
-_SYMMETRIC = _QuantDatabaseConfig.symmetric
-_DB_LEVELS = SparsityConfig.db_levels
-_ALL_FIELDS = frozenset(f.name for c in CONFIGS.values() for f in dataclasses.fields(c))
-
-
 def depth_count(target: Any, n_blocks: int) -> int:
     """K, the number of attention (and of MLP) sub-blocks to drop, from ``target``.
 
@@ -432,48 +282,6 @@ def depth_count(target: Any, n_blocks: int) -> int:
         raise ConfigError(f"depth target K={k} is out of range: drop between 1 and {n_blocks - 1} sub-blocks of "
                           f"each kind (the model has {n_blocks} blocks)")
     return k
-
-
-def check_text_file(label: str, path: Any, what: str = "text") -> None:
-    """``path`` is an existing text file that is not empty (whitespace only counts as empty; an empty
-    file would fail only after the model loads)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{label}: {what} file not found: {str(path)!r}")
-    with open(p, "rb") as f:
-        empty = not f.read(1 << 20).strip() and not f.read(1)  # whitespace only (the first MiB decides)
-    if empty:
-        raise ConfigError(f"{label}: {what} file {str(path)!r} is empty")
-
-
-def check_device_name(device: Any, label: str = "device") -> str:
-    """``device`` (``"cpu"``, ``"cuda"`` or ``"cuda:N"``) checked against this machine before any work:
-    TypeError for a non-string; ConfigError for another name, CUDA when torch sees no GPU or evoforge
-    lacks its CUDA kernels (fingerprints are hashed on the device), N beyond the visible GPUs."""
-    if not isinstance(device, str):
-        raise TypeError(f"{label} must be a device name ('cpu', 'cuda' or 'cuda:N'), got {type(device).__name__}")
-    m = _DEVICE.fullmatch(device)
-    if m is None or (m.group(1) == "cpu" and m.group(2) is not None):
-        raise ConfigError(f"{label} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if m.group(1) == "cpu":
-        return device
-    from .._checks import check_device
-
-    try:
-        check_device(device, label)
-    except CudaUnavailableError:
-        raise ConfigError(f"{label} {device!r}: torch sees no CUDA GPU on this machine (or torch was built "
-                          "without CUDA); use --device cpu") from None
-    import torch
-
-    n = torch.cuda.device_count()
-    if m.group(2) is not None and int(m.group(2)) >= n:
-        raise ConfigError(f"{label} {device!r}: GPU index {m.group(2)} is out of range; this machine has {n} "
-                          f"visible GPU{'s' if n != 1 else ''} (cuda:0..cuda:{n - 1})")
-    if _native.cuda is None:
-        raise ConfigError(f"{label} {device!r}: evoforge was built without its CUDA kernels, which hash the model "
-                          "on the device; reinstall with EVOFORGE_CUDA=ON, or use --device cpu")
-    return device
 
 
 def field_default(cls: type, name: str) -> Any:

@@ -1,0 +1,161 @@
+"""The compression front (:class:`FrontConfig`): a fraction-ladder sparsity database -> the joint
+space (:class:`FrontSpace`) -> NSGA-II over every layer's (share, bit-width), seeded with every uniform
+configuration -> the first front re-scored on held-out tokens -> ``front.json`` / ``.csv`` / ``.png``.
+
+Objectives (minimised, in the config's order): ``kl`` on the calibration tokens (KLFitness on the
+combined levels, prefix reuse across candidates), ``bytes`` (the exact packed bytes of the linear
+layers), ``latency`` (a per-layer table timed on this machine plus a measured fixed part). The run
+resumes from its checkpoint; evaluations are cached in the run directory, so a kill loses at most
+the candidates of the batch in flight.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...search import NSGA2, Screen
+from ..config import FrontConfig
+from ..fitness import KLFitness
+from ..front_result import FrontResult, write_front
+from ..front_space import FrontSpace
+from ..registry import register
+from ..run import Run
+
+__all__ = ["FrontObjectives", "front"]
+
+
+class FrontObjectives:
+    """Evaluator: the objectives of front genomes [B, 2L] -> float64 [B, M].
+
+    ``kl``: a KLFitness over ``space`` (None when ``kl`` is not an objective); ``latency``: seconds
+    per layer and level, float64 [L, n_s, n_b], and the fixed seconds (None without ``latency``)."""
+
+    def __init__(self, space: FrontSpace, objectives: list[str], kl: KLFitness | None = None,
+                 latency: tuple[np.ndarray, float] | None = None) -> None:
+        if "kl" in objectives and kl is None or "latency" in objectives and latency is None:
+            raise ConfigError("FrontObjectives needs a KLFitness for kl and a latency table for latency")
+        self.space, self.objectives, self.kl, self.latency = space, list(objectives), kl, latency
+
+    def latency_of(self, genomes: Any) -> np.ndarray:
+        g = self.space.check(genomes)
+        table, fixed = self.latency
+        L = self.space.n_layers
+        return table[np.arange(L)[None, :], g[:, :L], g[:, L:]].sum(axis=1) + fixed
+
+    def evaluate(self, genomes: Any, batch: Any = None) -> np.ndarray:
+        g = self.space.check(genomes)
+        cols = []
+        for o in self.objectives:
+            if o == "kl":
+                cols.append(np.asarray(self.kl.evaluate(self.space.combined(g), None), dtype=np.float64))
+            elif o == "bytes":
+                cols.append(self.space.bytes(g).astype(np.float64))
+            else:
+                cols.append(self.latency_of(g))
+        return np.stack(cols, axis=1)
+
+
+def _latency_table(run: Run, space: FrontSpace, tokens: int) -> tuple[np.ndarray, float]:
+    """Seconds [L, n_s, n_b] of every layer at every level, from this machine's cached table (the
+    missing entries timed now), and the measured fixed part of a forward at ``tokens`` tokens
+    (1: a decode step after 16 cached tokens; more: a prefill without a cache)."""
+    from ..latency import LatencyTable, fixed_seconds
+
+    table = LatencyTable.load(device=space.device)
+    specs = {(*space.shapes[i], repr(space.spec(i, s, b))): (*space.shapes[i], space.spec(i, s, b))
+             for i in range(space.n_layers) for s in range(space.n_s) for b in range(space.n_b)}
+    table.measure(list(specs.values()), tokens=tokens, progress=run.config.progress)
+    fixed = fixed_seconds(run.adapter.model, table, tokens=tokens, context=16 if tokens == 1 else 0)
+    table.save()
+    lat = np.array([[[table.seconds(*space.shapes[i], space.spec(i, s, b), tokens) for b in range(space.n_b)]
+                     for s in range(space.n_s)] for i in range(space.n_layers)], dtype=np.float64)
+    return lat, float(fixed)
+
+
+def _initial(space: FrontSpace, pop_size: int, seed: int) -> np.ndarray:
+    """Every uniform configuration, then random genomes up to ``pop_size``."""
+    uni = space.uniform()
+    if len(uni) >= pop_size:
+        return uni
+    rng = np.random.default_rng([seed, 0x66726F6E74])
+    extra = rng.integers(space.lower, space.upper.astype(np.int64) + 1, size=(pop_size - len(uni), len(space.lower)))
+    return np.concatenate([uni, extra.astype(np.int32)])
+
+
+def _points(space: FrontSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray, held: np.ndarray) -> list:
+    out = []
+    for g, f, h in zip(genomes, F, held):
+        d = space.describe(g)
+        out.append({"genome": [int(v) for v in g], "sparsity": d["sparsity"], "bits": d["bits"],
+                    "search": {o: float(v) for o, v in zip(objectives, f)},
+                    "heldout": {o: float(v) for o, v in zip(objectives, h)}})
+    return out
+
+
+@register(FrontConfig)
+def front(config: FrontConfig, run: Run) -> FrontResult:
+    fractions, bits = config.ladders()
+    db = run.database("sparsity", fractions=list(fractions))
+    if [float(f) for f in db.params.get("fractions", [])] != list(fractions):
+        raise ConfigError(f"the database {str(db.path)!r} holds the shares {db.params.get('fractions')}, not the "
+                          f"front's {list(fractions)}")
+    p = next(run.adapter.model.parameters())
+    space = FrontSpace(db, bits, group_size=config.group_size, symmetric=config.symmetric, device=p.device,
+                       dtype=p.dtype)
+    objectives = list(config.objectives)
+    t0 = time.perf_counter()
+    latency = _latency_table(run, space, int(config.latency_tokens)) if "latency" in objectives else None
+    run.times["latency_table"] = time.perf_counter() - t0
+    kl = None
+    if "kl" in objectives:
+        kl = KLFitness(run.adapter, space, run.calibration, batch_size=config.batch_size, top_k=run.top_k,
+                       teacher_dir=run.teacher_dir, compute_dtype=config.compute_dtype)
+    evaluator = FrontObjectives(space, objectives, kl, latency)
+    rd = run.run_dir
+    t0 = time.perf_counter()
+    if rd is not None and (rd / "checkpoint.pkl").is_file():
+        engine = NSGA2.resume(rd, progress=config.progress)
+        if config.progress:
+            print(f"evoforge: resuming {rd} from generation {engine.generation} (of {int(config.generations)})",
+                  file=sys.stderr)
+    else:
+        engine = NSGA2(space.lower, space.upper, n_objectives=len(objectives), pop_size=int(config.pop_size),
+                       n_offspring=int(config.offspring), initial=_initial(space, int(config.pop_size), config.seed),
+                       seed=int(config.seed), run_dir=rd, task=f"front:{run.fingerprint}:{db.method}:{config.space}",
+                       progress=config.progress, screen=Screen(int(config.screen)) if config.screen > 1 else None)
+    try:
+        res = engine.run(evaluator, generations=int(config.generations))
+    finally:
+        engine.close()
+    run.times["search"] = time.perf_counter() - t0
+    genomes, F = engine.best
+    order = np.lexsort(tuple(F[:, j] for j in reversed(range(F.shape[1]))))  # by the first objective, ...
+    genomes, F = genomes[order], F[order]
+    uni = space.uniform()
+    t0 = time.perf_counter()
+    held_eval = FrontObjectives(space, objectives, None if kl is None else KLFitness(
+        run.adapter, space, run.heldout, batch_size=config.batch_size, top_k=run.top_k), latency)
+    held = held_eval.evaluate(np.concatenate([genomes, uni]))
+    run.times["heldout"] = time.perf_counter() - t0
+    uni_F = FrontObjectives(space, objectives, kl, latency).evaluate(uni) if len(uni) else np.empty((0, len(objectives)))
+    uniform = _points(space, objectives, uni, uni_F, held[len(genomes):])
+    for u, (s, b) in zip(uniform, [(s, b) for s in range(space.n_s) for b in range(space.n_b)]):
+        u["uniform"] = [space.fractions[s], space.bits[b]]
+    result = FrontResult(space=config.space, objectives=objectives, layers=list(space.names),
+                         points=_points(space, objectives, genomes, F, held[:len(genomes)]), uniform=uniform,
+                         fractions=list(space.fractions), bits=list(space.bits), group_size=space.group_size,
+                         symmetric=space.symmetric, generations=int(res.generations),
+                         evaluations=int(res.evaluations), history=list(res.history),
+                         run_dir=None if rd is None else str(rd), db_path=str(db.path.resolve()),
+                         model=run.factory.model if isinstance(run.factory.model, str) else None,
+                         latency_tokens=int(config.latency_tokens),
+                         fixed_seconds=None if latency is None else latency[1], times=run.times)
+    result.bind(run.adapter, space)
+    if rd is not None:
+        write_front(result, rd)
+    return result
