@@ -157,7 +157,8 @@ def test_cli_resume_after_kill9(stories, front_run, tmp_path):
     ({"objectives": ("kl",)}, "two or more"),
     ({"objectives": ("kl", "speed")}, "two or more"),
     ({"objectives": ("kl", "kl")}, "two or more"),
-    ({"space": "sparsity+depth"}, "not supported yet"),
+    ({"space": "sparsity+width"}, "distinct parts"),
+    ({"space": "quant+quant"}, "distinct parts"),
     ({"space": "sparsity", "sparsities": ()}, "shares"),
     ({"space": "sparsity", "sparsities": (0.5,)}, "single configuration"),
     ({"sparsities": (0.5, 1.0)}, "shares"),
@@ -197,10 +198,47 @@ def test_latency_objective_is_the_table_sum(stories, tmp_path, monkeypatch):
     assert len(table) > 0 and table.path.is_file()
     shapes = [space.shapes[i] for i in range(space.n_layers)]
     for p in res.points:
-        g = np.array(p["genome"])
-        L = space.n_layers
-        layers = [(*shapes[i], space.spec(i, int(g[i]), int(g[L + i]))) for i in range(L)]
+        j = space.combined(np.array(p["genome"]))[0]
+        layers = [(*shapes[i], space.spec(i, int(lv))) for i, lv in enumerate(j)]
         expect = latency.predict_seconds(layers, table, tokens=1, fixed=res.fixed_seconds)
         assert p["search"]["latency"] == pytest.approx(expect, rel=1e-12)
         assert p["heldout"]["latency"] == p["search"]["latency"]
     assert (rd / "front.png").stat().st_size > 10_000
+
+
+def test_depth_in_the_space(stories, tmp_path):
+    """sparsity+quant+depth: a dropped sub-block (its layers zeroed) scores the KL of the model with
+    that sub-block removed (DepthFitness, float32 weights: equal up to the float16 rounding of the
+    kept layers); its layers cost an all-zero SparseLinear's bytes; the exported model reproduces the
+    searched KL."""
+    from evoforge.compress import DepthFitness
+    from evoforge.compress.methods.front import FrontObjectives
+
+    knobs = {**SMALL, "sparsities": (0.0, 0.5), "bits": (4, 16), "generations": 2}
+    res = compress(stories, FrontConfig(space="sparsity+quant+depth", run_dir=str(tmp_path / "d"), **knobs))
+    space = res._bound[1]
+    a = adapt(stories)
+    L, n_sub = space.n_layers, space.n_sub
+    assert n_sub == 2 * a.n_blocks and len(res.points[0]["genome"]) == 2 * L + n_sub
+    calib = torch.load(tmp_path / "d" / "tokens.pt")["calibration"]
+    g = np.array([0] * L + [1] * L + [0] * n_sub)  # dense, float16 values
+    g[2 * L + 1] = 1  # drop block 1's attention
+    obj = FrontObjectives(space, ["kl", "bytes"], KLFitness(a, space, calib, batch_size=8))
+    kl, nbytes = obj.evaluate(g[None, :])[0]
+    d = np.zeros(n_sub, dtype=np.int64)
+    d[1] = 1
+    ref = float(DepthFitness(a, calib, batch_size=8).evaluate(d[None, :], None)[0])
+    assert kl == pytest.approx(ref, rel=2e-2)
+    modules = point_modules(stories, space, g)
+    dropped = [r.name for r in a.linear_layers() if r.block == 1 and r.kind in ("q", "k", "v", "o")]
+    assert all(float(modules[n].to_dense().abs().sum()) == 0 for n in dropped)
+    expect = sum(m.weight.numel() * 2 if isinstance(m, nn.Linear) else m.weight_bytes for m in modules.values())
+    assert nbytes == expect
+    assert space.describe(g)["dropped"] == [1]
+    # the front's points carry their drops, and an exported point computes its searched KL
+    p = max(res.points, key=lambda q: len(q["dropped"]))
+    m = transformers.LlamaForCausalLM.from_pretrained(res.export(res.points.index(p), tmp_path / "x", packed=False))
+    with torch.no_grad():
+        lt = torch.log_softmax(stories(input_ids=calib).logits.double(), -1)
+        ls = torch.log_softmax(m.eval()(input_ids=calib).logits.double(), -1)
+    assert float((lt.exp() * (lt - ls)).sum(-1).mean()) == pytest.approx(p["search"]["kl"], rel=1e-4, abs=1e-7)

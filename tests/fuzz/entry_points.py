@@ -1358,6 +1358,13 @@ def _front_space(ctx):
                 {"bits": [4, 16], "group_size": 32, "symmetric": True})
 
 
+def _packed_bytes(ctx):
+    from evoforge.layers import packed_bytes
+
+    return Call(packed_bytes, {"out_features": 8, "in_features": 64, "nnz": 100, "bits": 4, "group_size": 32,
+                               "symmetric": False, "values_dtype": "float16"})
+
+
 def _load_config(ctx):
     from evoforge.compress import load_config
 
@@ -1630,6 +1637,9 @@ ENTRIES: list[Entry] = [
     Entry("kl.Teacher.save", _teacher_save, {"directory": "path_out_dir"}),
     Entry("kl.Teacher.load", _teacher_load, {"directory": "path_in_dir"}),
     # layers
+    Entry("layers.packed_bytes", _packed_bytes, {"out_features": "int", "in_features": "int", "nnz": "int",
+                                                 "bits": "int", "group_size": "int", "symmetric": "bool",
+                                                 "values_dtype": "choice"}),
     Entry("layers.QuantLinear", _quant_linear_ctor, {
         "in_features": "int", "out_features": "int", "bias": "bool", "bits": "int", "group_size": "int",
         "symmetric": "bool", "device": "choice"}),

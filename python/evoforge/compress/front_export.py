@@ -23,18 +23,14 @@ __all__ = ["export_point", "point_modules"]
 
 def point_modules(model: nn.Module, space: FrontSpace, genome: Any) -> dict[str, nn.Module]:
     """Layer name -> the CPU module (packed, or a float16-valued ``nn.Linear``) of every linear layer
-    of ``model`` at the front genome ``genome`` [2L]."""
+    of ``model`` at the front genome ``genome`` [G]."""
     refs = {r.name: r for r in adapt(model).linear_layers()}
     if list(refs) != space.names:
         raise ConfigError(f"the model's linear layers do not match the front's database (e.g. "
                           f"{sorted(set(refs) ^ set(space.names))[:3]})")
-    g = space.check(genome)[0]
-    L = space.n_layers
-    out = {}
-    for i, name in enumerate(space.names):
-        bias = getattr(refs[name].module, "bias", None)
-        out[name] = space.module(i, int(g[i]), int(g[L + i]), bias)
-    return out
+    j = space.combined(genome)[0]
+    return {name: space.module(i, int(j[i]), getattr(refs[name].module, "bias", None))
+            for i, name in enumerate(space.names)}
 
 
 def export_point(result: Any, i: int, out_dir: Path, *, packed: bool = True, model: Any = None,
@@ -55,7 +51,7 @@ def export_point(result: Any, i: int, out_dir: Path, *, packed: bool = True, mod
         if not result.db_path:
             raise ConfigError("the front result names no database (db_path)")
         space = FrontSpace(LayerDatabase.open(result.db_path), result.bits, group_size=result.group_size,
-                           symmetric=result.symmetric)
+                           symmetric=result.symmetric, depth="depth" in result.space.split("+"))
     modules = point_modules(model, space, result.points[i]["genome"])
     out_dir.mkdir(parents=True, exist_ok=True)
     is_packed = {n: not isinstance(m, nn.Linear) for n, m in modules.items()}

@@ -56,7 +56,8 @@ class FrontSpace(_DatabaseLevels):
     kind = "sparsity"
 
     def __init__(self, db: LayerDatabase, bits: Any, *, group_size: int = 64, symmetric: bool = False,
-                 device: Any = None, dtype: torch.dtype | None = None, cache_bytes: int | str | None = "auto") -> None:
+                 depth: bool = False, device: Any = None, dtype: torch.dtype | None = None,
+                 cache_bytes: int | str | None = "auto") -> None:
         super().__init__(db, device=device, dtype=dtype, cache_bytes=cache_bytes)
         if "fractions" not in db.params:
             raise ConfigError(f"the database {str(db.path)!r} has a target +- step ladder; a front needs one built "
@@ -70,64 +71,91 @@ class FrontSpace(_DatabaseLevels):
         self.bits = bl
         self.group_size = check_group_size(group_size)
         self.symmetric = bool(symmetric)
+        self.depth = bool(depth)
         self.n_s, self.n_b = len(self.fractions), len(self.bits)
+        self.drop_level = self.n_s * self.n_b  # the combined level of a layer of a dropped sub-block
         L = self.n_layers
         self.names = list(db.layers)
         self.shapes = [tuple(int(v) for v in db.shape(i)) for i in range(L)]
         for i in range(L):
             if db.levels(i) != list(range(self.n_s)):
                 raise ConfigError(f"layer {self.names[i]} has sparsity levels {db.levels(i)}, expected 0..{self.n_s - 1}")
+        entries = db.manifest["layers"]
+        n_blocks = max(int(e["block"]) for e in entries) + 1
+        self.n_sub = 2 * n_blocks if self.depth else 0
+        #: sub-block of each layer: attention 0..N-1, then MLP N..2N-1 (the depth genes' order)
+        self.sub_block = np.array([int(e["block"]) + (0 if e["kind"] in ("q", "k", "v", "o", "qkv") else n_blocks)
+                                   for e in entries], dtype=np.int64)
         self.nnz = np.array([[db.cost(i, s) for s in range(self.n_s)] for i in range(L)], dtype=np.int64)
-        self.lower = np.zeros(2 * L, dtype=np.int32)
-        self.upper = np.array([self.n_s - 1] * L + [self.n_b - 1] * L, dtype=np.int32)
-        self._bytes = np.array([[[self.layer_bytes(i, s, b) for b in range(self.n_b)] for s in range(self.n_s)]
-                                for i in range(L)], dtype=np.int64)
+        self.lower = np.zeros(2 * L + self.n_sub, dtype=np.int32)
+        self.upper = np.array([self.n_s - 1] * L + [self.n_b - 1] * L + [1] * self.n_sub, dtype=np.int32)
+        self._bytes = np.array([[self.layer_bytes(i, j) for j in range(self.n_levels(i))] for i in range(L)],
+                               dtype=np.int64)
 
     # ---- genomes --------------------------------------------------------------------------------
 
     def n_levels(self, i: int) -> int:
-        return self.n_s * self.n_b
+        return self.n_s * self.n_b + (1 if self.depth else 0)
 
     def db_level(self, i: int, j: int) -> int:
-        return int(j) // self.n_b
+        return min(int(j), self.drop_level - 1) // self.n_b
 
     def check(self, genomes: Any) -> np.ndarray:
-        """``genomes`` as int64 [B, 2L] within the bounds, or ConfigError."""
+        """``genomes`` as int64 [B, G] within the bounds, or ConfigError (G = 2L, + 2N with depth)."""
         g = np.asarray(genomes)
         g = g[None, :] if g.ndim == 1 else g
-        if g.ndim != 2 or g.shape[1] != 2 * self.n_layers or g.dtype.kind not in "iu":
-            raise ConfigError(f"front genomes must be integer [B, {2 * self.n_layers}] (sparsity levels, then bit "
-                              f"indices, of {self.n_layers} layers), got {g.dtype} {list(g.shape)}")
+        G = len(self.lower)
+        if g.ndim != 2 or g.shape[1] != G or g.dtype.kind not in "iu":
+            raise ConfigError(f"front genomes must be integer [B, {G}] (sparsity levels, then bit indices, of "
+                              f"{self.n_layers} layers{', then 2N sub-block drops' if self.depth else ''}), got "
+                              f"{g.dtype} {list(g.shape)}")
         if ((g < self.lower) | (g > self.upper)).any():
             raise ConfigError("front genome genes outside [lower, upper]")
         return g.astype(np.int64)
 
     def combined(self, genomes: Any) -> np.ndarray:
-        """The per-layer levels KLFitness sees, int64 [B, L]: ``s * n_bits + b``."""
+        """The per-layer levels KLFitness sees, int64 [B, L]: ``s * n_bits + b``, or
+        :attr:`drop_level` for a layer whose sub-block the genome drops."""
         g = self.check(genomes)
         L = self.n_layers
-        return g[:, :L] * self.n_b + g[:, L:]
+        j = g[:, :L] * self.n_b + g[:, L:2 * L]
+        if self.depth:
+            j = np.where(g[:, 2 * L:][:, self.sub_block] == 1, self.drop_level, j)
+        return j
 
     def uniform(self) -> np.ndarray:
-        """Every uniform configuration (one share and one bit-width in every layer), int32
-        [n_s * n_b, 2L], row ``s * n_bits + b``."""
+        """Every uniform configuration (one share and one bit-width in every layer, nothing dropped),
+        int32 [n_s * n_b, G], row ``s * n_bits + b``."""
         L = self.n_layers
-        return np.array([[s] * L + [b] * L for s in range(self.n_s) for b in range(self.n_b)], dtype=np.int32)
+        return np.array([[s] * L + [b] * L + [0] * self.n_sub for s in range(self.n_s) for b in range(self.n_b)],
+                        dtype=np.int32)
 
     def describe(self, genome: Any) -> dict[str, list]:
-        """Per layer: ``layers`` names, ``sparsity`` (share pruned) and ``bits`` (16: float16)."""
+        """Per layer: ``layers`` names, ``sparsity`` (share pruned; 1 in a dropped sub-block) and
+        ``bits`` (16: float16; 0 when dropped); ``dropped``: the dropped sub-blocks' indices."""
         g = self.check(genome)[0]
-        L = self.n_layers
-        return {"layers": list(self.names),
-                "sparsity": [1.0 - int(self.nnz[i, s]) / (self.shapes[i][0] * self.shapes[i][1])
-                             for i, s in enumerate(g[:L])],
-                "bits": [self.bits[b] for b in g[L:]]}
+        j = self.combined(g[None, :])[0]
+        out: dict[str, list] = {"layers": list(self.names), "sparsity": [], "bits": []}
+        for i, lv in enumerate(j):
+            if lv == self.drop_level:
+                out["sparsity"].append(1.0)
+                out["bits"].append(0)
+                continue
+            s, b = divmod(int(lv), self.n_b)
+            out["sparsity"].append(1.0 - int(self.nnz[i, s]) / (self.shapes[i][0] * self.shapes[i][1]))
+            out["bits"].append(self.bits[b])
+        out["dropped"] = [int(k) for k in np.flatnonzero(g[2 * self.n_layers:])]
+        return out
 
     # ---- objectives -----------------------------------------------------------------------------
 
-    def layer_bytes(self, i: int, s: int, b: int) -> int:
-        """Packed bytes of layer ``i`` at (sparsity level ``s``, bit index ``b``), bias excluded."""
+    def layer_bytes(self, i: int, j: int) -> int:
+        """Packed bytes of layer ``i`` at combined level ``j``, bias excluded (a dropped layer: an
+        all-zero SparseLinear, its mask and row pointers)."""
         N, K = self.shapes[i]
+        if j == self.drop_level:
+            return int(packed_bytes(N, K, nnz=0, values_dtype="float16"))
+        s, b = divmod(int(j), self.n_b)
         nnz = int(self.nnz[i, s])
         bits = self.bits[b]
         return int(packed_bytes(N, K, nnz=None if nnz == N * K else nnz, bits=None if bits == FLOAT_BITS else bits,
@@ -135,13 +163,16 @@ class FrontSpace(_DatabaseLevels):
 
     def bytes(self, genomes: Any) -> np.ndarray:
         """Packed bytes of the linear layers of each genome, int64 [B]."""
-        g = self.check(genomes)
-        L = self.n_layers
-        return self._bytes[np.arange(L)[None, :], g[:, :L], g[:, L:]].sum(axis=1)
+        j = self.combined(genomes)
+        return self._bytes[np.arange(self.n_layers)[None, :], j].sum(axis=1)
 
-    def spec(self, i: int, s: int, b: int) -> dict:
-        """The layer's packing as an :func:`evoforge.layers.apply` spec (for latency tables)."""
+    def spec(self, i: int, j: int) -> dict:
+        """Layer ``i`` at combined level ``j`` as an :func:`evoforge.layers.apply` spec (for latency
+        tables; a dropped layer as 99.9% sparse)."""
         N, K = self.shapes[i]
+        if j == self.drop_level:
+            return {"sparsity": 0.999, "values_dtype": "float16"}
+        s, b = divmod(int(j), self.n_b)
         out: dict[str, Any] = {}
         pruned = N * K - int(self.nnz[i, s])
         if pruned:
@@ -152,12 +183,17 @@ class FrontSpace(_DatabaseLevels):
 
     # ---- weights and modules --------------------------------------------------------------------
 
-    def module(self, i: int, s: int, b: int, bias: torch.Tensor | None = None) -> nn.Module:
-        """The CPU module layer ``i`` is at (``s``, ``b``) (see the module docstring)."""
-        W = self.db.weight(i, s).float()
+    def module(self, i: int, j: int, bias: torch.Tensor | None = None) -> nn.Module:
+        """The CPU module of layer ``i`` at combined level ``j`` (see the module docstring; a dropped
+        layer: an all-zero SparseLinear with a zero bias, which computes nothing)."""
         N, K = self.shapes[i]
-        bits = self.bits[b]
         bias = None if bias is None else bias.detach().float().cpu()
+        if j == self.drop_level:
+            return SparseLinear.from_dense(torch.zeros(N, K), None if bias is None else torch.zeros_like(bias),
+                                           values_dtype="float16")
+        s, b = divmod(int(j), self.n_b)
+        W = self.db.weight(i, s).float()
+        bits = self.bits[b]
         if int(self.nnz[i, s]) == N * K:
             if bits == FLOAT_BITS:
                 lin = nn.Linear(K, N, bias=bias is not None)
@@ -178,8 +214,7 @@ class FrontSpace(_DatabaseLevels):
         return SparseLinear.from_dense(W, bias, format="unstructured", **kw)
 
     def _load(self, i: int, j: int) -> torch.Tensor:
-        s, b = divmod(int(j), self.n_b)
-        m = self.module(i, s, b)
+        m = self.module(i, int(j))
         if isinstance(m, QuantLinear):
             W = m.dequantize()
         elif isinstance(m, SparseLinear):

@@ -13,7 +13,7 @@ from .base import CompressConfig, _is_int
 __all__ = ["FRONT_OBJECTIVES", "FRONT_SPACES", "FrontConfig"]
 
 FRONT_OBJECTIVES = ("kl", "bytes", "latency")
-FRONT_SPACES = ("sparsity", "quant", "sparsity+quant")
+FRONT_SPACES = ("sparsity", "quant", "depth")  # a space joins any of them with "+"
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -21,9 +21,10 @@ class FrontConfig(CompressConfig):
     """The whole front of quality against size (and latency) in one run: NSGA-II over a joint space
     (:mod:`evoforge.compress.front_space`), every objective minimised.
 
-    ``space``: ``"sparsity"``, ``"quant"`` or ``"sparsity+quant"`` (a share of ``sparsities`` and a
-    bit-width of ``bits`` per linear layer; 16 bits = float16 values; a space without sparsity keeps
-    share 0, one without quant keeps 16 bits). ``objectives``: two or more of ``kl`` (on the
+    ``space``: ``"sparsity"``, ``"quant"``, ``"depth"`` or any of them joined by ``+`` (default
+    ``"sparsity+quant"``): a share of ``sparsities`` and a bit-width of ``bits`` per linear layer (16
+    bits = float16 values; a space without sparsity keeps share 0, one without quant 16 bits), and
+    with ``depth`` a drop gene per attention and MLP sub-block. ``objectives``: two or more of ``kl`` (on the
     calibration tokens during the search, the final front re-scored on the held-out tokens),
     ``bytes`` (packed bytes of the linear layers) and ``latency`` (a per-layer table timed on this
     machine, :mod:`evoforge.compress.latency`, at ``latency_tokens`` tokens per forward: 1 is
@@ -71,10 +72,16 @@ class FrontConfig(CompressConfig):
         bits = tuple(sorted({int(b) for b in self.bits})) if "quant" in parts else (16,)
         return sp, bits
 
+    @property
+    def depth(self) -> bool:
+        """Whether the space drops sub-blocks."""
+        return "depth" in str(self.space).split("+")
+
     def _check_method(self, say: Callable[[str], str]) -> None:
-        if self.space not in FRONT_SPACES:
-            extra = " (dropped sub-blocks in a front are not supported yet)" if "depth" in str(self.space) else ""
-            raise ConfigError(f"{say('space')} must be one of {', '.join(FRONT_SPACES)}, got {self.space!r}{extra}")
+        parts = str(self.space).split("+") if isinstance(self.space, str) else []
+        if not parts or not set(parts) <= set(FRONT_SPACES) or len(set(parts)) != len(parts):
+            raise ConfigError(f"{say('space')} must join distinct parts of {', '.join(FRONT_SPACES)} with '+' (e.g. "
+                              f"sparsity+quant), got {self.space!r}")
         objs = list(self.objectives)
         bad = [o for o in objs if o not in FRONT_OBJECTIVES]
         if bad or len(set(objs)) != len(objs) or len(objs) < 2:
@@ -91,7 +98,7 @@ class FrontConfig(CompressConfig):
         if "quant" in self.space and (not bits or not set(bits) <= {2, 3, 4, 8, 16}):
             raise ConfigError(f"{say('bits')} of a front must be in 2, 3, 4, 8, 16 (16: float16 values), got {bits}")
         sp, bl = self.ladders()
-        if len(sp) * len(bl) < 2:
+        if len(sp) * len(bl) < 2 and not self.depth:
             raise ConfigError(f"the {self.space} space with {say('sparsities')} {list(sp)} and {say('bits')} {list(bl)} "
                               "has a single configuration: nothing to search")
         from ...layers.format import check_group_size

@@ -30,25 +30,31 @@ __all__ = ["FrontObjectives", "front"]
 
 
 class FrontObjectives:
-    """Evaluator: the objectives of front genomes [B, 2L] -> float64 [B, M].
+    """Evaluator: the objectives of front genomes [B, G] -> float64 [B, M].
 
     ``kl``: a KLFitness over ``space`` (None when ``kl`` is not an objective); ``latency``: seconds
-    per layer and level, float64 [L, n_s, n_b], and the fixed seconds (None without ``latency``)."""
+    per layer and combined level, float64 [L, n_levels], and the fixed seconds (None without
+    ``latency``)."""
 
     def __init__(self, space: FrontSpace, objectives: list[str], kl: KLFitness | None = None,
                  latency: tuple[np.ndarray, float] | None = None) -> None:
         if "kl" in objectives and kl is None or "latency" in objectives and latency is None:
             raise ConfigError("FrontObjectives needs a KLFitness for kl and a latency table for latency")
         self.space, self.objectives, self.kl, self.latency = space, list(objectives), kl, latency
+        self.seconds = 0.0  # spent in evaluate (the rest of a search is the engine's own work)
 
     def latency_of(self, genomes: Any) -> np.ndarray:
-        g = self.space.check(genomes)
         table, fixed = self.latency
-        L = self.space.n_layers
-        return table[np.arange(L)[None, :], g[:, :L], g[:, L:]].sum(axis=1) + fixed
+        return table[np.arange(self.space.n_layers)[None, :], self.space.combined(genomes)].sum(axis=1) + fixed
 
     def evaluate(self, genomes: Any, batch: Any = None) -> np.ndarray:
-        g = self.space.check(genomes)
+        t0 = time.perf_counter()
+        try:
+            return self._evaluate(self.space.check(genomes))
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _evaluate(self, g: np.ndarray) -> np.ndarray:
         cols = []
         for o in self.objectives:
             if o == "kl":
@@ -61,19 +67,19 @@ class FrontObjectives:
 
 
 def _latency_table(run: Run, space: FrontSpace, tokens: int) -> tuple[np.ndarray, float]:
-    """Seconds [L, n_s, n_b] of every layer at every level, from this machine's cached table (the
+    """Seconds [L, n_levels] of every layer at every combined level, from this machine's cached table (the
     missing entries timed now), and the measured fixed part of a forward at ``tokens`` tokens
     (1: a decode step after 16 cached tokens; more: a prefill without a cache)."""
     from ..latency import LatencyTable, fixed_seconds
 
     table = LatencyTable.load(device=space.device)
-    specs = {(*space.shapes[i], repr(space.spec(i, s, b))): (*space.shapes[i], space.spec(i, s, b))
-             for i in range(space.n_layers) for s in range(space.n_s) for b in range(space.n_b)}
+    specs = {(*space.shapes[i], repr(space.spec(i, j))): (*space.shapes[i], space.spec(i, j))
+             for i in range(space.n_layers) for j in range(space.n_levels(i))}
     table.measure(list(specs.values()), tokens=tokens, progress=run.config.progress)
     fixed = fixed_seconds(run.adapter.model, table, tokens=tokens, context=16 if tokens == 1 else 0)
     table.save()
-    lat = np.array([[[table.seconds(*space.shapes[i], space.spec(i, s, b), tokens) for b in range(space.n_b)]
-                     for s in range(space.n_s)] for i in range(space.n_layers)], dtype=np.float64)
+    lat = np.array([[table.seconds(*space.shapes[i], space.spec(i, j), tokens) for j in range(space.n_levels(i))]
+                    for i in range(space.n_layers)], dtype=np.float64)
     return lat, float(fixed)
 
 
@@ -92,6 +98,7 @@ def _points(space: FrontSpace, objectives: list[str], genomes: np.ndarray, F: np
     for g, f, h in zip(genomes, F, held):
         d = space.describe(g)
         out.append({"genome": [int(v) for v in g], "sparsity": d["sparsity"], "bits": d["bits"],
+                    **({"dropped": d["dropped"]} if space.depth else {}),
                     "search": {o: float(v) for o, v in zip(objectives, f)},
                     "heldout": {o: float(v) for o, v in zip(objectives, h)}})
     return out
@@ -105,8 +112,14 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
         raise ConfigError(f"the database {str(db.path)!r} holds the shares {db.params.get('fractions')}, not the "
                           f"front's {list(fractions)}")
     p = next(run.adapter.model.parameters())
-    space = FrontSpace(db, bits, group_size=config.group_size, symmetric=config.symmetric, device=p.device,
-                       dtype=p.dtype)
+    if config.depth:  # a sub-block is dropped by zeroing its layers, exact only without output biases
+        biased = [r.name for r in run.adapter.linear_layers() if r.kind in ("o", "down")
+                  and getattr(r.module, "bias", None) is not None]
+        if biased:
+            raise ConfigError(f"space {config.space!r}: dropping sub-blocks needs output projections without biases; "
+                              f"{biased[0]} has one")
+    space = FrontSpace(db, bits, group_size=config.group_size, symmetric=config.symmetric, depth=config.depth,
+                       device=p.device, dtype=p.dtype)
     objectives = list(config.objectives)
     t0 = time.perf_counter()
     latency = _latency_table(run, space, int(config.latency_tokens)) if "latency" in objectives else None
@@ -133,6 +146,7 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
     finally:
         engine.close()
     run.times["search"] = time.perf_counter() - t0
+    run.times["search_evaluate"] = evaluator.seconds  # the engine's own work: search - search_evaluate
     genomes, F = engine.best
     order = np.lexsort(tuple(F[:, j] for j in reversed(range(F.shape[1]))))  # by the first objective, ...
     genomes, F = genomes[order], F[order]

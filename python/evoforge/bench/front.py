@@ -1,0 +1,266 @@
+"""Compression fronts (issue 15): the front run itself, its latency model against real packed models,
+dedicated single-budget runs, and predictor screening.
+
+    evoforge bench front [--quick] [--parts front,latency,dedicated,screen] [--generations G]
+                         [--pop-size P] [--offspring N] [--seeds 3] [--work DIR] [--out FILE]
+
+SmolLM2-135M (``--quick``: stories260k, smaller everything), calibrated on WikiText-2.
+
+front
+    ``FrontConfig(space="sparsity+quant", objectives=("kl", "bytes", "latency"))`` with shares
+    0, 0.3 .. 0.7 and 3, 4, 8, 16 bits (SparseGPT database, RTN of the kept values, groups of 64):
+    its points, evaluations and phase times; how many uniform configurations a front point
+    dominates or matches on held-out KL and bytes (target: all); the engine's own share of the
+    search time (target: at most 2% of the evaluation time).
+latency
+    At least 8 front points exported as packed models (``FrontResult.export(packed=True)``, then
+    ``evoforge.layers.load``) and timed whole (a decode step after 16 cached tokens; a prefill of
+    ``--prefill`` tokens) against the table's prediction: relative error (target <= 15%) and
+    Spearman (target >= 0.9).
+dedicated
+    Three single-budget runs (sparsity 0.6 with float16 values; RTN quant at 4 and at 3 bits, groups
+    of 64, asymmetric as the front), given together the front's number of evaluations; at each one's
+    packed bytes, the front's best held-out KL within that size against the run's (target: within 5%).
+screen
+    The front with ``screen=4`` and half the generations against the unscreened front, ``--seeds``
+    seeds: hypervolume of the search objectives (KL, bytes; normalised by a common reference point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evoforge._cli_parser import OneLineParser, int_at_least
+from evoforge.bench import _harness
+
+STORIES = _harness.shared_data("stories260k", "hf")
+TEXT = _harness.shared_data("text", "wikitext2-test.raw")
+PARTS = ("front", "latency", "dedicated", "screen")
+
+
+def _setting(quick: bool, a: argparse.Namespace) -> dict:
+    base = {"sparsities": (0.0, 0.3, 0.4, 0.5, 0.6, 0.7), "bits": (3, 4, 8, 16), "group_size": 64,
+            "objectives": ("kl", "bytes", "latency"), "seed": 0, "progress": False}
+    if quick:
+        base.update(n_calib=8, n_heldout=8, seq_len=64, pop_size=24, offspring=16, generations=6, group_size=32,
+                    db_method="sparsegpt")
+    else:
+        base.update(n_calib=16, n_heldout=16, seq_len=128, pop_size=32, offspring=16, generations=8,
+                    calib_text=str(TEXT))
+    for k in ("generations", "pop_size", "offspring"):
+        if getattr(a, k) is not None:
+            base[k] = getattr(a, k)
+    return base
+
+
+def _load(quick: bool):
+    from evoforge.compress import load_model
+
+    return load_model(str(STORIES) if quick else "smollm2-135m")
+
+
+def _dominated_or_matched(res: Any) -> tuple[int, int]:
+    pts = np.array([[p["heldout"]["kl"], p["heldout"]["bytes"]] for p in res.points])
+    n = 0
+    for u in res.uniform:
+        f = np.array([u["heldout"]["kl"], u["heldout"]["bytes"]])
+        n += bool(np.any(np.all(pts <= f * (1 + 1e-12), axis=1)))
+    return n, len(res.uniform)
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    from evoforge.search.screening import spearman
+
+    return float(spearman(np.asarray(a), np.asarray(b)))
+
+
+def part_front(model: Any, tok: Any, kw: dict, work: Path) -> tuple[Any, dict]:
+    from evoforge.compress import FrontConfig, compress
+
+    rd = work / "front"
+    shutil.rmtree(rd, ignore_errors=True)
+    t0 = time.perf_counter()
+    res = compress(model, FrontConfig(run_dir=str(rd), **kw), tokenizer=tok)
+    wall = time.perf_counter() - t0
+    dom, n_uni = _dominated_or_matched(res)
+    t = res.times
+    engine = t["search"] - t["search_evaluate"]
+    row = {"points": len(res.points), "evaluations": res.evaluations, "generations": res.generations,
+           "wall_s": wall, "times": dict(t), "uniform_dominated_or_matched": dom, "uniform": n_uni,
+           "engine_s": engine, "engine_share_of_evaluation": engine / max(t["search_evaluate"], 1e-12)}
+    return res, row
+
+
+def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int) -> dict:
+    import torch
+
+    from evoforge.compress import latency
+    from evoforge.layers import load as load_packed
+
+    space = res._bound[1]
+    order = np.argsort([p["heldout"]["bytes"] for p in res.points])
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(n_points, len(order))).round().astype(int))]
+    table = latency.LatencyTable.load()
+    rows = []
+    dense = model.float().cpu().eval()
+    fixed = {1: res.fixed_seconds}
+    specs_all = [[(*space.shapes[i], space.spec(i, int(lv))) for i, lv in enumerate(space.combined(
+        np.array(res.points[j]["genome"]))[0])] for j in pick]
+    table.measure([s for specs in specs_all for s in specs], tokens=[1, prefill])
+    fixed[prefill] = latency.fixed_seconds(dense, table, tokens=prefill, context=0)
+    table.save()
+    for j, specs in zip(pick, specs_all):
+        out = res.export(int(j), work / f"point{j}", packed=True)
+        pm = load_packed(out).eval() if (out / "evoforge_layers.json").is_file() else None
+        if pm is None:  # a dense float16 point: exported unpacked
+            import transformers
+
+            pm = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
+        with torch.inference_mode():
+            dec = latency.model_seconds(pm, tokens=1, context=16, repeats=9)
+            pre = latency.model_seconds(pm, tokens=prefill, context=0, repeats=5)
+        rows.append({"point": int(j), "bytes": res.points[j]["heldout"]["bytes"],
+                     "decode_pred": latency.predict_seconds(specs, table, tokens=1, fixed=fixed[1]),
+                     "decode_meas": dec,
+                     "prefill_pred": latency.predict_seconds(specs, table, tokens=prefill, fixed=fixed[prefill]),
+                     "prefill_meas": pre})
+        shutil.rmtree(out, ignore_errors=True)
+    summary = {}
+    for m in ("decode", "prefill"):
+        pred, meas = [r[f"{m}_pred"] for r in rows], [r[f"{m}_meas"] for r in rows]
+        err = [abs(p - q) / q for p, q in zip(pred, meas)]
+        summary[m] = {"max_rel_error": max(err), "mean_rel_error": float(np.mean(err)),
+                      "spearman": _spearman(pred, meas)}
+    return {"rows": rows, "summary": summary, "prefill_tokens": prefill}
+
+
+def part_dedicated(model: Any, tok: Any, kw: dict, res: Any, work: Path) -> list[dict]:
+    from evoforge.compress import QuantConfig, SparsityConfig, compress
+    from evoforge.layers import packed_bytes
+
+    per_run = max(1, res.evaluations // 3)
+    common = {k: kw[k] for k in ("n_calib", "n_heldout", "seq_len", "seed") if k in kw}
+    if "calib_text" in kw:
+        common["calib_text"] = kw["calib_text"]
+    off = 16
+    gens = max(1, per_run // (off + 1))
+    runs = [("sparsity 0.6 (f16 values)", SparsityConfig(target=0.6, offspring=off, generations=gens, **common)),
+            ("quant 4 bits (RTN g64)", QuantConfig(target=4, db_method="rtn", bits=(2, 3, 4, 5, 6, 7, 8),
+                                                   group_size=kw["group_size"], offspring=off, generations=gens,
+                                                   **common)),
+            ("quant 3 bits (RTN g64)", QuantConfig(target=3, db_method="rtn", bits=(2, 3, 4, 5, 6, 7, 8),
+                                                   group_size=kw["group_size"], offspring=off, generations=gens,
+                                                   **common))]
+    from evoforge.compress import adapt
+
+    shapes = [(ref.out_features, ref.in_features) for ref in adapt(model).linear_layers()]
+    out = []
+    for name, cfg in runs:
+        r = compress(model, cfg, tokenizer=tok)
+        if cfg.method == "sparsity":
+            nnz = [o * i - round(s * o * i) for s, (o, i) in zip(r.sparsity, shapes)]
+            size = sum(packed_bytes(o, i, nnz=n, values_dtype="float16") for n, (o, i) in zip(nnz, shapes))
+        else:
+            size = sum(packed_bytes(o, i, bits=b, group_size=kw["group_size"], symmetric=False)
+                       for b, (o, i) in zip(r.bits, shapes))
+        within = [p["heldout"]["kl"] for p in res.points if p["heldout"]["bytes"] <= size]
+        best = min(within) if within else None
+        out.append({"run": name, "evaluations": r.evaluations, "bytes": size, "kl_dedicated": r.kl_search,
+                    "kl_front_best_within": best,
+                    "front_over_dedicated": None if best is None else best / r.kl_search})
+    return out
+
+
+def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: int) -> list[dict]:
+    from evoforge import pareto
+    from evoforge.compress import FrontConfig, compress
+
+    out = []
+    for seed in range(seeds):
+        runs = {}
+        for name, extra in (("unscreened", {}), ("screen 4, half the generations",
+                                                  {"screen": 4, "generations": max(1, kw["generations"] // 2)})):
+            k = {**kw, "objectives": ("kl", "bytes"), "seed": seed, **extra}
+            res = compress(model, FrontConfig(run_dir=None, export=False, **k), tokenizer=tok)
+            F = np.array([[p["search"]["kl"], p["search"]["bytes"]] for p in res.points])
+            spear = [h.get("screen_spearman") for h in res.history if h.get("screen_spearman") is not None]
+            runs[name] = (F, res.evaluations, spear)
+        ref = np.max(np.concatenate([f for f, _, _ in runs.values()]), axis=0) * 1.1
+        for name, (F, ev, spear) in runs.items():
+            out.append({"seed": seed, "run": name, "evaluations": ev,
+                        "hypervolume": float(pareto.hypervolume(F / ref, np.ones(2))),
+                        "spearman_kl": [s[0] if isinstance(s, list) else s for s in spear]})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(prog="evoforge bench front", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="stories260k, small settings (minutes)")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
+    ap.add_argument("--generations", type=int_at_least(1), default=None)
+    ap.add_argument("--pop-size", dest="pop_size", type=int_at_least(2), default=None)
+    ap.add_argument("--offspring", type=int_at_least(1), default=None)
+    ap.add_argument("--seeds", type=int_at_least(1), default=3, help="screening seeds")
+    ap.add_argument("--points", type=int_at_least(2), default=8, help="front points exported and timed")
+    ap.add_argument("--prefill", type=int_at_least(2), default=128, help="prefill tokens of the latency check")
+    ap.add_argument("--work", default="/tmp/evoforge-bench-front")
+    ap.add_argument("--out", default=str(Path("bench/results/front.json")))
+    a = ap.parse_args(argv)
+    parts = [p.strip() for p in a.parts.split(",") if p.strip()]
+    bad = sorted(set(parts) - set(PARTS))
+    if bad:
+        ap.error(f"--parts: unknown {bad}; choose from {','.join(PARTS)}")
+    import torch
+
+    torch.set_num_threads(1)  # the latency table and the model timings under one setting (2 cores)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model, tok = _load(a.quick)
+    kw = _setting(a.quick, a)
+    out: dict[str, Any] = {"machine": _harness.machine(), "model": "stories260k" if a.quick else "smollm2-135m",
+                           "settings": {k: v for k, v in kw.items() if k != "progress"}}
+    res = None
+    if any(p in parts for p in ("front", "latency", "dedicated")):
+        res, row = part_front(model, tok, kw, work)
+        out["front"] = row
+        print(f"front: {row['points']} points, {row['evaluations']} evaluations in {row['wall_s']:.0f} s; uniform "
+              f"dominated or matched on held-out KL and bytes: {row['uniform_dominated_or_matched']}/{row['uniform']}; "
+              f"engine {row['engine_s']:.2f} s = {100 * row['engine_share_of_evaluation']:.2f}% of evaluation")
+        print(res.table())
+    if "latency" in parts:
+        lat = part_latency(model, res, work, a.prefill, a.points)
+        out["latency"] = lat
+        _harness.print_table(["point", "MB", "decode pred ms", "decode meas ms", "prefill pred ms",
+                              "prefill meas ms"],
+                             [[r["point"], f"{r['bytes'] / 1e6:.2f}", f"{r['decode_pred'] * 1e3:.2f}",
+                               f"{r['decode_meas'] * 1e3:.2f}", f"{r['prefill_pred'] * 1e3:.1f}",
+                               f"{r['prefill_meas'] * 1e3:.1f}"] for r in lat["rows"]])
+        for m, s in lat["summary"].items():
+            print(f"{m}: max relative error {100 * s['max_rel_error']:.1f}%, mean {100 * s['mean_rel_error']:.1f}%, "
+                  f"Spearman {s['spearman']:.3f}")
+    if "dedicated" in parts:
+        out["dedicated"] = part_dedicated(model, tok, kw, res, work)
+        _harness.print_table(["run", "evaluations", "MB", "dedicated KL", "front best KL within", "front / dedicated"],
+                             [[r["run"], r["evaluations"], f"{r['bytes'] / 1e6:.2f}", f"{r['kl_dedicated']:.4f}",
+                               "-" if r["kl_front_best_within"] is None else f"{r['kl_front_best_within']:.4f}",
+                               "-" if r["front_over_dedicated"] is None else f"{r['front_over_dedicated']:.3f}"]
+                              for r in out["dedicated"]])
+    if "screen" in parts:
+        out["screen"] = part_screen(model, tok, kw, work, a.seeds)
+        _harness.print_table(["seed", "run", "evaluations", "hypervolume"],
+                             [[r["seed"], r["run"], r["evaluations"], f"{r['hypervolume']:.4f}"]
+                              for r in out["screen"]])
+    out["machine_end"] = _harness.machine()
+    print("wrote", _harness.write_json(a.out, out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
