@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from evoforge import _cli_front
+from evoforge import _cli_dashboard, _cli_front
 from evoforge._cli_parser import OneLineParser as _Parser
 from evoforge._cli_parser import int_at_least as _int_at_least
 from evoforge._cli_parser import one_line as _one_line
@@ -445,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help)")
     p.set_defaults(fn=_cmd_bench)
     compress = _add_compress(sub)
+    _cli_dashboard.add_dashboard(sub)
     args = parser.parse_args(argv)
     if args.fn is _cmd_compress and (args.model is None or args.target is None and args.method != "front"):
         missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None and (n, args.method) != (

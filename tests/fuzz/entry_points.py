@@ -1993,6 +1993,18 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("eval-model-missing", ["eval", "ppl", "--model", "{missing}", "--text", "{text}"]),
     ("eval-model-garbagedir", ["eval", "ppl", "--model", "{garbagedir}", "--text", "{text}"]),
     ("eval-unknown-option", [*_E, "--nope"]),
+    # dashboard (refused before anything is served or written)
+    ("dashboard-no-run-dir", ["dashboard"]),
+    ("dashboard-missing", ["dashboard", "{missing}"]),
+    ("dashboard-not-a-dir", ["dashboard", "{afile}"]),
+    ("dashboard-port-x", ["dashboard", "{dir}", "--port", "x"]),
+    ("dashboard-port-70000", ["dashboard", "{dir}", "--port", "70000"]),
+    ("dashboard-port-negative", ["dashboard", "{dir}", "--port", "-1"]),
+    ("dashboard-stale-after-nan", ["dashboard", "{dir}", "--stale-after", "nan"]),
+    ("dashboard-stale-after-0", ["dashboard", "{dir}", "--stale-after", "0"]),
+    ("dashboard-export-a-dir", ["dashboard", "{dir}", "--export", "{dir}"]),
+    ("dashboard-export-no-parent", ["dashboard", "{dir}", "--export", "{missing}/report.html"]),
+    ("dashboard-unknown-option", ["dashboard", "{dir}", "--nope"]),
 ]
 
 

@@ -41,7 +41,7 @@ from evoforge.bench import _harness
 
 STORIES = _harness.shared_data("stories260k", "hf")
 TEXT = _harness.shared_data("text", "wikitext2-test.raw")
-PARTS = ("front", "latency", "dedicated", "screen")
+PARTS = ("front", "latency", "dedicated", "screen")  # latency / dedicated without front: reuse --work's front
 
 
 def _setting(quick: bool, a: argparse.Namespace) -> dict:
@@ -51,7 +51,7 @@ def _setting(quick: bool, a: argparse.Namespace) -> dict:
         base.update(n_calib=8, n_heldout=8, seq_len=64, pop_size=24, offspring=16, generations=6, group_size=32,
                     db_method="sparsegpt")
     else:
-        base.update(n_calib=16, n_heldout=16, seq_len=128, pop_size=32, offspring=16, generations=8,
+        base.update(n_calib=8, n_heldout=16, seq_len=128, pop_size=32, offspring=16, generations=8,
                     calib_text=str(TEXT))
     for k in ("generations", "pop_size", "offspring"):
         if getattr(a, k) is not None:
@@ -97,18 +97,28 @@ def part_front(model: Any, tok: Any, kw: dict, work: Path) -> tuple[Any, dict]:
     return res, row
 
 
+def _space(res: Any) -> Any:
+    """The front's space: the one it was computed with, or rebuilt from its database."""
+    if res._bound is not None:
+        return res._bound[1]
+    from evoforge.compress import FrontSpace, LayerDatabase
+
+    return FrontSpace(LayerDatabase.open(res.db_path), res.bits, group_size=res.group_size, symmetric=res.symmetric,
+                      depth="depth" in res.space.split("+"))
+
+
 def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int) -> dict:
     import torch
 
     from evoforge.compress import latency
     from evoforge.layers import load as load_packed
 
-    space = res._bound[1]
+    space = _space(res)
     order = np.argsort([p["heldout"]["bytes"] for p in res.points])
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n_points, len(order))).round().astype(int))]
     table = latency.LatencyTable.load()
     rows = []
-    dense = model.float().cpu().eval()
+    dense = model.eval()  # float32 on the CPU, as loaded
     fixed = {1: res.fixed_seconds}
     specs_all = [[(*space.shapes[i], space.spec(i, int(lv))) for i, lv in enumerate(space.combined(
         np.array(res.points[j]["genome"]))[0])] for j in pick]
@@ -116,7 +126,7 @@ def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int) 
     fixed[prefill] = latency.fixed_seconds(dense, table, tokens=prefill, context=0)
     table.save()
     for j, specs in zip(pick, specs_all):
-        out = res.export(int(j), work / f"point{j}", packed=True)
+        out = res.export(int(j), work / f"point{j}", packed=True, model=model)
         pm = load_packed(out).eval() if (out / "evoforge_layers.json").is_file() else None
         if pm is None:  # a dense float16 point: exported unpacked
             import transformers
@@ -227,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"machine": _harness.machine(), "model": "stories260k" if a.quick else "smollm2-135m",
                            "settings": {k: v for k, v in kw.items() if k != "progress"}}
     res = None
-    if any(p in parts for p in ("front", "latency", "dedicated")):
+    if "front" not in parts and any(p in parts for p in ("latency", "dedicated")):
+        from evoforge.compress import load_front
+
+        res = load_front(work / "front")  # the front of an earlier run of this benchmark (same --work)
+        print(f"front: reusing {work / 'front'} ({len(res.points)} points)")
+    elif "front" in parts:
         res, row = part_front(model, tok, kw, work)
         out["front"] = row
         print(f"front: {row['points']} points, {row['evaluations']} evaluations in {row['wall_s']:.0f} s; uniform "

@@ -28,8 +28,8 @@ FRONT_FILE = "front.json"
 
 @dataclasses.dataclass
 class FrontResult:
-    """The non-dominated points a front run found (sorted by bytes, then KL), with the uniform
-    configurations for comparison. :meth:`export` writes point ``i`` as a model."""
+    """The non-dominated points a front run found (sorted by the first objective, then the next),
+    with the uniform configurations for comparison. :meth:`export` writes point ``i`` as a model."""
 
     space: str
     objectives: list[str]

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["budget_line", "summary_rows", "summary_table", "write_report"]
+__all__ = ["budget_line", "dashboard_line", "summary_rows", "summary_table", "write_report"]
 
 _UNITS = {"sparsity": "average sparsity", "quant": "bits per weight", "depth": "share of sub-blocks dropped",
           "depth+quant": "bits per weight"}
@@ -120,6 +120,7 @@ def write_report(result: Any, run_dir: str | os.PathLike) -> Path:
         lines.append("- dropped: " + ", ".join(f"{b}:{k}" for b, k in result.dropped))
     if result.model_dir:
         lines.append(f"- compressed model: `{result.model_dir}`")
+    lines.append(f"- {dashboard_line(out)}")
     lines += ["", "## Dense / baselines / evoforge", "", summary_table(result, markdown=True), ""]
     if result.times:
         lines += ["## Times (this process, seconds)", "", "| phase | s |", "|---|---:|"]
@@ -131,6 +132,14 @@ def write_report(result: Any, run_dir: str | os.PathLike) -> Path:
     path = out / "report.md"
     _atomic(path, "\n".join(lines))
     return path
+
+
+def dashboard_line(run_dir: str | os.PathLike) -> str:
+    """The command that shows the run in the dashboard (convergence, levels over generations, this
+    report's table), live or as one HTML file."""
+    rd = str(run_dir)
+    return (f"dashboard: `evoforge dashboard {rd}` (needs `pip install 'evoforge[dashboard]'`; "
+            f"`--export {Path(rd) / 'dashboard.html'}` writes one HTML file)")
 
 
 def _db_name(db_path: str, run_dir: Path) -> str:

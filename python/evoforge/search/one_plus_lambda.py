@@ -12,6 +12,11 @@ Several starting points (``initial`` of shape (K, L), e.g. the uniform configura
 heuristic's): before the first generation they are evaluated together on a minibatch of the last
 stage's fidelity, and the best becomes the first parent (ties: the earlier row), so that the search
 starts from, and so never ends worse than, the best of them on its own objective.
+
+History records (besides the engine's): ``best_fitness`` (the parent's), ``improved``,
+``median_fitness`` (of the last stage's candidates), ``stage_best`` (each stage's best, with several
+stages) and ``parent`` (the parent's genome, in the first record and whenever it changed: the
+dashboard draws the levels over generations from it).
 """
 
 from __future__ import annotations
@@ -133,6 +138,9 @@ class OnePlusLambda(Engine):
             self._start_chosen = True
             return
         keep = self.stages[self._stage][0]
+        if self._stage == 0:
+            self._stage_best: list[float] = []
+        self._stage_best.append(float(F[order[0]]))
         if self._stage == 0 and self.screen is not None:
             n = len(self._alive)  # the last stage also holds the parent, which is not learnt from
             self.screen.observe(batch.genomes[:n], F[:n])
@@ -143,6 +151,7 @@ class OnePlusLambda(Engine):
             return
         best = int(order[0])
         improved = best < len(batch.genomes) - 1
+        first = self.generation == 0
         self.parent = batch.genomes[best].copy()
         self.parent_fitness = float(F[best])
         self._alive = None
@@ -151,6 +160,13 @@ class OnePlusLambda(Engine):
         self._start_chosen = False
         if self.screen is not None:
             record.update(self._screened)
+        # for the dashboard: the last stage's median, each stage's best (several stages), and the
+        # parent's genome whenever it changed (and in the first record), to draw levels over time
+        record["median_fitness"] = float(np.median(F))
+        if len(self.stages) > 1:
+            record["stage_best"] = list(self._stage_best)
+        if improved or first:
+            record["parent"] = self.parent.tolist()
         self._end_generation(best_fitness=self.parent_fitness, improved=bool(improved), **record)
 
     @property

@@ -148,7 +148,7 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
     run.times["search"] = time.perf_counter() - t0
     run.times["search_evaluate"] = evaluator.seconds  # the engine's own work: search - search_evaluate
     genomes, F = engine.best
-    order = np.lexsort(tuple(F[:, j] for j in reversed(range(F.shape[1]))))  # by the first objective, ...
+    order = np.lexsort(F.T[::-1])  # by the first objective, ties by the next
     genomes, F = genomes[order], F[order]
     uni = space.uniform()
     t0 = time.perf_counter()
@@ -156,8 +156,7 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
         run.adapter, space, run.heldout, batch_size=config.batch_size, top_k=run.top_k), latency)
     held = held_eval.evaluate(np.concatenate([genomes, uni]))
     run.times["heldout"] = time.perf_counter() - t0
-    uni_F = FrontObjectives(space, objectives, kl, latency).evaluate(uni) if len(uni) else np.empty((0, len(objectives)))
-    uniform = _points(space, objectives, uni, uni_F, held[len(genomes):])
+    uniform = _points(space, objectives, uni, evaluator.evaluate(uni), held[len(genomes):])
     for u, (s, b) in zip(uniform, [(s, b) for s in range(space.n_s) for b in range(space.n_b)]):
         u["uniform"] = [space.fractions[s], space.bits[b]]
     result = FrontResult(space=config.space, objectives=objectives, layers=list(space.names),
