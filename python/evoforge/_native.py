@@ -1,4 +1,4 @@
-"""The only module that imports the native extensions.
+"""The only module that imports the native extensions; also the machine they run on (:func:`cpu_model`).
 
 ``core`` is always there (a wheel without it is broken and fails at import). ``cuda`` is None
 when the package was built without CUDA or the extension failed to load; the reason is kept in
@@ -8,6 +8,9 @@ when the package was built without CUDA or the extension failed to load; the rea
 from __future__ import annotations
 
 import numbers
+import platform
+from functools import lru_cache
+from pathlib import Path
 from types import ModuleType
 
 from . import _core as core
@@ -26,6 +29,18 @@ except ImportError as exc:  # built without nvcc, or the module failed to load
     # Without a _cuda file Python's message blames a "partially initialized module"; say what happened.
     cuda_import_error = ("the _cuda extension was not built" if find_spec(f"{__package__}._cuda") is None
                          else f"{type(exc).__name__}: {exc}")
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown-cpu"
 
 
 def get_num_threads() -> int:

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from evoforge._native import cpu_model
+
 
 def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, budget_s: float = 5.0) -> dict:
     """Median wall time of ``fn()`` in ms over up to ``repeats`` runs after ``warmup`` runs.
@@ -40,16 +42,6 @@ def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, budget_
     return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "runs": len(times)}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -67,7 +59,7 @@ def machine() -> dict:
     info = evoforge.info()
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": numpy.__version__,

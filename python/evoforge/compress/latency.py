@@ -41,14 +41,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 from torch import nn
 
-from .._native import get_num_threads
+
+from .._native import cpu_model, get_num_threads
 from ..errors import ConfigError
 from ..layers import apply, linear_layers, packed_layers
 from ..layers.format import check_features, check_group_size, storage_bits
@@ -65,17 +65,6 @@ Layer = tuple[int, int, Union[Mapping, None]]  # (out_features, in_features, spe
 
 
 # ---- the machine ----------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
 
 
 def _evoforge_version() -> str:
@@ -105,7 +94,7 @@ def machine_info(device: Any = "cpu") -> dict[str, Any]:
     """What a latency depends on besides the layer: CPU model, architecture, device (and GPU name),
     torch's and evoforge's thread counts, torch and evoforge versions."""
     dev = _device(device)
-    info = {"cpu": _cpu_name(), "arch": platform.machine(), "device": str(dev),
+    info = {"cpu": cpu_model(), "arch": platform.machine(), "device": str(dev),
             "torch_threads": torch.get_num_threads(), "evoforge_threads": get_num_threads(),
             "torch": torch.__version__, "evoforge": _evoforge_version()}
     if dev.type == "cuda":
