@@ -261,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m}: max relative error {100 * s['max_rel_error']:.1f}%, mean {100 * s['mean_rel_error']:.1f}%, "
                   f"Spearman {s['spearman']:.3f}")
     if "dedicated" in parts:
+        from evoforge.compress.front_result import write_front
+
         out["dedicated"] = part_dedicated(model, tok, kw, res, work)
+        res.references = [{"name": r["run"], "kl": r["kl_dedicated"], "bytes": r["bytes"]} for r in out["dedicated"]]
+        write_front(res, work / "front")  # front.png with the single-budget runs drawn in
         _harness.print_table(["run", "evaluations", "MB", "dedicated KL", "front best KL within", "front / dedicated"],
                              [[r["run"], r["evaluations"], f"{r['bytes'] / 1e6:.2f}", f"{r['kl_dedicated']:.4f}",
                                "-" if r["kl_front_best_within"] is None else f"{r['kl_front_best_within']:.4f}",

@@ -50,6 +50,8 @@ class FrontResult:
     fixed_seconds: float | None = None
     times: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
+    #: single-budget results to draw beside the front: ``{"name", "kl" (held-out), "bytes"}`` dicts
+    references: list = dataclasses.field(default_factory=list)
     method: str = "front"
     _bound: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -171,6 +173,12 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
     else:
         ax.scatter(x, y, s=28, label="front", zorder=3)
     ax.scatter(xu, yu, marker="x", color="tab:red", s=36, label="uniform", zorder=2)
+    if result.references and "bytes" in result.objectives:
+        xr = [r["bytes"] / 1e6 for r in result.references]
+        ax.scatter(xr, [max(r["kl"], floor) for r in result.references], marker="D", facecolor="none",
+                   edgecolor="black", s=44, label="single-budget runs", zorder=4)
+        for r, x_ in zip(result.references, xr):
+            ax.annotate(r["name"], (x_, max(r["kl"], floor)), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_yscale("log")
     ax.set_xlabel("linear layers, MB packed" if "bytes" in result.objectives else "mean bits x density")
     ax.set_ylabel(f"KL (held-out; <= 0 drawn at {floor:.1g})")
