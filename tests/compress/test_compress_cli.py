@@ -123,6 +123,7 @@ def test_report_without_matplotlib(stories, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     md = write_report(res, tmp_path / "r").read_text()
     assert "plots skipped: matplotlib is not installed" in md and "| owl |" in md
+    assert f"`evoforge dashboard {tmp_path / 'r'}`" in md  # the command that shows this run live
     assert not list((tmp_path / "r").glob("*.png"))
 
 

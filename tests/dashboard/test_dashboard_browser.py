@@ -105,10 +105,12 @@ def _severe(driver) -> list:
 
 def test_live_run_in_the_browser(tmp_path, serve, driver):
     run = tmp_path / "nsga2-zdt1"
-    proc = subprocess.Popen([sys.executable, "-c", SEARCH, str(run), "0.6"], stderr=subprocess.PIPE)
+    log = tmp_path / "search.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", SEARCH, str(run), "0.6"], stderr=err)
     try:
         _wait(lambda: _lines(run) >= 2 or proc.poll() is not None, 60, "the search's first generations")
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert proc.poll() is None, log.read_text()[-2000:]
         port = serve([run], stale_after=2.0)
         driver.get(f"http://127.0.0.1:{port}/")
         _wait(lambda: "nsga2-zdt1" in driver.find_element(By.ID, "runs").text, 10, "the run in the table")
@@ -121,7 +123,7 @@ def test_live_run_in_the_browser(tmp_path, serve, driver):
         driver.save_screenshot(str(tmp_path / "dashboard-live.png"))
         n0 = len(x)
         _wait(lambda: len(_js_trace(driver, "hv", None, "x") or []) > n0, 10, "a new generation on the page")
-        assert proc.wait(timeout=90) == 0, proc.stderr.read().decode()[-2000:]
+        assert proc.wait(timeout=90) == 0, log.read_text()[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()

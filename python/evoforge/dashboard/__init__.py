@@ -14,7 +14,8 @@ installed ``plotly`` package (``pip install 'evoforge[dashboard]'``)::
 
 from __future__ import annotations
 
-from .page import export_html, page_html, plotly_js_path
+from .export import export_html
+from .page import page_html, plotly_js_path
 from .runs import Run
 from .server import Dashboard, make_server, serve_in_thread
 

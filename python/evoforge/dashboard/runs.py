@@ -86,7 +86,7 @@ class Run:
             self._version = "|".join(str(x) for x in (
                 len(self.history.records), self.history.bad_lines, self.history.resets, len(self.evals.rowid),
                 len(self._hv),
-                *(v[0][0] for v in sorted(self._json.items()))))
+                *(f"{name}:{key[0]}:{key[1]}" for name, (key, _) in sorted(self._json.items()))))
             return self._version
 
     # ---- what the run is -----------------------------------------------------------------------------
@@ -279,7 +279,7 @@ class Run:
                 objs = {o: (f[j] if j < len(f) else None) for j, o in enumerate(names)}
                 bars = self._bars(genes)
         if not bars:
-            bars = [{"name": "gene", "y": [num(x) for x in genes]}] if isinstance(genes, list) else []
+            bars = [{"name": "value", "y": [num(x) for x in genes]}] if isinstance(genes, list) else []
         n = len(bars[0]["y"]) if bars else 0
         labels = layers if layers is not None and len(layers) == n else [str(j) for j in range(n)]
         return {"id": pid, "objectives": objs, "genome": genes, "bars": bars, "labels": labels}

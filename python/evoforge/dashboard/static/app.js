@@ -223,9 +223,11 @@
     return fetchGenome(runId, pid).then(function (g) {
       var objs = Object.keys(g.objectives).map(function (k) { return k + " " + fmt(g.objectives[k]); });
       $("genome-title").textContent = pid + ": " + objs.join(", ");
-      var bars = g.bars, traces = [], layout = { showlegend: bars.length > 1, margin: { l: 60, r: 20, t: 10, b: 90 } };
+      var bars = g.bars, traces = [], layout = { showlegend: false, margin: { l: 60, r: 20, t: 10, b: 90 } };
+      var short = g.labels.map(function (s) { return String(s).replace(/^model\.(layers\.)?/, ""); });
       bars.forEach(function (b, k) {
-        traces.push({ type: "bar", x: g.labels, y: b.y, name: b.name, xaxis: "x", yaxis: k ? "y" + (k + 1) : "y",
+        traces.push({ type: "bar", x: short, y: b.y, name: b.name, xaxis: "x", yaxis: k ? "y" + (k + 1) : "y",
+                      customdata: g.labels, hovertemplate: "%{customdata}<br>" + b.name + " %{y}<extra></extra>",
                       marker: { color: COLORS[k] } });
       });
       if (bars.length > 1) {
@@ -237,7 +239,7 @@
         layout.yaxis = { title: { text: bars[0].name } };
       }
       layout.xaxis = { title: { text: g.labels.length && isNaN(Number(g.labels[0])) ? "layer" : "gene" },
-                       automargin: true, tickangle: -45 };
+                       automargin: true, tickangle: -45, anchor: bars.length > 1 ? "y" + bars.length : "y" };
       plot("genome", traces, layout);
     }).catch(function (e) {
       $("genome-title").textContent = "no genome for " + pid + " (" + e.message + ")";
@@ -251,7 +253,8 @@
     plot("heatmap", [{ type: "heatmap", x: h.generation, y: h.labels, z: h.z, colorscale: "Viridis",
                        colorbar: { title: { text: "level" }, thickness: 12 },
                        hovertemplate: "generation %{x}<br>%{y}: %{z}<extra></extra>" }],
-         { xaxis: { title: { text: "generation" } }, yaxis: { automargin: true }, margin: { l: 60, r: 20, t: 10, b: 50 } });
+         { xaxis: { title: { text: "generation" } }, yaxis: { automargin: true, autorange: "reversed" },
+           margin: { l: 60, r: 20, t: 10, b: 50 } });
   }
 
   function drawReport(d) {
