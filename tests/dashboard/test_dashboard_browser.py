@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("plotly", reason="the dashboard needs plotly (pip install 'evoforge[dashboard]')")
+
+from dashboard_runs import serve  # noqa: E402,F401  (the fixture)
 from dashboard_runs import L_ZDT, cache_rows, compress_like_run, expected_front, front_like_run, opl_run
 
 selenium = pytest.importorskip("selenium", reason="the browser tests need selenium (pip install selenium)")

@@ -13,6 +13,9 @@ import time
 import numpy as np
 import pytest
 
+pytest.importorskip("plotly", reason="the dashboard needs plotly (pip install 'evoforge[dashboard]')")
+
+from dashboard_runs import serve  # noqa: E402,F401  (the fixture)
 from dashboard_runs import (L_ZDT, cache_rows, compress_like_run, expected_front, front_like_run, get_json,
                             nsga2_run, opl_run, raw_get)
 from evoforge import pareto
