@@ -425,8 +425,11 @@ def _kl_rows(t: Teacher, x: Any, rows: Any) -> Any:
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
     if t.tail is None:  # both renormalised over the teacher's K tokens: only those logits are read
         xk = x.gather(1, idx).double()
+        # all K logits -inf: no student mass where the teacher has some, KL +inf (not -inf - -inf = NaN)
+        dead_k = torch.isneginf(xk.amax(dim=1))
+        xk = torch.where(dead_k[:, None], zero, xk)
         lqk = xk - torch.logsumexp(xk, dim=1, keepdim=True)
-        return cross - torch.where(pk > 0, pk * lqk, zero).sum(1)
+        return torch.where(dead_k, torch.inf, cross - torch.where(pk > 0, pk * lqk, zero).sum(1))
     d = (x - x.amax(dim=1, keepdim=True)).double()
     lq = d - d.exp().sum(1, keepdim=True).log()
     lqk = lq.gather(1, idx)

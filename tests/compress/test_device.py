@@ -292,3 +292,13 @@ def test_cuda_paths_equal_the_cpu_ones(stories, tmp_path):
     got = tsolvers.sparsegpt_levels_torch(W.cuda(), f, [0.5], blocksize=32).cpu()
     assert int((got == 0).sum()) == int((ref == 0).sum())
     assert all(torch.equal(u.cpu(), v) for u, v in zip(tsolvers.rtn_torch(W.cuda(), 4), solvers.rtn(W, 4)))
+
+
+def test_torch_kl_top_k_logits_all_masked():
+    """The teacher's K tokens all -inf in the student: +inf as the kernels give, not NaN (found by
+    hypothesis: T=1, V=2, top_k=1, seed 28)."""
+    tl = torch.tensor([[2.0, -1.0]])
+    t = kl.teacher_targets(tl, top_k=1, tail=False)
+    s = torch.tensor([[-torch.inf, 0.5]])
+    assert np.isposinf(kl.kl_divergence(t, s, reduction="none")).all()
+    assert np.isposinf(kl.kl_divergence_torch(t, s, reduction="none")).all()
