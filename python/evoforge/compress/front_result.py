@@ -168,7 +168,8 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
     y, yu = [max(v, floor) for v in y], [max(v, floor) for v in yu]
     if "latency" in result.objectives:
         c = [p["heldout"]["latency"] * 1e3 for p in pts]
-        sc = ax.scatter(x, y, c=c, cmap="viridis", s=28, label="front", zorder=3)
+        sc = ax.scatter(x, y, c=c, cmap="viridis", s=28, zorder=3)
+        ax.scatter([], [], color="tab:purple", s=28, label="front (colour: latency)")  # a neutral legend marker
         fig.colorbar(sc, ax=ax, label=f"latency, ms ({result.latency_tokens} token(s))")
     else:
         ax.scatter(x, y, s=28, label="front", zorder=3)
