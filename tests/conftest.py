@@ -38,3 +38,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def start_and_kill9(cmd: list[str], run_dir: Path, history_lines: int, env: dict, timeout: float = 120) -> None:
+    """Run ``cmd`` (a CLI run writing ``run_dir/history.jsonl``) and kill -9 it once the history has
+    ``history_lines`` lines; fails if it finished before that."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    hist = run_dir / "history.jsonl"
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if hist.is_file() and len(hist.read_text().splitlines()) >= history_lines:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()

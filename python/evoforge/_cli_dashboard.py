@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evoforge._cli_parser import positive_float
+
 __all__ = ["add_dashboard"]
 
 
@@ -19,16 +21,6 @@ def _port(s: str) -> int:
     return v
 
 
-def _seconds(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        v = float("nan")
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {s!r}")
-    return v
-
-
 def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="a live dashboard of run directories (or --export one HTML file)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
@@ -38,7 +30,7 @@ def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=8050, help="port (default 8050; 0: any free port)")
     p.add_argument("--export", metavar="FILE.html", default=None,
                    help="write one self-contained HTML file of the runs as they are now, and exit")
-    p.add_argument("--stale-after", type=_seconds, default=60.0,
+    p.add_argument("--stale-after", type=positive_float, default=60.0,
                    help="seconds without an update after which a run is no longer shown as running (default 60)")
     p.set_defaults(fn=_cmd_dashboard)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["OneLineParser", "int_at_least", "one_line"]
+__all__ = ["OneLineParser", "int_at_least", "one_line", "positive_float"]
 
 
 def one_line(msg: object) -> str:
@@ -20,6 +20,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def positive_float(s: str) -> float:
+    """An argparse ``type``: a finite number > 0 (seconds, timeouts)."""
+    try:
+        v = float(s)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {s!r}")
+    return v
 
 
 def int_at_least(lo: int):

@@ -19,6 +19,7 @@ from pathlib import Path
 from evoforge import _cli_dashboard, _cli_front
 from evoforge._cli_parser import OneLineParser as _Parser
 from evoforge._cli_parser import int_at_least as _int_at_least
+from evoforge._cli_parser import positive_float as _positive_float_arg
 from evoforge._cli_parser import one_line as _one_line
 from evoforge.errors import ConfigError, EvoforgeError
 
@@ -26,16 +27,6 @@ from evoforge.errors import ConfigError, EvoforgeError
 def _fail(msg: object) -> int:
     print(f"evoforge: error: {_one_line(msg)}", file=sys.stderr)
     return 2
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {s!r}")
-    return v
 
 
 def _group_size(s: str) -> int:
@@ -414,7 +405,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="Ray cluster: auto (started with `ray start` on this node) or HOST:PORT of its head")
     p.add_argument("--workers", type=_int_at_least(1), default=None,
                    help="evaluation workers (default: one per GPU or CPU)")
-    p.add_argument("--timeout", type=_positive_float, default=None,
+    p.add_argument("--timeout", type=_positive_float_arg, default=None,
                    help="seconds a worker may return nothing before it counts as hung and is replaced")
     _cli_front.add_options(p)
     _cli_front.add_export(csub)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from conftest import STORIES
+from conftest import STORIES, start_and_kill9
 from evoforge import ConfigError
 from evoforge.cli import main as cli_main
 from evoforge.compress import (
@@ -85,18 +83,7 @@ def test_cli_resume_after_kill9(stories, sparse_run, tmp_path):
     res, _ = sparse_run
     rd = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(_cli_cmd(rd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    hist = rd / "history.jsonl"
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if hist.is_file() and len(hist.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    start_and_kill9(_cli_cmd(rd), rd, 3, env)
     assert not (rd / "config.json").exists()
     out = subprocess.run(_cli_cmd(rd), check=False, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import evoforge
-from evoforge._cli_parser import OneLineParser
+from evoforge._cli_parser import OneLineParser, int_at_least
 from evoforge.bench import _harness
 
 CONFIGS: list[tuple[str, dict | str | None]] = [
@@ -161,24 +161,14 @@ def _threads(s: str) -> list[int]:
     return out
 
 
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(prog="evoforge bench decode", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="stories260k, few tokens (a smoke test)")
     ap.add_argument("--threads", type=_threads, default=None, help="thread counts, e.g. 2,1 (default)")
-    ap.add_argument("--new-tokens", type=_positive, default=None, help="greedy tokens per decode (64)")
-    ap.add_argument("--prompt", type=_positive, default=None, help="prompt tokens before decoding (32)")
-    ap.add_argument("--prefill", type=_positive, default=None, help="prefill sequence length (512)")
+    ap.add_argument("--new-tokens", type=int_at_least(1), default=None, help="greedy tokens per decode (64)")
+    ap.add_argument("--prompt", type=int_at_least(1), default=None, help="prompt tokens before decoding (32)")
+    ap.add_argument("--prefill", type=int_at_least(1), default=None, help="prefill sequence length (512)")
     ap.add_argument("--keep-head", action="store_true", help="leave the output head dense float32")
     ap.add_argument("--out", default=str(Path("bench/results/decode.json")))
     a = ap.parse_args(argv)
