@@ -19,6 +19,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...search import NSGA2, Screen
+from ...search.protocol import Batch
 from ..config import FrontConfig
 from ..fitness import KLFitness
 from ..front_result import FrontResult, write_front
@@ -141,22 +142,25 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
                        n_offspring=int(config.offspring), initial=_initial(space, int(config.pop_size), config.seed),
                        seed=int(config.seed), run_dir=rd, task=f"front:{run.fingerprint}:{db.method}:{config.space}",
                        progress=config.progress, screen=Screen(int(config.screen)) if config.screen > 1 else None)
+    uni = space.uniform()
     try:
         res = engine.run(evaluator, generations=int(config.generations))
+        run.times["search"] = time.perf_counter() - t0
+        run.times["search_evaluate"] = evaluator.seconds  # the engine's own work: search - search_evaluate
+        # the uniform configurations were the first population: their scores come from the cache
+        uni_F = np.asarray(engine.evaluate(Batch(uni, generation=engine.generation), evaluator)[0]).reshape(
+            len(uni), len(objectives))
     finally:
         engine.close()
-    run.times["search"] = time.perf_counter() - t0
-    run.times["search_evaluate"] = evaluator.seconds  # the engine's own work: search - search_evaluate
     genomes, F = engine.best
     order = np.lexsort(F.T[::-1])  # by the first objective, ties by the next
     genomes, F = genomes[order], F[order]
-    uni = space.uniform()
     t0 = time.perf_counter()
     held_eval = FrontObjectives(space, objectives, None if kl is None else KLFitness(
         run.adapter, space, run.heldout, batch_size=config.batch_size, top_k=run.top_k), latency)
     held = held_eval.evaluate(np.concatenate([genomes, uni]))
     run.times["heldout"] = time.perf_counter() - t0
-    uniform = _points(space, objectives, uni, evaluator.evaluate(uni), held[len(genomes):])
+    uniform = _points(space, objectives, uni, uni_F, held[len(genomes):])
     for u, (s, b) in zip(uniform, [(s, b) for s in range(space.n_s) for b in range(space.n_b)]):
         u["uniform"] = [space.fractions[s], space.bits[b]]
     result = FrontResult(space=config.space, objectives=objectives, layers=list(space.names),
