@@ -22,8 +22,9 @@ dedicated
     of 64, asymmetric as the front), given together the front's number of evaluations; at each one's
     packed bytes, the front's best held-out KL within that size against the run's (target: within 5%).
 screen
-    The front with ``screen=4`` and half the generations against the unscreened front, ``--seeds``
-    seeds: hypervolume of the search objectives (KL, bytes; normalised by a common reference point).
+    The unscreened front against a screened one (``screen=--screen``) given at most half of its
+    evaluations, ``--seeds`` seeds: hypervolume of the returned fronts' held-out KL and bytes
+    (normalised by a common reference point); target: the screened run reaches the unscreened one's.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def _space(res: Any) -> Any:
                       depth="depth" in res.space.split("+"))
 
 
-def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int) -> dict:
+def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, rounds: int = 11) -> dict:
+    """The points and the dense model are timed in interleaved rounds (the first a warm-up), so that
+    a drift of the machine's speed hits all alike; the fixed parts come from the dense model's
+    medians of the same rounds."""
     import torch
 
     from evoforge.compress import latency
@@ -117,37 +121,47 @@ def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int) 
     order = np.argsort([p["heldout"]["bytes"] for p in res.points])
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n_points, len(order))).round().astype(int))]
     table = latency.LatencyTable.load()
-    rows = []
-    dense = model.eval()  # float32 on the CPU, as loaded
-    fixed = {1: res.fixed_seconds}
     specs_all = [[(*space.shapes[i], space.spec(i, int(lv))) for i, lv in enumerate(space.combined(
         np.array(res.points[j]["genome"]))[0])] for j in pick]
     table.measure([s for specs in specs_all for s in specs], tokens=[1, prefill])
-    fixed[prefill] = latency.fixed_seconds(dense, table, tokens=prefill, context=0)
-    table.save()
-    for j, specs in zip(pick, specs_all):
+    models: dict[Any, Any] = {"dense": model.eval()}  # float32 on the CPU, as loaded
+    for j in pick:
         out = res.export(int(j), work / f"point{j}", packed=True, model=model)
-        pm = load_packed(out).eval() if (out / "evoforge_layers.json").is_file() else None
-        if pm is None:  # a dense float16 point: exported unpacked
+        if (out / "evoforge_layers.json").is_file():
+            models[int(j)] = load_packed(out).eval()
+        else:  # a dense float16 point: exported unpacked, run in float32 as the table times it
             import transformers
 
-            pm = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
-        with torch.inference_mode():
-            dec = latency.model_seconds(pm, tokens=1, context=16, repeats=9)
-            pre = latency.model_seconds(pm, tokens=prefill, context=0, repeats=5)
+            models[int(j)] = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
+    times: dict[Any, dict[str, list[float]]] = {k: {"decode": [], "prefill": []} for k in models}
+    with torch.inference_mode():
+        for r in range(rounds + 1):
+            for k, m in models.items():
+                dec = latency.model_seconds(m, tokens=1, context=16, repeats=3, warmup=0)
+                pre = latency.model_seconds(m, tokens=prefill, context=0, repeats=1, warmup=0)
+                if r:
+                    times[k]["decode"].append(dec)
+                    times[k]["prefill"].append(pre)
+    med = {k: {m: float(np.median(v)) for m, v in t.items()} for k, t in times.items()}
+    fixed = {1: latency.fixed_seconds(model, table, tokens=1, measured=med["dense"]["decode"]),
+             prefill: latency.fixed_seconds(model, table, tokens=prefill, measured=med["dense"]["prefill"])}
+    table.save()
+    rows = []
+    for j, specs in zip(pick, specs_all):
         rows.append({"point": int(j), "bytes": res.points[j]["heldout"]["bytes"],
                      "decode_pred": latency.predict_seconds(specs, table, tokens=1, fixed=fixed[1]),
-                     "decode_meas": dec,
+                     "decode_meas": med[int(j)]["decode"],
                      "prefill_pred": latency.predict_seconds(specs, table, tokens=prefill, fixed=fixed[prefill]),
-                     "prefill_meas": pre})
-        shutil.rmtree(out, ignore_errors=True)
+                     "prefill_meas": med[int(j)]["prefill"]})
+        shutil.rmtree(work / f"point{j}", ignore_errors=True)
     summary = {}
     for m in ("decode", "prefill"):
         pred, meas = [r[f"{m}_pred"] for r in rows], [r[f"{m}_meas"] for r in rows]
         err = [abs(p - q) / q for p, q in zip(pred, meas)]
         summary[m] = {"max_rel_error": max(err), "mean_rel_error": float(np.mean(err)),
                       "spearman": _spearman(pred, meas)}
-    return {"rows": rows, "summary": summary, "prefill_tokens": prefill}
+    return {"rows": rows, "summary": summary, "prefill_tokens": prefill, "rounds": rounds,
+            "dense": med["dense"], "fixed": {str(k): v for k, v in fixed.items()}}
 
 
 def part_dedicated(model: Any, tok: Any, kw: dict, res: Any, work: Path) -> list[dict]:
@@ -187,18 +201,25 @@ def part_dedicated(model: Any, tok: Any, kw: dict, res: Any, work: Path) -> list
     return out
 
 
-def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: int) -> list[dict]:
+def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: int, factor: int) -> list[dict]:
+    """The unscreened front against a screened one given at most half of its evaluations (half the
+    offspring per generation, ``factor`` times as many generated, as many generations as fit), per
+    seed: hypervolume of the returned front's held-out KL and bytes, normalised by a common reference
+    point (1.1 x the worst of both fronts)."""
     from evoforge import pareto
     from evoforge.compress import FrontConfig, compress
 
+    pop, off = kw["pop_size"], kw["offspring"]
+    budget = (pop + (kw["generations"] - 1) * off) // 2
+    off_s = max(1, off // 2)
+    screened = {"screen": factor, "offspring": off_s, "generations": 1 + max(0, budget - pop) // off_s}
     out = []
     for seed in range(seeds):
         runs = {}
-        for name, extra in (("unscreened", {}), ("screen 4, half the generations",
-                                                  {"screen": 4, "generations": max(1, kw["generations"] // 2)})):
+        for name, extra in (("unscreened", {}), (f"screen {factor}, half the evaluations", screened)):
             k = {**kw, "objectives": ("kl", "bytes"), "seed": seed, **extra}
             res = compress(model, FrontConfig(run_dir=None, export=False, **k), tokenizer=tok)
-            F = np.array([[p["search"]["kl"], p["search"]["bytes"]] for p in res.points])
+            F = np.array([[p["heldout"]["kl"], p["heldout"]["bytes"]] for p in res.points])
             spear = [h.get("screen_spearman") for h in res.history if h.get("screen_spearman") is not None]
             runs[name] = (F, res.evaluations, spear)
         ref = np.max(np.concatenate([f for f, _, _ in runs.values()]), axis=0) * 1.1
@@ -218,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pop-size", dest="pop_size", type=int_at_least(2), default=None)
     ap.add_argument("--offspring", type=int_at_least(1), default=None)
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="screening seeds")
+    ap.add_argument("--screen", type=int_at_least(2), default=8, help="screening factor k of the screened runs")
     ap.add_argument("--points", type=int_at_least(2), default=8, help="front points exported and timed")
     ap.add_argument("--prefill", type=int_at_least(2), default=128, help="prefill tokens of the latency check")
     ap.add_argument("--work", default="/tmp/evoforge-bench-front")
@@ -272,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                                "-" if r["front_over_dedicated"] is None else f"{r['front_over_dedicated']:.3f}"]
                               for r in out["dedicated"]])
     if "screen" in parts:
-        out["screen"] = part_screen(model, tok, kw, work, a.seeds)
+        out["screen"] = part_screen(model, tok, kw, work, a.seeds, a.screen)
         _harness.print_table(["seed", "run", "evaluations", "hypervolume"],
                              [[r["seed"], r["run"], r["evaluations"], f"{r['hypervolume']:.4f}"]
                               for r in out["screen"]])

@@ -28,7 +28,8 @@ FRONT_FILE = "front.json"
 
 @dataclasses.dataclass
 class FrontResult:
-    """The non-dominated points a front run found (sorted by the first objective, then the next),
+    """The points of a front run non-dominated on held-out tokens (sorted by the first held-out
+    objective, then the next), chosen from the search's last front and the uniform configurations,
     with the uniform configurations for comparison. :meth:`export` writes point ``i`` as a model."""
 
     space: str
@@ -136,7 +137,8 @@ def write_front(result: FrontResult, run_dir: str | os.PathLike) -> None:
     plot = _plot(result, rd / "front.png")
     lines = [f"# Compression front ({result.space}; objectives {', '.join(objs)})", "",
              f"{len(result.points)} non-dominated points after {result.generations} generations "
-             f"({result.evaluations} evaluations); KL re-scored on held-out tokens.", "", result.table(), ""]
+             f"({result.evaluations} evaluations), chosen on held-out tokens from the search's "
+             f"last front and the uniform configurations.", "", result.table(), ""]
     if result.fixed_seconds is not None:
         lines += [f"Latency: per-layer table at {result.latency_tokens} token(s) per forward plus a measured fixed "
                   f"part of {result.fixed_seconds * 1e3:.3f} ms.", ""]

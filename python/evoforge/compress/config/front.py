@@ -25,7 +25,8 @@ class FrontConfig(CompressConfig):
     ``"sparsity+quant"``): a share of ``sparsities`` and a bit-width of ``bits`` per linear layer (16
     bits = float16 values; a space without sparsity keeps share 0, one without quant 16 bits), and
     with ``depth`` a drop gene per attention and MLP sub-block. ``objectives``: two or more of ``kl`` (on the
-    calibration tokens during the search, the final front re-scored on the held-out tokens),
+    calibration tokens during the search; the search's last front and every uniform configuration
+    are then re-scored on the held-out tokens and the points non-dominated there returned),
     ``bytes`` (packed bytes of the linear layers) and ``latency`` (a per-layer table timed on this
     machine, :mod:`evoforge.compress.latency`, at ``latency_tokens`` tokens per forward: 1 is
     batch-1 decoding). ``pop_size`` genomes survive each generation; ``offspring`` are evaluated per

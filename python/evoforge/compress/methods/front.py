@@ -1,6 +1,7 @@
 """The compression front (:class:`FrontConfig`): a fraction-ladder sparsity database -> the joint
 space (:class:`FrontSpace`) -> NSGA-II over every layer's (share, bit-width), seeded with every uniform
-configuration -> the first front re-scored on held-out tokens -> ``front.json`` / ``.csv`` / ``.png``.
+configuration -> the search's front and the uniform configurations re-scored on held-out tokens, the
+points non-dominated there kept -> ``front.json`` / ``.csv`` / ``.png``.
 
 Objectives (minimised, in the config's order): ``kl`` on the calibration tokens (KLFitness on the
 combined levels, prefix reuse across candidates), ``bytes`` (the exact packed bytes of the linear
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import pareto
 from ...errors import ConfigError
 from ...search import NSGA2, Screen
 from ...search.protocol import Batch
@@ -152,19 +154,25 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
             len(uni), len(objectives))
     finally:
         engine.close()
+    # the final front: chosen on held-out tokens from the search's front and every uniform configuration
+    # (calibration KL ranks close candidates noisily; the user picks by held-out quality)
     genomes, F = engine.best
-    order = np.lexsort(F.T[::-1])  # by the first objective, ties by the next
-    genomes, F = genomes[order], F[order]
+    genomes, first = np.unique(np.concatenate([genomes, uni]), axis=0, return_index=True)
+    F = np.concatenate([F, uni_F])[first]
     t0 = time.perf_counter()
     held_eval = FrontObjectives(space, objectives, None if kl is None else KLFitness(
         run.adapter, space, run.heldout, batch_size=config.batch_size, top_k=run.top_k), latency)
-    held = held_eval.evaluate(np.concatenate([genomes, uni]))
+    held = held_eval.evaluate(genomes)
     run.times["heldout"] = time.perf_counter() - t0
-    uniform = _points(space, objectives, uni, uni_F, held[len(genomes):])
+    row = {g.tobytes(): i for i, g in enumerate(genomes)}
+    uniform = _points(space, objectives, uni, uni_F, held[[row[g.tobytes()] for g in uni]])
     for u, (s, b) in zip(uniform, [(s, b) for s in range(space.n_s) for b in range(space.n_b)]):
         u["uniform"] = [space.fractions[s], space.bits[b]]
+    keep = np.flatnonzero(pareto.nondominated_rank(held) == 0)
+    keep = keep[np.lexsort(held[keep].T[::-1])]  # by the first held-out objective, ties by the next
+    genomes, F, held = genomes[keep], F[keep], held[keep]
     result = FrontResult(space=config.space, objectives=objectives, layers=list(space.names),
-                         points=_points(space, objectives, genomes, F, held[:len(genomes)]), uniform=uniform,
+                         points=_points(space, objectives, genomes, F, held), uniform=uniform,
                          fractions=list(space.fractions), bits=list(space.bits), group_size=space.group_size,
                          symmetric=space.symmetric, generations=int(res.generations),
                          evaluations=int(res.evaluations), history=list(res.history),
