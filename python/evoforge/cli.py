@@ -175,7 +175,8 @@ def _compress_config(args: argparse.Namespace):
     run_dir = args.run_dir
     if run_dir is None:
         stem = Path(str(args.model).rstrip("/")).name or "model"
-        what = config.space if config.method == "front" else f"{float(config.target):g}"
+        what = getattr(config, "space", None) or (f"{float(config.target):g}" if config.method != "subnet" else
+                                                  "heads+mlp" if config.attention else "mlp")
         run_dir = f"evoforge-runs/{stem}-{config.method}-{what}"
     _check_dir("--run-dir", run_dir)
     if args.json is not None:
@@ -207,6 +208,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     in_process = config.backend in (None, "inprocess")
     res = C.compress(model if in_process else args.model, config, tokenizer=tok)
     if isinstance(res, C.FrontResult):
+        if res.model is None and res.run_dir:  # the path the front's points export from
+            from evoforge.compress.front_result import write_front
+
+            res.model = str(args.model)
+            write_front(res, res.run_dir)
         _cli_front.print_front(res)
         return 0
     if eval_text is not None:
@@ -357,9 +363,9 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.set_defaults(fn=_cmd_build_db, symmetric=None)
 
     p.add_argument("--model", help="model directory, .gguf file, or smollm2-135m")
-    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant", "front"), default=None,
+    p.add_argument("--method", choices=("sparsity", "quant", "depth", "depth+quant", "front", "subnet"), default=None,
                    help="what is searched (default sparsity); front: the whole front of KL against size and "
-                        "latency (NSGA-II)")
+                        "latency (NSGA-II); subnet: heads and MLP widths per block (a real smaller model)")
     p.add_argument("--target", type=float,
                    help="average sparsity (0..1), bits per weight (quant, depth+quant), or for depth K: the number "
                         "of attention AND of MLP sub-blocks to drop (an integer >= 1), or a fraction (0..1) of "
@@ -438,9 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     compress = _add_compress(sub)
     _cli_dashboard.add_dashboard(sub)
     args = parser.parse_args(argv)
-    if args.fn is _cmd_compress and (args.model is None or args.target is None and args.method != "front"):
-        missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None and (n, args.method) != (
-            "target", "front")]
+    fronts = ("front", "subnet")
+    if args.fn is _cmd_compress and (args.model is None or args.target is None and args.method not in fronts):
+        missing = [f"--{n}" for n in ("model", "target") if getattr(args, n) is None and not (
+            n == "target" and args.method in fronts)]
         compress.error(f"compress needs {' and '.join(missing)} (or use `evoforge compress build-db`)")
     if os.environ.get("EVOFORGE_DEBUG", "") not in ("", "0"):
         return args.fn(args)  # errors keep their traceback

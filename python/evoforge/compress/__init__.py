@@ -26,7 +26,15 @@ from .api import compress
 from .baselines import owl_genome, owl_sparsities, shortgpt_genome, shortgpt_scores
 from .build import build_database, sparsity_ladder
 from .calibration import sample_sequences, tokens_from_text
-from .config import CompressConfig, DepthConfig, DepthQuantConfig, FrontConfig, QuantConfig, SparsityConfig
+from .config import (
+    CompressConfig,
+    DepthConfig,
+    DepthQuantConfig,
+    FrontConfig,
+    QuantConfig,
+    SparsityConfig,
+    SubnetConfig,
+)
 from .database import (
     QUANT_METHODS,
     SPARSITY_METHODS,
@@ -48,6 +56,8 @@ from .registry import register
 from .report import summary_table, write_report
 from .result import CompressionResult
 from .settings import load_config
+from .subnet_model import load_subnet, save_subnet, slice_model
+from .subnet_space import Importance, SubnetSpace, importance
 
 __all__ = [
     "QUANT_METHODS",
@@ -62,6 +72,7 @@ __all__ = [
     "DepthFitness",
     "DepthQuantConfig",
     "FrontConfig",
+    "Importance",
     "FrontResult",
     "FrontSpace",
     "JointFitness",
@@ -92,6 +103,12 @@ __all__ = [
     "levels_applied",
     "load_config",
     "load_front",
+    "load_subnet",
+    "importance",
+    "save_subnet",
+    "slice_model",
+    "SubnetConfig",
+    "SubnetSpace",
     "load_model",
     "owl_genome",
     "owl_sparsities",

@@ -1,11 +1,12 @@
 """What a front run returns and leaves in its run directory: :class:`FrontResult`, ``front.json``,
 ``front.csv``, ``front.png`` and ``report.md``.
 
-A point is a dict: ``genome`` (2L ints: sparsity levels, then bit indices), ``sparsity`` and
-``bits`` per layer, ``search`` (its objectives as the search scored them: KL on the calibration
-tokens) and ``heldout`` (KL re-scored on the held-out tokens; bytes and latency are the same
+A point is a dict: ``genome``, the per-layer or per-block lists named by ``columns``
+(``--method front``: ``sparsity`` and ``bits`` per layer, the genome 2L ints of sparsity levels
+then bit indices; ``--method subnet``: ``heads`` and ``mlp`` kept per block), ``search`` (its
+objectives as the search scored them: KL on the calibration tokens) and ``heldout`` (KL re-scored on the held-out tokens; bytes and latency are the same
 numbers). ``uniform`` holds the same for every uniform configuration of the space (one share and
-one bit-width in every layer), ``uniform: [share, bits]`` saying which.
+one bit-width in every layer; the same heads and width in every block), ``label`` saying which.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ class FrontResult:
     layers: list[str]
     points: list[dict]
     uniform: list[dict]
-    fractions: list[float]
-    bits: list[int]
-    group_size: int
-    symmetric: bool
+    fractions: list[float] = dataclasses.field(default_factory=list)
+    bits: list[int] = dataclasses.field(default_factory=list)
+    group_size: int = 0
+    symmetric: bool = False
     generations: int = 0
     evaluations: int = 0
     history: list = dataclasses.field(default_factory=list)
@@ -54,6 +55,10 @@ class FrontResult:
     #: single-budget results to draw beside the front: ``{"name", "kl" (held-out), "bytes"}`` dicts
     references: list = dataclasses.field(default_factory=list)
     method: str = "front"
+    #: the per-layer (or per-block) lists of a point summarised by their mean in tables and files
+    columns: list = dataclasses.field(default_factory=lambda: ["sparsity", "bits"])
+    #: ``--method subnet``: the MLP width shares of the space
+    widths: list = dataclasses.field(default_factory=list)
     _bound: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def bind(self, adapter: Any, space: Any) -> None:
@@ -70,28 +75,38 @@ class FrontResult:
 
     def table(self) -> str:
         """A markdown table of the points (held-out objectives) and the uniform configurations."""
-        objs = self.objectives
-        head = "| point | " + " | ".join(_label(o) for o in objs) + " | mean sparsity | mean bits |"
-        rows = [head, "|" + "---|" * (len(objs) + 3)]
+        objs, cols = self.objectives, self.columns
+        head = "| point | " + " | ".join(_label(o) for o in objs) + "".join(f" | mean {c}" for c in cols) + " |"
+        rows = [head, "|" + "---|" * (len(objs) + len(cols) + 1)]
         for i, p in enumerate(self.points):
             rows.append(f"| {i} | " + " | ".join(_fmt(o, p["heldout"][o]) for o in objs)
-                        + f" | {np.mean(p['sparsity']):.3f} | {np.mean(p['bits']):.2f} |")
+                        + "".join(f" | {np.mean(p[c]):.3f}" for c in cols) + " |")
         for u in self.uniform:
-            s, b = u["uniform"]
-            rows.append(f"| uniform {s:g} / {b} bits | " + " | ".join(_fmt(o, u["heldout"][o]) for o in objs)
-                        + f" | {np.mean(u['sparsity']):.3f} | {np.mean(u['bits']):.2f} |")
+            rows.append(f"| uniform {_uniform_label(u)} | " + " | ".join(_fmt(o, u["heldout"][o]) for o in objs)
+                        + "".join(f" | {np.mean(u[c]):.3f}" for c in cols) + " |")
         return "\n".join(rows)
 
     def export(self, i: int, out_dir: str | os.PathLike, *, packed: bool = True, model: Any = None,
-               tokenizer: Any = None) -> Path:
+               tokenizer: Any = None, heal_steps: int = 0, heal_lr: float = 1e-4) -> Path:
         """Write point ``i`` to ``out_dir``: packed layers (:func:`evoforge.layers.save`, float16 dense
         tensors) or, with ``packed=False``, a Hugging Face model with the compressed weights in place
         (float32). ``model``: the dense model (default: the one this result was computed on, or the
-        run's ``model`` path). Returns ``out_dir``."""
-        from .front_export import export_point
+        run's ``model`` path). Returns ``out_dir``.
 
+        A sub-network front (``method == "subnet"``) writes the real smaller model
+        (:func:`evoforge.compress.subnet_model.save_subnet`; ``packed`` does not apply), first healed
+        for ``heal_steps`` distillation steps at learning rate ``heal_lr`` when ``heal_steps`` > 0."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < len(self.points):
             raise ConfigError(f"point must be an int in [0, {len(self.points) - 1}], got {i!r}")
+        if self.method == "subnet":  # a real smaller model; `packed` does not apply
+            from .subnet_model import export_subnet_point
+
+            return export_subnet_point(self, int(i), Path(out_dir), model=model, tokenizer=tokenizer,
+                                       heal_steps=heal_steps, heal_lr=heal_lr)
+        if heal_steps:
+            raise ConfigError("heal_steps applies to sub-network fronts (--method subnet), not to compression fronts")
+        from .front_export import export_point
+
         return export_point(self, int(i), Path(out_dir), packed=packed, model=model, tokenizer=tokenizer)
 
 
@@ -105,11 +120,19 @@ def _plain(v: Any) -> Any:
 
 
 def _label(o: str) -> str:
-    return {"kl": "KL (held-out)", "bytes": "MB (linear layers)", "latency": "latency ms"}[o]
+    return {"kl": "KL (held-out)", "bytes": "MB (linear layers)", "params": "M parameters",
+            "latency": "latency ms"}[o]
+
+
+def _uniform_label(u: dict) -> str:
+    if "label" in u:
+        return str(u["label"])
+    s, b = u["uniform"]  # front.json of earlier versions
+    return f"{s:g} / {b} bits"
 
 
 def _fmt(o: str, v: float) -> str:
-    if o == "bytes":
+    if o in ("bytes", "params"):
         return f"{v / 1e6:.3f}"
     if o == "latency":
         return f"{v * 1e3:.3f}"
@@ -127,13 +150,13 @@ def write_front(result: FrontResult, run_dir: str | os.PathLike) -> None:
     with open(rd / "front.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "point", *[f"{o}_heldout" for o in objs], *[f"{o}_search" for o in objs],
-                    "mean_sparsity", "mean_bits"])
+                    *[f"mean_{c}" for c in result.columns]])
         for i, p in enumerate(result.points):
             w.writerow(["front", i, *[p["heldout"][o] for o in objs], *[p["search"][o] for o in objs],
-                        float(np.mean(p["sparsity"])), float(np.mean(p["bits"]))])
+                        *[float(np.mean(p[c])) for c in result.columns]])
         for u in result.uniform:
-            w.writerow([f"uniform {u['uniform'][0]:g}/{u['uniform'][1]}", "", *[u["heldout"][o] for o in objs],
-                        *[u["search"][o] for o in objs], float(np.mean(u["sparsity"])), float(np.mean(u["bits"]))])
+            w.writerow([f"uniform {_uniform_label(u)}", "", *[u["heldout"][o] for o in objs],
+                        *[u["search"][o] for o in objs], *[float(np.mean(u[c])) for c in result.columns]])
     plot = _plot(result, rd / "front.png")
     lines = [f"# Compression front ({result.space}; objectives {', '.join(objs)})", "",
              f"{len(result.points)} non-dominated points after {result.generations} generations "
@@ -158,10 +181,12 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pts, uni = result.points, result.uniform
-    x = [p["heldout"]["bytes"] / 1e6 for p in pts] if "bytes" in result.objectives else \
-        [np.mean(p["bits"]) * (1 - np.mean(p["sparsity"])) for p in pts]
-    xu = [u["heldout"]["bytes"] / 1e6 for u in uni] if "bytes" in result.objectives else \
-        [np.mean(u["bits"]) * (1 - np.mean(u["sparsity"])) for u in uni]
+    size = next((o for o in ("bytes", "params") if o in result.objectives), None)
+    if size is not None:
+        x, xu = [p["heldout"][size] / 1e6 for p in pts], [u["heldout"][size] / 1e6 for u in uni]
+    else:  # a front of KL against latency: the points' mean size on the x axis
+        x = [np.mean(p["bits"]) * (1 - np.mean(p["sparsity"])) if "bits" in p else np.mean(p["mlp"]) for p in pts]
+        xu = [np.mean(u["bits"]) * (1 - np.mean(u["sparsity"])) if "bits" in u else np.mean(u["mlp"]) for u in uni]
     y = [p["heldout"]["kl"] for p in pts]
     yu = [u["heldout"]["kl"] for u in uni]
     # a log axis cannot show KL <= 0 (the dense configuration, up to rounding): draw it at a floor
@@ -176,16 +201,17 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
     else:
         ax.scatter(x, y, s=28, label="front", zorder=3)
     ax.scatter(xu, yu, marker="x", color="tab:red", s=36, label="uniform", zorder=2)
-    if result.references and "bytes" in result.objectives:
-        xr = [r["bytes"] / 1e6 for r in result.references]
+    if result.references and size is not None:
+        xr = [r[size] / 1e6 for r in result.references]
         ax.scatter(xr, [max(r["kl"], floor) for r in result.references], marker="D", facecolor="none",
                    edgecolor="black", s=44, label="single-budget runs", zorder=4)
         for r, x_ in zip(result.references, xr):
             ax.annotate(r["name"], (x_, max(r["kl"], floor)), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_yscale("log")
-    ax.set_xlabel("linear layers, MB packed" if "bytes" in result.objectives else "mean bits x density")
+    ax.set_xlabel({"bytes": "linear layers, MB packed", "params": "parameters, millions"}.get(
+        size, "mean bits x density" if result.method == "front" else "mean MLP neurons kept"))
     ax.set_ylabel(f"KL (held-out; <= 0 drawn at {floor:.1g})")
-    ax.set_title(f"compression front: {result.space}")
+    ax.set_title(f"{'sub-network' if result.method == 'subnet' else 'compression'} front: {result.space}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

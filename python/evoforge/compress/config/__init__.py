@@ -34,7 +34,8 @@ from .base import (
     field_default,
 )
 from .levels import DepthConfig, DepthQuantConfig, QuantConfig, SparsityConfig  # first: CONFIGS' order
-from .front import FRONT_OBJECTIVES, FRONT_SPACES, FrontConfig  # noqa: I001
+from .front import FRONT_OBJECTIVES, FRONT_SPACES, FrontConfig, FrontSearchConfig  # noqa: I001
+from .subnet import SUBNET_OBJECTIVES, SubnetConfig
 
 __all__ = [
     "CONFIGS",
@@ -44,8 +45,11 @@ __all__ = [
     "FRONT_OBJECTIVES",
     "FRONT_SPACES",
     "FrontConfig",
+    "FrontSearchConfig",
     "QuantConfig",
+    "SUBNET_OBJECTIVES",
     "SparsityConfig",
+    "SubnetConfig",
     "check_device_name",
     "check_text_file",
     "depth_count",

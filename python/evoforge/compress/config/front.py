@@ -10,14 +10,67 @@ from ...errors import ConfigError
 from ...search.engine import MAX_POPULATION as _MAX_POP
 from .base import CompressConfig, _is_int
 
-__all__ = ["FRONT_OBJECTIVES", "FRONT_SPACES", "FrontConfig"]
+__all__ = ["FRONT_OBJECTIVES", "FRONT_SPACES", "FrontConfig", "FrontSearchConfig"]
 
 FRONT_OBJECTIVES = ("kl", "bytes", "latency")
 FRONT_SPACES = ("sparsity", "quant", "depth")  # a space joins any of them with "+"
 
 
 @dataclasses.dataclass(kw_only=True)
-class FrontConfig(CompressConfig):
+class FrontSearchConfig(CompressConfig):
+    """What every front-search method shares (a base class): NSGA-II keeping ``pop_size`` genomes,
+    evaluating ``offspring`` per generation for ``generations``; ``screen`` k > 1 makes k times more
+    offspring and evaluates those a ridge predictor ranks best (:class:`~evoforge.search.Screen`);
+    ``latency_tokens`` per forward for a ``latency`` objective (1: batch-1 decoding); ``objectives``
+    of the method's :attr:`OBJECTIVES`. ``target`` is unused (a front has no single budget)."""
+
+    OBJECTIVES: ClassVar[tuple[str, ...]] = ()
+
+    target: float = 0.0
+    objectives: tuple[str, ...] = ()
+    pop_size: int = 32
+    screen: int = 1
+    latency_tokens: int = 1
+    generations: int = 30
+    offspring: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v = self.objectives
+        if isinstance(v, str):
+            self.objectives = tuple(x.strip() for x in v.split(",") if x.strip())
+        elif v is not None and hasattr(v, "__iter__"):
+            self.objectives = tuple(v)
+
+    def _check_target(self, say: Callable[[str], str]) -> None:
+        return None
+
+    def _check_front_search(self, say: Callable[[str], str]) -> None:
+        objs = list(self.objectives)
+        bad = [o for o in objs if o not in self.OBJECTIVES]
+        if bad or len(set(objs)) != len(objs) or len(objs) < 2:
+            raise ConfigError(f"{say('objectives')} must be two or more distinct of {', '.join(self.OBJECTIVES)}, "
+                              f"got {','.join(map(str, objs)) or 'none'}")
+        for name, lo, hi in (("pop_size", 2, _MAX_POP), ("screen", 1, _MAX_POP), ("latency_tokens", 1, 2**20)):
+            v = getattr(self, name)
+            if not _is_int(v) or not lo <= v <= hi:
+                raise ConfigError(f"{say(name)} must be an int in [{lo}, {hi}], got {v!r}")
+        if self.screen * self.offspring > _MAX_POP:
+            raise ConfigError(f"{say('screen')} x {say('offspring')} must be at most {_MAX_POP} candidates per "
+                              f"generation, got {self.screen} x {self.offspring}")
+        if self.backend not in (None, "inprocess"):
+            raise ConfigError(f"{say('backend')} {self.backend!r}: a front is evaluated in-process for now")
+
+    def _search_identity(self) -> dict:
+        return {"method": self.method, "objectives": list(self.objectives), "pop_size": int(self.pop_size),
+                "offspring": int(self.offspring), "screen": int(self.screen),
+                "latency_tokens": int(self.latency_tokens), "n_calib": int(self.n_calib),
+                "n_heldout": int(self.n_heldout), "seq_len": int(self.seq_len), "seed": int(self.seed),
+                "calib_text": self.calib_text, "compute_dtype": self.compute_dtype}
+
+
+@dataclasses.dataclass(kw_only=True)
+class FrontConfig(FrontSearchConfig):
     """The whole front of quality against size (and latency) in one run: NSGA-II over a joint space
     (:mod:`evoforge.compress.front_space`), every objective minimised.
 
@@ -37,8 +90,8 @@ class FrontConfig(CompressConfig):
     """
 
     method: ClassVar[str] = "front"
+    OBJECTIVES: ClassVar[tuple[str, ...]] = FRONT_OBJECTIVES
 
-    target: float = 0.0
     space: str = "sparsity+quant"
     objectives: tuple[str, ...] = ("kl", "bytes")
     sparsities: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -47,23 +100,14 @@ class FrontConfig(CompressConfig):
     symmetric: bool = False
     database: str | None = None
     db_method: str = "sparsegpt"
-    pop_size: int = 32
-    screen: int = 1
-    latency_tokens: int = 1
-    generations: int = 30
-    offspring: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("objectives", "sparsities"):
-            v = getattr(self, name)
-            if isinstance(v, str):
-                setattr(self, name, tuple(x.strip() for x in v.split(",") if x.strip()))
-            elif v is not None and hasattr(v, "__iter__"):
-                setattr(self, name, tuple(v))
-
-    def _check_target(self, say: Callable[[str], str]) -> None:
-        return None
+        v = self.sparsities
+        if isinstance(v, str):
+            self.sparsities = tuple(x.strip() for x in v.split(",") if x.strip())
+        elif v is not None and hasattr(v, "__iter__"):
+            self.sparsities = tuple(v)
 
     def ladders(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
         """(sparsity shares, bit-widths) of the space: a space without sparsity keeps share 0 only,
@@ -83,11 +127,7 @@ class FrontConfig(CompressConfig):
         if not parts or not set(parts) <= set(FRONT_SPACES) or len(set(parts)) != len(parts):
             raise ConfigError(f"{say('space')} must join distinct parts of {', '.join(FRONT_SPACES)} with '+' (e.g. "
                               f"sparsity+quant), got {self.space!r}")
-        objs = list(self.objectives)
-        bad = [o for o in objs if o not in FRONT_OBJECTIVES]
-        if bad or len(set(objs)) != len(objs) or len(objs) < 2:
-            raise ConfigError(f"{say('objectives')} must be two or more distinct of {', '.join(FRONT_OBJECTIVES)}, "
-                              f"got {','.join(map(str, objs)) or 'none'}")
+        self._check_front_search(say)
         try:
             shares = [float(x) for x in self.sparsities]
             bits = [int(b) for b in self.bits]
@@ -107,25 +147,12 @@ class FrontConfig(CompressConfig):
         check_group_size(self.group_size)
         if not isinstance(self.symmetric, bool):
             raise TypeError(f"{say('symmetric')} must be a bool, got {self.symmetric!r}")
-        for name, lo, hi in (("pop_size", 2, _MAX_POP), ("screen", 1, _MAX_POP), ("latency_tokens", 1, 2**20)):
-            v = getattr(self, name)
-            if not _is_int(v) or not lo <= v <= hi:
-                raise ConfigError(f"{say(name)} must be an int in [{lo}, {hi}], got {v!r}")
-        if self.screen * self.offspring > _MAX_POP:
-            raise ConfigError(f"{say('screen')} x {say('offspring')} must be at most {_MAX_POP} candidates per "
-                              f"generation, got {self.screen} x {self.offspring}")
-        if self.backend not in (None, "inprocess"):
-            raise ConfigError(f"{say('backend')} {self.backend!r}: a front is evaluated in-process for now")
         from ..database import SPARSITY_METHODS
 
         self._check_database(say, "sparsity", SPARSITY_METHODS)
 
     def identity(self) -> dict:
         sp, bl = self.ladders()
-        return {"method": self.method, "space": self.space, "objectives": list(self.objectives),
-                "sparsities": list(sp), "bits": list(bl), "group_size": int(self.group_size),
-                "symmetric": bool(self.symmetric), "db_method": self.db_method, "database": self.database,
-                "pop_size": int(self.pop_size), "offspring": int(self.offspring), "screen": int(self.screen),
-                "latency_tokens": int(self.latency_tokens), "n_calib": int(self.n_calib),
-                "n_heldout": int(self.n_heldout), "seq_len": int(self.seq_len), "seed": int(self.seed),
-                "calib_text": self.calib_text, "compute_dtype": self.compute_dtype}
+        return {**self._search_identity(), "space": self.space, "sparsities": list(sp), "bits": list(bl),
+                "group_size": int(self.group_size), "symmetric": bool(self.symmetric), "db_method": self.db_method,
+                "database": self.database}

@@ -16,6 +16,6 @@ Importing this package registers them; a new method is a module here, imported b
 
 from __future__ import annotations
 
-from . import depth, depth_quant, front, quant, sparsity
+from . import depth, depth_quant, front, quant, sparsity, subnet
 
 __all__ = ["depth", "depth_quant", "front", "quant", "sparsity"]

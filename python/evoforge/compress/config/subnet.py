@@ -1,0 +1,63 @@
+"""The sub-network search's config: a front of quality against parameters (and latency) over the
+heads and MLP widths of every block of a pretrained model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import ClassVar
+
+from ...errors import ConfigError
+from .front import FrontSearchConfig
+
+__all__ = ["SUBNET_OBJECTIVES", "SubnetConfig"]
+
+SUBNET_OBJECTIVES = ("kl", "params", "latency")
+
+
+@dataclasses.dataclass(kw_only=True)
+class SubnetConfig(FrontSearchConfig):
+    """Structured sub-networks of a pretrained transformer (:mod:`evoforge.compress.subnet_space`):
+    per block the kept key-value groups of attention heads (0: attention dropped; ``attention=False``
+    keeps every head) and the kept share of MLP neurons from ``widths`` (ascending, ending with 1; 0
+    lets the search drop an MLP), heads and neurons ordered by importance on the calibration tokens.
+
+    ``objectives``: two or more of ``kl`` (on the calibration tokens during the search; the last
+    front and every uniform sub-network re-scored on the held-out tokens, the points non-dominated
+    there returned), ``params`` (the sub-network's exact parameter count) and ``latency`` (a table of
+    the dense linear layers at every width, timed on this machine, plus a measured fixed part).
+    The rest as :class:`FrontSearchConfig`.
+    """
+
+    method: ClassVar[str] = "subnet"
+    OBJECTIVES: ClassVar[tuple[str, ...]] = SUBNET_OBJECTIVES
+
+    objectives: tuple[str, ...] = ("kl", "params")
+    widths: tuple[float, ...] = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+    attention: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v = self.widths
+        if isinstance(v, str):
+            self.widths = tuple(x.strip() for x in v.split(",") if x.strip())
+        elif v is not None and hasattr(v, "__iter__"):
+            self.widths = tuple(v)
+
+    def _check_method(self, say: Callable[[str], str]) -> None:
+        self._check_front_search(say)
+        try:
+            w = [float(x) for x in self.widths]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{say('widths')} must be shares in [0, 1], got {self.widths!r}") from None
+        if not w or w != sorted(set(w)) or w[0] < 0.0 or w[-1] != 1.0:
+            raise ConfigError(f"{say('widths')} must be distinct shares in [0, 1], ascending and ending with 1, "
+                              f"got {w}")
+        if not isinstance(self.attention, bool):
+            raise TypeError(f"{say('attention')} must be a bool, got {self.attention!r}")
+        if len(w) < 2 and not self.attention:
+            raise ConfigError(f"{say('widths')} {w} with attention=False leaves one sub-network: nothing to search")
+
+    def identity(self) -> dict:
+        return {**self._search_identity(), "widths": [float(x) for x in self.widths],
+                "attention": bool(self.attention)}

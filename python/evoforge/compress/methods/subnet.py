@@ -1,0 +1,122 @@
+"""Sub-network search (:class:`SubnetConfig`): heads and neurons ordered by importance on the
+calibration tokens -> the space of per-block kept key-value groups and MLP widths
+(:class:`SubnetSpace`) -> NSGA-II seeded with every uniform sub-network -> the last front and the
+uniform sub-networks re-scored on held-out tokens, the points non-dominated there kept ->
+``front.json`` / ``.csv`` / ``.png`` (:func:`~evoforge.compress.front_result.write_front`).
+
+Objectives (minimised, in the config's order): ``kl`` on the calibration tokens (KLFitness with
+the space as its level provider: removed heads' and neurons' output columns zeroed, which is exactly
+the cut model), ``params`` (exact), ``latency`` (a table of the dense linear layers at every width,
+timed on this machine, plus the measured rest of a forward). Resumable, as every front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from ..config import SubnetConfig
+from ..fitness import KLFitness
+from ..front_result import FrontResult, write_front
+from ..front_search import Objectives, front_search
+from ..registry import register
+from ..run import Run
+from ..subnet_model import IMPORTANCE_FILE
+from ..subnet_space import Importance, SubnetSpace, importance
+
+__all__ = ["subnet", "subnet_latency"]
+
+
+def subnet_latency(space: SubnetSpace, model: object, *, tokens: int = 1, progress: bool = False,
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Seconds of one block's attention at 0 .. G kept groups (float64 [G + 1]), of its MLP at each
+    width (float64 [W]), from this machine's cached table of dense linear layers (missing entries
+    timed now), and the fixed part: the dense model's measured forward minus the table's sum over
+    its layers. ``tokens``: 1 is a decode step after 16 cached tokens, more a prefill."""
+    from ..latency import LatencyTable, model_seconds
+
+    p = next(model.parameters())
+    table = LatencyTable.load(device=p.device)
+    attn = [space.shapes(a, 0)[0] for a in range(space.G + 1)]
+    mlp = [space.shapes(0, int(n))[1] for n in space.neurons]
+    table.measure([(o, i, None) for shapes in attn + mlp for o, i in shapes], tokens=tokens, progress=progress)
+    table.save()
+    attn_s = np.array([sum(table.seconds(o, i, None, tokens) for o, i in s) for s in attn])
+    mlp_s = np.array([sum(table.seconds(o, i, None, tokens) for o, i in s) for s in mlp])
+    whole = model_seconds(model, tokens=tokens, context=16 if tokens == 1 else 0)
+    return attn_s, mlp_s, max(0.0, whole - space.N * (attn_s[-1] + mlp_s[-1]))
+
+
+def _importance(run: Run) -> Importance:
+    """From the run directory (a resumed run cuts the same heads), else measured and kept there."""
+    path = None if run.run_dir is None else run.run_dir / IMPORTANCE_FILE
+    if path is not None and path.is_file():
+        return Importance.from_json(json.loads(path.read_text()))
+    imp = importance(run.adapter, run.calibration, batch_size=run.config.batch_size)
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(imp.to_json()))
+        os.replace(tmp, path)
+    return imp
+
+
+def _points(space: SubnetSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray,
+            held: np.ndarray) -> list[dict]:
+    return [{"genome": [int(v) for v in g], **space.describe(g),
+             "search": {o: float(v) for o, v in zip(objectives, f)},
+             "heldout": {o: float(v) for o, v in zip(objectives, h)}} for g, f, h in zip(genomes, F, held)]
+
+
+@register(SubnetConfig)
+def subnet(config: SubnetConfig, run: Run) -> FrontResult:
+    t0 = time.perf_counter()
+    space = SubnetSpace(run.adapter, _importance(run), config.widths, attention=config.attention)
+    run.times["importance"] = time.perf_counter() - t0
+    objectives = list(config.objectives)
+    t0 = time.perf_counter()
+    latency = None
+    if "latency" in objectives:
+        latency = subnet_latency(space, run.adapter.model, tokens=int(config.latency_tokens),
+                                 progress=bool(config.progress))
+    run.times["latency_table"] = time.perf_counter() - t0
+
+    def latency_of(g: np.ndarray) -> np.ndarray:
+        attn_s, mlp_s, fixed = latency
+        return attn_s[g[:, :space.N]].sum(axis=1) + mlp_s[g[:, space.N:]].sum(axis=1) + fixed
+
+    def objectives_on(tokens: object, teacher_dir: object) -> Objectives:
+        kl = None if "kl" not in objectives else KLFitness(
+            run.adapter, space, tokens, batch_size=config.batch_size, top_k=run.top_k, teacher_dir=teacher_dir,
+            compute_dtype=config.compute_dtype if teacher_dir is not None else None)
+        return Objectives(objectives, space.check, {"kl": lambda g: kl.evaluate(space.combined(g), None),
+                                                    "params": space.params, "latency": latency_of})
+
+    uni = space.uniform()
+    fs = front_search(run, lower=space.lower, upper=space.upper, uniform=uni,
+                      evaluator=objectives_on(run.calibration, run.teacher_dir),
+                      heldout=objectives_on(run.heldout, None),
+                      task=f"subnet:{run.fingerprint}:{list(space.widths)}:{space.attention}")
+    uniform = _points(space, objectives, uni, fs.uniform_F, fs.uniform_held)
+    for u, g in zip(uniform, uni):
+        u["uniform"] = [int(g[0]) * space.per_group, int(space.neurons[g[space.N]])]
+        u["label"] = f"{u['uniform'][0]} heads / {u['uniform'][1]} neurons"
+    rd = run.run_dir
+    res = fs.result
+    result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=objectives,
+                         layers=[f"block {b}" for b in range(space.N)],
+                         points=_points(space, objectives, fs.genomes, fs.F, fs.held), uniform=uniform,
+                         generations=int(res.generations), evaluations=int(res.evaluations),
+                         history=list(res.history), run_dir=None if rd is None else str(rd),
+                         model=run.factory.model if isinstance(run.factory.model, str) else None,
+                         latency_tokens=int(config.latency_tokens),
+                         fixed_seconds=None if latency is None else latency[2], times=run.times, method="subnet",
+                         columns=["heads", "mlp"], widths=list(space.widths),
+                         notes=[f"{space.params_full / 1e6:.2f}M parameters in the full model, "
+                                f"{space.block_params() / 1e6:.2f}M of them in the blocks' attention and MLPs"])
+    result.bind(run.adapter, space)
+    if rd is not None:
+        write_front(result, rd)
+    return result
