@@ -1358,6 +1358,83 @@ def _front_space(ctx):
                 {"bits": [4, 16], "group_size": 32, "symmetric": True})
 
 
+_SUBNET_FAST = {"n_calib": 2, "n_heldout": 2, "seq_len": 8, "generations": 1, "offspring": 2, "pop_size": 4,
+                "seed": 0, "widths": (0.0, 0.5, 1.0)}
+
+
+def _subnet_parts(ctx):
+    """A tiny Llama, its adapter, importance and space, built once per worker."""
+    def make():
+        import torch
+
+        from evoforge.compress import SubnetSpace, adapt, importance
+
+        m = tiny_llama()
+        a = adapt(m)
+        imp = importance(a, torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(0)))
+        return m, a, imp, SubnetSpace(a, imp, (0.0, 0.5, 1.0))
+
+    return ctx.memo("subnet_parts", make)
+
+
+def _subnet_compress(ctx):
+    from evoforge.compress import SubnetConfig, compress
+
+    def run(**kw):
+        return [p["search"] for p in compress(tiny_llama(), SubnetConfig(**{**_SUBNET_FAST, **kw})).points]
+
+    return Call(run, {"widths": [0.0, 0.5, 1.0], "pop_size": 4, "screen": 2})
+
+
+def _subnet_importance(ctx):
+    import torch
+
+    from evoforge.compress import importance
+
+    _, a, _, _ = _subnet_parts(ctx)
+    toks = torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(1))
+    return Call(lambda **kw: importance(a, **kw).groups.tolist(), {"tokens": toks, "batch_size": 2})
+
+
+def _subnet_importance_json(ctx):
+    from evoforge.compress import Importance
+
+    _, _, imp, _ = _subnet_parts(ctx)
+    return Call(lambda **kw: Importance(**kw).group_order.tolist(), {"groups": imp.groups, "neurons": imp.neurons})
+
+
+def _subnet_space(ctx):
+    from evoforge.compress import SubnetSpace
+
+    _, a, imp, _ = _subnet_parts(ctx)
+    return Call(lambda **kw: SubnetSpace(a, imp, **kw).uniform().tolist(), {"widths": [0.0, 0.5, 1.0],
+                                                                            "attention": True})
+
+
+def _subnet_slice(ctx):
+    from evoforge.compress import slice_model
+
+    m, _, _, space = _subnet_parts(ctx)
+    return Call(lambda **kw: sum(p.numel() for p in slice_model(m, space, **kw).parameters()),
+                {"genome": space.full()})
+
+
+def _subnet_save(ctx):
+    from evoforge.compress import save_subnet, slice_model
+
+    m, _, _, space = _subnet_parts(ctx)
+    sub = slice_model(m, space, space.uniform()[0])
+    return Call(lambda **kw: save_subnet(sub, **kw).is_dir(), {"out_dir": ctx.fresh() / "s"})
+
+
+def _subnet_load(ctx):
+    from evoforge.compress import load_subnet, save_subnet, slice_model
+
+    m, _, _, space = _subnet_parts(ctx)
+    out = save_subnet(slice_model(m, space, space.uniform()[0]), ctx.fresh() / "s")
+    return Call(lambda **kw: sum(p.numel() for p in load_subnet(**kw).parameters()), {"path": out})
+
+
 def _packed_bytes(ctx):
     from evoforge.layers import packed_bytes
 
@@ -1777,6 +1854,20 @@ ENTRIES: list[Entry] = [
           timeout=_MODEL_TIMEOUT),
     Entry("compress.FrontSpace", _front_space, {"bits": "int_list", "group_size": "int", "symmetric": "bool"},
           timeout=_MODEL_TIMEOUT),
+    Entry("compress.SubnetConfig", _config("SubnetConfig", objectives=("kl", "params"), widths=(0.0, 0.5, 1.0),
+                                           attention=True, pop_size=4, screen=2, latency_tokens=1), {
+        "widths": "float_list", "attention": "bool", "pop_size": "int", "screen": "int", "latency_tokens": "int"}),
+    Entry("compress.compress#subnet", _subnet_compress, {"widths": "float_list", "pop_size": "int", "screen": "int"},
+          project=_no_compare, timeout=_MODEL_TIMEOUT),
+    Entry("compress.importance", _subnet_importance, {"tokens": "tokens", "batch_size": "int"},
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.Importance", _subnet_importance_json, {"groups": "matrix_f", "neurons": "matrix_f"}),
+    Entry("compress.SubnetSpace", _subnet_space, {"widths": "float_list", "attention": "bool"},
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.slice_model", _subnet_slice, {"genome": "vector_i"}, timeout=_MODEL_TIMEOUT),
+    Entry("compress.save_subnet", _subnet_save, {"out_dir": "path_out_dir"}, project=_no_compare,
+          timeout=_MODEL_TIMEOUT),
+    Entry("compress.load_subnet", _subnet_load, {"path": "path_in_dir"}, timeout=_MODEL_TIMEOUT),
     Entry("compress.text_ids", _text_ids, {"tokenizer": "callable", "path": "path_in_file"}),
     Entry("compress.compare_perplexity", _compare_perplexity, {"ids": "tokens", "window": "int",
                                                                "max_windows": "int"}, timeout=_MODEL_TIMEOUT),

@@ -38,6 +38,7 @@ import torch
 
 from ..errors import ConfigError, UnsupportedModelError
 from .adapters import LayerRef, ModelAdapter
+from .tokens import check_tokens, vocab_size
 
 __all__ = ["SUBNET_ARCHITECTURES", "Importance", "SubnetSpace", "importance"]
 
@@ -60,9 +61,18 @@ class Importance:
     """Per block: ``groups`` float64 [N, G] (key-value groups' importance) and ``neurons`` float64
     [N, I]; ``group_order`` / ``neuron_order`` int64, most important first (ties by index)."""
 
-    def __init__(self, groups: np.ndarray, neurons: np.ndarray) -> None:
-        self.groups = np.asarray(groups, dtype=np.float64)
-        self.neurons = np.asarray(neurons, dtype=np.float64)
+    def __init__(self, groups: Any, neurons: Any) -> None:
+        try:
+            self.groups = np.asarray(groups, dtype=np.float64)
+            self.neurons = np.asarray(neurons, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"groups and neurons must be float arrays [N, G] and [N, I]: {exc}") from None
+        if (self.groups.ndim != 2 or self.neurons.ndim != 2 or len(self.groups) != len(self.neurons)
+                or 0 in self.groups.shape or 0 in self.neurons.shape):
+            raise ConfigError(f"groups and neurons must be non-empty [N, G] and [N, I] with one N, got "
+                              f"{self.groups.shape} and {self.neurons.shape}")
+        if not (np.isfinite(self.groups).all() and np.isfinite(self.neurons).all()):
+            raise ConfigError("importance must be finite")
         self.group_order = np.stack([np.lexsort((np.arange(r.size), -r)) for r in self.groups])
         self.neuron_order = np.stack([np.lexsort((np.arange(r.size), -r)) for r in self.neurons])
 
@@ -88,6 +98,9 @@ def importance(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int =
     if adapter.architecture not in SUBNET_ARCHITECTURES:
         raise UnsupportedModelError(f"sub-network search supports {', '.join(SUBNET_ARCHITECTURES)}, not "
                                     f"{adapter.architecture}")
+    tokens = check_tokens(tokens, "tokens", vocab=vocab_size(adapter.model)).contiguous()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
     n_heads, G, hd = _heads(adapter)
     layers = _block_layers(adapter)
     N = adapter.n_blocks
