@@ -13,7 +13,8 @@ from evoforge.errors import ConfigError
 __all__ = ["FRONT_KNOBS", "add_export", "add_options", "print_front"]
 
 # compress options of the fronts whose dest is a FrontConfig / SubnetConfig field of the same name
-FRONT_KNOBS = ("space", "objectives", "sparsities", "pop_size", "screen", "latency_tokens", "widths", "attention")
+FRONT_KNOBS = ("space", "objectives", "sparsities", "pop_size", "screen", "latency_tokens", "widths", "attention",
+               "pooling")
 
 
 def _shares(s: str) -> list[float]:
@@ -35,8 +36,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("front (--method front)")
     g.add_argument("--space", default=None, help="sparsity, quant or sparsity+quant (default)")
     g.add_argument("--objectives", type=_objectives, default=None,
-                   help="two or more of kl,bytes,latency (front; default kl,bytes) or kl,params,latency (subnet; "
-                        "default kl,params)")
+                   help="two or more of kl,bytes,latency (front; default kl,bytes) or kl|cosine,params,latency (subnet; "
+                        "default kl,params; cosine for encoders)")
     g.add_argument("--sparsities", type=_shares, default=None, help="shares pruned per layer, e.g. 0,0.3,0.5,0.7")
     g.add_argument("--pop-size", type=int_at_least(2), default=None, help="NSGA-II population")
     g.add_argument("--screen", type=int_at_least(1), default=None,
@@ -48,6 +49,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="MLP shares a block may keep, ascending, ending with 1 (0: drop), e.g. 0,0.25,0.5,0.75,1")
     s.add_argument("--keep-heads", dest="attention", action="store_const", const=False, default=None,
                    help="search the MLP widths only; every block keeps all its heads")
+    s.add_argument("--pooling", choices=("auto", "mean", "cls", "max"), default=None,
+                   help="encoders: how token states become a sentence embedding (auto: the model directory's "
+                        "sentence-transformers Pooling module)")
 
 
 def print_front(res: Any) -> None:
@@ -92,6 +96,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.heal_steps:
         import json
 
-        h = json.loads((Path(out) / "evoforge_subnet.json").read_text())["heal"]
+        from evoforge.compress.subnet_model import SUBNET_FILE
+
+        h = json.loads((Path(out) / SUBNET_FILE).read_text())["heal"]
         print(f"healed {h['steps']} steps: held-out KL {h['heldout_kl_before']:.4f} -> {h['heldout_kl_after']:.4f}")
     return 0

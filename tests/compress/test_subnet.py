@@ -7,6 +7,7 @@ from the cut models, healing, resume after kill -9, bad input."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from conftest import STORIES, start_and_kill9
 from evoforge import ConfigError
 from evoforge.cli import main as cli_main
+from evoforge.compress.encoders import adapt_encoder
 from evoforge.compress import (
     SubnetConfig,
     SubnetSpace,
@@ -41,11 +43,33 @@ SMALL = {"n_calib": 4, "n_heldout": 4, "seq_len": 32, "pop_size": 12, "offspring
          "widths": (0.0, 0.5, 0.75, 1.0)}
 
 
+def tiny_bert(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=64)
+    m = transformers.BertModel(cfg, add_pooling_layer=False)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return m.eval()
+
+
+def _out(m, toks):
+    with torch.no_grad():
+        o = m(input_ids=toks)
+    return o.last_hidden_state if hasattr(o, "last_hidden_state") else o.logits
+
+
 def _space(arch: str, dtype=torch.float64):
-    m = tiny_model(arch).to(dtype)
-    a = adapt(m)
+    m = (tiny_bert() if arch == "bert" else tiny_model(arch)).to(dtype)
+    a = adapt_encoder(m) if arch == "bert" else adapt(m)
     toks = torch.randint(3, 100, (4, 16), generator=torch.Generator().manual_seed(1))
     return m, a, SubnetSpace(a, importance(a, toks), WIDTHS), toks
+
+
+def _adapt(m):
+    return adapt_encoder(m) if isinstance(m, transformers.BertModel) else adapt(m)
 
 
 def _masked(m, space, genome):
@@ -55,7 +79,7 @@ def _masked(m, space, genome):
     ref = copy.deepcopy(m)
     groups, neurons = space.kept(genome)
     per = space.n_heads // space.G
-    for b, L in enumerate(_blocks(adapt(ref))):
+    for b, L in enumerate(_blocks(_adapt(ref))):
         o = L["o"]
         W = o.weight().clone()
         for h in range(space.n_heads):
@@ -76,15 +100,14 @@ def _blocks(a):
     return out
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
 @settings(max_examples=8, deadline=None)
 @given(data=st.data())
 def test_cut_equals_masked_and_params_exact(arch, data):
     m, _, space, toks = _space(arch)
     g = np.array([data.draw(st.integers(int(lo), int(hi))) for lo, hi in zip(space.lower, space.upper)])
     sub = slice_model(m, space, g)
-    with torch.no_grad():
-        torch.testing.assert_close(sub(toks).logits, _masked(m, space, g)(toks).logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(_out(sub, toks), _out(_masked(m, space, g), toks), rtol=1e-10, atol=1e-10)
     assert sum(p.numel() for p in sub.parameters()) == int(space.params(g)[0])
     d = space.describe(g)
     assert sum(p.numel() for p in m.parameters()) == space.params_full  # the model stays whole
@@ -119,7 +142,7 @@ def test_importance_brute_force():
         assert list(space.imp.group_order[b]) == sorted(range(space.G), key=lambda j: (-g[j], j))
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
 def test_save_load_round_trip(arch, tmp_path):
     m, _, space, toks = _space(arch, torch.float32)
     rng = np.random.default_rng(0)
@@ -128,8 +151,7 @@ def test_save_load_round_trip(arch, tmp_path):
         sub = slice_model(m, space, g)
         out = save_subnet(sub, tmp_path / f"s{k}")
         back = load_subnet(out)
-        with torch.no_grad():
-            assert torch.equal(back(toks).logits, sub(toks).logits)
+        assert torch.equal(_out(back, toks), _out(sub, toks))
         assert back.dtype == torch.float32
         assert json.loads((out / "evoforge_subnet.json").read_text())["heads"] == space.describe(g)["heads"]
     # a uniform cut: transformers itself loads it (Llama can say fewer heads in its config)
@@ -265,3 +287,43 @@ def test_bad_input(tmp_path):
                      "--run-dir", str(tmp_path / "r")]) == 2
     with pytest.raises(ConfigError, match="no evoforge_subnet.json"):
         load_subnet(tmp_path)
+
+
+def test_encoder_front(tmp_path):
+    """A tiny BERT: the front of cosine distance against parameters, each point's cosine distance
+    recomputed from its cut model's mean-pooled embeddings; the pooling found in a
+    sentence-transformers directory; encoder-specific bad input."""
+    m = tiny_bert()
+    gen = torch.Generator().manual_seed(0)
+    calib, held = torch.randint(3, 100, (6, 16), generator=gen), torch.randint(3, 100, (6, 16), generator=gen)
+    cfg = SubnetConfig(objectives=("cosine", "params"), pooling="mean", widths=(0.0, 0.5, 1.0), pop_size=8,
+                       offspring=4, generations=2, run_dir=str(tmp_path / "run"))
+    res = compress(m, cfg, calibration=calib, heldout=held)
+    space = res._bound[1]
+    with torch.no_grad():
+        full = m(input_ids=held).last_hidden_state.double().mean(1)
+    for p in res.points:
+        sub = slice_model(m, space, np.array(p["genome"]))
+        with torch.no_grad():
+            e = sub(input_ids=held).last_hidden_state.double().mean(1)
+        want = float((1 - torch.nn.functional.cosine_similarity(e, full, dim=1)).mean())
+        assert p["heldout"]["cosine"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+        assert p["heldout"]["params"] == sum(q.numel() for q in sub.parameters())
+    # pooling "auto": read from a sentence-transformers layout, or a clear error without one
+    from evoforge.compress.encoders import find_pooling
+
+    d = tmp_path / "st"
+    (d / "1_Pooling").mkdir(parents=True)
+    (d / "modules.json").write_text(json.dumps([{"idx": 1, "path": "1_Pooling",
+                                                 "type": "sentence_transformers.models.Pooling"}]))
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert find_pooling(d) == "cls" and find_pooling(tmp_path) is None
+    bad = [({"pooling": "auto"}, ConfigError, "names no pooling"),
+           ({"objectives": ("kl", "params")}, ConfigError, "takes 'cosine'")]
+    for knobs, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            compress(m, dataclasses.replace(cfg, run_dir=None, **knobs), calibration=calib, heldout=held)
+    with pytest.raises(ConfigError, match="cannot sample its own calibration"):
+        compress(m, SubnetConfig(objectives=("cosine", "params"), pooling="mean"))
+    with pytest.raises(UnsupportedModelError, match="encoder"):
+        compress(m, method="sparsity", target=0.5, calibration=calib)

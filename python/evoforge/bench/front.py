@@ -71,7 +71,7 @@ def _dominated_or_matched(res: Any) -> tuple[int, int]:
     n = 0
     for u in res.uniform:
         f = np.array([u["heldout"]["kl"], u["heldout"]["bytes"]])
-        n += bool(np.any(np.all(pts <= f * (1 + 1e-12), axis=1)))
+        n += bool(np.any(np.all(pts <= f + 1e-12 * np.abs(f), axis=1)))  # KL may be -1e-4 (rounding)
     return n, len(res.uniform)
 
 

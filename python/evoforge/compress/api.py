@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from . import methods  # noqa: F401  (registers the recipes)
+from ..errors import ConfigError, UnsupportedModelError
 from .adapters import adapt
+from .encoders import adapt_encoder, is_encoder
 from .config import CompressConfig
 from .models import load_model
 from .registry import recipe_for
@@ -81,7 +83,16 @@ def compress(model_or_path: Any, config: CompressConfig | None = None, *, calibr
         model, tok = load_model(model_or_path)
         tokenizer = tokenizer if tokenizer is not None else tok
     model.to(torch.device(config.device)).eval()  # the whole job runs where the model is
-    adapter = adapt(model)
+    if is_encoder(model):  # BERT-family encoders: sub-network search only
+        if config.method != "subnet":
+            raise UnsupportedModelError(f"{type(model).__name__} is an encoder: method {config.method!r} needs a "
+                                        f"causal LM; encoders take method 'subnet'")
+        if config.calib_text is None and calibration is None:
+            raise ConfigError("an encoder cannot sample its own calibration text: give calib_text (a text file) "
+                              "or calibration tokens")
+        adapter = adapt_encoder(model)
+    else:
+        adapter = adapt(model)
     config.check_model(adapter)
     source = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else model
     run = start_run(source, model, adapter, config, tokenizer=tokenizer, calibration=calibration,

@@ -120,8 +120,8 @@ def _plain(v: Any) -> Any:
 
 
 def _label(o: str) -> str:
-    return {"kl": "KL (held-out)", "bytes": "MB (linear layers)", "params": "M parameters",
-            "latency": "latency ms"}[o]
+    return {"kl": "KL (held-out)", "cosine": "cosine distance (held-out)", "bytes": "MB (linear layers)",
+            "params": "M parameters", "latency": "latency ms"}[o]
 
 
 def _uniform_label(u: dict) -> str:
@@ -187,8 +187,10 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
     else:  # a front of KL against latency: the points' mean size on the x axis
         x = [np.mean(p["bits"]) * (1 - np.mean(p["sparsity"])) if "bits" in p else np.mean(p["mlp"]) for p in pts]
         xu = [np.mean(u["bits"]) * (1 - np.mean(u["sparsity"])) if "bits" in u else np.mean(u["mlp"]) for u in uni]
-    y = [p["heldout"]["kl"] for p in pts]
-    yu = [u["heldout"]["kl"] for u in uni]
+    q = next((o for o in ("kl", "cosine") if o in result.objectives),
+             next(o for o in result.objectives if o != size))  # the quality objective, else the other one
+    y = [p["heldout"][q] for p in pts]
+    yu = [u["heldout"][q] for u in uni]
     # a log axis cannot show KL <= 0 (the dense configuration, up to rounding): draw it at a floor
     pos = [v for v in y + yu if v > 0]
     floor = min(pos) / 3 if pos else 1e-6
@@ -203,14 +205,14 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
     ax.scatter(xu, yu, marker="x", color="tab:red", s=36, label="uniform", zorder=2)
     if result.references and size is not None:
         xr = [r[size] / 1e6 for r in result.references]
-        ax.scatter(xr, [max(r["kl"], floor) for r in result.references], marker="D", facecolor="none",
+        ax.scatter(xr, [max(r[q], floor) for r in result.references], marker="D", facecolor="none",
                    edgecolor="black", s=44, label="single-budget runs", zorder=4)
         for r, x_ in zip(result.references, xr):
-            ax.annotate(r["name"], (x_, max(r["kl"], floor)), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(r["name"], (x_, max(r[q], floor)), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_yscale("log")
     ax.set_xlabel({"bytes": "linear layers, MB packed", "params": "parameters, millions"}.get(
         size, "mean bits x density" if result.method == "front" else "mean MLP neurons kept"))
-    ax.set_ylabel(f"KL (held-out; <= 0 drawn at {floor:.1g})")
+    ax.set_ylabel(f"{_label(q)} (<= 0 drawn at {floor:.1g})")
     ax.set_title(f"{'sub-network' if result.method == 'subnet' else 'compression'} front: {result.space}")
     ax.grid(alpha=0.3)
     ax.legend()

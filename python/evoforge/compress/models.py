@@ -57,12 +57,20 @@ def resolve_model(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
 
 
 def load_model(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
-    """(model in float32, eval mode; tokenizer or None when the directory has none)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model in float32, eval mode; tokenizer or None when the directory has none). A causal LM, or
+    an encoder (``BertModel``, for sub-network search) when the directory's config names one."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     d, gguf = resolve_model(name_or_path)
     kw = {"gguf_file": gguf} if gguf else {}
-    model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, **kw).eval()
+    auto = AutoModelForCausalLM
+    if not gguf and (d / "config.json").is_file():
+        try:
+            archs = json.loads((d / "config.json").read_text()).get("architectures") or []
+        except (OSError, ValueError, AttributeError):
+            archs = []
+        auto = AutoModel if "BertModel" in archs else auto
+    model = auto.from_pretrained(str(d), dtype=torch.float32, **kw).eval()
     if gguf:
         # transformers de-quantises GGUF weights to dense float32 tensors but keeps the GGUF
         # "quantizer" attached, which refuses save_pretrained; the weights are plain tensors now.

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .adapters import adapt
+from .encoders import adapt_encoder, is_encoder
 from .subnet_space import Importance, SubnetSpace, _block_layers, _heads
 
 __all__ = ["IMPORTANCE_FILE", "SUBNET_FILE", "export_subnet_point", "load_subnet", "save_subnet", "slice_model",
@@ -74,6 +75,10 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent), attr, module)
 
 
+def _adapt(model: nn.Module) -> Any:
+    return adapt_encoder(model) if is_encoder(model) else adapt(model)
+
+
 def _cut_block(model: nn.Module, L: dict, groups: np.ndarray, neurons: np.ndarray, heads: tuple[int, int, int],
                gpt2: bool) -> None:
     n_heads, G, hd = heads
@@ -102,7 +107,7 @@ def slice_model(model: nn.Module, space: SubnetSpace, genome: Any) -> nn.Module:
     zeroed (float rounding aside)."""
     groups, neurons = space.kept(genome)
     out = copy.deepcopy(model)
-    a = adapt(out)
+    a = _adapt(out)
     gpt2 = a.architecture == "GPT2LMHeadModel"
     for b, L in enumerate(_block_layers(a)):
         _cut_block(out, L, groups[b], neurons[b], _heads(a), gpt2)
@@ -119,7 +124,7 @@ def _describe(model: nn.Module, desc: dict, kv_groups: list[int]) -> None:
 def subnet_shapes(model: nn.Module) -> dict:
     """The kept heads, key-value groups and neurons per block of a cut (or whole) model, read from
     its layers' shapes."""
-    a = adapt(model)
+    a = _adapt(model)
     n_heads, G, hd = _heads(a)
     heads, groups, mlp = [], [], []
     for L in _block_layers(a):
@@ -135,11 +140,13 @@ def _uniform_config(model: nn.Module, shapes: dict) -> dict | None:
     if len(set(shapes["heads"])) != 1 or len(set(shapes["mlp"])) != 1 or 0 in shapes["heads"] + shapes["mlp"]:
         return None
     cfg = model.config.to_dict()
-    a = adapt(model)
-    if a.architecture == "GPT2LMHeadModel":
-        if shapes["heads"][0] != int(cfg["n_head"]):
-            return None  # GPT-2's head size is n_embd / n_head: fewer heads cannot be said
-        cfg["n_inner"] = shapes["mlp"][0]
+    a = _adapt(model)
+    if a.architecture in ("GPT2LMHeadModel", "BertModel"):
+        heads, inner = ("n_head", "n_inner") if a.architecture == "GPT2LMHeadModel" else (
+            "num_attention_heads", "intermediate_size")
+        if shapes["heads"][0] != int(cfg[heads]):
+            return None  # the head size is the hidden size / heads: fewer heads cannot be said
+        cfg[inner] = shapes["mlp"][0]
         return cfg
     _, _, hd = _heads(a)
     cfg.update(num_attention_heads=shapes["heads"][0], num_key_value_heads=shapes["kv_groups"][0], head_dim=hd,
@@ -158,7 +165,8 @@ def save_subnet(model: nn.Module, out_dir: str | Path, *, tokenizer: Any = None,
     cfg = _uniform_config(model, shapes)
     save_model(model, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(cfg if cfg is not None else model.config.to_dict(), indent=1))
-    (out / SUBNET_FILE).write_text(json.dumps({**shapes, "transformers_loadable": cfg is not None,
+    pooler = {"pooler": getattr(model, "pooler", None) is not None} if is_encoder(model) else {}
+    (out / SUBNET_FILE).write_text(json.dumps({**shapes, "transformers_loadable": cfg is not None, **pooler,
                                                **(extra or {})}, indent=1))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
@@ -178,8 +186,12 @@ def load_subnet(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Mod
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{str(meta_file)!r} is not of format {FORMAT}")
     cfg = transformers.AutoConfig.from_pretrained(p)
-    model = transformers.AutoModelForCausalLM.from_config(cfg)
-    a = adapt(model)
+    encoder = "pooler" in meta  # BERT: with or without its pooler, as saved
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        model = (transformers.AutoModel.from_config(cfg, add_pooling_layer=meta["pooler"]) if encoder
+                 else transformers.AutoModelForCausalLM.from_config(cfg))
+    a = _adapt(model)
     n_heads, G, hd = _heads(a)
     full = subnet_shapes(model)
     gpt2 = a.architecture == "GPT2LMHeadModel"
@@ -192,6 +204,10 @@ def load_subnet(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Mod
                               f"{meta['kv_groups'][b]} groups and {meta['mlp'][b]} neurons; the config has "
                               f"{full['heads'][b]} heads in {full['kv_groups'][b]} groups, {full['mlp'][b]} neurons")
         _cut_block(model, L, groups, np.arange(int(meta["mlp"][b])), (n_heads, G, hd), gpt2)
+    from safetensors import safe_open
+
+    with safe_open(str(p / "model.safetensors"), "pt") as f:  # the dtype it was saved in
+        model.to(f.get_tensor(next(iter(f.keys()))).dtype)
     load_model(model, str(p / "model.safetensors"))
     model.evoforge_subnet = {k: meta[k] for k in ("format", "heads", "kv_groups", "mlp")}
     return (model.to(dtype) if dtype is not None else model).eval()
@@ -221,7 +237,7 @@ def export_subnet_point(result: Any, i: int, out_dir: Path, *, model: Any = None
         if not result.run_dir or not imp.is_file():
             raise ConfigError(f"the sub-network front keeps no {IMPORTANCE_FILE} (a run without a run directory): "
                               "export from the FrontResult the run returned")
-        space = SubnetSpace(adapt(model), Importance.from_json(json.loads(imp.read_text())), result.widths,
+        space = SubnetSpace(_adapt(model), Importance.from_json(json.loads(imp.read_text())), result.widths,
                             attention="heads" in result.space.split("+"))
     p = result.points[i]
     sub = slice_model(model, space, np.array(p["genome"]))

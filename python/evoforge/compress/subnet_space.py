@@ -23,8 +23,8 @@ over the model's linear layers (levels of ``o``: kept groups 0 .. G; of ``down``
 other layers one level, dense) and the KL fitness of compression runs it unchanged, prefix reuse
 included. :mod:`evoforge.compress.subnet_model` cuts the real smaller model.
 
-Supported: the Llama family (separate q/k/v/o and gate/up/down) and GPT-2 (fused ``c_attn``, no
-grouped heads; every block keeps at least one head and the first non-zero MLP width, since
+Supported: the Llama family (separate q/k/v/o and gate/up/down), BERT encoders
+(:mod:`evoforge.compress.encoders`) and GPT-2 (fused ``c_attn``, no grouped heads; every block keeps at least one head and the first non-zero MLP width, since
 transformers' GPT-2 cannot run a block without them).
 """
 
@@ -42,7 +42,7 @@ from .tokens import check_tokens, vocab_size
 
 __all__ = ["SUBNET_ARCHITECTURES", "Importance", "SubnetSpace", "importance"]
 
-SUBNET_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPT2LMHeadModel")
+SUBNET_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPT2LMHeadModel", "BertModel")
 
 
 def _heads(adapter: ModelAdapter) -> tuple[int, int, int]:
@@ -51,6 +51,9 @@ def _heads(adapter: ModelAdapter) -> tuple[int, int, int]:
     if adapter.architecture == "GPT2LMHeadModel":
         n = int(cfg.n_head)
         return n, n, int(cfg.n_embd) // n
+    if adapter.architecture == "BertModel":
+        n = int(cfg.num_attention_heads)
+        return n, n, int(cfg.hidden_size) // n
     n = int(cfg.num_attention_heads)
     g = int(getattr(cfg, "num_key_value_heads", None) or n)
     hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n)
@@ -129,9 +132,10 @@ def importance(adapter: ModelAdapter, tokens: torch.Tensor, *, batch_size: int =
         hooks.append(L["down"].module.register_forward_pre_hook(on_down(b)))
     model = adapter.model
     dev = next(model.parameters()).device
+    kw = {} if adapter.architecture == "BertModel" else {"use_cache": False}
     try:
         for s in range(0, len(tokens), batch_size):
-            model(input_ids=tokens[s:s + batch_size].to(dev), use_cache=False)
+            model(input_ids=tokens[s:s + batch_size].to(dev), **kw)
     finally:
         for h in hooks:
             h.remove()
@@ -148,7 +152,7 @@ class SubnetSpace:
     key-value groups is searched (False: every block keeps its attention whole).
     """
 
-    def __init__(self, adapter: ModelAdapter, imp: Importance, widths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    def __init__(self, adapter: ModelAdapter | Any, imp: Importance, widths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
                  *, attention: bool = True) -> None:
         if adapter.architecture not in SUBNET_ARCHITECTURES:
             raise UnsupportedModelError(f"sub-network search supports {', '.join(SUBNET_ARCHITECTURES)}, not "

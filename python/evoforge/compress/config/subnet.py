@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ...errors import ConfigError
 from .front import FrontSearchConfig
 
 __all__ = ["SUBNET_OBJECTIVES", "SubnetConfig"]
 
-SUBNET_OBJECTIVES = ("kl", "params", "latency")
+SUBNET_OBJECTIVES = ("kl", "cosine", "params", "latency")
+POOLINGS = ("auto", "mean", "cls", "max")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -22,9 +23,11 @@ class SubnetConfig(FrontSearchConfig):
     keeps every head) and the kept share of MLP neurons from ``widths`` (ascending, ending with 1; 0
     lets the search drop an MLP), heads and neurons ordered by importance on the calibration tokens.
 
-    ``objectives``: two or more of ``kl`` (on the calibration tokens during the search; the last
-    front and every uniform sub-network re-scored on the held-out tokens, the points non-dominated
-    there returned), ``params`` (the sub-network's exact parameter count) and ``latency`` (a table of
+    ``objectives``: two or more of ``kl`` (causal LMs: on the calibration tokens during the search;
+    the last front and every uniform sub-network re-scored on the held-out tokens, the points
+    non-dominated there returned), ``cosine`` (encoders, in place of ``kl``: the mean cosine distance
+    of the sentence embeddings to the full model's, pooled by ``pooling``: ``auto`` reads the
+    sentence-transformers directory's Pooling module, else ``mean``, ``cls`` or ``max``), ``params`` (the sub-network's exact parameter count) and ``latency`` (a table of
     the dense linear layers at every width, timed on this machine, plus a measured fixed part).
     The rest as :class:`FrontSearchConfig`.
     """
@@ -35,6 +38,7 @@ class SubnetConfig(FrontSearchConfig):
     objectives: tuple[str, ...] = ("kl", "params")
     widths: tuple[float, ...] = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     attention: bool = True
+    pooling: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,9 +59,18 @@ class SubnetConfig(FrontSearchConfig):
                               f"got {w}")
         if not isinstance(self.attention, bool):
             raise TypeError(f"{say('attention')} must be a bool, got {self.attention!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"{say('pooling')} must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if len(w) < 2 and not self.attention:
             raise ConfigError(f"{say('widths')} {w} with attention=False leaves one sub-network: nothing to search")
 
+    def check_model(self, adapter: Any) -> None:
+        encoder = adapter.architecture == "BertModel"
+        quality, other = ("cosine", "kl") if encoder else ("kl", "cosine")
+        if other in self.objectives:
+            raise ConfigError(f"objective {other!r} is for {'causal LMs' if encoder else 'encoders'}; "
+                              f"{adapter.architecture} takes {quality!r}")
+
     def identity(self) -> dict:
         return {**self._search_identity(), "widths": [float(x) for x in self.widths],
-                "attention": bool(self.attention)}
+                "attention": bool(self.attention), "pooling": self.pooling}

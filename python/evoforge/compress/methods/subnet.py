@@ -6,7 +6,7 @@ uniform sub-networks re-scored on held-out tokens, the points non-dominated ther
 
 Objectives (minimised, in the config's order): ``kl`` on the calibration tokens (KLFitness with
 the space as its level provider: removed heads' and neurons' output columns zeroed, which is exactly
-the cut model), ``params`` (exact), ``latency`` (a table of the dense linear layers at every width,
+the cut model) or, for an encoder, ``cosine`` (EmbeddingFitness: the pooled sentence embeddings), ``params`` (exact), ``latency`` (a table of the dense linear layers at every width,
 timed on this machine, plus the measured rest of a forward). Resumable, as every front.
 """
 
@@ -18,7 +18,9 @@ import time
 
 import numpy as np
 
+from ...errors import ConfigError
 from ..config import SubnetConfig
+from ..encoders import EmbeddingFitness, find_pooling
 from ..fitness import KLFitness
 from ..front_result import FrontResult, write_front
 from ..front_search import Objectives, front_search
@@ -63,6 +65,16 @@ def _importance(run: Run) -> Importance:
     return imp
 
 
+def _pooling(config: SubnetConfig, run: Run) -> str:
+    if config.pooling != "auto":
+        return config.pooling
+    found = find_pooling(run.adapter.model)
+    if found is None:
+        raise ConfigError("the encoder names no pooling (no sentence-transformers modules.json with a Pooling "
+                          "module where it was loaded from): give pooling='mean', 'cls' or 'max' (--pooling)")
+    return found
+
+
 def _points(space: SubnetSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray,
             held: np.ndarray) -> list[dict]:
     return [{"genome": [int(v) for v in g], **space.describe(g),
@@ -87,12 +99,19 @@ def subnet(config: SubnetConfig, run: Run) -> FrontResult:
         attn_s, mlp_s, fixed = latency
         return attn_s[g[:, :space.N]].sum(axis=1) + mlp_s[g[:, space.N:]].sum(axis=1) + fixed
 
+    pooling = _pooling(config, run) if "cosine" in objectives else None
+
     def objectives_on(tokens: object, teacher_dir: object) -> Objectives:
-        kl = None if "kl" not in objectives else KLFitness(
-            run.adapter, space, tokens, batch_size=config.batch_size, top_k=run.top_k, teacher_dir=teacher_dir,
-            compute_dtype=config.compute_dtype if teacher_dir is not None else None)
-        return Objectives(objectives, space.check, {"kl": lambda g: kl.evaluate(space.combined(g), None),
-                                                    "params": space.params, "latency": latency_of})
+        quality = None
+        if "kl" in objectives:
+            quality = KLFitness(run.adapter, space, tokens, batch_size=config.batch_size, top_k=run.top_k,
+                                teacher_dir=teacher_dir,
+                                compute_dtype=config.compute_dtype if teacher_dir is not None else None)
+        elif "cosine" in objectives:
+            quality = EmbeddingFitness(run.adapter, space, tokens, pooling=pooling, batch_size=config.batch_size)
+        score = (lambda g: quality.evaluate(space.combined(g), None))
+        return Objectives(objectives, space.check, {"kl": score, "cosine": score, "params": space.params,
+                                                    "latency": latency_of})
 
     uni = space.uniform()
     fs = front_search(run, lower=space.lower, upper=space.upper, uniform=uni,
