@@ -63,7 +63,7 @@ def test_one_default_per_knob():
     assert b["symmetric"].default is QuantConfig.symmetric
     assert tuple(b["bits"].default) == QuantConfig.bits
     assert b["n_levels"].default == SparsityConfig.db_levels and b["sparsity"].default == SparsityConfig.target
-    assert set(CONFIGS) == {"sparsity", "quant", "depth", "depth+quant", "front"}
+    assert set(CONFIGS) == {"sparsity", "quant", "depth", "depth+quant", "front", "subnet"}
 
 
 def test_cli_defaults_are_the_config_fields(tmp_path):

@@ -327,3 +327,23 @@ def test_encoder_front(tmp_path):
         compress(m, SubnetConfig(objectives=("cosine", "params"), pooling="mean"))
     with pytest.raises(UnsupportedModelError, match="encoder"):
         compress(m, method="sparsity", target=0.5, calibration=calib)
+
+
+def test_single_budget(stories, tmp_path):
+    """target 0.5: one sub-network within half of the blocks' parameters, no worse on the search's
+    KL than the best uniform sub-network within the budget (it starts from it), its KL recomputed."""
+    res = compress(stories, SubnetConfig(**{**SMALL, "target": 0.5, "generations": 4, "offspring": 6},
+                                         run_dir=str(tmp_path / "b")))
+    space = res._bound[1]
+    budget = space.params_rest + 0.5 * space.block_params()
+    (p,) = res.points
+    assert p["search"]["params"] <= budget and res.uniform
+    assert all(u["search"]["params"] <= budget for u in res.uniform)
+    assert p["search"]["kl"] <= min(u["search"]["kl"] for u in res.uniform) + 1e-12
+    tokens = torch.load(tmp_path / "b" / "tokens.pt")
+    sub = slice_model(stories, space, np.array(p["genome"]))
+    assert p["heldout"]["kl"] == pytest.approx(_kl(stories, sub, tokens["heldout"]), rel=1e-4, abs=1e-6)
+    with pytest.raises(ConfigError, match="target"):
+        SubnetConfig(target=1.5).validate()
+    with pytest.raises(ConfigError, match="no uniform sub-network"):
+        compress(stories, SubnetConfig(**{**SMALL, "target": 0.01}))

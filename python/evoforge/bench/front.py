@@ -54,7 +54,7 @@ def _setting(quick: bool, a: argparse.Namespace) -> dict:
     else:
         base.update(n_calib=8, n_heldout=16, seq_len=128, pop_size=32, offspring=16, generations=8,
                     calib_text=str(TEXT))
-    for k in ("generations", "pop_size", "offspring"):
+    for k in ("generations", "pop_size", "offspring", "n_heldout"):
         if getattr(a, k) is not None:
             base[k] = getattr(a, k)
     return base
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generations", type=int_at_least(1), default=None)
     ap.add_argument("--pop-size", dest="pop_size", type=int_at_least(2), default=None)
     ap.add_argument("--offspring", type=int_at_least(1), default=None)
+    ap.add_argument("--heldout", dest="n_heldout", type=int_at_least(1), default=None,
+                    help="held-out sequences (default 16; 8 with --quick)")
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="screening seeds")
     ap.add_argument("--screen", type=int_at_least(2), default=8, help="screening factor k of the screened runs")
     ap.add_argument("--points", type=int_at_least(2), default=8, help="front points exported and timed")

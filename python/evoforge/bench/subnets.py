@@ -53,6 +53,8 @@ def _setting(quick: bool, a: argparse.Namespace) -> dict:
     for k in ("generations",):
         if getattr(a, k) is not None:
             base[k] = getattr(a, k)
+    if a.objectives:
+        base["objectives"] = tuple(x.strip() for x in a.objectives.split(",") if x.strip())
     return base
 
 
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="front,budgets,latency", help=f"comma-separated, of {','.join(PARTS)}")
     ap.add_argument("--generations", type=int_at_least(1), default=None)
     ap.add_argument("--heal-steps", type=int_at_least(0), default=100)
+    ap.add_argument("--objectives", default=None, help="of the front (default kl,params,latency)")
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="screening seeds")
     ap.add_argument("--screen", type=int_at_least(2), default=8, help="screening factor k of the screened runs")
     ap.add_argument("--points", type=int_at_least(2), default=8, help="front points cut and timed")

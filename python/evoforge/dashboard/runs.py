@@ -268,8 +268,9 @@ class Run:
                     return None
                 pt = pts[i]
                 objs = {o: num((pt.get("heldout") or {}).get(o)) for o in names}
-                bars = [{"name": k, "y": [num(x) for x in pt[k]]} for k in ("sparsity", "bits")
-                        if isinstance(pt.get(k), list)]
+                cols = fr.get("columns") if isinstance(fr.get("columns"), list) else ("sparsity", "bits")
+                bars = [{"name": str(k), "y": [num(x) for x in pt[k]]} for k in cols
+                        if isinstance(pt.get(k), list)]  # per layer (front) or per block (subnet)
                 genes = pt.get("genome")
             else:
                 got = (_rows if _rows is not None else self.evals.genomes([i])).get(i)

@@ -29,6 +29,10 @@ class SubnetConfig(FrontSearchConfig):
     of the sentence embeddings to the full model's, pooled by ``pooling``: ``auto`` reads the
     sentence-transformers directory's Pooling module, else ``mean``, ``cls`` or ``max``), ``params`` (the sub-network's exact parameter count) and ``latency`` (a table of
     the dense linear layers at every width, timed on this machine, plus a measured fixed part).
+    ``target`` 0 (default) searches the front; a share in (0, 1) one sub-network with at most that
+    share of the blocks' parameters (plus the embeddings, head and norms), by (1 + lambda) search with
+    ``offspring`` and ``max_switches``, from the best uniform sub-network within the budget; its
+    FrontResult has that one point and the uniform sub-networks within the budget.
     The rest as :class:`FrontSearchConfig`.
     """
 
@@ -47,6 +51,12 @@ class SubnetConfig(FrontSearchConfig):
             self.widths = tuple(x.strip() for x in v.split(",") if x.strip())
         elif v is not None and hasattr(v, "__iter__"):
             self.widths = tuple(v)
+
+    def _check_target(self, say: Callable[[str], str]) -> None:
+        t = self.target
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) < 1.0:
+            raise ConfigError(f"{say('target')} of a sub-network search must be 0 (the front) or a share of the "
+                              f"blocks' parameters in (0, 1), got {t!r}")
 
     def _check_method(self, say: Callable[[str], str]) -> None:
         self._check_front_search(say)
@@ -73,4 +83,5 @@ class SubnetConfig(FrontSearchConfig):
 
     def identity(self) -> dict:
         return {**self._search_identity(), "widths": [float(x) for x in self.widths],
-                "attention": bool(self.attention), "pooling": self.pooling}
+                "attention": bool(self.attention), "pooling": self.pooling, "target": float(self.target),
+                "max_switches": int(self.max_switches)}

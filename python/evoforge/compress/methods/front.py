@@ -12,7 +12,6 @@ the candidates of the batch in flight.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 

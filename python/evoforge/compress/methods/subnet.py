@@ -82,6 +82,89 @@ def _points(space: SubnetSpace, objectives: list[str], genomes: np.ndarray, F: n
              "heldout": {o: float(v) for o, v in zip(objectives, h)}} for g, f, h in zip(genomes, F, held)]
 
 
+class _WithinBudget:
+    """Evaluator of the single-budget search: the quality objective of genomes [B, 2N] -> float64
+    [B], +inf (not evaluated) for a sub-network over ``budget`` parameters."""
+
+    def __init__(self, space: SubnetSpace, quality: Objectives, budget: float) -> None:
+        self.space, self.quality, self.budget = space, quality, budget
+
+    def evaluate(self, genomes: object, batch: object = None) -> np.ndarray:
+        g = self.space.check(genomes)
+        out = np.full(len(g), np.inf)
+        ok = self.space.params(g) <= self.budget
+        if ok.any():
+            out[ok] = self.quality.evaluate(g[ok], batch)[:, 0]
+        return out
+
+
+def _single_budget(config: SubnetConfig, run: Run, space: SubnetSpace, objectives_on: object) -> FrontResult:
+    """One sub-network with at most ``target`` of the blocks' parameters (plus the rest of the
+    model): (1 + lambda) search from the best uniform sub-network within the budget, by level
+    switches that keep the parameter count within 2% of the blocks' of its parent's (a child over
+    the budget scores +inf, unevaluated)."""
+    from ...search import LevelSwitch, OnePlusLambda, Screen
+    from ...search.protocol import Batch
+
+    quality_name = "kl" if "kl" in config.objectives else "cosine"
+    names = [quality_name, "params"]
+    budget = space.params_rest + float(config.target) * space.block_params()
+    uni = space.uniform()
+    feasible = uni[space.params(uni) <= budget]
+    if not len(feasible):
+        raise ConfigError(f"target {config.target}: no uniform sub-network has so few parameters; the smallest keeps "
+                          f"{(space.params(uni).min() - space.params_rest) / space.block_params():.3f} of the blocks'")
+    lo, hi, N = space.lower, space.upper, space.N
+    costs = ([[float(k * space.params_per_group) for k in range(lo[i], hi[i] + 1)] for i in range(N)]
+             + [[float(space.neurons[k] * space.params_per_neuron) for k in range(lo[i], hi[i] + 1)]
+                for i in range(N, 2 * N)])
+    calib = objectives_on(run.calibration, run.teacher_dir)
+    calib.objectives = [quality_name]
+    evaluator = _WithinBudget(space, calib, budget)
+    rd = run.run_dir
+    t0 = time.perf_counter()
+    if rd is not None and (rd / "checkpoint.pkl").is_file():
+        engine = OnePlusLambda.resume(rd, progress=config.progress)
+    else:
+        engine = OnePlusLambda(feasible, LevelSwitch(config.max_switches, costs=costs,
+                                                     budget_tol=0.02 * space.block_params()),
+                               lower=lo, upper=hi, n_offspring=int(config.offspring), seed=int(config.seed),
+                               run_dir=rd, task=f"subnet-budget:{run.fingerprint}:{config.target}",
+                               progress=config.progress,
+                               screen=Screen(int(config.screen)) if config.screen > 1 else None)
+    try:
+        res = engine.run(evaluator, generations=int(config.generations))
+        best = np.asarray(res.best_genome, dtype=np.int32)[None]
+        both = np.concatenate([best, feasible])
+        # the starting points and the best were evaluated: their scores come from the cache
+        q = np.asarray(engine.evaluate(Batch(both, generation=engine.generation), evaluator)[0], dtype=np.float64)
+    finally:
+        engine.close()
+    run.times["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    held = objectives_on(run.heldout, None)
+    held.objectives = names
+    H = held.evaluate(both)
+    run.times["heldout"] = time.perf_counter() - t0
+    F = np.stack([q.reshape(-1), space.params(both)], axis=1)
+    uniform = _points(space, names, feasible, F[1:], H[1:])
+    for u, g in zip(uniform, feasible):
+        u["uniform"] = [int(g[0]) * space.per_group, int(space.neurons[g[N]])]
+        u["label"] = f"{u['uniform'][0]} heads / {u['uniform'][1]} neurons"
+    result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=names,
+                         layers=[f"block {b}" for b in range(N)], points=_points(space, names, best, F[:1], H[:1]),
+                         uniform=uniform, generations=int(res.generations), evaluations=int(res.evaluations),
+                         history=list(res.history), run_dir=None if rd is None else str(rd),
+                         model=run.factory.model if isinstance(run.factory.model, str) else None, times=run.times,
+                         method="subnet", columns=["heads", "mlp"], widths=list(space.widths),
+                         notes=[f"single budget: at most {budget / 1e6:.3f}M parameters ({float(config.target):g} of "
+                                f"the blocks' {space.block_params() / 1e6:.2f}M, plus the rest of the model)"])
+    result.bind(run.adapter, space)
+    if rd is not None:
+        write_front(result, rd)
+    return result
+
+
 @register(SubnetConfig)
 def subnet(config: SubnetConfig, run: Run) -> FrontResult:
     t0 = time.perf_counter()
@@ -113,6 +196,8 @@ def subnet(config: SubnetConfig, run: Run) -> FrontResult:
         return Objectives(objectives, space.check, {"kl": score, "cosine": score, "params": space.params,
                                                     "latency": latency_of})
 
+    if float(config.target) > 0:
+        return _single_budget(config, run, space, objectives_on)
     uni = space.uniform()
     fs = front_search(run, lower=space.lower, upper=space.upper, uniform=uni,
                       evaluator=objectives_on(run.calibration, run.teacher_dir),
