@@ -111,14 +111,7 @@ def slice_model(model: nn.Module, space: SubnetSpace, genome: Any) -> nn.Module:
     gpt2 = a.architecture == "GPT2LMHeadModel"
     for b, L in enumerate(_block_layers(a)):
         _cut_block(out, L, groups[b], neurons[b], _heads(a), gpt2)
-    out.config = copy.deepcopy(model.config)
-    _describe(out, space.describe(genome), [len(g) for g in groups])
     return out
-
-
-def _describe(model: nn.Module, desc: dict, kv_groups: list[int]) -> None:
-    model.evoforge_subnet = {"format": FORMAT, "heads": list(desc["heads"]), "kv_groups": list(kv_groups),
-                             "mlp": list(desc["mlp"])}
 
 
 def subnet_shapes(model: nn.Module) -> dict:
@@ -209,7 +202,6 @@ def load_subnet(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Mod
     with safe_open(str(p / "model.safetensors"), "pt") as f:  # the dtype it was saved in
         model.to(f.get_tensor(next(iter(f.keys()))).dtype)
     load_model(model, str(p / "model.safetensors"))
-    model.evoforge_subnet = {k: meta[k] for k in ("format", "heads", "kv_groups", "mlp")}
     return (model.to(dtype) if dtype is not None else model).eval()
 
 
