@@ -197,6 +197,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         from evoforge.evaluate.ray_actors import connect
 
         connect(args.address)
+    if hasattr(config, "check_architecture"):  # what the model is, from its config.json, before it loads
+        from evoforge.compress.models import architectures_of
+
+        for arch in architectures_of(args.model)[:1]:
+            config.check_architecture(arch)
     model, tok = _load_model(C, args.model, args.quiet)  # a missing model fails here, before anything loads
     eval_text = args.eval_text or args.calib_text
     if eval_text is not None:  # else these fail only after the search

@@ -56,6 +56,19 @@ def resolve_model(name_or_path: str | os.PathLike) -> tuple[Path, str | None]:
     return p, None
 
 
+def architectures_of(name_or_path: str | os.PathLike) -> list[str]:
+    """The ``architectures`` a model directory's ``config.json`` names ([] for a .gguf file, a
+    missing or unreadable config): what the model is, known before it loads."""
+    try:
+        d, gguf = resolve_model(name_or_path)
+        if gguf or not (d / "config.json").is_file():
+            return []
+        archs = json.loads((d / "config.json").read_text()).get("architectures") or []
+        return [str(a) for a in archs] if isinstance(archs, list) else []
+    except (OSError, ValueError, AttributeError, ConfigError):
+        return []
+
+
 def load_model(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
     """(model in float32, eval mode; tokenizer or None when the directory has none). A causal LM, or
     an encoder (``BertModel``, for sub-network search) when the directory's config names one."""
@@ -63,13 +76,7 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[Any, Any]:
 
     d, gguf = resolve_model(name_or_path)
     kw = {"gguf_file": gguf} if gguf else {}
-    auto = AutoModelForCausalLM
-    if not gguf and (d / "config.json").is_file():
-        try:
-            archs = json.loads((d / "config.json").read_text()).get("architectures") or []
-        except (OSError, ValueError, AttributeError):
-            archs = []
-        auto = AutoModel if "BertModel" in archs else auto
+    auto = AutoModel if "BertModel" in architectures_of(name_or_path) else AutoModelForCausalLM
     model = auto.from_pretrained(str(d), dtype=torch.float32, **kw).eval()
     if gguf:
         # transformers de-quantises GGUF weights to dense float32 tensors but keeps the GGUF

@@ -22,7 +22,8 @@ class FrontSearchConfig(CompressConfig):
     evaluating ``offspring`` per generation for ``generations``; ``screen`` k > 1 makes k times more
     offspring and evaluates those a ridge predictor ranks best (:class:`~evoforge.search.Screen`);
     ``latency_tokens`` per forward for a ``latency`` objective (1: batch-1 decoding); ``objectives``
-    of the method's :attr:`OBJECTIVES`. ``target`` is unused (a front has no single budget)."""
+    of the method's :attr:`OBJECTIVES`. ``target`` 0: a front has no single budget (a method may
+    give it one: :class:`SubnetConfig`)."""
 
     OBJECTIVES: ClassVar[tuple[str, ...]] = ()
 

@@ -75,11 +75,15 @@ class SubnetConfig(FrontSearchConfig):
             raise ConfigError(f"{say('widths')} {w} with attention=False leaves one sub-network: nothing to search")
 
     def check_model(self, adapter: Any) -> None:
-        encoder = adapter.architecture == "BertModel"
+        self.check_architecture(adapter.architecture)
+
+    def check_architecture(self, architecture: str) -> None:
+        """The quality objective fits the model: ``cosine`` for an encoder, ``kl`` for a causal LM."""
+        encoder = architecture == "BertModel"
         quality, other = ("cosine", "kl") if encoder else ("kl", "cosine")
         if other in self.objectives:
             raise ConfigError(f"objective {other!r} is for {'causal LMs' if encoder else 'encoders'}; "
-                              f"{adapter.architecture} takes {quality!r}")
+                              f"{architecture} takes {quality!r}")
 
     def identity(self) -> dict:
         return {**self._search_identity(), "widths": [float(x) for x in self.widths],
