@@ -11,6 +11,7 @@ bounded cache against an unbounded one, the torch solvers against the C++ ones.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -176,10 +177,12 @@ def test_streamed_provider_with_a_bounded_cache(stories, tmp_path):
     KL equals the unbounded provider's."""
     ad = adapt(stories)
     db = build_database(ad, None, tmp_path / "db", method="magnitude", n_levels=2, step=256)
-    full = provider_for(db)
+    full = provider_for(db, cache_bytes=None)
     big = max(int(np.prod(db.shape(i))) for i in range(len(db.layers))) * 4
     small = provider_for(db, device="cpu", cache_bytes=2 * big)
     assert full.cache_bytes is None and small.cache_bytes == 2 * big
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert provider_for(db).cache_bytes == ram // 4  # "auto" on the CPU: a quarter of the host's memory
     rng = np.random.default_rng(0)
     genomes = np.stack([rng.integers(full.lower, full.upper + 1) for _ in range(6)])
     for g in genomes:

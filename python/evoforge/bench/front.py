@@ -30,6 +30,7 @@ screen
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import time
 from pathlib import Path
@@ -222,6 +223,8 @@ def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: int, factor: 
             F = np.array([[p["heldout"]["kl"], p["heldout"]["bytes"]] for p in res.points])
             spear = [h.get("screen_spearman") for h in res.history if h.get("screen_spearman") is not None]
             runs[name] = (F, res.evaluations, spear)
+            del res  # its space holds the run's cached levels (gigabytes on SmolLM2)
+            gc.collect()
         ref = np.max(np.concatenate([f for f, _, _ in runs.values()]), axis=0) * 1.1
         for name, (F, ev, spear) in runs.items():
             out.append({"seed": seed, "run": name, "evaluations": ev,

@@ -25,7 +25,8 @@ Devices: a provider gives weights on its ``device`` in its ``dtype``. The databa
 memory (memory-mapped files); a level is read, copied to the device in its stored (compact) form and
 decoded there when a swap first needs it (:meth:`LayerDatabase.weight`), then kept in a least-
 recently-used cache of at most ``cache_bytes`` bytes (``"auto"``: a quarter of a CUDA device's
-memory; unbounded on the CPU, as the host holds the database anyway), so the database never has to
+memory, or of the host's on the CPU: the decoded levels of a joint space can be many times the
+model), so the database never has to
 fit on the card. ``loads`` counts the levels read.
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -53,7 +55,10 @@ def _cache_limit(cache_bytes: Any, device: torch.device) -> int | None:
     if cache_bytes == "auto":
         if device.type == "cuda":
             return torch.cuda.get_device_properties(device).total_memory // 4
-        return None
+        try:  # a quarter of the machine's memory: a front's many levels would otherwise fill it
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        except (ValueError, OSError, AttributeError):  # no sysconf (Windows): unbounded, as before
+            return None
     if cache_bytes is None:
         return None
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
