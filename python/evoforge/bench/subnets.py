@@ -8,6 +8,8 @@ SmolLM2-135M (``--quick``: stories260k, smaller everything), calibrated on WikiT
 
 front
     ``SubnetConfig(objectives=("kl", "params", "latency"))``: points, evaluations, phase times.
+budgets, latency without front reuse ``--work``'s front.
+
 budgets
     At 75% and 50% of the blocks' parameters: the front's best held-out KL and perplexity within
     the budget against uniform width pruning with the same importance (the best uniform sub-network
@@ -77,6 +79,19 @@ def part_front(model: Any, tok: Any, kw: dict, work: Path) -> tuple[Any, dict]:
                  / max(t["search_evaluate"], 1e-12)}
 
 
+def _space(model: Any, res: Any) -> Any:
+    """The front's space: the one it was computed with, or rebuilt from its run directory."""
+    if res._bound is not None:
+        return res._bound[1]
+    import json
+
+    from evoforge.compress import Importance, SubnetSpace, adapt
+    from evoforge.compress.subnet_model import IMPORTANCE_FILE
+
+    imp = Importance.from_json(json.loads((Path(res.run_dir) / IMPORTANCE_FILE).read_text()))
+    return SubnetSpace(adapt(model), imp, res.widths, attention="heads" in res.space.split("+"))
+
+
 def _perplexity(model: Any, tokens: Any) -> float:
     import torch
 
@@ -91,7 +106,7 @@ def part_budgets(model: Any, res: Any, heal_steps: int) -> list[dict]:
     from evoforge.compress import slice_model
     from evoforge.compress.heal import heal, kl_on
 
-    space = res._bound[1]
+    space = _space(model, res)
     tokens = torch.load(Path(res.run_dir) / "tokens.pt")
     rows = []
     for share in (0.75, 0.5):
@@ -119,7 +134,7 @@ def part_latency(model: Any, res: Any, prefill: int, n_points: int, rounds: int 
     from evoforge.compress.methods.subnet import subnet_latency
     from evoforge.search.screening import spearman
 
-    space = res._bound[1]
+    space = _space(model, res)
     order = np.argsort([p["heldout"]["params"] for p in res.points])
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n_points, len(order))).round().astype(int))]
     models: dict[Any, Any] = {"full": model}
@@ -227,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(p in parts for p in ("front", "budgets", "latency", "screen")):
         model, tok = _load(a.quick)
     res = None
-    if any(p in parts for p in ("front", "budgets", "latency")):
+    if "front" not in parts and any(p in parts for p in ("budgets", "latency")):
+        from evoforge.compress import load_front
+
+        res = load_front(work / "subnet")  # the front of an earlier run of this benchmark (same --work)
+        print(f"front: reusing {work / 'subnet'} ({len(res.points)} points)")
+    elif "front" in parts:
         res, row = part_front(model, tok, kw, work)
         out["front"] = row
         print(f"front: {row['points']} points, {row['evaluations']} evaluations in {row['wall_s']:.0f} s; engine "
