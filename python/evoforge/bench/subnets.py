@@ -7,9 +7,8 @@ healing), exported sub-networks' speed against the latency model, screening, and
 SmolLM2-135M (``--quick``: stories260k, smaller everything), calibrated on WikiText-2.
 
 front
-    ``SubnetConfig(objectives=("kl", "params", "latency"))``: points, evaluations, phase times.
-budgets, latency without front reuse ``--work``'s front.
-
+    ``SubnetConfig(objectives=("kl", "params", "latency"))`` (``--objectives``): points, evaluations,
+    phase times. ``budgets`` and ``latency`` without ``front`` reuse ``--work``'s front.
 budgets
     At 75% and 50% of the blocks' parameters: the front's best held-out KL and perplexity within
     the budget against uniform width pruning with the same importance (the best uniform sub-network
