@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from evoforge._cli_parser import OneLineParser, int_at_least
-from evoforge.bench import _harness
+from evoforge.bench import _harness, _timing
 
 STORIES = _harness.shared_data("stories260k", "hf")
 TEXT = _harness.shared_data("text", "wikitext2-test.raw")
@@ -76,12 +76,6 @@ def _dominated_or_matched(res: Any) -> tuple[int, int]:
     return n, len(res.uniform)
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
-    from evoforge.search.screening import spearman
-
-    return float(spearman(np.asarray(a), np.asarray(b)))
-
-
 def part_front(model: Any, tok: Any, kw: dict, work: Path) -> tuple[Any, dict]:
     from evoforge.compress import FrontConfig, compress
 
@@ -113,8 +107,6 @@ def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, 
     """The points and the dense model are timed in interleaved rounds (the first a warm-up), so that
     a drift of the machine's speed hits all alike; the fixed parts come from the dense model's
     medians of the same rounds."""
-    import torch
-
     from evoforge.compress import latency
     from evoforge.layers import load as load_packed
 
@@ -134,16 +126,7 @@ def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, 
             import transformers
 
             models[int(j)] = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
-    times: dict[Any, dict[str, list[float]]] = {k: {"decode": [], "prefill": []} for k in models}
-    with torch.inference_mode():
-        for r in range(rounds + 1):
-            for k, m in models.items():
-                dec = latency.model_seconds(m, tokens=1, context=16, repeats=3, warmup=0)
-                pre = latency.model_seconds(m, tokens=prefill, context=0, repeats=1, warmup=0)
-                if r:
-                    times[k]["decode"].append(dec)
-                    times[k]["prefill"].append(pre)
-    med = {k: {m: float(np.median(v)) for m, v in t.items()} for k, t in times.items()}
+    med = _timing.interleaved_medians(models, prefill=prefill, rounds=rounds)
     fixed = {1: latency.fixed_seconds(model, table, tokens=1, measured=med["dense"]["decode"]),
              prefill: latency.fixed_seconds(model, table, tokens=prefill, measured=med["dense"]["prefill"])}
     table.save()
@@ -155,12 +138,7 @@ def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, 
                      "prefill_pred": latency.predict_seconds(specs, table, tokens=prefill, fixed=fixed[prefill]),
                      "prefill_meas": med[int(j)]["prefill"]})
         shutil.rmtree(work / f"point{j}", ignore_errors=True)
-    summary = {}
-    for m in ("decode", "prefill"):
-        pred, meas = [r[f"{m}_pred"] for r in rows], [r[f"{m}_meas"] for r in rows]
-        err = [abs(p - q) / q for p, q in zip(pred, meas)]
-        summary[m] = {"max_rel_error": max(err), "mean_rel_error": float(np.mean(err)),
-                      "spearman": _spearman(pred, meas)}
+    summary = _timing.prediction_summary(rows)
     return {"rows": rows, "summary": summary, "prefill_tokens": prefill, "rounds": rounds,
             "dense": med["dense"], "fixed": {str(k): v for k, v in fixed.items()}}
 

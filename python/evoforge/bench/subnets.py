@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from evoforge._cli_parser import OneLineParser, int_at_least
-from evoforge.bench import _harness
+from evoforge.bench import _harness, _timing
 
 STORIES = _harness.shared_data("stories260k", "hf")
 TEXT = _harness.shared_data("text", "wikitext2-test.raw")
@@ -127,11 +127,8 @@ def part_budgets(model: Any, res: Any, heal_steps: int) -> list[dict]:
 
 
 def part_latency(model: Any, res: Any, prefill: int, n_points: int, rounds: int = 11) -> dict:
-    import torch
-
-    from evoforge.compress import latency, slice_model
+    from evoforge.compress import slice_model
     from evoforge.compress.methods.subnet import subnet_latency
-    from evoforge.search.screening import spearman
 
     space = _space(model, res)
     order = np.argsort([p["heldout"]["params"] for p in res.points])
@@ -139,16 +136,7 @@ def part_latency(model: Any, res: Any, prefill: int, n_points: int, rounds: int 
     models: dict[Any, Any] = {"full": model}
     for j in pick:
         models[int(j)] = slice_model(model, space, np.array(res.points[j]["genome"])).eval()
-    times: dict[Any, dict[str, list[float]]] = {k: {"decode": [], "prefill": []} for k in models}
-    with torch.inference_mode():
-        for r in range(rounds + 1):  # the first a warm-up; interleaved, so that drift hits all alike
-            for k, m in models.items():
-                dec = latency.model_seconds(m, tokens=1, context=16, repeats=3, warmup=0)
-                pre = latency.model_seconds(m, tokens=prefill, context=0, repeats=1, warmup=0)
-                if r:
-                    times[k]["decode"].append(dec)
-                    times[k]["prefill"].append(pre)
-    med = {k: {m: float(np.median(v)) for m, v in t.items()} for k, t in times.items()}
+    med = _timing.interleaved_medians(models, prefill=prefill, rounds=rounds)
     tables = {}
     for m, tokens in (("decode", 1), ("prefill", prefill)):
         attn_s, mlp_s, _ = subnet_latency(space, model, tokens=tokens)
@@ -163,12 +151,7 @@ def part_latency(model: Any, res: Any, prefill: int, n_points: int, rounds: int 
             row[f"{m}_meas"] = med[int(j)][m]
             row[f"{m}_speedup"] = med["full"][m] / med[int(j)][m]
         rows.append(row)
-    summary = {}
-    for m in ("decode", "prefill"):
-        pred, meas = [r[f"{m}_pred"] for r in rows], [r[f"{m}_meas"] for r in rows]
-        err = [abs(p - q) / q for p, q in zip(pred, meas)]
-        summary[m] = {"max_rel_error": max(err), "mean_rel_error": float(np.mean(err)),
-                      "spearman": spearman(np.array(pred), np.array(meas))}
+    summary = _timing.prediction_summary(rows)
     return {"rows": rows, "summary": summary, "full": med["full"], "prefill_tokens": prefill, "rounds": rounds}
 
 

@@ -301,5 +301,13 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def as_tuple(v: Any) -> Any:
+    """A comma-separated string or an iterable as a tuple (of stripped strings for a string); any
+    other value unchanged, for ``validate()`` to refuse."""
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.split(",") if x.strip())
+    return tuple(v) if v is not None and hasattr(v, "__iter__") else v
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

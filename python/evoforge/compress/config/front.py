@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from ...errors import ConfigError
 from ...search.engine import MAX_POPULATION as _MAX_POP
-from .base import CompressConfig, _is_int
+from .base import CompressConfig, _is_int, as_tuple
 
 __all__ = ["FRONT_OBJECTIVES", "FRONT_SPACES", "FrontConfig", "FrontSearchConfig"]
 
@@ -37,11 +37,7 @@ class FrontSearchConfig(CompressConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        v = self.objectives
-        if isinstance(v, str):
-            self.objectives = tuple(x.strip() for x in v.split(",") if x.strip())
-        elif v is not None and hasattr(v, "__iter__"):
-            self.objectives = tuple(v)
+        self.objectives = as_tuple(self.objectives)
 
     def _check_target(self, say: Callable[[str], str]) -> None:
         return None
@@ -104,11 +100,7 @@ class FrontConfig(FrontSearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        v = self.sparsities
-        if isinstance(v, str):
-            self.sparsities = tuple(x.strip() for x in v.split(",") if x.strip())
-        elif v is not None and hasattr(v, "__iter__"):
-            self.sparsities = tuple(v)
+        self.sparsities = as_tuple(self.sparsities)
 
     def ladders(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
         """(sparsity shares, bit-widths) of the space: a space without sparsity keeps share 0 only,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ...errors import ConfigError
+from .base import as_tuple
 from .front import FrontSearchConfig
 
 __all__ = ["SUBNET_OBJECTIVES", "SubnetConfig"]
@@ -46,11 +47,7 @@ class SubnetConfig(FrontSearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        v = self.widths
-        if isinstance(v, str):
-            self.widths = tuple(x.strip() for x in v.split(",") if x.strip())
-        elif v is not None and hasattr(v, "__iter__"):
-            self.widths = tuple(v)
+        self.widths = as_tuple(self.widths)
 
     def _check_target(self, say: Callable[[str], str]) -> None:
         t = self.target

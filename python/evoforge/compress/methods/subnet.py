@@ -75,11 +75,18 @@ def _pooling(config: SubnetConfig, run: Run) -> str:
     return found
 
 
-def _points(space: SubnetSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray,
-            held: np.ndarray) -> list[dict]:
-    return [{"genome": [int(v) for v in g], **space.describe(g),
-             "search": {o: float(v) for o, v in zip(objectives, f)},
-             "heldout": {o: float(v) for o, v in zip(objectives, h)}} for g, f, h in zip(genomes, F, held)]
+def _points(space: SubnetSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray, held: np.ndarray, *,
+            uniform: bool = False) -> list[dict]:
+    """FrontResult points; ``uniform``: uniform sub-networks, labelled by their heads and neurons."""
+    out = []
+    for g, f, h in zip(genomes, F, held):
+        p = {"genome": [int(v) for v in g], **space.describe(g), "search": {o: float(v) for o, v in zip(objectives, f)},
+             "heldout": {o: float(v) for o, v in zip(objectives, h)}}
+        if uniform:
+            p["uniform"] = [int(g[0]) * space.per_group, int(space.neurons[g[space.N]])]
+            p["label"] = f"{p['uniform'][0]} heads / {p['uniform'][1]} neurons"
+        out.append(p)
+    return out
 
 
 class _WithinBudget:
@@ -147,10 +154,7 @@ def _single_budget(config: SubnetConfig, run: Run, space: SubnetSpace, objective
     H = held.evaluate(both)
     run.times["heldout"] = time.perf_counter() - t0
     F = np.stack([q.reshape(-1), space.params(both)], axis=1)
-    uniform = _points(space, names, feasible, F[1:], H[1:])
-    for u, g in zip(uniform, feasible):
-        u["uniform"] = [int(g[0]) * space.per_group, int(space.neurons[g[N]])]
-        u["label"] = f"{u['uniform'][0]} heads / {u['uniform'][1]} neurons"
+    uniform = _points(space, names, feasible, F[1:], H[1:], uniform=True)
     result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=names,
                          layers=[f"block {b}" for b in range(N)], points=_points(space, names, best, F[:1], H[:1]),
                          uniform=uniform, generations=int(res.generations), evaluations=int(res.evaluations),
@@ -203,10 +207,7 @@ def subnet(config: SubnetConfig, run: Run) -> FrontResult:
                       evaluator=objectives_on(run.calibration, run.teacher_dir),
                       heldout=objectives_on(run.heldout, None),
                       task=f"subnet:{run.fingerprint}:{list(space.widths)}:{space.attention}")
-    uniform = _points(space, objectives, uni, fs.uniform_F, fs.uniform_held)
-    for u, g in zip(uniform, uni):
-        u["uniform"] = [int(g[0]) * space.per_group, int(space.neurons[g[space.N]])]
-        u["label"] = f"{u['uniform'][0]} heads / {u['uniform'][1]} neurons"
+    uniform = _points(space, objectives, uni, fs.uniform_F, fs.uniform_held, uniform=True)
     rd = run.run_dir
     res = fs.result
     result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=objectives,
