@@ -155,14 +155,23 @@ def _single_budget(config: SubnetConfig, run: Run, space: SubnetSpace, objective
     run.times["heldout"] = time.perf_counter() - t0
     F = np.stack([q.reshape(-1), space.params(both)], axis=1)
     uniform = _points(space, names, feasible, F[1:], H[1:], uniform=True)
-    result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=names,
-                         layers=[f"block {b}" for b in range(N)], points=_points(space, names, best, F[:1], H[:1]),
-                         uniform=uniform, generations=int(res.generations), evaluations=int(res.evaluations),
+    return _finish(run, space, names, _points(space, names, best, F[:1], H[:1]), uniform, res,
+                   note=f"single budget: at most {budget / 1e6:.3f}M parameters ({float(config.target):g} of the "
+                        f"blocks' {space.block_params() / 1e6:.2f}M, plus the rest of the model)")
+
+
+def _finish(run: Run, space: SubnetSpace, objectives: list[str], points: list[dict], uniform: list[dict],
+            res: object, *, note: str, latency: tuple | None = None) -> FrontResult:
+    """The FrontResult of a sub-network search, bound to its space, written to the run directory."""
+    rd = run.run_dir
+    result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=objectives,
+                         layers=[f"block {b}" for b in range(space.N)], points=points, uniform=uniform,
+                         generations=int(res.generations), evaluations=int(res.evaluations),
                          history=list(res.history), run_dir=None if rd is None else str(rd),
-                         model=run.factory.model if isinstance(run.factory.model, str) else None, times=run.times,
-                         method="subnet", columns=["heads", "mlp"], widths=list(space.widths),
-                         notes=[f"single budget: at most {budget / 1e6:.3f}M parameters ({float(config.target):g} of "
-                                f"the blocks' {space.block_params() / 1e6:.2f}M, plus the rest of the model)"])
+                         model=run.factory.model if isinstance(run.factory.model, str) else None,
+                         latency_tokens=int(run.config.latency_tokens),
+                         fixed_seconds=None if latency is None else latency[2], times=run.times, method="subnet",
+                         columns=["heads", "mlp"], widths=list(space.widths), notes=[note])
     result.bind(run.adapter, space)
     if rd is not None:
         write_front(result, rd)
@@ -208,20 +217,7 @@ def subnet(config: SubnetConfig, run: Run) -> FrontResult:
                       heldout=objectives_on(run.heldout, None),
                       task=f"subnet:{run.fingerprint}:{list(space.widths)}:{space.attention}")
     uniform = _points(space, objectives, uni, fs.uniform_F, fs.uniform_held, uniform=True)
-    rd = run.run_dir
-    res = fs.result
-    result = FrontResult(space="heads+mlp" if space.attention else "mlp", objectives=objectives,
-                         layers=[f"block {b}" for b in range(space.N)],
-                         points=_points(space, objectives, fs.genomes, fs.F, fs.held), uniform=uniform,
-                         generations=int(res.generations), evaluations=int(res.evaluations),
-                         history=list(res.history), run_dir=None if rd is None else str(rd),
-                         model=run.factory.model if isinstance(run.factory.model, str) else None,
-                         latency_tokens=int(config.latency_tokens),
-                         fixed_seconds=None if latency is None else latency[2], times=run.times, method="subnet",
-                         columns=["heads", "mlp"], widths=list(space.widths),
-                         notes=[f"{space.params_full / 1e6:.2f}M parameters in the full model, "
-                                f"{space.block_params() / 1e6:.2f}M of them in the blocks' attention and MLPs"])
-    result.bind(run.adapter, space)
-    if rd is not None:
-        write_front(result, rd)
-    return result
+    return _finish(run, space, objectives, _points(space, objectives, fs.genomes, fs.F, fs.held), uniform,
+                   fs.result, latency=latency,
+                   note=f"{space.params_full / 1e6:.2f}M parameters in the full model, "
+                        f"{space.block_params() / 1e6:.2f}M of them in the blocks' attention and MLPs")
