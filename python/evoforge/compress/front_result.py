@@ -191,8 +191,10 @@ def _plot(result: FrontResult, path: Path) -> Path | None:
              next(o for o in result.objectives if o != size))  # the quality objective, else the other one
     y = [p["heldout"][q] for p in pts]
     yu = [u["heldout"][q] for u in uni]
-    # a log axis cannot show KL <= 0 (the dense configuration, up to rounding): draw it at a floor
-    pos = [v for v in y + yu if v > 0]
+    # a log axis cannot show KL <= 0 (the dense configuration, up to rounding): draw it at a floor,
+    # as everything at rounding level (below 1e-5 of the largest value)
+    top = max(y + yu, default=0.0)
+    pos = [v for v in y + yu if v > 1e-5 * top]
     floor = min(pos) / 3 if pos else 1e-6
     y, yu = [max(v, floor) for v in y], [max(v, floor) for v in yu]
     if "latency" in result.objectives:
