@@ -190,8 +190,9 @@ def test_cli_errors(capsys, tmp_path):
 
 
 def test_latency_objective_is_the_table_sum(stories, tmp_path, monkeypatch):
-    """kl, bytes, latency: each point's latency is this machine's table summed over its layers' specs
-    plus the fixed part (recomputed here from the saved table), and front.png is drawn."""
+    """kl, bytes, latency: each point's latency is this machine's table summed over its layers' specs,
+    each times its level's in-model factor, plus the fixed part (recomputed here from the saved
+    table), and front.png is drawn."""
     from evoforge.compress import latency
 
     monkeypatch.setenv("EVOFORGE_CACHE_DIR", str(tmp_path / "cache"))
@@ -203,10 +204,12 @@ def test_latency_objective_is_the_table_sum(stories, tmp_path, monkeypatch):
     table = latency.LatencyTable.load()
     assert len(table) > 0 and table.path.is_file()
     shapes = [space.shapes[i] for i in range(space.n_layers)]
+    factors = res.latency_factors
+    assert len(factors) == space.n_levels(0) and all(f > 0 for f in factors)
     for p in res.points:
         j = space.combined(np.array(p["genome"]))[0]
-        layers = [(*shapes[i], space.spec(i, int(lv))) for i, lv in enumerate(j)]
-        expect = latency.predict_seconds(layers, table, tokens=1, fixed=res.fixed_seconds)
+        expect = res.fixed_seconds + sum(table.seconds(*shapes[i], space.spec(i, int(lv)), 1) * factors[int(lv)]
+                                         for i, lv in enumerate(j))
         assert p["search"]["latency"] == pytest.approx(expect, rel=1e-12)
         assert p["heldout"]["latency"] == p["search"]["latency"]
     assert (rd / "front.png").stat().st_size > 10_000

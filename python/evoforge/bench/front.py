@@ -104,19 +104,17 @@ def _space(res: Any) -> Any:
 
 
 def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, rounds: int = 11) -> dict:
-    """The points and the dense model are timed in interleaved rounds (the first a warm-up), so that
-    a drift of the machine's speed hits all alike; the fixed parts come from the dense model's
-    medians of the same rounds."""
-    from evoforge.compress import latency
+    """The points (and the dense model, for the speed-ups) timed in interleaved rounds (the first a
+    warm-up), so that a drift of the machine's speed hits all alike, against the front's latency
+    model (``latency_table``: the table times the in-model factor of each level, plus the fixed
+    part), made now at 1 and at ``prefill`` tokens."""
+    from evoforge.compress.methods.front import latency_table
     from evoforge.layers import load as load_packed
 
     space = _space(res)
     order = np.argsort([p["heldout"]["bytes"] for p in res.points])
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n_points, len(order))).round().astype(int))]
-    table = latency.LatencyTable.load()
-    specs_all = [[(*space.shapes[i], space.spec(i, int(lv))) for i, lv in enumerate(space.combined(
-        np.array(res.points[j]["genome"]))[0])] for j in pick]
-    table.measure([s for specs in specs_all for s in specs], tokens=[1, prefill])
+    lat = {m: latency_table(space, model, t) for m, t in (("decode", 1), ("prefill", prefill))}
     models: dict[Any, Any] = {"dense": model.eval()}  # float32 on the CPU, as loaded
     for j in pick:
         out = res.export(int(j), work / f"point{j}", packed=True, model=model)
@@ -127,20 +125,19 @@ def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, 
 
             models[int(j)] = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
     med = _timing.interleaved_medians(models, prefill=prefill, rounds=rounds)
-    fixed = {1: latency.fixed_seconds(model, table, tokens=1, measured=med["dense"]["decode"]),
-             prefill: latency.fixed_seconds(model, table, tokens=prefill, measured=med["dense"]["prefill"])}
-    table.save()
     rows = []
-    for j, specs in zip(pick, specs_all):
-        rows.append({"point": int(j), "bytes": res.points[j]["heldout"]["bytes"],
-                     "decode_pred": latency.predict_seconds(specs, table, tokens=1, fixed=fixed[1]),
-                     "decode_meas": med[int(j)]["decode"],
-                     "prefill_pred": latency.predict_seconds(specs, table, tokens=prefill, fixed=fixed[prefill]),
-                     "prefill_meas": med[int(j)]["prefill"]})
+    for j in pick:
+        levels = space.combined(np.array(res.points[j]["genome"]))[0]
+        row = {"point": int(j), "bytes": res.points[j]["heldout"]["bytes"]}
+        for m, (table, fixed, _) in lat.items():
+            row[f"{m}_pred"] = float(table[np.arange(space.n_layers), levels].sum() + fixed)
+            row[f"{m}_meas"] = med[int(j)][m]
+            row[f"{m}_speedup"] = med["dense"][m] / med[int(j)][m]
+        rows.append(row)
         shutil.rmtree(work / f"point{j}", ignore_errors=True)
-    summary = _timing.prediction_summary(rows)
-    return {"rows": rows, "summary": summary, "prefill_tokens": prefill, "rounds": rounds,
-            "dense": med["dense"], "fixed": {str(k): v for k, v in fixed.items()}}
+    return {"rows": rows, "summary": _timing.prediction_summary(rows), "prefill_tokens": prefill, "rounds": rounds,
+            "dense": med["dense"], "fixed": {m: v[1] for m, v in lat.items()},
+            "factors": {m: v[2].tolist() for m, v in lat.items()}}
 
 
 def part_dedicated(model: Any, tok: Any, kw: dict, res: Any, work: Path) -> list[dict]:

@@ -50,6 +50,8 @@ class FrontResult:
     model: str | None = None
     latency_tokens: int = 1
     fixed_seconds: float | None = None
+    #: per combined level, the in-model factor of its table entries (evoforge.compress.latency_calibration)
+    latency_factors: list | None = None
     times: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
     #: single-budget results to draw beside the front: ``{"name", "kl" (held-out), "bytes"}`` dicts

@@ -26,7 +26,7 @@ from ..front_space import FrontSpace
 from ..registry import register
 from ..run import Run
 
-__all__ = ["FrontObjectives", "front"]
+__all__ = ["FrontObjectives", "front", "latency_table"]
 
 
 class FrontObjectives(Objectives):
@@ -47,25 +47,31 @@ class FrontObjectives(Objectives):
             "latency": self.latency_of})
 
     def latency_of(self, genomes: Any) -> np.ndarray:
-        table, fixed = self.latency
+        table, fixed = self.latency[:2]
         return table[np.arange(self.space.n_layers)[None, :], self.space.combined(genomes)].sum(axis=1) + fixed
 
 
-def _latency_table(run: Run, space: FrontSpace, tokens: int) -> tuple[np.ndarray, float]:
-    """Seconds [L, n_levels] of every layer at every combined level, from this machine's cached table (the
-    missing entries timed now), and the measured fixed part of a forward at ``tokens`` tokens
-    (1: a decode step after 16 cached tokens; more: a prefill without a cache)."""
-    from ..latency import LatencyTable, fixed_seconds
+def latency_table(space: FrontSpace, model: Any, tokens: int, *, progress: bool = False,
+                  ) -> tuple[np.ndarray, float, np.ndarray]:
+    """Seconds [L, n_levels] of every layer at every combined level inside ``model`` (this machine's
+    cached table, the missing entries timed now, times the level's in-model factor), the fixed part
+    of a forward at ``tokens`` tokens (1: a decode step after 16 cached tokens; more: a prefill), and
+    the factors [n_levels] (:mod:`evoforge.compress.latency_calibration`; the drop level: 1)."""
+    from ..latency import LatencyTable
+    from ..latency_calibration import calibrate_levels
 
     table = LatencyTable.load(device=space.device)
-    specs = {(*space.shapes[i], repr(space.spec(i, j))): (*space.shapes[i], space.spec(i, j))
-             for i in range(space.n_layers) for j in range(space.n_levels(i))}
-    table.measure(list(specs.values()), tokens=tokens, progress=run.config.progress)
-    fixed = fixed_seconds(run.adapter.model, table, tokens=tokens, context=16 if tokens == 1 else 0)
+    J = space.n_levels(0)
+    levels = [{space.names[i]: (*space.shapes[i], space.spec(i, j)) for i in range(space.n_layers)}
+              for j in range(J) if j != space.drop_level]
+    table.measure([s for lv in levels for s in lv.values()], tokens=tokens, progress=progress)
+    factors, fixed = calibrate_levels(model, levels, table, tokens=tokens)
     table.save()
-    lat = np.array([[table.seconds(*space.shapes[i], space.spec(i, j), tokens) for j in range(space.n_levels(i))]
+    f = np.ones(J)
+    f[[j for j in range(J) if j != space.drop_level]] = factors
+    lat = np.array([[table.seconds(*space.shapes[i], space.spec(i, j), tokens) * f[j] for j in range(J)]
                     for i in range(space.n_layers)], dtype=np.float64)
-    return lat, float(fixed)
+    return lat, fixed, f
 
 
 def _points(space: FrontSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray, held: np.ndarray) -> list:
@@ -97,7 +103,9 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
                        device=p.device, dtype=p.dtype)
     objectives = list(config.objectives)
     t0 = time.perf_counter()
-    latency = _latency_table(run, space, int(config.latency_tokens)) if "latency" in objectives else None
+    latency = None
+    if "latency" in objectives:
+        latency = latency_table(space, run.adapter.model, int(config.latency_tokens), progress=config.progress)
     run.times["latency_table"] = time.perf_counter() - t0
     kl = None
     if "kl" in objectives:
@@ -123,7 +131,8 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
                          run_dir=None if rd is None else str(rd), db_path=str(db.path.resolve()),
                          model=run.factory.model if isinstance(run.factory.model, str) else None,
                          latency_tokens=int(config.latency_tokens),
-                         fixed_seconds=None if latency is None else latency[1], times=run.times)
+                         fixed_seconds=None if latency is None else latency[1], times=run.times,
+                         latency_factors=None if latency is None else latency[2].tolist())
     result.bind(run.adapter, space)
     if rd is not None:
         write_front(result, rd)
