@@ -4,6 +4,7 @@ Model latency = sum over the linear layers of ``table[(out_features, in_features
 + a fixed part (embeddings, norms, attention, the head, Python), measured once on the dense model
 (:func:`fixed_seconds`). Units are seconds; ``tokens`` is the number of rows each linear layer sees
 in one forward at batch 1: 1 for a decode step (with a KV cache), T for a prefill of T tokens.
+:mod:`evoforge.compress.latency_calibration` corrects the table to what layers cost inside a model.
 
 Entries
     One per (out_features, in_features, spec, tokens): the median over ``repeats`` of the time per
