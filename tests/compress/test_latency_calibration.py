@@ -41,5 +41,7 @@ def test_factors_from_their_parts(tmp_path, monkeypatch):
     assert factors.shape == (2,) and np.all(np.isfinite(factors)) and np.all(factors >= 0) and fixed > 0
     for lv in levels:  # every entry of every level is in the table now
         assert all(v in table for v in [(o, i, s, 1) for o, i, s in lv.values()])
+    many, fixed2 = calibrate_levels(m, levels, table, tokens=(1, 4), repeats=2)  # packed once, timed twice
+    assert many.shape == (2, 2) and fixed2.shape == (2,) and np.all(np.isfinite(many))
     with pytest.raises(ConfigError, match="at least one level"):
         calibrate_levels(m, [], table)

@@ -106,15 +106,15 @@ def _space(res: Any) -> Any:
 def part_latency(model: Any, res: Any, work: Path, prefill: int, n_points: int, rounds: int = 11) -> dict:
     """The points (and the dense model, for the speed-ups) timed in interleaved rounds (the first a
     warm-up), so that a drift of the machine's speed hits all alike, against the front's latency
-    model (``latency_table``: the table times the in-model factor of each level, plus the fixed
+    model (``latency_tables``: the table times the in-model factor of each level, plus the fixed
     part), made now at 1 and at ``prefill`` tokens."""
-    from evoforge.compress.methods.front import latency_table
+    from evoforge.compress.methods.front import latency_tables
     from evoforge.layers import load as load_packed
 
     space = _space(res)
     order = np.argsort([p["heldout"]["bytes"] for p in res.points])
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n_points, len(order))).round().astype(int))]
-    lat = {m: latency_table(space, model, t) for m, t in (("decode", 1), ("prefill", prefill))}
+    lat = dict(zip(("decode", "prefill"), latency_tables(space, model, (1, prefill))))
     models: dict[Any, Any] = {"dense": model.eval()}  # float32 on the CPU, as loaded
     for j in pick:
         out = res.export(int(j), work / f"point{j}", packed=True, model=model)

@@ -61,23 +61,28 @@ def zero_linear_seconds(model: nn.Module, *, tokens: int = 1, repeats: int = 5) 
 
 
 def calibrate_levels(model: nn.Module, levels: Sequence[Mapping[str, Any]], table: LatencyTable, *,
-                     tokens: int = 1, repeats: int = 5) -> tuple[np.ndarray, float]:
+                     tokens: int | Sequence[int] = 1, repeats: int = 5) -> tuple[np.ndarray, Any]:
     """(factors float64 [J], fixed seconds) for ``levels``: J configurations, each a dict layer name
     -> (out_features, in_features, spec) covering the layers packed at that level (spec None or {}:
-    left dense). The table's missing entries are timed first. See the module docstring."""
+    left dense). The table's missing entries are timed first. ``tokens`` a sequence of T token
+    counts: factors [T, J] and fixed [T], each level packed once for all. See the module docstring."""
     if not levels:
         raise ConfigError("calibrate_levels needs at least one level")
-    fixed = zero_linear_seconds(model, tokens=tokens, repeats=repeats)
-    factors = np.ones(len(levels))
+    toks = [int(tokens)] if isinstance(tokens, (int, np.integer)) else [int(t) for t in tokens]
+    fixed = np.array([zero_linear_seconds(model, tokens=t, repeats=repeats) for t in toks])
+    factors = np.ones((len(toks), len(levels)))
     for j, layers in enumerate(levels):
         layers = dict(layers)
-        table.measure(list(layers.values()), tokens=tokens)
-        total = table.total(list(layers.values()), tokens)
+        table.measure(list(layers.values()), tokens=toks)
         specs = {n: s for n, (_, _, s) in layers.items() if s}
-        m = apply(copy.deepcopy(model), specs) if specs else model
-        with torch.inference_mode():
-            t = _timed(m, tokens, repeats)
+        m = apply(copy.deepcopy(model), specs) if specs else model  # packed once, timed at every token count
+        for k, t in enumerate(toks):
+            total = table.total(list(layers.values()), t)
+            with torch.inference_mode():
+                took = _timed(m, t, repeats)
+            if total > 0:
+                factors[k, j] = max(took - fixed[k], 0.0) / total
         del m
-        if total > 0:
-            factors[j] = max(t - fixed, 0.0) / total
-    return factors, float(fixed)
+    if isinstance(tokens, (int, np.integer)):
+        return factors[0], float(fixed[0])
+    return factors, fixed

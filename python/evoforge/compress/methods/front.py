@@ -26,7 +26,7 @@ from ..front_space import FrontSpace
 from ..registry import register
 from ..run import Run
 
-__all__ = ["FrontObjectives", "front", "latency_table"]
+__all__ = ["FrontObjectives", "front", "latency_tables"]
 
 
 class FrontObjectives(Objectives):
@@ -51,27 +51,31 @@ class FrontObjectives(Objectives):
         return table[np.arange(self.space.n_layers)[None, :], self.space.combined(genomes)].sum(axis=1) + fixed
 
 
-def latency_table(space: FrontSpace, model: Any, tokens: int, *, progress: bool = False,
-                  ) -> tuple[np.ndarray, float, np.ndarray]:
-    """Seconds [L, n_levels] of every layer at every combined level inside ``model`` (this machine's
+def latency_tables(space: FrontSpace, model: Any, tokens: tuple[int, ...], *, progress: bool = False,
+                   ) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Per token count of ``tokens`` (1: a decode step after 16 cached tokens; more: a prefill):
+    seconds [L, n_levels] of every layer at every combined level inside ``model`` (this machine's
     cached table, the missing entries timed now, times the level's in-model factor), the fixed part
-    of a forward at ``tokens`` tokens (1: a decode step after 16 cached tokens; more: a prefill), and
-    the factors [n_levels] (:mod:`evoforge.compress.latency_calibration`; the drop level: 1)."""
+    of a forward, and the factors [n_levels] (:mod:`evoforge.compress.latency_calibration`; the drop
+    level: 1). Each level's model is packed once for all token counts."""
     from ..latency import LatencyTable
     from ..latency_calibration import calibrate_levels
 
     table = LatencyTable.load(device=space.device)
     J = space.n_levels(0)
-    levels = [{space.names[i]: (*space.shapes[i], space.spec(i, j)) for i in range(space.n_layers)}
-              for j in range(J) if j != space.drop_level]
-    table.measure([s for lv in levels for s in lv.values()], tokens=tokens, progress=progress)
-    factors, fixed = calibrate_levels(model, levels, table, tokens=tokens)
+    kept = [j for j in range(J) if j != space.drop_level]
+    levels = [{space.names[i]: (*space.shapes[i], space.spec(i, j)) for i in range(space.n_layers)} for j in kept]
+    table.measure([s for lv in levels for s in lv.values()], tokens=list(tokens), progress=progress)
+    factors, fixed = calibrate_levels(model, levels, table, tokens=list(tokens))
     table.save()
-    f = np.ones(J)
-    f[[j for j in range(J) if j != space.drop_level]] = factors
-    lat = np.array([[table.seconds(*space.shapes[i], space.spec(i, j), tokens) * f[j] for j in range(J)]
-                    for i in range(space.n_layers)], dtype=np.float64)
-    return lat, fixed, f
+    out = []
+    for k, t in enumerate(tokens):
+        f = np.ones(J)
+        f[kept] = factors[k]
+        lat = np.array([[table.seconds(*space.shapes[i], space.spec(i, j), t) * f[j] for j in range(J)]
+                        for i in range(space.n_layers)], dtype=np.float64)
+        out.append((lat, float(fixed[k]), f))
+    return out
 
 
 def _points(space: FrontSpace, objectives: list[str], genomes: np.ndarray, F: np.ndarray, held: np.ndarray) -> list:
@@ -105,7 +109,8 @@ def front(config: FrontConfig, run: Run) -> FrontResult:
     t0 = time.perf_counter()
     latency = None
     if "latency" in objectives:
-        latency = latency_table(space, run.adapter.model, int(config.latency_tokens), progress=config.progress)
+        (latency,) = latency_tables(space, run.adapter.model, (int(config.latency_tokens),),
+                                    progress=config.progress)
     run.times["latency_table"] = time.perf_counter() - t0
     kl = None
     if "kl" in objectives:
