@@ -58,6 +58,7 @@ void register_solvers(py::module_& m);
 void register_kl(py::module_& m);
 void register_quant(py::module_& m);
 void register_sparse(py::module_& m);
+void register_merging(py::module_& m);
 void register_threads(py::module_& m);
 
 }  // namespace evoforge
@@ -83,5 +84,6 @@ PYBIND11_MODULE(_core, m) {
   evoforge::register_kl(m);
   evoforge::register_quant(m);
   evoforge::register_sparse(m);
+  evoforge::register_merging(m);
   evoforge::register_threads(m);
 }

@@ -11,6 +11,7 @@ void register_pareto(py::module_& m);
 void register_hashing(py::module_& m);
 void register_variation(py::module_& m);
 void register_layers(py::module_& m);
+void register_merging(py::module_& m);
 }
 
 PYBIND11_MODULE(_cuda, m) {
@@ -35,4 +36,5 @@ PYBIND11_MODULE(_cuda, m) {
   evoforge::cuda::register_hashing(m);
   evoforge::cuda::register_variation(m);
   evoforge::cuda::register_layers(m);
+  evoforge::cuda::register_merging(m);
 }

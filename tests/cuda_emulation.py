@@ -7,12 +7,15 @@ They live here, not in the package: nothing in evoforge runs them.
   the same tiles, groups, block split, skips and update order.
 - :func:`emulate_matmul`: cuda/layers.cu (``evoforge.layers._cuda``), the quantised / 2:4 matmul
   with its float16 / bfloat16 bit conversions (:func:`bits_to_f32`, :func:`f32_to_bits`).
+- :func:`emulate_dare_mask`: cuda/merging.cu (``evoforge.merging.dare_mask(..., device="cuda")``),
+  one thread per Philox block of 4 elements.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from evoforge import random as _er
 from evoforge._pareto_cuda import GROUP, INT_MAX, WARP, kernel_config
 from evoforge.layers._cuda import _ceil
 
@@ -312,3 +315,33 @@ def emulate_matmul(
     for p in partial[1:]:  # reduce_splits_kernel: split order, fp32
         total = (total + p).astype(np.float32)
     return np.ascontiguousarray(f32_to_bits(total.T, dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# cuda/merging.cu: the DARE keep mask
+
+
+#: DARE's operator stream (the top 8 bits of counter word 3), cpp/include/evoforge/merging.h.
+DARE_STREAM = 10
+
+
+def emulate_dare_mask(n: int, density: float, seed: int, stream: int, k: int, threads: int = 256) -> np.ndarray:
+    """The mask dare_mask_kernel writes, bool [n]: thread ``b`` (of a grid-stride loop over
+    ``ceil(n / 4)`` blocks, ``threads`` per CUDA block) draws the Philox4x32-10 block with key
+    ``seed`` and counter ``(b & 0xffffffff, k, stream, (DARE_STREAM << 24) | (b >> 32))`` and writes
+    elements ``4b .. 4b + 3`` (those below n): ``(w_q >> 8) < density * 2**24`` (in float64). The
+    grid does not change the result; it is walked here in the kernel's order anyway."""
+    nb = -(-n // 4)
+    out = np.zeros(4 * nb, dtype=np.uint8)
+    grid = min(-(-nb // threads), 65535 * 64) if nb else 0
+    stride = max(1, grid * threads)
+    cut = float(density) * 16777216.0
+    key = np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32)
+    for first in range(0, nb, stride):  # one grid-stride step: threads first .. first + stride - 1
+        b = np.arange(first, min(first + stride, nb), dtype=np.uint64)
+        sub = (b >> np.uint64(32)) & np.uint64(0xFFFFFF)
+        ctr = np.stack([b & np.uint64(0xFFFFFFFF), np.full_like(b, k), np.full_like(b, stream),
+                        np.uint64(DARE_STREAM << 24) | sub], axis=1).astype(np.uint32)
+        w = _er.philox4x32_10(ctr, key)  # [nb, 4]: word q for element 4b + q
+        out[4 * int(first): 4 * (int(first) + len(b))] = ((w >> 8).astype(np.float64) < cut).ravel()
+    return out[:n].astype(np.bool_)

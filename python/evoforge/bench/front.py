@@ -205,6 +205,8 @@ def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: int, factor: 
             out.append({"seed": seed, "run": name, "evaluations": ev,
                         "hypervolume": float(pareto.hypervolume(F / ref, np.ones(2))),
                         "spearman_kl": [s[0] if isinstance(s, list) else s for s in spear]})
+            print(f"screen: seed {seed} {name}: {ev} evaluations, hypervolume {out[-1]['hypervolume']:.4f}",
+                  flush=True)  # a long run: each seed's numbers as they come
     return out
 
 

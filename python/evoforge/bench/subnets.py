@@ -175,6 +175,8 @@ def part_screen(model: Any, tok: Any, kw: dict, seeds: int, factor: int) -> list
         for name, (F, ev) in runs.items():
             out.append({"seed": seed, "run": name, "evaluations": ev,
                         "hypervolume": float(pareto.hypervolume(F / ref, np.ones(2)))})
+            print(f"screen: seed {seed} {name}: {ev} evaluations, hypervolume {out[-1]['hypervolume']:.4f}",
+                  flush=True)  # a long run: each seed's numbers as they come
     return out
 
 

@@ -148,8 +148,21 @@ class WorkerPool(Backend):
     def evaluate_chunks(self, genomes: np.ndarray, batch: Any = None) -> Iterator[tuple[np.ndarray, Any]]:
         genomes = np.asarray(genomes)
         chunks = self._chunks(genomes)
+        for c, value in self._dispatch([genomes[rows] for rows in chunks], None, batch):
+            yield chunks[c], value
+
+    def evaluate_stream(self, next_genomes: Any, batch: Any = None) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(genomes, fitness)`` as workers finish, where a worker with room takes the next
+        ``next_genomes()`` at once (no batch barrier); ends when it returns None and all are back."""
+        store: list[np.ndarray] = []
+        for c, value in self._dispatch(store, next_genomes, batch):
+            yield store[c], value
+
+    def _dispatch(self, chunks: list[np.ndarray], refill: Any, batch: Any) -> Iterator[tuple[int, Any]]:
+        """``(chunk index, fitness)`` as they finish; ``refill()`` (if given) appends a chunk to
+        ``chunks`` whenever a slot has room and the queue is empty, until it returns None."""
         queue = deque(range(len(chunks)))
-        lost = [0] * len(chunks)
+        lost: list[int] = [0] * len(chunks)
         inflight: dict[Any, tuple[int, int]] = {}  # token -> (slot, chunk)
         held: list[list[Any]] = [[] for _ in range(self.n_workers)]  # tokens per slot, oldest first
         progress = [0.0] * self.n_workers  # when each slot last started work or returned a result
@@ -160,30 +173,46 @@ class WorkerPool(Backend):
                 _, c = inflight.pop(token)
                 lost[c] += 1
                 if lost[c] >= self.max_attempts:
-                    rows = chunks[c].tolist()
-                    raise EvaluationError(f"candidates {rows} of the batch were lost {lost[c]} times (last: worker "
+                    raise EvaluationError(f"a chunk of {len(chunks[c])} candidates was lost {lost[c]} times (last: worker "
                                           f"{slot} {reason}); not retrying (max_attempts={self.max_attempts})")
                 queue.appendleft(c)
                 self.stats["redispatched"] += 1
             held[slot] = []
             self._restart(slot, reason)
 
+        def more() -> bool:
+            nonlocal refill
+            if refill is None:
+                return False
+            g = refill()
+            if g is None:
+                refill = None
+                return False
+            chunks.append(np.asarray(g))
+            lost.append(0)
+            queue.append(len(chunks) - 1)
+            return True
+
         try:
-            while done < len(chunks):
+            while done < len(chunks) or refill is not None:
                 for s in range(self.n_workers):
-                    while queue and len(held[s]) < self.depth and not self._retired[s]:
+                    while len(held[s]) < self.depth and not self._retired[s] and (queue or more()):
                         self._replace(s)
                         if self._retired[s]:
                             break
                         c = queue.popleft()
                         calls = self._pending_calls(self._seen[s])
-                        token = self._submit(s, Task(genomes[chunks[c]], batch, calls))
+                        token = self._submit(s, Task(chunks[c], batch, calls))
                         if calls:
                             self._seen[s] = calls[-1][0]
                         if not held[s]:
                             progress[s] = time.monotonic()
                         held[s].append(token)
                         inflight[token] = (s, c)
+                if not inflight:
+                    if queue or more():
+                        continue
+                    break
                 wait_s = None
                 if self.timeout is not None:
                     now = time.monotonic()
@@ -203,7 +232,7 @@ class WorkerPool(Backend):
                     done += 1
                     self.stats["chunks"] += 1
                     self.stats["candidates"] += len(chunks[c])
-                    yield chunks[c], value
+                    yield c, value
                 if self.timeout is not None:
                     now = time.monotonic()
                     for s in range(self.n_workers):

@@ -92,6 +92,17 @@ class Backend(abc.ABC):
         ``rows`` int64 [b] indexes ``genomes``, ``fitness`` is the evaluator's output for them ([b],
         [b, M], or a pair (fitness, constraint_violation [b]))."""
 
+    def evaluate_stream(self, next_genomes: Callable[[], np.ndarray | None],
+                        batch: Any = None) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(genomes [b, L], fitness)`` pairs, where ``next_genomes()`` gives the next candidates
+        [b, L] (None: no more) the moment a worker is free, so that no worker waits for a batch to
+        finish (the asynchronous mode of :class:`~evoforge.search.cmaes.CMAES`). This default
+        evaluates them one call at a time; the multi-worker backends override it."""
+        while (X := next_genomes()) is not None:
+            X = np.asarray(X)
+            for rows, out in self.evaluate_chunks(X, batch):
+                yield X[rows], out
+
     def evaluate(self, genomes: np.ndarray, batch: Any = None) -> Any:
         """Fitness of all of ``genomes`` [B, L], row by row as the evaluator would return it."""
         genomes = np.asarray(genomes)
