@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from evoforge import _cli_dashboard, _cli_front
+from evoforge import _cli_dashboard, _cli_front, _cli_merge
 from evoforge._cli_parser import OneLineParser as _Parser
 from evoforge._cli_parser import int_at_least as _int_at_least
 from evoforge._cli_parser import positive_float as _positive_float_arg
@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_bench)
     compress = _add_compress(sub)
     _cli_dashboard.add_dashboard(sub)
+    _cli_merge.add_merge(sub)
     args = parser.parse_args(argv)
     fronts = ("front", "subnet")
     if args.fn is _cmd_compress and (args.model is None or args.target is None and args.method not in fronts):

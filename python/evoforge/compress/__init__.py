@@ -50,6 +50,7 @@ from .front_space import FrontSpace
 from .hessians import LayerStats, collect_hessians
 from .joint import JointFitness, JointLevels, JointSwitch
 from .metrics import compare_perplexity, perplexity, text_ids
+from .llama2c import Llama2cTokenizer, load_tokenizer
 from .models import load_model, resolve_model
 from .providers import QuantLevels, SparsityLevels, apply_levels, levels_applied, provider_for
 from .registry import register
@@ -109,7 +110,9 @@ __all__ = [
     "slice_model",
     "SubnetConfig",
     "SubnetSpace",
+    "Llama2cTokenizer",
     "load_model",
+    "load_tokenizer",
     "owl_genome",
     "owl_sparsities",
     "pack",

@@ -140,13 +140,17 @@ def _plot(result: MergeResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    h = [r for r in result.history if r.get("best_fitness") is not None and np.ndim(r["best_fitness"]) == 0]
-    if h:
+    h = [r for r in result.history if r.get("best_fitness") is not None and np.size(r["best_fitness"])]
+    if h and np.ndim(h[0]["best_fitness"]) == 0:
         a.plot([r["evaluations"] for r in h], [r["best_fitness"] for r in h], "o-", label="evolved (best so far)")
+    elif h:  # nsga2: the best of each task so far
+        Y = np.array([r["best_fitness"] for r in h])
+        for t, name in enumerate(result.tasks):
+            a.plot([r["evaluations"] for r in h], Y[:, t], "o-", label=f"best {name} loss (nsga2)")
     if result.baselines.get("grid"):
-        a.axhline(float(np.mean(result.best_uniform["search"])), color="gray", ls="--", label="best uniform recipe")
+        a.axhline(float(np.mean(result.best_uniform["search"])), color="gray", ls="--", label="best uniform recipe (mean)")
     a.set_xlabel("candidates evaluated")
-    a.set_ylabel("mean search loss (nats/token)")
+    a.set_ylabel("search loss (nats/token)")
     a.set_title("search")
     a.legend(fontsize=8)
     rows = result.rows()

@@ -5,6 +5,7 @@ checkpoints after every generation when given a ``run_dir`` (resume with ``Engin
 writes a history (``history.jsonl``) that :mod:`evoforge.plot` draws.
 """
 
+from .cmaes import CMAES
 from .engine import Engine, Result
 from .ga import GA
 from .protocol import Backend, Batch, Evaluator, open_backend, register_backend
@@ -25,7 +26,7 @@ from .operators import (
 )
 
 __all__ = [
-    "Batch", "Engine", "Evaluator", "Result", "OnePlusLambda", "NSGA2", "GA", "Screen",
+    "Batch", "Engine", "Evaluator", "Result", "OnePlusLambda", "NSGA2", "GA", "CMAES", "Screen",
     "Mutation", "PointMutation", "GaussianMutation", "PolynomialMutation", "LevelSwitch",
     "Crossover", "SBX", "UniformCrossover", "OnePointCrossover", "TwoPointCrossover",
 ]
