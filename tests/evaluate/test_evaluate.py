@@ -283,3 +283,38 @@ def test_process_pool_goes_on_without_a_worker_that_cannot_restart(tmp_path):
         assert summary(make_engine().run(pool, generations=GENERATIONS)) == ref
         assert len(pool.pids()) == 1  # the killed worker's slot was retired
     assert Counter(read_log(log)) == Counter(seen)
+
+
+def _square_sum(genomes: np.ndarray) -> np.ndarray:
+    return (np.asarray(genomes, dtype=np.float64) ** 2).sum(axis=1)
+
+
+def _make_square_sum():
+    return _square_sum
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_evaluate_stream_takes_candidates_as_workers_free_up(workers):
+    """evaluate_stream: every candidate handed out is evaluated once, with its own fitness, and
+    candidates are drawn only while a worker has room (never more than workers x depth ahead)."""
+    rng = np.random.default_rng(0)
+    todo = [rng.random((1, 3)) for _ in range(13)]
+    handed = []
+    with ProcessPool(_make_square_sum, workers=workers, chunk_size=1, depth=1) as pool:
+        def nxt():
+            if len(handed) == len(todo):
+                return None
+            assert len(handed) - len(back) <= workers  # drawn only for a free worker
+            handed.append(todo[len(handed)])
+            return handed[-1]
+
+        back = []
+        for X, f in pool.evaluate_stream(nxt):
+            back.append((X.copy(), np.asarray(f)))
+    assert len(back) == len(todo)
+    got = {tuple(X[0]): float(f[0]) for X, f in back}
+    assert got == {tuple(x[0]): float(_square_sum(x)[0]) for x in todo}
+    # the default (one call at a time) for the in-process backend
+    it = iter(todo)
+    out = list(InProcess(_square_sum).evaluate_stream(lambda: next(it, None)))
+    assert [float(f[0]) for _, f in out] == [float(_square_sum(x)[0]) for x in todo]

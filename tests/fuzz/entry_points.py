@@ -1541,15 +1541,307 @@ def _pareto_front(ctx):
                                     "save": ctx.fresh() / "p.png"})
 
 
+# ---- merging (native merge kernels) ------------------------------------------------------------
+
+_MERGE_N, _MERGE_K = 64, 3
+
+
+def _merge_inputs():
+    """base [N], deltas [K, N], weights [K], densities [K] (float32 buffers, float64 per-model numbers)."""
+    r = _rng(7)
+    base = r.normal(size=_MERGE_N).astype("float32")
+    deltas = (0.1 * r.normal(size=(_MERGE_K, _MERGE_N))).astype("float32")
+    return base, deltas, _np().array([0.5, 0.3, 0.2]), _np().array([0.5, 0.7, 0.9])
+
+
+def _merge_deltas(**fixed):
+    def build(ctx):
+        from evoforge import merging
+
+        base, deltas, w, d = _merge_inputs()
+        kw = {"out": _np().zeros(_MERGE_N, "float32"), "base": base, "deltas": deltas, "weights": w,
+              "densities": d, "trim": False, "dare": False, "sign_election": True, "normalize": True, "scale": 1.0,
+              "seed": 3, "stream": 1, **fixed}
+        return Call(merging.merge_deltas, kw)
+
+    return build
+
+
+# non-contiguous labels that merging's parameter buffers refuse by contract: they are read and
+# written in place as views of a model's memory ("a view, never a copy"; ValueError "must be
+# C-contiguous", evoforge/merging.py), so there is no contiguous result to reproduce
+_IN_PLACE = ("strided", "negstride")
+
+
+def _merged_copy(out: Any) -> Any:
+    """merge_deltas / slerp return ``out`` itself (written in place): compare its numbers."""
+    return _np().array(out, copy=True)
+
+
+def _slerp(ctx):
+    from evoforge import merging
+
+    base, deltas, _, _ = _merge_inputs()
+    return Call(merging.slerp, {"out": _np().zeros(_MERGE_N, "float32"), "a": base + deltas[0],
+                                "b": base + deltas[1], "t": 0.3, "eps": 1e-8})
+
+
+def _dare_mask(ctx):
+    from evoforge import merging
+
+    return Call(merging.dare_mask, {"n": 100, "density": 0.5, "seed": 7, "stream": 2, "k": 1, "device": "cpu"})
+
+
+# ---- CMA-ES -----------------------------------------------------------------------------------
+
+
+def _sphere(X):
+    np = _np()
+    X = np.asarray(X, dtype=np.float64)
+    return ((X - 0.3) ** 2).sum(axis=1)
+
+
+def _cmaes(ctx):
+    from evoforge.search import CMAES
+
+    np = _np()
+    make = functools.partial(CMAES, progress=False)
+    return Call(_run_closing(make, _sphere), {
+        "x0": np.full(4, 0.5), "sigma0": 0.2, "lower": np.zeros(4), "upper": np.ones(4), "pop_size": 4, "seed": 1,
+        "run_dir": ctx.fresh() / "run", "task": "t"})
+
+
+def _cmaes_engine(ctx):
+    from evoforge.search import CMAES
+
+    np = _np()
+    eng = CMAES(np.full(4, 0.5), 0.2, lower=0.0, upper=1.0, pop_size=4, seed=2, progress=False)
+    ctx.cleanup(eng.close)
+    return eng
+
+
+def _cmaes_run(ctx):
+    return Call(_cmaes_engine(ctx).run, {"evaluator": _sphere, "generations": 2, "max_evaluations": 20,
+                                         "target": -1.0})
+
+
+def _cmaes_run_async(ctx):
+    from evoforge.evaluate import InProcess
+
+    return Call(_cmaes_engine(ctx).run_async, {"backend": InProcess(_sphere), "max_evaluations": 10})
+
+
+def _cmaes_run_async_evaluator(ctx):
+    """run_async with an InProcess backend around a (fuzzed) evaluator: what the workers return."""
+    from evoforge.evaluate import InProcess
+
+    eng = _cmaes_engine(ctx)
+    return Call(lambda evaluator, max_evaluations: eng.run_async(InProcess(evaluator),
+                                                                 max_evaluations=max_evaluations),
+                {"evaluator": _sphere, "max_evaluations": 10})
+
+
+# ---- the llama2.c tokenizer ---------------------------------------------------------------------
+
+
+def llama2c_tokenizer_file(ctx) -> str:
+    """A tiny valid llama2.c tokenizer (.bin), built once per worker: int32 max token length, then per
+    token float32 score, int32 byte length, bytes. Ids 0..2 specials, 3..258 byte fallbacks <0xNN>,
+    then the text fixture's characters and a few merges."""
+    def make():
+        import struct
+
+        text = ctx.files.text.read_text()
+        pieces = [(0.0, b"<unk>"), (0.0, b"\n<s>\n"), (0.0, b"\n</s>\n")]
+        pieces += [(0.0, f"<0x{b:02X}>".encode()) for b in range(256)]
+        pieces += [(-1.0, ch.encode()) for ch in sorted(set(text))]
+        pieces += [(-0.5, m.encode()) for m in ("th", "he", "the", "on", "ce", " a", " the")]
+        out = [struct.pack("<i", max(len(p) for _, p in pieces))]
+        out += [struct.pack("<fi", s, len(p)) + p for s, p in pieces]
+        path = ctx.root / "tok-llama2c.bin"
+        path.write_bytes(b"".join(out))
+        return str(path)
+
+    return ctx.memo("llama2c_tok", make)
+
+
+def _llama2c(ctx):
+    from evoforge.compress import Llama2cTokenizer
+
+    def encode_decode(**kw):
+        tok = Llama2cTokenizer(**kw)
+        ids = tok.encode("Once upon a time, the cat \u00e9t\u00e9.")
+        return ids, tok.decode(ids), tok.vocab_size
+
+    return Call(encode_decode, {"path": llama2c_tokenizer_file(ctx)})
+
+
+def _load_tokenizer(which):
+    def build(ctx):
+        from evoforge.compress import load_tokenizer
+
+        def encoded(**kw):
+            return list(load_tokenizer(**kw).encode("Once upon a time", add_special_tokens=False))
+
+        path = llama2c_tokenizer_file(ctx) if which == "bin" else tiny_model_dir_with_tokenizer(ctx)
+        return Call(encoded, {"path": path})
+
+    return build
+
+
+# ---- merge (the application) -----------------------------------------------------------------
+
+
+def _merge_experts():
+    return [tiny_llama(seed=1), tiny_llama(seed=2)]
+
+
+_MERGE_FAST = {"evaluations": 4, "n_search": 1, "n_heldout": 1, "seq_len": 8, "pop_size": 4, "progress": False,
+               "grid_weights": (0.5,), "grid_densities": (0.5,)}
+
+
+def _merge_config(ctx):
+    from evoforge.merge import MergeConfig
+
+    return Call(lambda **kw: MergeConfig(**kw).validate().to_json(), {
+        "method": "ties", "search": "cmaes", "evaluations": 4, "groups": 2, "combine": "mean", "n_search": 1,
+        "n_heldout": 1, "seq_len": 8, "pop_size": 4, "sigma0": 0.25, "weight_range": (0.0, 1.0),
+        "density_range": (0.1, 1.0), "asynchronous": False, "backend": "inprocess", "workers": 1,
+        "grid_weights": (0.5,), "grid_densities": (0.5,), "layer_repeats": 2, "layer_scales": (0.5, 1.0),
+        "seed": 0})
+
+
+def _recipe(ctx):
+    from evoforge.merge import Recipe
+
+    np = _np()
+    return Call(lambda **kw: Recipe(**kw).to_dict(), {"method": "ties", "weights": np.full((3, 2), 0.5),
+                                                      "densities": np.array([[0.5, 0.6]] * 3), "seed": 0})
+
+
+def _merger(ctx):
+    from evoforge.merge import Merger
+
+    def make(**kw):
+        m = Merger(**kw)
+        return (m.n_groups, m.group_names, m.nbytes)
+
+    return Call(make, {"model": tiny_llama(), "experts": _merge_experts(), "groups": 1})
+
+
+def _merger_expert(ctx):
+    """Merger with one expert of the list replaced (an incompatible or wrong model)."""
+    from evoforge.merge import Merger
+
+    base, other = tiny_llama(), tiny_llama(seed=2)
+    return Call(lambda expert: Merger(base, [expert, other]).n_groups, {"expert": tiny_llama(seed=1)})
+
+
+def _merger_apply(ctx):
+    from evoforge.merge import Merger
+
+    m = Merger(tiny_llama(), _merge_experts(), groups=1)
+    return Call(m.apply, {"recipe": m.recipe("ties", [[0.5, 0.3], [0.4, 0.6]], 0.5, seed=1)})
+
+
+def _task(**fixed):
+    def build(ctx):
+        from evoforge.merge import Task
+
+        return Call(Task, {"name": "t", **fixed} if fixed else {"name": "t", "text": ctx.files.text,
+                                                                "expert": None, "fn": None})
+
+    return build
+
+
+def _merge_call(ctx, **over):
+    from evoforge.merge import MergeConfig, Task, merge
+
+    kw = {"base": tiny_llama(), "models": _merge_experts(), "tasks": [Task("t", text=ctx.files.text)],
+          "config": MergeConfig(**_MERGE_FAST), "tokenizer": CharTok()}
+    kw.update(over)
+    return Call(merge, kw)
+
+
+def _merge_result(r: Any) -> Any:
+    return (r.recipe.to_dict() if r.recipe is not None else None, r.heldout, r.search, r.evaluations)
+
+
+def _merge(ctx):
+    return _merge_call(ctx)
+
+
+def _merge_one_model(ctx):
+    """merge with one of the models replaced (a wrong or incompatible model)."""
+    from evoforge.merge import merge
+
+    call = _merge_call(ctx)
+    kw = dict(call.kw)
+    other = kw.pop("models")[1]
+    return Call(lambda model, **k: merge(models=[model, other], **k), {"model": tiny_llama(seed=1), **kw})
+
+
+def _merge_path(ctx):
+    """The base as a saved directory that ships a tokenizer (no tokenizer given)."""
+    return _merge_call(ctx, base=tiny_model_dir_with_tokenizer(ctx), tokenizer=None)
+
+
+def _finetune(ctx):
+    from evoforge.merge import finetune
+
+    return Call(lambda **kw: _state(finetune(**kw)), {
+        "model": tiny_llama(), "text": ctx.files.text, "tokenizer": CharTok(), "steps": 2, "lr": 1e-3, "seq_len": 8,
+        "batch_size": 2, "seed": 0})
+
+
+def _recipe_dir(ctx):
+    """A run directory holding a recipe.json (what load_recipe reads), made once per worker."""
+    def make():
+        from evoforge.merge import Recipe
+
+        d = ctx.root / "recipe-run"
+        d.mkdir()
+        r = Recipe("dare", _np().full((2, 2), 0.5), _np().full((2, 2), 0.7), 3, ["blocks 0-1", "embeddings"])
+        (d / "recipe.json").write_text(r.to_json())
+        return d
+
+    return ctx.memo("recipe_dir", make)
+
+
+def _load_recipe(as_file):
+    def build(ctx):
+        from evoforge.merge import load_recipe
+
+        d = _recipe_dir(ctx)
+        return Call(lambda **kw: load_recipe(**kw).to_dict(), {"path": d / "recipe.json" if as_file else d})
+
+    return build
+
+
 # ---- warm-up ----------------------------------------------------------------------------------
 
 
 def warm_up(groups: set[str], ctx) -> None:
     """Imports and first-call costs paid once per worker, before any case's clock starts."""
-    if groups & {"hashing", "solvers", "kl", "layers", "compress", "cli", "search", "evaluate"}:
+    if groups & {"hashing", "solvers", "kl", "layers", "compress", "cli", "search", "evaluate", "merging", "merge"}:
         import torch
 
         torch.set_num_threads(1)
+    if "search" in groups:
+        try:
+            import cma  # noqa: F401  (CMAES's strategy, an optional dependency)
+        except ImportError:
+            pass
+    if "merge" in groups:
+        import evoforge.compress.models  # noqa: F401  (transformers)
+        import evoforge.merge  # noqa: F401
+
+        try:
+            import cma  # noqa: F401  (merge's CMA-ES)
+        except ImportError:
+            pass
+
+        tiny_llama()(input_ids=tokens(1, 4))
     if groups & {"layers", "compress", "cli"}:
         import evoforge.compress.pipeline  # noqa: F401  (transformers)
         import evoforge.layers  # noqa: F401
@@ -1675,6 +1967,16 @@ ENTRIES: list[Entry] = [
           {"eta": "real", "prob": "prob", "prob_var": "prob"}),
     *[Entry(f"search.{c}", _crossover_op(c, {"prob": 0.9}), {"prob": "prob"})
       for c in ("UniformCrossover", "OnePointCrossover", "TwoPointCrossover")],
+    Entry("search.CMAES", _cmaes, {
+        "x0": "vector_f", "sigma0": "real", "lower": "vector_f", "upper": "vector_f", "pop_size": "int",
+        "seed": "seed", "run_dir": "path_out_dir"}, project=_search_result),
+    Entry("search.CMAES.run", _cmaes_run, {
+        "evaluator": "evaluator", "generations": "iterations", "max_evaluations": "iterations", "target": "real"},
+        project=_search_result),
+    Entry("search.CMAES.run_async", _cmaes_run_async, {"backend": "callable", "max_evaluations": "iterations"},
+          project=_search_result),
+    Entry("search.CMAES.run_async#evaluator", _cmaes_run_async_evaluator, {"evaluator": "evaluator"},
+          project=_search_result),
     # evaluate
     Entry("evaluate.open_backend", _open_backend, {"name": "choice", "factory": "callable"}),
     Entry("evaluate.open_backend#process", _process_backend, {"workers": "int", "timeout": "real",
@@ -1875,6 +2177,50 @@ ENTRIES: list[Entry] = [
     Entry("compress.pack", _pack, {"model": "model", "result": "path_in_dir", "database": "path_in_dir",
                                    "values_dtype": "dtype_name"}),
     Entry("compress.pack#config_json", _pack_config_json, {"result": "path_in_file"}),
+    Entry("compress.Llama2cTokenizer", _llama2c, {"path": "path_in_file"}),
+    Entry("compress.load_tokenizer", _load_tokenizer("bin"), {"path": "path_in_file"}),
+    Entry("compress.load_tokenizer#hf", _load_tokenizer("hf"), {"path": "path_in_dir"}),
+    # merging (the native kernels); out is written in place and returned: its numbers are compared.
+    # The parameter buffers (out, base, deltas; a, b) are used in place, never copied (they are a
+    # model's memory): a non-contiguous one is refused by contract (ValueError), see _IN_PLACE.
+    Entry("merging.merge_deltas", _merge_deltas(), {
+        "out": "vector_f", "base": "vector_f", "deltas": "matrix_f", "weights": "vector_f", "densities": "vector_f",
+        "trim": "bool", "dare": "bool", "sign_election": "bool", "normalize": "bool", "scale": "real",
+        "seed": "seed", "stream": "seed"}, project=_merged_copy,
+        skip={"out": _IN_PLACE, "base": _IN_PLACE, "deltas": (*_IN_PLACE, "fortran")}),
+    Entry("merging.merge_deltas#ties", _merge_deltas(trim=True), {"densities": "vector_f", "weights": "vector_f"},
+          project=_merged_copy),
+    Entry("merging.merge_deltas#dare", _merge_deltas(dare=True, sign_election=False, normalize=False),
+          {"densities": "vector_f", "seed": "seed", "stream": "seed"}, project=_merged_copy),
+    Entry("merging.slerp", _slerp, {"out": "vector_f", "a": "vector_f", "b": "vector_f", "t": "prob",
+                                    "eps": "real"}, project=_merged_copy,
+          skip={"out": _IN_PLACE, "a": _IN_PLACE, "b": _IN_PLACE}),
+    Entry("merging.dare_mask", _dare_mask, {"n": "int", "density": "prob", "seed": "seed", "stream": "seed",
+                                            "k": "seed", "device": "choice"}),
+    # merge (the application)
+    Entry("merge.MergeConfig.validate", _merge_config, {
+        "method": "choice", "search": "choice", "evaluations": "int", "groups": "int", "combine": "choice",
+        "n_search": "int", "n_heldout": "int", "seq_len": "int", "pop_size": "int", "sigma0": "real",
+        "weight_range": "float_list", "density_range": "float_list", "asynchronous": "bool", "backend": "choice",
+        "workers": "int", "grid_weights": "float_list", "grid_densities": "float_list", "layer_repeats": "int",
+        "layer_scales": "float_list", "seed": "seed"}),
+    Entry("merge.Recipe", _recipe, {"method": "choice", "weights": "matrix_f", "densities": "matrix_f",
+                                    "seed": "seed"}),
+    Entry("merge.Merger", _merger, {"model": "model", "experts": "model", "groups": "int"}),
+    Entry("merge.Merger#expert", _merger_expert, {"expert": "model"}),
+    Entry("merge.Merger.apply", _merger_apply, {"recipe": "any_obj"}, project=_state),
+    Entry("merge.Task", _task(), {"name": "choice", "text": "path_in_file", "expert": "model", "fn": "callable"}),
+    Entry("merge.Task#fn", _task(fn=lambda m: 0.0), {"fn": "callable"}),
+    Entry("merge.merge", _merge, {"base": "model", "models": "model", "tasks": "any_obj", "config": "spec",
+                                  "tokenizer": "callable"}, project=_merge_result, timeout=_MODEL_TIMEOUT,
+          skip={"config": ("None",)}),  # None: the default config, a full-size run (200 evaluations)
+    Entry("merge.merge#model", _merge_one_model, {"model": "model"}, project=_merge_result, timeout=_MODEL_TIMEOUT),
+    Entry("merge.merge#path", _merge_path, {"base": "path_in_dir"}, project=_merge_result, timeout=_MODEL_TIMEOUT),
+    Entry("merge.finetune", _finetune, {"model": "model", "text": "path_in_file", "tokenizer": "callable",
+                                        "steps": "iterations", "lr": "real", "seq_len": "int", "batch_size": "int",
+                                        "seed": "seed"}, timeout=_MODEL_TIMEOUT),
+    Entry("merge.load_recipe", _load_recipe(False), {"path": "path_in_dir"}),
+    Entry("merge.load_recipe#file", _load_recipe(True), {"path": "path_in_file"}),
     # plot
     Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
                                              "save": "path_out_file"}, project=_no_compare),
@@ -1928,6 +2274,8 @@ NOT_FUZZED: dict[str, str] = {
     "evaluate.InProcess": "built by open_backend('inprocess') (walked)",
     "evaluate.ProcessPool": "built by open_backend('process') (walked)",
     "evaluate.RayBackend": "needs a Ray cluster",
+    "merge.METHODS": "a constant (the merge methods and their kernel options)",
+    "merge.MergeResult": "a result class, returned by merge (walked there)",
 }
 
 # ---- the command line -------------------------------------------------------------------------
@@ -1946,6 +2294,9 @@ _FAST_DB = ["--tokens", "16", "--seq-len", "8"]
 _C = ["compress", "--model", "{model}", "--target", "0.5", "--quiet"]
 _B = ["compress", "build-db", "--model", "{model}", "--method", "gptq", "--out", "{new}", "--quiet"]
 _E = ["eval", "ppl", "--model", "{model}", "--text", "{text}"]
+# merge: small settings (a later option wins), so that an accepted bad value costs seconds
+_MG = ["merge", "--base", "{model}", "--models", "{model}", "{model}", "--task", "t={text}", "--out", "{new}",
+       "--evaluations", "2", "--seq-len", "8", "--n-search", "1", "--n-heldout", "1", "--pop-size", "2"]
 
 CLI_CASES: list[tuple[str, list[str]]] = [
     # top level
@@ -2111,6 +2462,42 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("dashboard-export-a-dir", ["dashboard", "{dir}", "--export", "{dir}"]),
     ("dashboard-export-no-parent", ["dashboard", "{dir}", "--export", "{missing}/report.html"]),
     ("dashboard-unknown-option", ["dashboard", "{dir}", "--nope"]),
+    # merge (every argument, files included, is checked before any model loads)
+    ("merge-no-args", ["merge"]),
+    ("merge-no-base", ["merge", "--models", "{model}", "{model}", "--task", "t={text}", "--out", "{new}"]),
+    ("merge-no-models", ["merge", "--base", "{model}", "--task", "t={text}", "--out", "{new}"]),
+    ("merge-no-task", ["merge", "--base", "{model}", "--models", "{model}", "{model}", "--out", "{new}"]),
+    ("merge-no-out", ["merge", "--base", "{model}", "--models", "{model}", "{model}", "--task", "t={text}"]),
+    ("merge-task-no-equals", [*_MG, "--task", "{text}"]),
+    ("merge-task-no-name", [*_MG, "--task", "={text}"]),
+    ("merge-task-no-file", [*_MG, "--task", "t="]),
+    ("merge-task-missing", [*_MG, "--task", "t={missing}"]),
+    ("merge-task-dir", [*_MG, "--task", "t={dir}"]),
+    ("merge-bad-method", [*_MG, "--method", "bogus"]),
+    ("merge-bad-search", [*_MG, "--search", "bogus"]),
+    ("merge-bad-combine", [*_MG, "--combine", "bogus"]),
+    ("merge-bad-backend", [*_MG, "--backend", "bogus"]),
+    ("merge-evaluations--1", [*_MG, "--evaluations", "-1"]),
+    ("merge-evaluations-text", [*_MG, "--evaluations", "x"]),
+    ("merge-groups-0", [*_MG, "--groups", "0"]),
+    ("merge-pop-size-1", [*_MG, "--pop-size", "1"]),
+    ("merge-n-search-0", [*_MG, "--n-search", "0"]),
+    ("merge-n-heldout-0", [*_MG, "--n-heldout", "0"]),
+    ("merge-workers-0", [*_MG, "--workers", "0"]),
+    ("merge-seed--1", [*_MG, "--seed", "-1"]),
+    ("merge-seed-2**64", [*_MG, "--seed", str(2**64)]),
+    ("merge-pop-size-2**62", [*_MG, "--pop-size", str(2**62)]),
+    ("merge-async-inprocess", [*_MG, "--async"]),
+    ("merge-async-nsga2", [*_MG, "--async", "--backend", "process", "--search", "nsga2"]),
+    ("merge-base-missing", [*_MG, "--base", "{missing}"]),
+    ("merge-model-missing", [*_MG, "--models", "{model}", "{missing}"]),
+    ("merge-out-file", [*_MG, "--out", "{afile}"]),
+    ("merge-tokenizer-missing", [*_MG, "--tokenizer", "{missing}"]),
+    ("merge-seq-len-1", [*_MG, "--seq-len", "1"]),
+    ("merge-sigma0-0", [*_MG, "--sigma0", "0"]),
+    ("merge-sigma0-nan", [*_MG, "--sigma0", "nan"]),
+    ("merge-sigma0-2", [*_MG, "--sigma0", "2"]),
+    ("merge-unknown-option", [*_MG, "--nope"]),
 ]
 
 

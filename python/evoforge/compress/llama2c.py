@@ -34,6 +34,8 @@ class Llama2cTokenizer:
                 self.pieces.append(data[off:off + n])
                 self.scores.append(score)
                 off += n
+            if len(self.pieces) < 259:  # encode() needs ids 3..258, the byte fallbacks <0x00>..<0xFF>
+                raise ValueError(f"{len(self.pieces)} tokens, fewer than the 3 specials and 256 byte fallbacks")
         except (struct.error, ValueError) as e:
             raise ValueError(f"{str(p)!r} is not a llama2.c tokenizer file ({e})") from None
         self.ids = {piece: i for i, piece in enumerate(self.pieces)}

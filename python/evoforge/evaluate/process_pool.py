@@ -62,15 +62,17 @@ class ProcessPool(WorkerPool):
     factory : picklable callable returning an evaluator, called once in each worker
     threads : threads per worker for evoforge and torch (default: cores // workers, at least 1)
     timeout : seconds a worker may return nothing while it has work before it counts as hung
-        (None: no limit); max_attempts, chunk_size: see :class:`~evoforge.evaluate.dispatch.WorkerPool`
+        (None: no limit); max_attempts, chunk_size, depth (chunks a worker holds at once: 1 for
+        the asynchronous mode, where a worker takes its next candidate only when it is free): see
+        :class:`~evoforge.evaluate.dispatch.WorkerPool`
     start_timeout : seconds a worker may take to build its evaluator
     """
 
     def __init__(self, factory: EvaluatorFactory, workers: int | None = None, *, threads: int | None = None,
                  timeout: float | None = None, max_attempts: int = 3, chunk_size: int | None = None,
-                 start_timeout: float = 300.0) -> None:
+                 start_timeout: float = 300.0, depth: int = 2) -> None:
         n = workers if workers is not None else (os.cpu_count() or 1)
-        super().__init__(factory, n, timeout=timeout, max_attempts=max_attempts, chunk_size=chunk_size)
+        super().__init__(factory, n, timeout=timeout, max_attempts=max_attempts, chunk_size=chunk_size, depth=depth)
         try:
             self._factory_bytes = pickle.dumps(factory)
         except Exception as e:

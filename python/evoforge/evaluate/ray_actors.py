@@ -77,7 +77,7 @@ class RayBackend(WorkerPool):
         1 CPU); with a GPU, Ray sets CUDA_VISIBLE_DEVICES so the factory sees it as ``cuda:0``
     threads : torch / evoforge threads per actor (default: its CPUs)
     address, connect_timeout, init_options : see :func:`connect`
-    timeout, max_attempts, chunk_size : see :class:`~evoforge.evaluate.dispatch.WorkerPool`
+    timeout, max_attempts, chunk_size, depth : see :class:`~evoforge.evaluate.dispatch.WorkerPool`
     start_timeout : seconds the actors may take to be scheduled and build their evaluators
     """
 
@@ -85,7 +85,7 @@ class RayBackend(WorkerPool):
                  num_cpus: float | None = None, num_gpus: float | None = None, threads: int | None = None,
                  timeout: float | None = None, max_attempts: int = 3, chunk_size: int | None = None,
                  start_timeout: float = 300.0, connect_timeout: float = 5.0,
-                 init_options: dict | None = None) -> None:
+                 init_options: dict | None = None, depth: int = 2) -> None:
         ray = _import_ray()
         self._owns_ray = connect(address, connect_timeout=connect_timeout, **(init_options or {}))
         try:
@@ -97,7 +97,7 @@ class RayBackend(WorkerPool):
             if workers is None:
                 workers = int(res.get("GPU", 0) // num_gpus) if num_gpus else int(res.get("CPU", 1) // max(num_cpus, 1))
             super().__init__(factory, max(1, workers), timeout=timeout, max_attempts=max_attempts,
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size, depth=depth)
             self.threads = threads if threads is not None else max(1, int(num_cpus or 1))
             self.start_timeout = float(start_timeout)
             self._actor_cls = ray.remote(Replica).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,

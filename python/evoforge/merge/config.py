@@ -78,6 +78,12 @@ class MergeConfig:
             v = getattr(self, name)
             if not _int(v) or v < lo:
                 raise ConfigError(f"{name} must be an int >= {lo}, got {v!r}")
+        if self.seed >= 2**63:  # the engines' seeds are 63-bit
+            raise ConfigError(f"seed must be an int in [0, 2**63), got {self.seed!r}")
+        if not isinstance(self.asynchronous, bool):
+            raise ConfigError(f"asynchronous must be a bool, got {self.asynchronous!r}")
+        if self.pop_size is not None and _int(self.pop_size) and self.pop_size > 2**24:  # search.MAX_POPULATION
+            raise ConfigError(f"pop_size must be at most 2**24, got {self.pop_size!r}")
         for name, lo in (("groups", 1), ("pop_size", 2), ("workers", 1)):
             v = getattr(self, name)
             if v is not None and (not _int(v) or v < lo):
@@ -90,11 +96,14 @@ class MergeConfig:
         lo, hi = _pair(self.density_range, "density_range")
         if not 0 < lo < hi <= 1:
             raise ConfigError(f"density_range must lie within (0, 1], got {self.density_range}")
-        if not self.grid_weights or not all(isinstance(w, (int, float)) for w in self.grid_weights):
+        if not isinstance(self.grid_weights, tuple) or not self.grid_weights or \
+                not all(isinstance(w, (int, float)) for w in self.grid_weights):
             raise ConfigError(f"grid_weights must be numbers, got {self.grid_weights!r}")
-        if not self.grid_densities or not all(isinstance(d, (int, float)) and 0 < d <= 1 for d in self.grid_densities):
+        if not isinstance(self.grid_densities, tuple) or not self.grid_densities or \
+                not all(isinstance(d, (int, float)) and 0 < d <= 1 for d in self.grid_densities):
             raise ConfigError(f"grid_densities must lie in (0, 1], got {self.grid_densities!r}")
-        if not self.layer_scales or not all(isinstance(s, (int, float)) and s > 0 for s in self.layer_scales):
+        if not isinstance(self.layer_scales, tuple) or not self.layer_scales or \
+                not all(isinstance(s, (int, float)) and s > 0 for s in self.layer_scales):
             raise ConfigError(f"layer_scales must be positive numbers, got {self.layer_scales!r}")
         if self.backend not in ("inprocess", "process", "ray"):
             raise ConfigError(f"backend must be inprocess, process or ray, got {self.backend!r}")

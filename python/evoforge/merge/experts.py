@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int
+from .._checks import INT_MAX, check_int, check_real
 from ..errors import ConfigError
 from .tasks import _encode
 
@@ -22,9 +22,13 @@ def finetune(model: nn.Module, text: str | os.PathLike, tokenizer: Any, *, steps
              seq_len: int = 128, batch_size: int = 8, seed: int = 0, progress: bool = False) -> nn.Module:
     """A fine-tuned copy of ``model`` (float32): ``steps`` AdamW steps of next-token loss on random
     windows of ``text`` (a UTF-8 file), deterministic for a seed on one thread count."""
-    steps = check_int(steps, "steps", 1)
-    seq_len, batch_size = check_int(seq_len, "seq_len", 2), check_int(batch_size, "batch_size", 1)
-    if not lr > 0:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(text, (str, os.PathLike)):  # open(3) would read (and close) file descriptor 3
+        raise TypeError(f"text must be a path (str or os.PathLike), got {type(text).__name__}")
+    steps, seed = check_int(steps, "steps", 1), check_int(seed, "seed", 0, 2**64 - 1)
+    seq_len, batch_size = check_int(seq_len, "seq_len", 2), check_int(batch_size, "batch_size", 1, INT_MAX)
+    if not check_real(lr, "lr") > 0:
         raise ConfigError(f"lr must be > 0, got {lr!r}")
     with open(text, encoding="utf-8", errors="replace") as f:
         ids = np.asarray(_encode(tokenizer, f.read()), dtype=np.int64)

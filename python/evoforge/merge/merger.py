@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .. import merging
+from .._checks import check_int
 from ..errors import ConfigError
 from .recipe import METHODS, Recipe
 
@@ -56,8 +57,10 @@ class Merger:
     groups : G - 1, the number of block groups (default: one per block)."""
 
     def __init__(self, model: nn.Module, experts: list[nn.Module], *, groups: int | None = None) -> None:
-        if not experts:
-            raise ConfigError("give at least one model to merge")
+        if not isinstance(experts, (list, tuple)) or not experts:
+            raise ConfigError(f"give at least one model to merge (experts: a list of modules), got {experts!r:.80}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_compatible(model, experts)
         params = list(model.named_parameters())  # tied weights once
         for n, p in params:
@@ -65,7 +68,7 @@ class Merger:
                 raise ConfigError(f"merging needs float32 parameters on the CPU; {n} is {p.dtype} on {p.device}")
         blocks = [b for b in (block_of(n) for n, _ in params) if b is not None]
         self.n_blocks = max(blocks) + 1 if blocks else 0
-        n_groups = self.n_blocks if groups is None else int(groups)
+        n_groups = self.n_blocks if groups is None else check_int(groups, "groups", 1)
         if not 1 <= n_groups <= max(1, self.n_blocks):
             raise ConfigError(f"groups must lie in [1, {max(1, self.n_blocks)}] (the model has {self.n_blocks} "
                               f"blocks), got {groups!r}")
@@ -105,6 +108,8 @@ class Merger:
 
     def apply(self, recipe: Recipe) -> nn.Module:
         """Write the merge of ``recipe`` into the model, tensor by tensor (native, in place)."""
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe must be an evoforge.merge.Recipe, got {type(recipe).__name__}")
         k = 1 if recipe.method == "slerp" else self.n_models
         if recipe.weights.shape != (self.n_groups, k):
             raise ConfigError(f"the recipe has weights {recipe.weights.shape}, this merger needs ({self.n_groups}, {k})")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int
 from ..errors import ConfigError
 
 __all__ = ["METHODS", "Recipe"]
@@ -48,6 +49,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         self.method = check_method(self.method)
+        self.seed = check_int(self.seed, "seed", 0, 2**64 - 1)  # the DARE masks' (merging.merge_deltas)
         self.weights = np.atleast_2d(np.asarray(self.weights, dtype=np.float64))
         self.densities = np.atleast_2d(np.asarray(self.densities, dtype=np.float64))
         if self.weights.shape != self.densities.shape:

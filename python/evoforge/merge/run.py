@@ -130,7 +130,9 @@ def _open_backend(config: MergeConfig, base: Any, models: list[Any], tasks: list
     from ..search.protocol import open_backend
 
     factory = functools.partial(worker_evaluator, str(base), [str(m) for m in models], tasks, config.to_json())
-    opts = {"workers": config.workers} if config.workers else {}
+    opts: dict[str, Any] = {"workers": config.workers} if config.workers else {}
+    if config.asynchronous:
+        opts["depth"] = 1  # a worker takes its next candidate when it is free: drawn as late as possible
     return open_backend(config.backend, factory, **opts)
 
 
@@ -156,7 +158,11 @@ def merge(base: Any, models: list[Any], tasks: list[Task], config: MergeConfig |
     (:class:`Merger`). With ``config.run_dir`` the run directory holds the checkpoint, the
     evaluation cache, the merged model (Hugging Face format), the recipe (JSON and mergekit YAML),
     ``report.md`` and plots; calling again with the same directory resumes."""
+    if config is not None and not isinstance(config, MergeConfig):
+        raise TypeError(f"config must be an evoforge.merge.MergeConfig or None, got {type(config).__name__}")
     config = (config or MergeConfig()).validate()
+    if not isinstance(models, (list, tuple)) or not models:
+        raise ConfigError(f"give at least one model to merge (models: a list of paths or modules), got {models!r:.80}")
     if not isinstance(tasks, (list, tuple)) or not tasks or not all(isinstance(t, Task) for t in tasks):
         raise ConfigError("tasks must be a non-empty list of evoforge.merge.Task")
     run_dir = Path(config.run_dir) if config.run_dir else None

@@ -4,9 +4,10 @@ checkpoint and resume, backends, and an asynchronous mode without a generation b
 
 Symbols: L genes (continuous), lambda the population size.
 
-Determinism: pycma samples from NumPy's global generator; the engine seeds it from
-``(seed, generation, draw)`` around every draw and restores it afterwards, so a run (and a run
-resumed from its checkpoint) is a pure function of its seed in the synchronous mode.
+Determinism: pycma samples from the engine's own NumPy generator, seeded from ``(seed,
+generation, draw)`` before every draw (NumPy's global generator, which pycma seeds at start, is
+restored afterwards), so a run, and a run resumed from its checkpoint, is a pure function of its
+seed in the synchronous mode.
 
 Asynchronous mode (:meth:`CMAES.run_async`): each worker of a backend takes the next candidate
 the moment it finishes one. The strategy is updated every time lambda results have arrived, with
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .engine import Engine, Result
+from .engine import MAX_POPULATION, Engine, Result
 from .protocol import Batch
 
 __all__ = ["CMAES"]
@@ -61,10 +62,16 @@ class CMAES(Engine):
         opts = {"verbose": -9, "seed": int(self.seed % (2**31 - 2)) + 1, "bounds": [
             None if lo is None else lo.tolist(), None if hi is None else hi.tolist()]}
         if pop_size is not None:
-            if isinstance(pop_size, bool) or not isinstance(pop_size, (int, np.integer)) or pop_size < 2:
-                raise ConfigError(f"pop_size must be an int >= 2, got {pop_size!r}")
+            if isinstance(pop_size, bool) or not isinstance(pop_size, (int, np.integer)) \
+                    or not 2 <= pop_size <= MAX_POPULATION:
+                raise ConfigError(f"pop_size must be an int in [2, {MAX_POPULATION}], got {pop_size!r}")
             opts["popsize"] = int(pop_size)
         opts.update(options or {})
+        # pycma draws from opts["randn"]; its default, NumPy's global generator, is pickled as a copy
+        # (a bound method), so a resumed run would draw from a generator no longer seeded here. An
+        # own generator, pickled once with the engine, keeps the draws seeded after a resume.
+        self._rng = np.random.RandomState(0)
+        opts["randn"] = self._rng.randn
         self.lower, self.upper = lo, hi
         self.n_genes = int(x0.size)
         self.es = self._seeded(lambda: _cma().CMAEvolutionStrategy(x0, float(sigma0), opts), 0, 0)
@@ -77,7 +84,9 @@ class CMAES(Engine):
 
     def _seeded(self, fn: Any, *parts: int) -> Any:
         state = np.random.get_state()
-        np.random.seed(self.stream_seed(*parts) % 2**32)
+        seed = self.stream_seed(*parts) % 2**32
+        np.random.seed(seed)  # anything of pycma's that still uses the global generator
+        self._rng.seed(seed)
         try:
             return fn()
         finally:
