@@ -239,7 +239,7 @@ def dare_mask(n: int, density: float, *, seed: int = 0, stream: int = 0, k: int 
     -------
     bool [n]: numpy, or a torch tensor on ``device``.
     """
-    nn = _checks.check_int(n, "n", 0, 2**62)
+    nn = _checks.check_int(n, "n", 0, 2**40)  # a tensor of 2**40 elements already needs 4 TiB
     rho = _density(density)
     s = _checks.check_int(seed, "seed", 0, _U64 - 1)
     st = _checks.check_int(stream, "stream", 0, _U32 - 1)

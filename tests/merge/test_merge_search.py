@@ -17,7 +17,8 @@ import torch
 
 from conftest import SHARED_DATA, STORIES, load_stories, start_and_kill9
 
-TEXTS = {"shakespeare": SHARED_DATA / "text" / "tinyshakespeare.txt", "wiki": SHARED_DATA / "text" / "wikitext2-test.raw"}
+FULL = {"shakespeare": SHARED_DATA / "text" / "tinyshakespeare.txt", "wiki": SHARED_DATA / "text" / "wikitext2-test.raw"}
+TEXTS: dict[str, Path] = {}  # the first 200 kB of each (tokenised in a second rather than five), set by `experts`
 TOK = SHARED_DATA / "stories260k" / "tok512.bin"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -26,8 +27,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def experts(tmp_path_factory):
     """Paths of the base and of two experts (60 AdamW steps each on one text)."""
-    if not all(p.is_file() for p in [*TEXTS.values(), TOK]):
+    if not all(p.is_file() for p in [*FULL.values(), TOK]):
         pytest.skip("shared texts or the stories260k tokenizer are absent")
+    t = tmp_path_factory.mktemp("texts")
+    for name, p in FULL.items():
+        TEXTS[name] = t / p.name
+        TEXTS[name].write_text(p.read_text(encoding="utf-8")[:200_000], encoding="utf-8")
     from evoforge.compress import Llama2cTokenizer
     from evoforge.merge import finetune
 
@@ -54,6 +59,7 @@ def test_evolved_merge_beats_the_best_uniform_recipe(experts, method, tmp_path):
 
     base, models = experts
     res = merge(base, models, _tasks(), MergeConfig(method=method, evaluations=60, tokenizer=str(TOK), progress=False,
+                                                    n_search=16, groups=2, grid_weights=(0.5, 1.0),
                                                     run_dir=str(tmp_path / "run")))
     uniform = np.mean(res.best_uniform["heldout"])
     assert np.mean(res.heldout) < uniform, res.table()
@@ -68,7 +74,7 @@ def test_evolved_merge_beats_the_best_uniform_recipe(experts, method, tmp_path):
     assert load_recipe(run).method == method
     assert {"recipe.yaml", "report.md", "merge.png", "result.json", "history.jsonl"} <= {p.name for p in run.iterdir()}
     m = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-    data = prepare_tasks(_tasks(), Llama2cTokenizer(TOK), n_search=8, n_heldout=16, seq_len=128, seed=0)
+    data = prepare_tasks(_tasks(), Llama2cTokenizer(TOK), n_search=16, n_heldout=16, seq_len=128, seed=0)
     np.testing.assert_allclose(task_losses(m, data, "heldout"), res.heldout, rtol=1e-5)
     assert res.apply_s > 0 and res.eval_s > 0
 
@@ -78,8 +84,8 @@ def test_nsga2_front_is_non_dominated(experts, tmp_path):
     from evoforge.merge import MergeConfig, merge
 
     base, models = experts
-    res = merge(base, models, _tasks(), MergeConfig(method="ties", search="nsga2", evaluations=40, pop_size=8,
-                                                    tokenizer=str(TOK), progress=False))
+    res = merge(base, models, _tasks(), MergeConfig(method="ties", search="nsga2", evaluations=24, pop_size=8,
+                                                    grid_weights=(1.0,), tokenizer=str(TOK), progress=False))
     F = np.array([p["search"] for p in res.front])
     assert len(F) >= 1 and (pareto.nondominated_rank(F) == 0).all()
 
@@ -104,7 +110,7 @@ def test_layer_path_exports_an_ordinary_model(experts, tmp_path):
     assert back.config.num_hidden_layers == 7
     # equal up to the RMSNorms' epsilon (the scales are folded into the output projections)
     assert (got - want).abs().max() < 2e-3 * want.abs().max()
-    res = merge(base, models, _tasks(), MergeConfig(search="layers", evaluations=48, tokenizer=str(TOK),
+    res = merge(base, models, _tasks(), MergeConfig(search="layers", evaluations=32, tokenizer=str(TOK),
                                                     progress=False, run_dir=str(tmp_path / "run")))
     assert res.path and np.mean(res.heldout) <= min(np.mean(v) for v in res.baselines["experts"].values()) + 1e-9
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").config.num_hidden_layers == len(res.path)
@@ -113,7 +119,7 @@ def test_layer_path_exports_an_ordinary_model(experts, tmp_path):
 def test_cli_run_killed_with_kill9_resumes_to_the_uninterrupted_result(experts, tmp_path):
     base, models = experts
     argv = [sys.executable, "-m", "evoforge.cli", "merge", "--base", base, "--models", *models, "--method", "ties",
-            "--task", f"shakespeare={TEXTS['shakespeare']}", "--task", f"wiki={TEXTS['wiki']}", "--evaluations", "50",
+            "--task", f"shakespeare={TEXTS['shakespeare']}", "--task", f"wiki={TEXTS['wiki']}", "--evaluations", "30",
             "--n-heldout", "4", "--tokenizer", str(TOK), "--seed", "3", "--out"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EVOFORGE_NUM_THREADS": "1"}
     killed, whole = tmp_path / "killed", tmp_path / "whole"

@@ -83,6 +83,9 @@ class Llama2cTokenizer:
         return [tok[i] for i in range(n) if alive[i]]
 
     def decode(self, ids: list[int]) -> str:
+        bad = [int(i) for i in ids if not 0 <= int(i) < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
         out = bytearray()
         for i in ids:
             piece = self.pieces[int(i)]
@@ -97,6 +100,12 @@ def load_tokenizer(path: str | os.PathLike) -> object:
         return Llama2cTokenizer(p)
     if not p.exists():
         raise FileNotFoundError(f"tokenizer not found: {str(p)!r}")
+    if not p.is_dir():
+        raise ValueError(f"{str(p)!r} is neither a llama2.c tokenizer (.bin) nor a Hugging Face tokenizer directory")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(p))
+    try:
+        return AutoTokenizer.from_pretrained(str(p))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{str(p)!r} holds no tokenizer Hugging Face can load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from e

@@ -69,7 +69,12 @@ class MergeResult:
 def load_recipe(path: str | Path) -> Recipe:
     """The recipe of a run directory (its ``recipe.json``) or of a recipe file."""
     p = Path(path)
-    return Recipe.from_dict(json.loads((p / "recipe.json" if p.is_dir() else p).read_text()))
+    f = p / "recipe.json" if p.is_dir() else p
+    try:
+        d = json.loads(f.read_text())
+        return Recipe.from_dict(d)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{str(f)!r} is not a merge recipe ({type(e).__name__}: {e})") from e
 
 
 def write_run(config: Any, evaluator: Any, engine: Any, res: Any, baselines: dict, names: list[str],

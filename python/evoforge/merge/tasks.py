@@ -39,6 +39,8 @@ class Task:
             raise ConfigError(f"task {self.name!r} needs a text file or a callable")
         if self.fn is not None and not callable(self.fn):
             raise ConfigError(f"task {self.name!r}: fn must be callable")
+        if self.text is not None and Path(self.text).is_dir():
+            raise IsADirectoryError(f"task {self.name!r}: {str(self.text)!r} is a directory, not a text file")
         if self.text is not None and not Path(self.text).is_file():
             raise FileNotFoundError(f"task {self.name!r}: text file not found: {str(self.text)!r}")
 
