@@ -394,9 +394,9 @@ def _bad_merge_cases():
     ]
 
 
-@pytest.mark.parametrize("case", _bad_merge_cases(), ids=lambda c: c[0])
-def test_merge_rejects_bad_inputs(case):
-    _, args, kw, exc, match = case
+@pytest.mark.parametrize("bad", _bad_merge_cases(), ids=lambda c: c[0])
+def test_merge_rejects_bad_inputs(bad):
+    _, args, kw, exc, match = bad
     with pytest.raises(exc, match=match):
         merging.merge_deltas(*args, **kw)
 
