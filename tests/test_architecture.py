@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, list[str]]] = [
              "evoforge.variation", "evoforge.mutation", "evoforge.crossover", "evoforge.selection",
              "evoforge.deepga", "evoforge.solvers", "evoforge.kl", "evoforge.layers", "evoforge.merging"]),
     ("engines", ["evoforge.cache", "evoforge.search", "evoforge.plot"]),
-    ("applications", ["evoforge.compress"]),
+    ("applications", ["evoforge.compress", "evoforge.merge"]),
     ("backends", ["evoforge.evaluate"]),
     ("top", ["evoforge", "evoforge.cli", "evoforge.bench", "evoforge.dashboard"]),
 ]
