@@ -151,3 +151,14 @@ def test_bad_task_and_config_are_refused(experts, tmp_path):
         merge(base, models, [_tasks()[0], _tasks()[0]], MergeConfig(tokenizer=str(TOK), progress=False))
     with pytest.raises(FileNotFoundError, match="model not found"):
         merge(base, [str(tmp_path / "nope")], _tasks(), MergeConfig(tokenizer=str(TOK)))
+
+
+def test_process_backend_gives_the_in_process_result(experts, tmp_path):
+    from evoforge.merge import MergeConfig, merge
+
+    base, models = experts
+    kw = dict(method="dare-ties", evaluations=16, pop_size=8, n_search=2, n_heldout=2, seq_len=64, groups=1,
+              grid_weights=(1.0,), grid_densities=(0.5,), tokenizer=str(TOK), progress=False)
+    a = merge(base, models, _tasks(), MergeConfig(**kw))
+    b = merge(base, models, _tasks(), MergeConfig(backend="process", workers=2, **kw))
+    assert a.recipe.to_dict() == b.recipe.to_dict() and a.heldout == b.heldout

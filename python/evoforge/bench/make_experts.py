@@ -4,7 +4,7 @@ fine-tunes of one base ships on PyPI; cached (a finished expert is not made agai
     evoforge bench make_experts [--models stories260k,smollm2-135m] [--out DIR] [--steps N]
 
 stories260k: 200 AdamW steps (lr 3e-3, 8 x 128 tokens; seconds) on tinyshakespeare and on
-WikiText-2 (tokenised with its llama2.c tokenizer). SmolLM2-135M: 60 steps (lr 5e-5, 4 x 128
+WikiText-2 (tokenised with its llama2.c tokenizer). SmolLM2-135M: 30 steps (lr 1e-4, 4 x 128
 tokens; minutes on 2 cores). Each expert is a Hugging Face directory ``OUT/MODEL/TASK``, trained on
 the first 90% of its text (``OUT/texts/TASK.train.txt``); ``bench merge`` scores merges on the
 last 10% (``OUT/texts/TASK.test.txt``), which no expert saw.
@@ -26,7 +26,7 @@ TOK = _harness.shared_data("stories260k", "tok512.bin")
 TEXTS = {"shakespeare": _harness.shared_data("text", "tinyshakespeare.txt"),
          "wiki": _harness.shared_data("text", "wikitext2-test.raw")}
 SETTINGS = {"stories260k": {"steps": 200, "lr": 3e-3, "batch_size": 8, "seq_len": 128},
-            "smollm2-135m": {"steps": 60, "lr": 5e-5, "batch_size": 4, "seq_len": 128}}
+            "smollm2-135m": {"steps": 30, "lr": 1e-4, "batch_size": 4, "seq_len": 128}}
 
 
 def default_out() -> Path:

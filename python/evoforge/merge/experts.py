@@ -13,6 +13,7 @@ from torch import nn
 
 from .._checks import INT_MAX, check_int, check_real
 from ..errors import ConfigError
+from .merger import as_float32
 from .tasks import _encode
 
 __all__ = ["finetune"]
@@ -34,7 +35,7 @@ def finetune(model: nn.Module, text: str | os.PathLike, tokenizer: Any, *, steps
         ids = np.asarray(_encode(tokenizer, f.read()), dtype=np.int64)
     if len(ids) <= seq_len:
         raise ConfigError(f"{str(text)!r} has {len(ids)} tokens, fewer than one window of {seq_len}")
-    student = copy.deepcopy(model).float().train()
+    student = as_float32(copy.deepcopy(model)).train()
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)

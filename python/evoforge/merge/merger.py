@@ -21,9 +21,19 @@ from .._checks import check_int
 from ..errors import ConfigError
 from .recipe import METHODS, Recipe
 
-__all__ = ["Merger", "block_of", "check_compatible"]
+__all__ = ["Merger", "as_float32", "block_of", "check_compatible"]
 
 _BLOCK = re.compile(r"\.(?:layers|h|layer|blocks)\.(\d+)\.")
+
+
+def as_float32(model: nn.Module) -> nn.Module:
+    """``model`` with float32 parameters (converted in place; ``Module.float()`` is refused by
+    transformers for models loaded from GGUF, whose weights are plain tensors by then)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
+    return model
 
 
 def block_of(name: str) -> int | None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import MergeConfig
-from .merger import Merger
+from .merger import Merger, as_float32
 from .result import MergeResult, write_run
 from .space import MergeEvaluator, ParamSpace
 from .tasks import Task, TaskData, prepare_tasks, task_losses
@@ -31,15 +31,14 @@ BASELINES_FILE = "baselines.json"
 
 def _load_one(x: Any) -> tuple[nn.Module, Any]:
     if isinstance(x, nn.Module):
-        return x.float().eval(), None
+        return as_float32(x).eval(), None
     if not isinstance(x, (str, os.PathLike)):
         raise ConfigError(f"a model is an nn.Module or a path, got {type(x).__name__}")
     from ..compress.models import load_model
 
     p = str(x)
-    if os.sep in p or Path(p).exists():
-        if not Path(p).exists():
-            raise FileNotFoundError(f"model not found: {p!r}")
+    if os.sep in p and not Path(p).exists():  # a path, not a model's name such as smollm2-135m
+        raise FileNotFoundError(f"model not found: {p!r}")
     return load_model(p)
 
 
@@ -217,7 +216,7 @@ def _engine(config: MergeConfig, space: ParamSpace, x0: np.ndarray, n_tasks: int
         return CMAES(x0, config.sigma0, lower=0.0, upper=1.0, pop_size=config.pop_size, seed=config.seed,
                      run_dir=run_dir, progress=config.progress, task="merge")
     pop = config.pop_size or 16
-    grid = [ParamSpace.encode(space, _grid_recipe(space, g)) for g in baselines["grid"]]
+    grid = [space.encode(_grid_recipe(space, g)) for g in baselines["grid"]]
     rng = np.random.default_rng(config.seed)
     initial = np.array((grid + [rng.random(L) for _ in range(pop)])[:pop])
     return NSGA2(np.zeros(L), np.ones(L), n_objectives=n_tasks, pop_size=pop, n_offspring=max(2, pop // 2),
