@@ -60,6 +60,7 @@ void register_quant(py::module_& m);
 void register_sparse(py::module_& m);
 void register_merging(py::module_& m);
 void register_threads(py::module_& m);
+void register_interpreter(py::module_& m);
 
 }  // namespace evoforge
 
@@ -86,4 +87,5 @@ PYBIND11_MODULE(_core, m) {
   evoforge::register_sparse(m);
   evoforge::register_merging(m);
   evoforge::register_threads(m);
+  evoforge::register_interpreter(m);
 }

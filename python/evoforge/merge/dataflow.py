@@ -195,7 +195,9 @@ def search_layers(base: nn.Module, experts: list[nn.Module], names: list[str], d
     else:
         engine = GA(lower, upper, pop_size=pop, initial=np.array(initial), seed=config.seed, run_dir=run_dir,
                     progress=config.progress, task="merge-layers")
-    res = engine.run(ev, max_evaluations=config.evaluations, stall_generations=None)
+    per = engine.n_offspring  # the generations the budget takes, for the progress bar
+    res = engine.run(ev, generations=1 + -(-max(0, config.evaluations - pop) // per),
+                     max_evaluations=config.evaluations, stall_generations=None)
     path = ev.path(res.best_genome)
     heldout = ev.losses(res.best_genome, "heldout").tolist()
     model = export_path(sources, path).eval()

@@ -196,7 +196,8 @@ def merge(base: Any, models: list[Any], tasks: list[Task], config: MergeConfig |
         if config.asynchronous:
             res = engine.run_async(backend, max_evaluations=config.evaluations)
         else:
-            res = engine.run(target, max_evaluations=config.evaluations, stall_generations=None)
+            res = engine.run(target, generations=_generations(engine, config.evaluations),
+                             max_evaluations=config.evaluations, stall_generations=None)
     finally:
         if backend is not None:
             backend.close()
@@ -221,6 +222,13 @@ def _engine(config: MergeConfig, space: ParamSpace, x0: np.ndarray, n_tasks: int
     initial = np.array((grid + [rng.random(L) for _ in range(pop)])[:pop])
     return NSGA2(np.zeros(L), np.ones(L), n_objectives=n_tasks, pop_size=pop, n_offspring=max(2, pop // 2),
                  initial=initial, seed=config.seed, run_dir=run_dir, progress=config.progress, task="merge")
+
+
+def _generations(engine: Any, evaluations: int) -> int:
+    """Generations that ``evaluations`` take (for the progress bar; the budget stops the run)."""
+    first = getattr(engine, "pop_size", 1)
+    per = getattr(engine, "n_offspring", None) or first
+    return max(1, 1 + -(-max(0, evaluations - first) // per))
 
 
 def _grid_recipe(space: ParamSpace, g: dict) -> Any:

@@ -173,8 +173,16 @@ class CMAES(Engine):
                 self._update(X, F, mode="async")
                 queue = []  # not yet started: drawn again from the updated distribution
 
+        pbar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            pbar = tqdm(total=max_evaluations, initial=min(self.evaluations, max_evaluations), desc="CMAES async",
+                        leave=False)
         try:
             for X, out in stream(next_candidates, Batch(np.zeros((0, self.n_genes)), generation=0)):
+                if pbar is not None:
+                    pbar.update(len(X))
                 F, _ = self._check_fitness(Batch(X), *(out if isinstance(out, tuple) else (out, None)))
                 for x, f in zip(X, np.asarray(F, dtype=np.float64).reshape(-1)):
                     started -= 1
@@ -183,6 +191,8 @@ class CMAES(Engine):
                     self._cache.put(self.key(x, Batch(x[None], generation=0)), float(f), genome=x)
                     arrived(x, float(f))
         finally:
+            if pbar is not None:
+                pbar.close()
             self._cache.flush()
         genome, fitness = self.best
         return Result(genome, fitness, self.generation, self.evaluations, self.requested, self.cache_hits,

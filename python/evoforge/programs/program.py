@@ -1,0 +1,332 @@
+"""Register programs (AutoML-Zero style): the representation, validation, canonical form and printer.
+
+A :class:`Program` holds one instruction array per component, code int32 ``[L, 4]`` (op, out, in1,
+in2) and imm float64 ``[L]``, with the register counts and length it runs with. Two forms:
+
+* a function, ``{"predict"}``: every example alone, the input in ``s0`` (``[E]`` inputs) or ``v0``
+  (``[E, dim]``), the output ``s1`` (:func:`evoforge.interpreter.run_function`);
+* a learner, ``{"setup", "predict", "learn"}``: AutoML-Zero's protocol, features in ``v0``, the label
+  in ``s0`` while ``learn`` runs, the prediction ``s1`` after ``predict``, registers carried from one
+  example to the next (:func:`evoforge.interpreter.run_learner`).
+
+``s0``, ``s1`` and ``v0`` are reserved (the canonical form never renames them). The arrays are
+copied and made read-only, so a program can be hashed (:meth:`Program.key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..interpreter import check_counts, validate_code
+from .ops import NOOP, OPS, op_id
+
+__all__ = ["Program", "assemble", "format_instruction", "pack", "FUNCTION", "LEARNER"]
+
+#: The component names of the two forms, in execution order.
+FUNCTION: tuple[str, ...] = ("predict",)
+LEARNER: tuple[str, ...] = ("setup", "predict", "learn")
+_ORDER = {n: i for i, n in enumerate(LEARNER)}
+RESERVED: dict[str, tuple[int, ...]] = {"s": (0, 1), "v": (0,), "m": ()}
+_SLOTS = ("in1", "in2")
+
+
+def _freeze(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True, order="C")
+    a.setflags(write=False)
+    return a
+
+
+def _code(c: Any, name: str) -> np.ndarray:
+    a = np.asarray(c)
+    if a.dtype == np.bool_ or a.dtype.kind not in "iu":
+        raise TypeError(f"component {name!r} code must hold integers, got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[1] != 4:
+        raise ValueError(f"component {name!r} code must have shape [L, 4] (op, out, in1, in2), got shape {a.shape}")
+    if a.size and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
+        raise ValueError(f"component {name!r} code holds values outside int32")
+    return _freeze(a.astype(np.int32))
+
+
+def _imm(x: Any, n: int, name: str) -> np.ndarray:
+    if x is None:
+        return _freeze(np.zeros(n, dtype=np.float64))
+    a = np.asarray(x)
+    if a.dtype == np.bool_ or a.dtype.kind not in "fiu":
+        raise TypeError(f"component {name!r} imm must hold real numbers, got dtype {a.dtype}")
+    if a.shape != (n,):
+        raise ValueError(f"component {name!r} imm must have shape [{n}] (one per instruction), got shape {a.shape}")
+    return _freeze(a.astype(np.float64))
+
+
+@dataclass(eq=False)
+class Program:
+    """A typed register program.
+
+    Attributes
+    ----------
+    components : {"predict": code} (a function) or {"setup", "predict", "learn"} (a learner), each
+        code int32 [L, 4] (op, out, in1, in2); kept in execution order
+    imm : {name: float64 [L]}: the immediates of each component (None, or a missing name: zeros)
+    n_scalar, n_vector, n_matrix, dim : the registers the program runs with
+
+    The constructor converts (TypeError / ValueError for arrays of the wrong kind or shape);
+    :meth:`validate` checks ops and register types.
+    """
+
+    components: Mapping[str, Any]
+    imm: Mapping[str, Any] | None = None
+    _: KW_ONLY
+    n_scalar: int
+    n_vector: int
+    n_matrix: int
+    dim: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.components, Mapping):
+            raise TypeError(f"components must be a dict of name -> code [L, 4], got {type(self.components).__name__}")
+        imm = {} if self.imm is None else self.imm
+        if not isinstance(imm, Mapping):
+            raise TypeError(f"imm must be a dict of name -> float64 [L], got {type(imm).__name__}")
+        names = sorted(self.components, key=lambda n: (_ORDER.get(n, len(_ORDER)), str(n)))
+        extra = [n for n in imm if n not in self.components]
+        if extra:
+            raise ValueError(f"imm names components the program does not have: {extra}")
+        code = {n: _code(self.components[n], n) for n in names}
+        self.components = code
+        self.imm = {n: _imm(imm.get(n), len(code[n]), n) for n in names}
+
+    # ---- checks and views ---------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """``"function"`` or ``"learner"`` (ValueError for another set of components)."""
+        names = tuple(self.components)
+        if names == FUNCTION:
+            return "function"
+        if names == LEARNER:
+            return "learner"
+        raise ValueError(f"a program's components are {set(FUNCTION)} (a function) or {set(LEARNER)} (a learner), "
+                         f"got {set(names)}")
+
+    def validate(self) -> Program:
+        """This program, once its components, counts, op ids and operand types are checked.
+
+        ValueError names the component, the instruction, the op and its signature (unknown op ids,
+        operands outside the register file of their type: a "type error"), or a NaN immediate;
+        ConfigError (a ValueError) a bad count; TypeError non-integer counts.
+        """
+        learner = self.kind == "learner"
+        ns, nv, nm, _ = check_counts(self.n_scalar, self.n_vector, self.n_matrix, self.dim,
+                                     min_vector=1 if learner else 0)
+        for n, c in self.components.items():
+            validate_code(c, self.imm[n], n_scalar=ns, n_vector=nv, n_matrix=nm, name=f"component {n!r}")
+        return self
+
+    def to_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{name: (code int32 [L, 4], imm float64 [L])}, validated (read-only views)."""
+        self.validate()
+        return {n: (c, self.imm[n]) for n, c in self.components.items()}
+
+    @property
+    def registers(self) -> dict[str, int]:
+        """The keyword arguments of the interpreter's entry points: n_scalar, n_vector, n_matrix (and
+        dim for a function)."""
+        r = {"n_scalar": self.n_scalar, "n_vector": self.n_vector, "n_matrix": self.n_matrix}
+        return r if self.kind == "learner" else {**r, "dim": self.dim}
+
+    def __len__(self) -> int:
+        """Instructions in all components."""
+        return sum(len(c) for c in self.components.values())
+
+    def key(self) -> bytes:
+        """The program's bytes (counts, component names, code, imm): equal programs, equal keys."""
+        head = np.array([self.n_scalar, self.n_vector, self.n_matrix, self.dim], dtype=np.int64).tobytes()
+        parts = [head]
+        for n, c in self.components.items():
+            parts += [n.encode(), np.int64(len(c)).tobytes(), c.tobytes(), self.imm[n].tobytes()]
+        return b"|".join(parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Program):
+            return NotImplemented
+        return self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    # ---- canonical form -----------------------------------------------------------------------------
+
+    def canonical(self) -> Program:
+        """The program without dead code, registers renamed in order of first use.
+
+        Dead: instructions whose output can never reach an output (``s1`` after ``predict``). For a
+        learner, state carries from one example to the next, so a register is live at the end of a
+        component when the next component to run can read it before writing it (setup -> predict,
+        predict -> learn (``s0`` is then overwritten by the label), learn -> predict and, in
+        validation, predict -> predict (``v0`` is then overwritten by the features)): liveness is
+        iterated to a fixed point across components. Renaming: per type, in order of first use
+        (components in execution order, inputs before the output), with ``s0``, ``s1``, ``v0`` kept.
+        Unused operand fields and the immediates of ops that do not read one are set to 0.
+
+        Two programs that differ only in dead code and register names have equal canonical forms,
+        and a canonical form computes the same outputs, bit for bit.
+        """
+        self.validate()
+        keep = _live_masks(self)
+        maps: dict[str, dict[int, int]] = {t: {r: r for r in rs} for t, rs in RESERVED.items()}
+        nxt = {t: len(rs) for t, rs in RESERVED.items()}
+
+        def rename(t: str, r: int) -> int:
+            m = maps[t]
+            if r not in m:
+                m[r] = nxt[t]
+                nxt[t] += 1
+            return m[r]
+
+        code, imm = {}, {}
+        for n, c in self.components.items():
+            rows, vals = [], []
+            for i in np.flatnonzero(keep[n]):
+                op = OPS[int(c[i, 0])]
+                ins = [rename(t, int(c[i, 2 + k])) for k, t in enumerate(op.ins)]
+                out = rename(op.out, int(c[i, 1]))
+                rows.append([op.id, out, *ins, *[0] * (2 - len(ins))])
+                vals.append(float(self.imm[n][i]) if op.reads_imm else 0.0)
+            code[n] = np.array(rows, dtype=np.int32).reshape(-1, 4)
+            imm[n] = np.array(vals, dtype=np.float64)
+        return Program(code, imm, n_scalar=self.n_scalar, n_vector=self.n_vector, n_matrix=self.n_matrix,
+                       dim=self.dim)
+
+    # ---- printer ------------------------------------------------------------------------------------
+
+    def source(self) -> str:
+        """Readable Python-like source: a ``def NAME():`` per component, one line per instruction
+        (``s3 = s1 * s2``, ``v2 = m0 @ v1``, ``s4 = 0.5``, ``v1[:] = 0.0``)."""
+        self.validate()
+        lines = [f"# {self.kind}: {self.n_scalar} scalars, {self.n_vector} vectors, {self.n_matrix} matrices, "
+                 f"dim {self.dim}"]
+        for n, c in self.components.items():
+            lines.append(f"def {n}():")
+            body = [format_instruction(c[i], self.imm[n][i]) for i in range(len(c))]
+            lines += [f"    {b}" for b in body] or ["    pass"]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.source()
+
+
+# ---- liveness -------------------------------------------------------------------------------------------
+
+
+def _transfer(code: np.ndarray, live_out: set[tuple[str, int]]) -> tuple[set[tuple[str, int]], np.ndarray]:
+    """Backward liveness through one component: (registers live at its start, instructions kept)."""
+    live = set(live_out)
+    keep = np.zeros(len(code), dtype=bool)
+    for i in range(len(code) - 1, -1, -1):
+        op = OPS[int(code[i, 0])]
+        if op.id == NOOP:
+            continue
+        out = (op.out, int(code[i, 1]))
+        if out in live:  # every op overwrites the whole of its output
+            keep[i] = True
+            live.discard(out)
+            live.update((t, int(code[i, 2 + k])) for k, t in enumerate(op.ins))
+    return live, keep
+
+
+def _live_masks(p: Program) -> dict[str, np.ndarray]:
+    s0, s1, v0 = ("s", 0), ("s", 1), ("v", 0)
+    if p.kind == "function":
+        return {"predict": _transfer(p.components["predict"], {s1})[1]}
+    pred, learn = p.components["predict"], p.components["learn"]
+    pred_in: set[tuple[str, int]] = set()
+    learn_in: set[tuple[str, int]] = set()
+    while True:  # the sets only grow, and are finite
+        pred_out = {s1} | (learn_in - {s0}) | (pred_in - {v0})
+        new_pred_in, keep_pred = _transfer(pred, pred_out)
+        new_learn_in, keep_learn = _transfer(learn, new_pred_in - {v0})
+        if new_pred_in == pred_in and new_learn_in == learn_in:
+            break
+        pred_in, learn_in = new_pred_in, new_learn_in
+    keep_setup = _transfer(p.components["setup"], pred_in - {v0})[1]
+    return {"setup": keep_setup, "predict": keep_pred, "learn": keep_learn}
+
+
+# ---- printer ------------------------------------------------------------------------------------------
+
+
+def _templates() -> dict[str, str]:
+    t = {"noop": "pass", "s_const": "{o} = {imm}", "v_const": "{o}[:] = {imm}", "m_const": "{o}[:] = {imm}",
+         "v_bcast": "{o}[:] = {a}", "v_scale": "{o} = {a} * {b}", "m_scale": "{o} = {a} * {b}",
+         "v_dot": "{o} = dot({a}, {b})", "m_matvec": "{o} = {a} @ {b}", "m_matmul": "{o} = {a} @ {b}",
+         "m_outer": "{o} = outer({a}, {b})", "m_transpose": "{o} = {a}.T", "s_neg": "{o} = -{a}",
+         "s_min": "{o} = min({a}, {b})", "s_max": "{o} = max({a}, {b})",
+         "v_min": "{o} = minimum({a}, {b})", "v_max": "{o} = maximum({a}, {b})"}
+    for p in "svm":
+        for name, sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/")):
+            t[f"{p}_{name}"] = f"{{o}} = {{a}} {sym} {{b}}"
+        t[f"{p}_recip"] = "{o} = 1 / {a}"
+        for fn in ("abs", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "exp", "log", "sqrt", "heaviside",
+                   "norm", "mean", "sum"):
+            t.setdefault(f"{p}_{fn}", f"{{o}} = {fn}({{a}})")
+    missing = [op.name for op in OPS if op.name not in t]
+    assert not missing, f"no source template for ops {missing}"
+    return t
+
+
+_TEMPLATES = _templates()
+
+
+def format_instruction(ins: Sequence[int], imm: float = 0.0) -> str:
+    """One instruction (op, out, in1, in2) as a line of source, e.g. ``s3 = s1 * s2``."""
+    op = OPS[int(ins[0])]
+    regs = [f"{t}{int(ins[2 + k])}" for k, t in enumerate(op.ins)] + ["", ""]
+    return _TEMPLATES[op.name].format(o=f"{op.out}{int(ins[1])}", a=regs[0], b=regs[1], imm=repr(float(imm)))
+
+
+# ---- building and packing -----------------------------------------------------------------------------
+
+
+def assemble(instructions: Iterable[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(code int32 [L, 4], imm float64 [L]) from ``(op_name, out, *inputs)`` tuples, register indices
+    as ints, the immediate in place of the inputs for ops that read one: ``[("v_const", 1, 0.0),
+    ("v_dot", 1, 1, 0), ("s_sub", 2, 0, 1)]``. ValueError for an unknown op or a wrong operand count."""
+    rows, vals = [], []
+    for k, ins in enumerate(instructions):
+        if isinstance(ins, (str, bytes)) or not isinstance(ins, Sequence) or not ins:
+            raise TypeError(f"instruction {k} must be a tuple (op_name, out, *inputs), got {ins!r}")
+        op = OPS[op_id(ins[0])]
+        args = list(ins[1:])
+        want = (0 if op.id == NOOP else 1) + op.arity + int(op.reads_imm)
+        if len(args) != want:
+            raise ValueError(f"instruction {k} ({op.name}, {op.signature}) takes {want} operands, got {len(args)}")
+        imm = float(args.pop()) if op.reads_imm else 0.0
+        regs = [int(a) for a in args] + [0] * (3 - len(args))
+        rows.append([op.id, *regs])
+        vals.append(imm)
+    return np.array(rows, dtype=np.int32).reshape(-1, 4), np.array(vals, dtype=np.float64)
+
+
+def pack(programs: Sequence[Program], component: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """(code int32 [P, L, 4], imm float64 [P, L]) of one component of every program, shorter ones padded
+    with ``noop`` to the longest L, for :mod:`evoforge.interpreter`."""
+    if isinstance(programs, Program) or not isinstance(programs, Sequence):
+        raise TypeError(f"programs must be a sequence of Program, got {type(programs).__name__}")
+    for i, p in enumerate(programs):
+        if not isinstance(p, Program):
+            raise TypeError(f"programs[{i}] must be a Program, got {type(p).__name__}")
+        if component not in p.components:
+            raise ValueError(f"programs[{i}] has no component {component!r} (it has {list(p.components)})")
+    L = max((len(p.components[component]) for p in programs), default=0)
+    code = np.zeros((len(programs), L, 4), dtype=np.int32)
+    imm = np.zeros((len(programs), L), dtype=np.float64)
+    for i, p in enumerate(programs):
+        n = len(p.components[component])
+        code[i, :n] = p.components[component]
+        imm[i, :n] = p.imm[component]
+    return code, imm
+
