@@ -7,8 +7,9 @@
 //   s[i]        at S + i lanes                                 (lanes values)
 //   v[i][j]     at V + (i dim + j) lanes                       (dim x lanes values)
 //   m[i][r][c]  at M + ((i dim + r) dim + c) lanes             (dim x dim x lanes values)
-// followed by a dim x dim x lanes temporary (matvec, matmul, transpose write there first, since
-// the output may be an input). run_function uses up to kMaxLanes lanes per block; run_learner one.
+// followed by a temporary of dim x dim x lanes values (dim x lanes without matrices): matvec,
+// matmul and transpose write there first, since the output may be an input. run_function uses up
+// to kMaxLanes lanes per block; run_learner one.
 #include "evoforge/interpreter.h"
 
 #include <algorithm>
@@ -38,9 +39,12 @@ template <typename T>
 class Machine {
  public:
   Machine(const Shape& s, int64_t max_lanes)
-      : s_(s), d_(s.dim), buf_(static_cast<size_t>((s.elements() + s.dim * s.dim) * max_lanes)) {
+      : s_(s), d_(s.dim), buf_(static_cast<size_t>(per_lane(s) * max_lanes)) {
     set_lanes(max_lanes);
   }
+
+  /// Values per lane: the register file and the temporary (a matrix, or a vector without matrices).
+  static int64_t per_lane(const Shape& s) { return s.elements() + (s.n_matrix > 0 ? s.dim * s.dim : s.dim); }
 
   void set_lanes(int64_t lanes) {
     nb_ = lanes;
@@ -208,7 +212,10 @@ void Machine<T>::exec(const int32_t* ins, double imm) {
     case m_transpose: {
       const T* A = m(a);
       for (int64_t i = 0; i < d; ++i)
-        for (int64_t j = 0; j < d; ++j) std::copy(A + (j * d + i) * nb, A + (j * d + i + 1) * nb, tmp_ + (i * d + j) * nb);
+        for (int64_t j = 0; j < d; ++j) {
+          const T* Aji = A + (j * d + i) * nb;
+          std::copy(Aji, Aji + nb, tmp_ + (i * d + j) * nb);
+        }
       std::copy(tmp_, tmp_ + nm, m(o));
       break;
     }
@@ -237,8 +244,9 @@ void check_shape(const Shape& s) {
                      s.n_matrix >= 0 && s.n_matrix <= kMaxFile,
                  "register counts must lie in [0, " << kMaxFile << "]");
   EVOFORGE_CHECK(s.dim >= 1 && s.dim <= kMaxDim, "dim must lie in [1, " << kMaxDim << "], got " << s.dim);
-  EVOFORGE_CHECK(s.elements() <= (int64_t{1} << 28), "the register file holds " << s.elements()
-                                                                                  << " elements, more than 2^28");
+  const int64_t per_lane = Machine<double>::per_lane(s);
+  EVOFORGE_CHECK(per_lane <= (int64_t{1} << 28),
+                 "the registers and their temporary hold " << per_lane << " values per example, more than 2^28");
 }
 
 }  // namespace
@@ -274,7 +282,7 @@ void run_function_cpu(const Code& code, const Shape& s, const T* inputs, int64_t
   check_code(code, s, "code");
   if (E == 0 || code.P == 0) return;
   const int64_t d = s.dim, L = code.L;
-  const int64_t max_lanes = std::clamp<int64_t>(kLaneBudget / (s.elements() + d * d), 1, kMaxLanes);
+  const int64_t max_lanes = std::clamp<int64_t>(kLaneBudget / Machine<T>::per_lane(s), 1, kMaxLanes);
   const int64_t lanes = std::min(E, max_lanes);
   const int64_t nblk = (E + lanes - 1) / lanes;
   const int64_t work = lanes * (s.elements() + L * (d + 1));

@@ -17,9 +17,10 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("base", ["evoforge.errors", "evoforge._checks", "evoforge._native", "evoforge._core", "evoforge._cuda"]),
     ("ops", ["evoforge.pareto", "evoforge._pareto_cuda", "evoforge.hashing", "evoforge.random",
              "evoforge.variation", "evoforge.mutation", "evoforge.crossover", "evoforge.selection",
-             "evoforge.deepga", "evoforge.solvers", "evoforge.kl", "evoforge.layers", "evoforge.merging"]),
+             "evoforge.deepga", "evoforge.solvers", "evoforge.kl", "evoforge.layers", "evoforge.merging",
+             "evoforge.interpreter"]),
     ("engines", ["evoforge.cache", "evoforge.search", "evoforge.plot"]),
-    ("applications", ["evoforge.compress", "evoforge.merge"]),
+    ("applications", ["evoforge.compress", "evoforge.merge", "evoforge.programs"]),
     ("backends", ["evoforge.evaluate"]),
     ("top", ["evoforge", "evoforge.cli", "evoforge.bench", "evoforge.dashboard"]),
 ]

@@ -68,7 +68,8 @@ enum Op : int32_t {
 };
 
 inline constexpr OpInfo kOps[kNumOps] = {
-#define EVOFORGE_OP_INFO(name, o, a, b, imm) {#name, static_cast<char>(o), static_cast<char>(a), static_cast<char>(b), imm},
+#define EVOFORGE_OP_INFO(name, o, a, b, imm) \
+  {#name, static_cast<char>(o), static_cast<char>(a), static_cast<char>(b), imm},
     EVOFORGE_OPS(EVOFORGE_OP_INFO)
 #undef EVOFORGE_OP_INFO
 };

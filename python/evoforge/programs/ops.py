@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..interpreter import OP_TABLE
+from ..interpreter import OP_TABLE, signature
 
 __all__ = ["OPS", "OpSpec", "OP_IDS", "op_id"]
 
@@ -28,7 +28,7 @@ class OpSpec(NamedTuple):
     @property
     def signature(self) -> str:
         """``"v <- m, v"``."""
-        return f"{self.out or '-'} <- {', '.join(self.ins) if self.ins else ('imm' if self.reads_imm else '-')}"
+        return signature(self.id)
 
 
 #: Every op, indexed by id (``OPS[0]`` is ``noop``).

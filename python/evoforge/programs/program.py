@@ -42,6 +42,8 @@ def _freeze(a: np.ndarray) -> np.ndarray:
 
 def _code(c: Any, name: str) -> np.ndarray:
     a = np.asarray(c)
+    if a.shape == (0,):  # [] : an empty component
+        a = np.zeros((0, 4), dtype=np.int32)
     if a.dtype == np.bool_ or a.dtype.kind not in "iu":
         raise TypeError(f"component {name!r} code must hold integers, got dtype {a.dtype}")
     if a.ndim != 2 or a.shape[1] != 4:
