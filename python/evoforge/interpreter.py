@@ -102,8 +102,8 @@ def _imm_array(imm: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
         raise ValueError(f"{name} must have shape {list(shape)} (one immediate per instruction), got shape {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float64)
     if np.isnan(a).any():
-        idx = np.unravel_index(int(np.argmax(np.isnan(a))), shape)
-        raise ValueError(f"{name}{list(idx)} is NaN (immediates must be numbers; +-inf is allowed)")
+        idx = [int(i) for i in np.unravel_index(int(np.argmax(np.isnan(a))), shape)]
+        raise ValueError(f"{name}{idx} is NaN (immediates must be numbers; +-inf is allowed)")
     return a
 
 
@@ -161,10 +161,10 @@ def _values(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
     if dtype is None:
         if a.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
-        return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a).reshape(a.shape)  # reshape: ascontiguousarray makes a 0-d array 1-d
     if a.dtype == np.bool_ or a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.ascontiguousarray(a, dtype=dtype).reshape(a.shape)
 
 
 def run_function(code: Any, imm: Any, inputs: Any, *, n_scalar: int, n_vector: int, n_matrix: int, dim: int,

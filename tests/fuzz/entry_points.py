@@ -1818,6 +1818,201 @@ def _load_recipe(as_file):
     return build
 
 
+# ---- interpreter and programs (typed register programs, the native interpreter) ------------------
+
+# register files of the small programs below: s0..s4, v0..v2, m0, vectors and matrices of length 3
+_REGS = {"n_scalar": 5, "n_vector": 3, "n_matrix": 1}
+_DIM = 3
+
+
+def _fn_scalar_programs():
+    """Two function programs over a scalar input (s0): (code [L, 4], imm [L]) each, the second the
+    longer (so that the packed batch ends in a real binary instruction, not noop padding)."""
+    from evoforge.programs import assemble
+
+    a = assemble([("s_mul", 1, 0, 0), ("s_const", 2, 1.5), ("s_add", 1, 1, 2)])
+    b = assemble([("s_sin", 2, 0), ("s_const", 3, 0.5), ("v_bcast", 1, 0), ("m_const", 0, 0.25),
+                  ("m_matvec", 2, 0, 1), ("v_sum", 4, 2), ("s_mul", 2, 2, 3), ("s_add", 1, 2, 4)])
+    return [a, b]
+
+
+def _fn_vector_programs():
+    """Two function programs over a vector input (v0)."""
+    from evoforge.programs import assemble
+
+    a = assemble([("v_dot", 1, 0, 0)])
+    b = assemble([("v_norm", 2, 0), ("m_outer", 0, 0, 0), ("m_matvec", 1, 0, 0), ("v_const", 2, 0.5),
+                  ("v_mul", 1, 1, 2), ("v_sum", 3, 1), ("s_add", 1, 2, 3)])
+    return [a, b]
+
+
+def _learner_parts(lr: float = 0.1):
+    """Linear regression by SGD: setup w = 0; predict s1 = dot(w, x); learn w += lr (y - s1) x."""
+    from evoforge.programs import assemble
+
+    return {"setup": assemble([("v_const", 1, 0.0)]),
+            "predict": assemble([("v_dot", 1, 1, 0)]),
+            "learn": assemble([("s_sub", 2, 0, 1), ("s_const", 3, lr), ("s_mul", 2, 3, 2), ("v_scale", 2, 2, 0),
+                               ("v_add", 1, 1, 2)])}
+
+
+def _batch(parts: list):
+    """(code [P, L, 4], imm [P, L]) of (code, imm) pairs, padded with noop."""
+    np = _np()
+    L = max(len(c) for c, _ in parts)
+    code = np.zeros((len(parts), L, 4), dtype=np.int32)
+    imm = np.zeros((len(parts), L))
+    for i, (c, m) in enumerate(parts):
+        code[i, :len(c)], imm[i, :len(c)] = c, m
+    return code, imm
+
+
+def _run_function_scalar(ctx):
+    from evoforge import interpreter
+
+    code, imm = _batch(_fn_scalar_programs())
+    return Call(interpreter.run_function, {"code": code, "imm": imm, "inputs": _np().linspace(-1.0, 1.0, 7),
+                                           **_REGS, "dim": _DIM, "input_register": "s0"})
+
+
+def _run_function_vector(ctx):
+    from evoforge import interpreter
+
+    code, imm = _batch(_fn_vector_programs())
+    return Call(interpreter.run_function, {"code": code, "imm": imm, "inputs": _rng(3).normal(size=(6, _DIM)),
+                                           **_REGS, "dim": _DIM, "input_register": "v0"})
+
+
+def _learner_data():
+    """train_x [T=2, N=8, dim], train_y [T, N] (linear targets), valid_x [T, M=4, dim]."""
+    r = _rng(4)
+    x = r.normal(size=(2, 8, _DIM))
+    w = r.normal(size=(2, _DIM))
+    return x, (x * w[:, None, :]).sum(-1), r.normal(size=(2, 4, _DIM))
+
+
+def _learner_batch():
+    """{component: (code [P=2, L, 4], imm [P, L])} of two linear-regression learners."""
+    a, b = _learner_parts(0.1), _learner_parts(0.05)
+    return {n: _batch([a[n], b[n]]) for n in a}
+
+
+def _run_learner(ctx):
+    from evoforge import interpreter
+
+    x, y, vx = _learner_data()
+    return Call(interpreter.run_learner, {**_learner_batch(), "train_x": x, "train_y": y, "valid_x": vx,
+                                          **_REGS, "epochs": 2, "dtype": "float64"})
+
+
+def _run_learner_arrays(ctx):
+    """run_learner with each component's code and imm arrays given separately (each fuzzed alone)."""
+    from evoforge import interpreter
+
+    x, y, vx = _learner_data()
+    batch = _learner_batch()
+
+    def run(**kw):
+        pairs = {n: (kw.pop(f"{n}_code"), kw.pop(f"{n}_imm")) for n in ("setup", "predict", "learn")}
+        return interpreter.run_learner(**pairs, **kw)
+
+    arrays = {f"{n}_{w}": a for n, pair in batch.items() for w, a in zip(("code", "imm"), pair)}
+    return Call(run, {**arrays, "train_x": x, "train_y": y, "valid_x": vx, **_REGS})
+
+
+def _validate_code(batched: bool):
+    def build(ctx):
+        from evoforge import interpreter
+
+        code, imm = _batch(_fn_scalar_programs()) if batched else _fn_scalar_programs()[1]
+        return Call(interpreter.validate_code, {"code": code, "imm": imm, **_REGS, "name": "code"})
+
+    return build
+
+
+def _fn_program(**kw):
+    from evoforge.programs import Program
+
+    code, imm = _fn_scalar_programs()[1]
+    return Program({"predict": code}, {"predict": imm}, **_REGS, dim=_DIM, **kw)
+
+
+def _learner_program(lr: float = 0.1):
+    from evoforge.programs import Program
+
+    parts = _learner_parts(lr)
+    return Program({n: c for n, (c, _) in parts.items()}, {n: m for n, (_, m) in parts.items()}, **_REGS, dim=_DIM)
+
+
+def _program_new(ctx):
+    """The constructor and validate (the constructor converts the arrays; validate checks the rest)."""
+    from evoforge.programs import Program
+
+    parts = _learner_parts()
+    return Call(lambda **kw: Program(**kw).validate(), {
+        "components": {n: c for n, (c, _) in parts.items()}, "imm": {n: m for n, (_, m) in parts.items()},
+        **_REGS, "dim": _DIM})
+
+
+def _program_method(method: str, learner: bool):
+    """Program(...).METHOD() with one component's code and imm arrays and the counts fuzzed."""
+    def build(ctx):
+        from evoforge.programs import Program
+
+        parts = _learner_parts() if learner else {"predict": _fn_scalar_programs()[1]}
+        fuzzed = "learn" if learner else "predict"
+
+        def call(code, imm, **kw):
+            comps = {n: (code, imm) if n == fuzzed else p for n, p in parts.items()}
+            p = Program({n: c for n, (c, _) in comps.items()}, {n: m for n, (_, m) in comps.items()}, **kw)
+            return getattr(p, method)()
+
+        code, imm = parts[fuzzed]
+        return Call(call, {"code": code, "imm": imm, **_REGS, "dim": _DIM})
+
+    return build
+
+
+def _programs_pack(ctx):
+    from evoforge.programs import pack
+
+    return Call(pack, {"programs": [_learner_program(0.1), _learner_program(0.05)], "component": "learn"})
+
+
+def _programs_pack_one(ctx):
+    """pack with one program of the list replaced (a wrong object, another form)."""
+    from evoforge.programs import pack
+
+    other = _fn_program()
+    return Call(lambda program, **kw: pack([other, program], **kw), {"program": _fn_program(), "component": "predict"})
+
+
+def _assemble(ctx):
+    from evoforge.programs import assemble
+
+    return Call(assemble, {"instructions": [("v_const", 1, 0.0), ("v_dot", 1, 1, 0), ("s_sub", 2, 0, 1), ("noop",)]})
+
+
+def _assemble_operands(ctx):
+    """assemble with the fields of an instruction fuzzed: the op name, two registers, an immediate."""
+    from evoforge.programs import assemble
+
+    return Call(lambda op, out, in1, imm: assemble([("s_const", 3, imm), (op, out, in1, 3)]),
+                {"op": "s_add", "out": 1, "in1": 0, "imm": 0.5})
+
+
+def _format_instruction(ctx):
+    from evoforge.programs import format_instruction, op_id
+
+    return Call(format_instruction, {"ins": _np().array([op_id("m_matvec"), 2, 0, 1], dtype="int32"), "imm": 0.0})
+
+
+def _op_id(ctx):
+    from evoforge.programs import op_id
+
+    return Call(op_id, {"name": "v_dot"})
+
+
 # ---- warm-up ----------------------------------------------------------------------------------
 
 
@@ -1862,6 +2057,7 @@ def warm_up(groups: set[str], ctx) -> None:
 
 _SEEDS3 = {"seed": "seed", "generation": "seed", "individual_offset": "seed"}
 _MODEL_TIMEOUT = 5.0  # a whole tiny compression may run when a bad value is accepted (valid: < 1 s)
+_COUNTS = {"n_scalar": "int", "n_vector": "int", "n_matrix": "int"}  # the register files of a program
 
 ENTRIES: list[Entry] = [
     # evoforge
@@ -2221,6 +2417,34 @@ ENTRIES: list[Entry] = [
                                         "seed": "seed"}, timeout=_MODEL_TIMEOUT),
     Entry("merge.load_recipe", _load_recipe(False), {"path": "path_in_dir"}),
     Entry("merge.load_recipe#file", _load_recipe(True), {"path": "path_in_file"}),
+    # interpreter (the native register-program interpreter)
+    Entry("interpreter.run_function", _run_function_scalar, {
+        "code": "matrix_i", "imm": "matrix_f", "inputs": "vector_f", **_COUNTS, "dim": "int",
+        "input_register": "choice"}),
+    Entry("interpreter.run_function#vector", _run_function_vector, {
+        "code": "matrix_i", "imm": "matrix_f", "inputs": "matrix_f", **_COUNTS, "dim": "int",
+        "input_register": "choice"}),
+    Entry("interpreter.run_learner", _run_learner, {
+        "setup": "any_obj", "predict": "any_obj", "learn": "any_obj", "train_x": "matrix_f", "train_y": "matrix_f",
+        "valid_x": "matrix_f", **_COUNTS, "epochs": "iterations", "dtype": "dtype_name"}),
+    Entry("interpreter.run_learner#arrays", _run_learner_arrays, {
+        **{f"{n}_code": "matrix_i" for n in ("setup", "predict", "learn")},
+        **{f"{n}_imm": "matrix_f" for n in ("setup", "predict", "learn")}}),
+    Entry("interpreter.validate_code", _validate_code(True), {"code": "matrix_i", "imm": "matrix_f", **_COUNTS,
+                                                              "name": "choice"}),
+    Entry("interpreter.validate_code#single", _validate_code(False), {"code": "matrix_i", "imm": "vector_f"}),
+    # programs (typed register programs: representation, canonical form, printer, packing)
+    Entry("programs.Program", _program_new, {"components": "any_obj", "imm": "any_obj", **_COUNTS, "dim": "int"}),
+    *[Entry(f"programs.Program.{m}", _program_method(m, learner), {"code": "matrix_i", "imm": "vector_f", **_COUNTS,
+                                                                    "dim": "int"})
+      for m, learner in (("validate", False), ("canonical", True), ("source", False), ("to_arrays", True))],
+    Entry("programs.pack", _programs_pack, {"programs": "any_obj", "component": "choice"}),
+    Entry("programs.pack#program", _programs_pack_one, {"program": "any_obj", "component": "choice"}),
+    Entry("programs.assemble", _assemble, {"instructions": "any_obj"}),
+    Entry("programs.assemble#operands", _assemble_operands, {"op": "choice", "out": "int", "in1": "int",
+                                                             "imm": "real"}),
+    Entry("programs.format_instruction", _format_instruction, {"ins": "vector_i", "imm": "real"}),
+    Entry("programs.op_id", _op_id, {"name": "choice"}),
     # plot
     Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
                                              "save": "path_out_file"}, project=_no_compare),
@@ -2276,6 +2500,12 @@ NOT_FUZZED: dict[str, str] = {
     "evaluate.RayBackend": "needs a Ray cluster",
     "merge.METHODS": "a constant (the merge methods and their kernel options)",
     "merge.MergeResult": "a result class, returned by merge (walked there)",
+    "interpreter.OP_TABLE": "a constant (the native op table)",
+    "programs.FUNCTION": "a constant (the component names of a function program)",
+    "programs.LEARNER": "a constant (the component names of a learner program)",
+    "programs.OPS": "a constant (the op table as OpSpec records)",
+    "programs.OP_IDS": "a constant (op ids by name; op_id is walked)",
+    "programs.OpSpec": "a record type of the op table that evoforge builds (not built from user input)",
 }
 
 # ---- the command line -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .. import _checks
 from ..interpreter import check_counts, validate_code
 from .ops import NOOP, OPS, op_id
 
@@ -32,6 +33,7 @@ LEARNER: tuple[str, ...] = ("setup", "predict", "learn")
 _ORDER = {n: i for i, n in enumerate(LEARNER)}
 RESERVED: dict[str, tuple[int, ...]] = {"s": (0, 1), "v": (0,), "m": ()}
 _SLOTS = ("in1", "in2")
+_INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
 
 
 def _freeze(a: np.ndarray) -> np.ndarray:
@@ -41,7 +43,7 @@ def _freeze(a: np.ndarray) -> np.ndarray:
 
 
 def _code(c: Any, name: str) -> np.ndarray:
-    a = np.asarray(c)
+    a = _checks.to_numpy(c, f"component {name!r} code")
     if a.shape == (0,):  # [] : an empty component
         a = np.zeros((0, 4), dtype=np.int32)
     if a.dtype == np.bool_ or a.dtype.kind not in "iu":
@@ -56,7 +58,7 @@ def _code(c: Any, name: str) -> np.ndarray:
 def _imm(x: Any, n: int, name: str) -> np.ndarray:
     if x is None:
         return _freeze(np.zeros(n, dtype=np.float64))
-    a = np.asarray(x)
+    a = _checks.to_numpy(x, f"component {name!r} imm")
     if a.dtype == np.bool_ or a.dtype.kind not in "fiu":
         raise TypeError(f"component {name!r} imm must hold real numbers, got dtype {a.dtype}")
     if a.shape != (n,):
@@ -284,10 +286,32 @@ _TEMPLATES = _templates()
 
 
 def format_instruction(ins: Sequence[int], imm: float = 0.0) -> str:
-    """One instruction (op, out, in1, in2) as a line of source, e.g. ``s3 = s1 * s2``."""
-    op = OPS[int(ins[0])]
+    """One instruction (op, out, in1, in2) as a line of source, e.g. ``s3 = s1 * s2``.
+
+    TypeError for anything but 4 integers, ValueError for an unknown op id or a negative register
+    (fields the op does not use are ignored)."""
+    a = _checks.to_numpy(ins, "ins")
+    if a.dtype == np.bool_ or a.dtype.kind not in "iu" or a.shape != (4,):
+        raise TypeError(f"ins must be 4 integers (op, out, in1, in2), got dtype {a.dtype}, shape {a.shape}")
+    if not 0 <= int(a[0]) < len(OPS):
+        raise ValueError(f"ins: unknown op id {int(a[0])} (op ids are 0..{len(OPS) - 1})")
+    op = OPS[int(a[0])]
+    used = [1, *range(2, 2 + op.arity)] if op.out else []
+    if any(int(a[i]) < 0 for i in used):
+        raise ValueError(f"ins: negative register in {a.tolist()} ({op.name} is {op.signature})")
+    ins = a
     regs = [f"{t}{int(ins[2 + k])}" for k, t in enumerate(op.ins)] + ["", ""]
-    return _TEMPLATES[op.name].format(o=f"{op.out}{int(ins[1])}", a=regs[0], b=regs[1], imm=repr(float(imm)))
+    return _TEMPLATES[op.name].format(o=f"{op.out}{int(ins[1])}", a=regs[0], b=regs[1],
+                                      imm=repr(_immediate(imm, "imm")))
+
+
+def _immediate(x: Any, name: str) -> float:
+    """An immediate as a float (a real number or a numeric string, as float() takes them); TypeError naming
+    ``name`` otherwise (ValueError for a non-numeric string)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name} must be a real number, got {type(x).__name__}: {e}") from None
 
 
 # ---- building and packing -----------------------------------------------------------------------------
@@ -306,8 +330,9 @@ def assemble(instructions: Iterable[Sequence[Any]]) -> tuple[np.ndarray, np.ndar
         want = (0 if op.id == NOOP else 1) + op.arity + int(op.reads_imm)
         if len(args) != want:
             raise ValueError(f"instruction {k} ({op.name}, {op.signature}) takes {want} operands, got {len(args)}")
-        imm = float(args.pop()) if op.reads_imm else 0.0
-        regs = [int(a) for a in args] + [0] * (3 - len(args))
+        imm = _immediate(args.pop(), f"instruction {k} ({op.name}) immediate") if op.reads_imm else 0.0
+        regs = [_checks.check_int(a, f"instruction {k} ({op.name}) operand {j + 1}", _INT32_MIN, _INT32_MAX)
+                for j, a in enumerate(args)] + [0] * (3 - len(args))
         rows.append([op.id, *regs])
         vals.append(imm)
     return np.array(rows, dtype=np.int32).reshape(-1, 4), np.array(vals, dtype=np.float64)
@@ -318,6 +343,8 @@ def pack(programs: Sequence[Program], component: str = "predict") -> tuple[np.nd
     with ``noop`` to the longest L, for :mod:`evoforge.interpreter`."""
     if isinstance(programs, Program) or not isinstance(programs, Sequence):
         raise TypeError(f"programs must be a sequence of Program, got {type(programs).__name__}")
+    if not isinstance(component, str):
+        raise TypeError(f"component must be a component name (str), got {type(component).__name__}")
     for i, p in enumerate(programs):
         if not isinstance(p, Program):
             raise TypeError(f"programs[{i}] must be a Program, got {type(p).__name__}")
