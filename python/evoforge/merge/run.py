@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from .config import MergeConfig
 from .merger import Merger, as_float32
+from .recipe import METHODS
 from .result import MergeResult, write_run
 from .space import MergeEvaluator, ParamSpace
 from .tasks import Task, TaskData, prepare_tasks, task_losses
@@ -109,6 +110,8 @@ def _baselines(evaluator: MergeEvaluator, experts: list[nn.Module], names: list[
     grid = []
     dens = config.grid_densities if space.densities else (1.0,)
     weights = [w for w in config.grid_weights if config.method != "slerp" or 0 <= w <= 1]
+    if METHODS[config.method][1].get("normalize"):
+        weights = weights[-1:]  # one weight for every model: normalised away, every weight the same merge
     for w in weights:
         for d in dens:
             r = merger.recipe(config.method, w, d, config.seed)
