@@ -3,13 +3,18 @@
 :class:`Program` (components of int32 ``[L, 4]`` instructions over scalar, vector and matrix
 registers), its validation, canonical form (dead code removed, registers renamed) and printer;
 :func:`pack` batches programs for the native interpreter (:mod:`evoforge.interpreter`);
-:data:`OPS` is the op table.
+:data:`OPS` is the op table. :func:`mutate` (AutoML-Zero's mutations), :func:`mutate_until_different`
+and :func:`random_program` make new programs; :class:`ProgramCache` looks fitnesses up by the structural
+digest of the canonical form, then by the functional digest of the outputs on probe inputs.
 """
 
 from __future__ import annotations
 
+from .cache import DEFAULT_QUANTISE, ProgramCache, ProgramKey, functional_digest, structural_digest
+from .mutation import MUTATION_KINDS, mutate, mutate_until_different, random_program
 from .ops import OP_IDS, OPS, OpSpec, op_id
 from .program import FUNCTION, LEARNER, Program, assemble, format_instruction, pack
 
 __all__ = ["FUNCTION", "LEARNER", "OPS", "OP_IDS", "OpSpec", "Program", "assemble", "format_instruction", "op_id",
-           "pack"]
+           "pack", "MUTATION_KINDS", "mutate", "mutate_until_different", "random_program", "DEFAULT_QUANTISE",
+           "ProgramCache", "ProgramKey", "functional_digest", "structural_digest"]
