@@ -2013,6 +2013,98 @@ def _op_id(ctx):
     return Call(op_id, {"name": "v_dot"})
 
 
+def _fn_probe(p):
+    """A probe of function programs over a scalar input (s0): the outputs on 5 inputs."""
+    from evoforge import interpreter
+    from evoforge.programs import pack
+
+    return interpreter.run_function(*pack([p]), _np().linspace(-1.0, 1.0, 5), **p.registers)
+
+
+def _mutate(ctx):
+    from evoforge.programs import MUTATION_KINDS, mutate
+
+    return Call(mutate, {"program": _learner_program(), "seed": 7, "generation": 2, "individual": 3, "max_length": 9,
+                         "ops": ["s_add", "v_scale", "s_const", "v_dot"], "kinds": list(MUTATION_KINDS),
+                         "imm_sigma": 0.1})
+
+
+def _mutate_code(ctx):
+    """mutate of a function program whose code and imm arrays are fuzzed (the program checks them)."""
+    from evoforge.programs import Program, mutate
+
+    def call(code, imm):
+        return mutate(Program({"predict": code}, {"predict": imm}, **_REGS, dim=_DIM), seed=1, generation=0,
+                      individual=0)
+
+    code, imm = _fn_scalar_programs()[1]
+    return Call(call, {"code": code, "imm": imm})
+
+
+def _mutate_until_different(ctx):
+    from evoforge.programs import mutate_until_different
+
+    return Call(mutate_until_different, {"program": _fn_program(), "evaluate_outputs": _fn_probe, "seed": 1,
+                                         "generation": 0, "individual": 4, "max_tries": 4, "max_length": 12,
+                                         "ops": None, "kinds": ["argument", "op"], "imm_sigma": 0.5,
+                                         "quantise": 20})
+
+
+def _random_program(ctx):
+    from evoforge.programs import random_program
+
+    return Call(random_program, {"kind": "learner", "length": 4, **_REGS, "dim": _DIM, "seed": 5,
+                                 "ops": ["s_add", "v_dot", "m_matvec", "v_const"]})
+
+
+def _program_cache_new(ctx):
+    from evoforge.cache import EvaluationCache
+    from evoforge.programs import ProgramCache
+
+    return Call(lambda **kw: ProgramCache(**kw).report()["lookups"],
+                {"cache": EvaluationCache(), "probe": _fn_probe, "quantise": 20, "namespace": "task"})
+
+
+def _program_cache(ctx, stored: bool = True):
+    """A ProgramCache over a fresh in-memory EvaluationCache; the scalar function program stored."""
+    from evoforge.cache import EvaluationCache
+    from evoforge.programs import ProgramCache
+
+    store = EvaluationCache()
+    ctx.cleanup(store.close)
+    cache = ProgramCache(store, probe=_fn_probe, namespace="task")
+    if stored:
+        p = _fn_program()
+        cache.store(cache.lookup(p)[2], 0.5, p)
+    return cache
+
+
+def _program_cache_lookup(ctx):
+    return Call(_program_cache(ctx).lookup, {"program": _fn_program()})
+
+
+def _program_cache_store(ctx):
+    cache = _program_cache(ctx, stored=False)
+    p = _fn_program()
+    return Call(cache.store, {"key": cache.lookup(p)[2], "fitness": 1.5, "program": p, "seconds": 0.01})
+
+
+def _program_cache_evaluate(ctx):
+    return Call(_program_cache(ctx, stored=False).evaluate, {"program": _fn_program(), "fn": lambda p: float(len(p))})
+
+
+def _functional_digest(ctx):
+    from evoforge.programs import functional_digest
+
+    return Call(functional_digest, {"outputs": _float_pop(3, 4), "quantise": 0.01, "namespace": ("task", 1)})
+
+
+def _structural_digest(ctx):
+    from evoforge.programs import structural_digest
+
+    return Call(structural_digest, {"program": _learner_program(), "namespace": "task"})
+
+
 # ---- warm-up ----------------------------------------------------------------------------------
 
 
@@ -2445,6 +2537,26 @@ ENTRIES: list[Entry] = [
                                                              "imm": "real"}),
     Entry("programs.format_instruction", _format_instruction, {"ins": "vector_i", "imm": "real"}),
     Entry("programs.op_id", _op_id, {"name": "choice"}),
+    # programs: mutations, random programs, the two-level cache
+    Entry("programs.mutate", _mutate, {"program": "any_obj", "seed": "seed", "generation": "seed",
+                                       "individual": "seed", "max_length": "int", "ops": "any_obj",
+                                       "kinds": "any_obj", "imm_sigma": "real"}),
+    Entry("programs.mutate#code", _mutate_code, {"code": "matrix_i", "imm": "vector_f"}),
+    Entry("programs.mutate_until_different", _mutate_until_different, {
+        "program": "any_obj", "evaluate_outputs": "callable", "seed": "seed", "generation": "seed",
+        "individual": "seed", "max_tries": "int", "max_length": "int", "ops": "any_obj", "kinds": "any_obj",
+        "imm_sigma": "real", "quantise": "int"}),
+    Entry("programs.random_program", _random_program, {"kind": "choice", "length": "int", **_COUNTS, "dim": "int",
+                                                       "seed": "seed", "ops": "any_obj"}),
+    Entry("programs.ProgramCache", _program_cache_new, {"cache": "any_obj", "probe": "callable", "quantise": "real",
+                                                        "namespace": "any_obj"}),
+    Entry("programs.ProgramCache.lookup", _program_cache_lookup, {"program": "any_obj"}),
+    Entry("programs.ProgramCache.store", _program_cache_store, {"key": "any_obj", "fitness": "fitness",
+                                                                "program": "any_obj", "seconds": "real"}),
+    Entry("programs.ProgramCache.evaluate", _program_cache_evaluate, {"program": "any_obj", "fn": "callable"}),
+    Entry("programs.functional_digest", _functional_digest, {"outputs": "matrix_f", "quantise": "real",
+                                                             "namespace": "any_obj"}),
+    Entry("programs.structural_digest", _structural_digest, {"program": "any_obj", "namespace": "any_obj"}),
     # plot
     Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
                                              "save": "path_out_file"}, project=_no_compare),
@@ -2506,6 +2618,9 @@ NOT_FUZZED: dict[str, str] = {
     "programs.OPS": "a constant (the op table as OpSpec records)",
     "programs.OP_IDS": "a constant (op ids by name; op_id is walked)",
     "programs.OpSpec": "a record type of the op table that evoforge builds (not built from user input)",
+    "programs.MUTATION_KINDS": "a constant (the mutation kinds; mutate's kinds is walked)",
+    "programs.DEFAULT_QUANTISE": "a constant (the default quantisation of probe outputs)",
+    "programs.ProgramKey": "a record type that ProgramCache.lookup builds (store's key is walked)",
 }
 
 # ---- the command line -------------------------------------------------------------------------
