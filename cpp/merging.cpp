@@ -118,7 +118,8 @@ void merge_deltas_cpu(const MergeArgs& a, int num_threads) {
   if (a.N == 0) return;
   const int threads = resolve_threads(num_threads);
   std::vector<float> thr;
-  if (a.sparsify == Sparsify::kTrim) thr = trim_thresholds(a, threads);
+  if (a.sparsify == Sparsify::kTrim)
+    thr = a.thresholds ? std::vector<float>(a.thresholds, a.thresholds + a.K) : trim_thresholds(a, threads);
   const float* thr_p = thr.data();
 
   std::atomic<int64_t> first_bad{a.K};

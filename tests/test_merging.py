@@ -449,3 +449,28 @@ def test_dare_mask_rejects_bad_inputs(args, kw, exc, match):
     with pytest.raises(exc, match=match):
         merging.dare_mask(*args, **kw)
 
+
+
+def test_precomputed_trim_thresholds_give_the_selected_merge():
+    """merge_deltas(thresholds=trim_thresholds(sorted |deltas|, densities)) equals the merge that
+    selects its thresholds itself, bit for bit, for every density (ties and the keep-one rule too)."""
+    from evoforge.merging import merge_deltas, n_keep, trim_thresholds
+
+    rng = np.random.default_rng(5)
+    for N in (1, 7, 1000):
+        base = rng.standard_normal(N).astype(np.float32)
+        deltas = np.round(rng.standard_normal((3, N)), 1).astype(np.float32)  # many equal magnitudes
+        srt = np.sort(np.abs(deltas), axis=1)
+        for dens in ([0.01, 0.5, 1.0], [0.3, 0.3, 0.9]):
+            a, b = np.empty(N, np.float32), np.empty(N, np.float32)
+            kw = dict(trim=True, sign_election=True, normalize=True)
+            merge_deltas(a, base, deltas, [0.5, 1.0, 0.7], dens, **kw)
+            merge_deltas(b, base, deltas, [0.5, 1.0, 0.7], dens, thresholds=trim_thresholds(srt, dens), **kw)
+            assert np.array_equal(a, b)
+            assert [n_keep(d, N) for d in dens] == [int(np.clip(np.floor(d * N + 0.5), 1, N)) for d in dens]
+    with pytest.raises(ConfigError, match="trim"):
+        merge_deltas(np.empty(2, np.float32), np.zeros(2, np.float32), np.ones((1, 2), np.float32), [1.0],
+                     [0.5], dare=True, thresholds=np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        merge_deltas(np.empty(2, np.float32), np.zeros(2, np.float32), np.ones((1, 2), np.float32), [1.0],
+                     [0.5], trim=True, thresholds=np.zeros(2, np.float32))

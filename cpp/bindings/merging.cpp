@@ -35,7 +35,8 @@ void register_merging(py::module_& m) {
   m.def(
       "merge_deltas",
       [](py::array out, CArray<float> base, CArray<float> deltas, CArray<double> weights, CArray<double> densities,
-         int mode, bool sign_election, bool normalize, double scale, uint64_t seed, uint32_t stream, int threads) {
+         int mode, bool sign_election, bool normalize, double scale, uint64_t seed, uint32_t stream, int threads,
+         CArray<float> thresholds) {
         EVOFORGE_CHECK(deltas.ndim() == 2, "deltas must be 2-D [K, N]");
         EVOFORGE_CHECK(mode >= 0 && mode <= 2, "mode must be 0 (none), 1 (trim) or 2 (dare), got " << mode);
         merging::MergeArgs a;
@@ -56,12 +57,17 @@ void register_merging(py::module_& m) {
         a.scale = scale;
         a.seed = seed;
         a.stream = stream;
+        if (thresholds.size() > 0) {
+          EVOFORGE_CHECK(a.sparsify == merging::Sparsify::kTrim, "thresholds are for trim only");
+          check_vector(thresholds.ndim(), thresholds.shape(0), a.K, "thresholds");
+          a.thresholds = thresholds.data();
+        }
         py::gil_scoped_release release;
         merging::merge_deltas_cpu(a, threads);
       },
       py::arg("out"), py::arg("base"), py::arg("deltas"), py::arg("weights"), py::arg("densities"),
       py::arg("mode"), py::arg("sign_election"), py::arg("normalize"), py::arg("scale"), py::arg("seed"),
-      py::arg("stream"), py::arg("threads") = 0);
+      py::arg("stream"), py::arg("threads") = 0, py::arg("thresholds") = py::array_t<float>(0));
   m.def(
       "dare_mask",
       // out: bool [n], written with 0 / 1.

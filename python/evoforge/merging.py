@@ -37,7 +37,7 @@ from . import _checks
 from ._native import core, require_cuda
 from .errors import ConfigError
 
-__all__ = ["dare_mask", "merge_deltas", "slerp"]
+__all__ = ["dare_mask", "merge_deltas", "n_keep", "slerp", "trim_thresholds"]
 
 _U32 = 2**32
 _U64 = 2**64
@@ -115,7 +115,8 @@ def _no_alias(out: np.ndarray, others: dict[str, np.ndarray]) -> None:
 
 def merge_deltas(out: Any, base: Any, deltas: Any, weights: Any, densities: Any = None, *,
                  trim: bool = False, dare: bool = False, sign_election: bool = False,
-                 normalize: bool = False, scale: float = 1.0, seed: int = 0, stream: int = 0) -> Any:
+                 normalize: bool = False, scale: float = 1.0, seed: int = 0, stream: int = 0,
+                 thresholds: Any = None) -> Any:
     """Merge K task vectors into ``out = base + scale * r`` (written in place and returned).
 
     Parameters
@@ -138,6 +139,9 @@ def merge_deltas(out: Any, base: Any, deltas: Any, weights: Any, densities: Any 
         must not be 0), or the agreeing ones (sign_election True; ``r_i = 0`` when it is 0).
     scale : finite float: ``out = base + scale * r``.
     seed : int in [0, 2**64), stream : int in [0, 2**32): DARE's random numbers (ignored otherwise).
+    thresholds : float32 [K] or None; with ``trim``: each model's thr_k, as :func:`trim_thresholds`
+        gives it, for a caller merging the same deltas many times (the selection is skipped, and
+        with it the finiteness check of the deltas: check them once yourself).
 
     Returns
     -------
@@ -181,8 +185,36 @@ def merge_deltas(out: Any, base: Any, deltas: Any, weights: Any, densities: Any 
         if total == 0.0:
             raise ConfigError("normalize divides by the sum of the weights, which is 0")
     mode = 1 if trim else 2 if dare else 0
-    core.merge_deltas(o, b, d, w, rho, mode, sign_election, normalize, sc, s, st)
+    if thresholds is None:
+        core.merge_deltas(o, b, d, w, rho, mode, sign_election, normalize, sc, s, st)
+        return out
+    if not trim:
+        raise ConfigError("thresholds are the trim's (TIES): give them with trim=True only")
+    thr = np.ascontiguousarray(_checks.to_numpy(thresholds, "thresholds"))
+    if thr.dtype != np.float32 or thr.shape != (K,):
+        raise ValueError(f"thresholds must be float32 [{K}], got {thr.dtype} {thr.shape}")
+    if not (np.isfinite(thr).all() and (thr >= 0).all()):
+        raise ValueError("thresholds must be finite magnitudes (>= 0)")
+    core.merge_deltas(o, b, d, w, rho, mode, sign_election, normalize, sc, s, st, thresholds=thr)
     return out
+
+
+def n_keep(density: float, n: int) -> int:
+    """The trim's kept count: ``clamp(floor(density n + 0.5), 1, n)`` (n >= 1)."""
+    n = _checks.check_int(n, "n", 1, 2**62)
+    return int(min(max(np.floor(_density(density) * n + 0.5), 1), n))
+
+
+def trim_thresholds(sorted_magnitudes: Any, densities: Any) -> np.ndarray:
+    """float32 [K]: thr_k = the n_keep-th largest magnitude of model k, read from
+    ``sorted_magnitudes`` float32 [K, N] (each row's ``|delta_k|`` in ascending order, as
+    ``np.sort(np.abs(deltas), axis=1)`` gives it once for many merges)."""
+    m = _checks.to_numpy(sorted_magnitudes, "sorted_magnitudes")
+    if m.ndim != 2 or m.shape[1] < 1:
+        raise ValueError(f"sorted_magnitudes must be [K, N] with N >= 1, got shape {m.shape}")
+    K, N = m.shape
+    rho = _densities(densities, K)
+    return np.array([m[k, N - n_keep(rho[k], N)] for k in range(K)], dtype=np.float32)
 
 
 def slerp(out: Any, a: Any, b: Any, t: float, *, eps: float = 1e-8) -> Any:

@@ -1586,6 +1586,25 @@ def _slerp(ctx):
                                 "b": base + deltas[1], "t": 0.3, "eps": 1e-8})
 
 
+def _merge_deltas_thresholds(ctx):
+    call = _merge_deltas(trim=True)(ctx)
+    call.kw["thresholds"] = _np().full(_MERGE_K, 0.05, "float32")
+    return call
+
+
+def _trim_thresholds(ctx):
+    from evoforge import merging
+
+    _, deltas, _, d = _merge_inputs()
+    return Call(merging.trim_thresholds, {"sorted_magnitudes": _np().sort(_np().abs(deltas), axis=1), "densities": d})
+
+
+def _n_keep(ctx):
+    from evoforge import merging
+
+    return Call(merging.n_keep, {"density": 0.3, "n": 10})
+
+
 def _dare_mask(ctx):
     from evoforge import merging
 
@@ -2105,6 +2124,49 @@ def _structural_digest(ctx):
     return Call(structural_digest, {"program": _learner_program(), "namespace": "task"})
 
 
+def _ulp_error(ctx):
+    """ulp_error of float32 predictions [P=2, E=5] against float64 exact values [E]."""
+    from evoforge.programs import ulp_error
+
+    np = _np()
+    exact = np.exp2(np.linspace(0.0, 1.0, 5))
+    return Call(ulp_error, {"pred": np.stack([exact, exact * (1 + 1e-6)]).astype(np.float32), "exact": exact})
+
+
+def _probe_points(ctx):
+    from evoforge.programs import probe_points
+
+    return Call(probe_points, {"target": "exp2", "n": 9, "n_random": 4, "seed": 3, "interval": [0.0, 1.0]})
+
+
+def _minimax_polynomial(ctx):
+    from evoforge.programs import minimax_polynomial
+
+    return Call(minimax_polynomial, {"target": "exp2", "degree": 3, "interval": [0.0, 1.0], "error": "relative"})
+
+
+def _horner_program(ctx):
+    from evoforge.programs import horner_program
+
+    return Call(horner_program, {"coeffs": _np().array([1.0, 0.6931, 0.2402, 0.0555]), "dtype": "float32"})
+
+
+def _op_count(ctx):
+    from evoforge.programs import horner_program, op_count
+
+    return Call(op_count, {"program": horner_program([1.0, 0.5, 0.25]), "live": True})
+
+
+def _minimax_baseline(ctx):
+    from evoforge.programs import minimax_baseline
+
+    def call(**kw):  # the programs and coefficients as plain values, comparable across calls
+        return [(r["degree"], r["ops"], r["max_ulp"], r["coefficients"]) for r in minimax_baseline(**kw)]
+
+    # exp2: n=None (every float32 of [0, 1), about 2**30) is refused at once; log2's 2**23 would take a second
+    return Call(call, {"target": "exp2", "degrees": [1, 2], "interval": [0.0, 1.0], "n": 257})
+
+
 # ---- warm-up ----------------------------------------------------------------------------------
 
 
@@ -2483,6 +2545,10 @@ ENTRIES: list[Entry] = [
     Entry("merging.slerp", _slerp, {"out": "vector_f", "a": "vector_f", "b": "vector_f", "t": "prob",
                                     "eps": "real"}, project=_merged_copy,
           skip={"out": _IN_PLACE, "a": _IN_PLACE, "b": _IN_PLACE}),
+    Entry("merging.merge_deltas#thresholds", _merge_deltas_thresholds, {"thresholds": "vector_f"},
+          project=_merged_copy),
+    Entry("merging.trim_thresholds", _trim_thresholds, {"sorted_magnitudes": "matrix_f", "densities": "vector_f"}),
+    Entry("merging.n_keep", _n_keep, {"density": "prob", "n": "int"}),
     Entry("merging.dare_mask", _dare_mask, {"n": "int", "density": "prob", "seed": "seed", "stream": "seed",
                                             "k": "seed", "device": "choice"}),
     # merge (the application)
@@ -2557,6 +2623,16 @@ ENTRIES: list[Entry] = [
     Entry("programs.functional_digest", _functional_digest, {"outputs": "matrix_f", "quantise": "real",
                                                              "namespace": "any_obj"}),
     Entry("programs.structural_digest", _structural_digest, {"program": "any_obj", "namespace": "any_obj"}),
+    # programs: the elementary-functions task (AutoNumerics-Zero): error, probes, minimax baseline
+    Entry("programs.ulp_error", _ulp_error, {"pred": "matrix_f", "exact": "vector_f"}),
+    Entry("programs.probe_points", _probe_points, {"target": "choice", "n": "int", "n_random": "int", "seed": "seed",
+                                                   "interval": "float_list"}),
+    Entry("programs.minimax_polynomial", _minimax_polynomial, {"target": "choice", "degree": "int",
+                                                               "interval": "float_list", "error": "choice"}),
+    Entry("programs.horner_program", _horner_program, {"coeffs": "vector_f", "dtype": "dtype_name"}),
+    Entry("programs.op_count", _op_count, {"program": "any_obj", "live": "bool"}),
+    Entry("programs.minimax_baseline", _minimax_baseline, {"target": "choice", "degrees": "int_list",
+                                                           "interval": "float_list", "n": "int"}),
     # plot
     Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
                                              "save": "path_out_file"}, project=_no_compare),
@@ -2621,6 +2697,7 @@ NOT_FUZZED: dict[str, str] = {
     "programs.MUTATION_KINDS": "a constant (the mutation kinds; mutate's kinds is walked)",
     "programs.DEFAULT_QUANTISE": "a constant (the default quantisation of probe outputs)",
     "programs.ProgramKey": "a record type that ProgramCache.lookup builds (store's key is walked)",
+    "programs.TARGETS": "a constant (the elementary-function targets; each entry's target is walked)",
 }
 
 # ---- the command line -------------------------------------------------------------------------

@@ -80,6 +80,9 @@ struct MergeArgs {
   uint64_t seed = 0;
   uint32_t stream = 0;
   float* out = nullptr;  // [N]; must not overlap base or deltas
+  // [K] or null, kTrim only: each model's n_keep-th largest |delta_k|, computed by the caller once for
+  // many merges (the selection is then skipped, and with it the check that the deltas are finite).
+  const float* thresholds = nullptr;
 };
 
 /// out = base + scale * merge(d~_0 .. d~_{K-1}) (see above). Throws std::invalid_argument for

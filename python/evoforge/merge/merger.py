@@ -101,12 +101,15 @@ class Merger:
                 out = p.data.view(-1).numpy()  # the model's own memory
                 base = out.copy()
                 d = np.stack([s[n].detach().to(torch.float32).reshape(-1).numpy() for s in states]) - base
+                if not np.isfinite(d).all():
+                    raise ConfigError(f"{n}: an expert's weights minus the base's are not finite")
                 b = block_of(n)
                 self.names.append(n)
                 self._out.append(out)
                 self._base.append(base)
                 self._deltas.append(np.ascontiguousarray(d, dtype=np.float32))
                 self._group.append(n_groups if b is None else min(n_groups - 1, b * n_groups // self.n_blocks))
+        self._sorted: list[np.ndarray] | None = None  # |deltas| sorted per model, for TIES (made on first use)
         self.nbytes = sum(a.nbytes for a in self._base) + sum(a.nbytes for a in self._deltas)
 
     def recipe(self, method: str, weights: Any, densities: Any = None, seed: int = 0) -> Recipe:
@@ -126,6 +129,9 @@ class Merger:
         if recipe.method == "slerp" and self.n_models != 2:
             raise ConfigError(f"slerp merges exactly two models, got {self.n_models}")
         uses_density, opts = METHODS[recipe.method]
+        if opts.get("trim") and self._sorted is None:
+            # once: every later TIES merge reads its thresholds instead of selecting them (K N floats more)
+            self._sorted = [np.sort(np.abs(d), axis=1) for d in self._deltas]
         for t, (out, base, d, g) in enumerate(zip(self._out, self._base, self._deltas, self._group)):
             w = recipe.weights[g]
             if recipe.method == "slerp":
@@ -135,8 +141,9 @@ class Merger:
                 continue
             if opts.get("normalize") and not opts.get("sign_election") and not w.sum():
                 w = np.ones_like(w)  # the mean of nothing: every model alike
-            merging.merge_deltas(out, base, d, w, recipe.densities[g] if uses_density else None,
-                                 seed=recipe.seed, stream=t, **opts)
+            rho = recipe.densities[g] if uses_density else None
+            thr = merging.trim_thresholds(self._sorted[t], rho) if opts.get("trim") else None
+            merging.merge_deltas(out, base, d, w, rho, seed=recipe.seed, stream=t, thresholds=thr, **opts)
         return self.model
 
     def restore(self) -> nn.Module:

@@ -6,15 +6,22 @@ registers), its validation, canonical form (dead code removed, registers renamed
 :data:`OPS` is the op table. :func:`mutate` (AutoML-Zero's mutations), :func:`mutate_until_different`
 and :func:`random_program` make new programs; :class:`ProgramCache` looks fitnesses up by the structural
 digest of the canonical form, then by the functional digest of the outputs on probe inputs.
+
+AutoNumerics-Zero's task (:mod:`evoforge.programs.elementary`): :data:`TARGETS` (``exp2``, ``log2``),
+:func:`ulp_error` against a float64 reference on :func:`probe_points`, :func:`op_count`, and the baseline:
+:func:`minimax_polynomial` (Remez) run as :func:`horner_program`, tabulated by :func:`minimax_baseline`.
 """
 
 from __future__ import annotations
 
 from .cache import DEFAULT_QUANTISE, ProgramCache, ProgramKey, functional_digest, structural_digest
+from .elementary import (TARGETS, horner_program, minimax_baseline, minimax_polynomial, op_count, probe_points,
+                         ulp_error)
 from .mutation import MUTATION_KINDS, mutate, mutate_until_different, random_program
 from .ops import OP_IDS, OPS, OpSpec, op_id
 from .program import FUNCTION, LEARNER, Program, assemble, format_instruction, pack
 
 __all__ = ["FUNCTION", "LEARNER", "OPS", "OP_IDS", "OpSpec", "Program", "assemble", "format_instruction", "op_id",
            "pack", "MUTATION_KINDS", "mutate", "mutate_until_different", "random_program", "DEFAULT_QUANTISE",
-           "ProgramCache", "ProgramKey", "functional_digest", "structural_digest"]
+           "ProgramCache", "ProgramKey", "functional_digest", "structural_digest", "TARGETS", "ulp_error",
+           "probe_points", "minimax_polynomial", "horner_program", "op_count", "minimax_baseline"]
