@@ -14,9 +14,9 @@ namespace merging {
 namespace {
 
 constexpr int64_t kMergeChunk = 2048;  // elements per work item of the merge (a multiple of 4)
+constexpr int64_t kKeepRows = 64;     // models whose modified deltas a chunk keeps for the sign election
 static_assert(kMergeChunk % 4 == 0, "merge chunks must start on Philox blocks");
 
-inline int sgn(double x) { return (x > 0.0) - (x < 0.0); }
 
 /// Lowers `slot` to v (atomically): the lowest k holding a non-finite delta.
 void lower_to(std::atomic<int64_t>& slot, int64_t v) {
@@ -76,7 +76,8 @@ bool modified_delta(const MergeArgs& a, const float* thr, int64_t k, int64_t i0,
       break;
     case Sparsify::kTrim: {
       const float t = thr[k];
-      for (int64_t j = 0; j < n; ++j) dk[j] = std::fabs(d[j]) >= t ? static_cast<double>(d[j]) : 0.0;
+      double* __restrict out = dk;
+      for (int64_t j = 0; j < n; ++j) out[j] = std::fabs(d[j]) >= t ? static_cast<double>(d[j]) : 0.0;
       break;
     }
     case Sparsify::kDare: {
@@ -95,6 +96,17 @@ bool modified_delta(const MergeArgs& a, const float* thr, int64_t k, int64_t i0,
     }
   }
   return finite;
+}
+
+/// r += w d~, ws += w where d~ is non-zero with the elected sign sign(s) (d~ s > 0: deltas and sums
+/// of float32 deltas are far from double underflow). Separate buffers (restrict) so it vectorises.
+void merge_agreeing(const double* __restrict dk, const double* __restrict s, double w, int64_t n,
+                    double* __restrict r, double* __restrict ws) {
+  for (int64_t j = 0; j < n; ++j) {
+    const bool agree = dk[j] * s[j] > 0.0;
+    r[j] += agree ? w * dk[j] : 0.0;
+    ws[j] += agree ? w : 0.0;
+  }
 }
 
 }  // namespace
@@ -126,43 +138,43 @@ void merge_deltas_cpu(const MergeArgs& a, int num_threads) {
   const int64_t nchunks = (a.N + kMergeChunk - 1) / kMergeChunk;
   // work per chunk: K rows of 4 bytes read (twice with sign election), plus base and out
   const int64_t work = kMergeChunk * (4 * a.K * (a.sign_election ? 2 : 1) + 8);
+  // The modified deltas of a chunk are made once per model and kept (K rows of a chunk) when K is
+  // small, else made again for the sign election; the loops are branch-free so that they vectorise.
+  const bool keep_rows = a.sign_election && a.K <= kKeepRows;
   parallel_for_work(nchunks, threads, work, [&](int64_t c0, int64_t c1, int) {
-    std::vector<double> sum(kMergeChunk), dk(kMergeChunk), rA, wA;
+    std::vector<double> sum(kMergeChunk), rA, wA;
+    std::vector<double> rows(static_cast<size_t>(kMergeChunk) * (keep_rows ? a.K : 1));
     if (a.sign_election) rA.resize(kMergeChunk), wA.resize(kMergeChunk);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t i0 = c * kMergeChunk, n = std::min(kMergeChunk, a.N - i0);
-      std::fill(sum.begin(), sum.begin() + n, 0.0);
+      double* s = sum.data();
+      std::fill(s, s + n, 0.0);
       for (int64_t k = 0; k < a.K; ++k) {
-        if (!modified_delta(a, thr_p, k, i0, n, dk.data())) lower_to(first_bad, k);
+        double* dk = rows.data() + (keep_rows ? k * kMergeChunk : 0);
+        if (!modified_delta(a, thr_p, k, i0, n, dk)) lower_to(first_bad, k);
         const double w = a.weights[k];
-        for (int64_t j = 0; j < n; ++j) sum[j] += w * dk[j];
+        for (int64_t j = 0; j < n; ++j) s[j] += w * dk[j];
       }
       if (a.sign_election) {
-        std::fill(rA.begin(), rA.begin() + n, 0.0);
-        std::fill(wA.begin(), wA.begin() + n, 0.0);
+        double* r = rA.data();
+        double* ws = wA.data();
+        std::fill(r, r + n, 0.0);
+        std::fill(ws, ws + n, 0.0);
         for (int64_t k = 0; k < a.K; ++k) {
-          modified_delta(a, thr_p, k, i0, n, dk.data());
-          const double w = a.weights[k];
-          for (int64_t j = 0; j < n; ++j) {
-            const double x = dk[j];
-            const int g = sgn(sum[j]);
-            if (x != 0.0 && g != 0 && sgn(x) == g) {
-              rA[j] += w * x;
-              wA[j] += w;
-            }
-          }
+          double* dk_rw = rows.data() + (keep_rows ? k * kMergeChunk : 0);
+          if (!keep_rows) modified_delta(a, thr_p, k, i0, n, dk_rw);
+          merge_agreeing(dk_rw, s, a.weights[k], n, r, ws);
         }
-        for (int64_t j = 0; j < n; ++j) {
-          double r = rA[j];
-          if (a.normalize) r = wA[j] != 0.0 ? r / wA[j] : 0.0;
-          sum[j] = r;
-        }
+        if (a.normalize)
+          for (int64_t j = 0; j < n; ++j) s[j] = ws[j] != 0.0 ? r[j] / ws[j] : 0.0;
+        else
+          std::copy(r, r + n, s);
       } else if (a.normalize) {
-        for (int64_t j = 0; j < n; ++j) sum[j] /= wsum;
+        for (int64_t j = 0; j < n; ++j) s[j] /= wsum;
       }
       const float* b = a.base + i0;
       float* o = a.out + i0;
-      for (int64_t j = 0; j < n; ++j) o[j] = static_cast<float>(static_cast<double>(b[j]) + a.scale * sum[j]);
+      for (int64_t j = 0; j < n; ++j) o[j] = static_cast<float>(static_cast<double>(b[j]) + a.scale * s[j]);
     }
   });
   const int64_t bad = first_bad.load();

@@ -58,7 +58,7 @@ def _config(quick: bool, **kw: Any) -> Any:
 
 
 def part_quality(base: str, experts: list[str], tasks: list, quick: bool, methods: list[str], evaluations: int,
-                 work: Path) -> list[dict]:
+                 work: Path, groups: int | None = None) -> list[dict]:
     from evoforge.merge import merge
 
     out = []
@@ -66,7 +66,8 @@ def part_quality(base: str, experts: list[str], tasks: list, quick: bool, method
         rd = work / m
         shutil.rmtree(rd, ignore_errors=True)
         t0 = time.perf_counter()
-        res = merge(base, experts, tasks, _config(quick, method=m, evaluations=evaluations, run_dir=str(rd)))
+        res = merge(base, experts, tasks, _config(quick, method=m, evaluations=evaluations, groups=groups,
+                                                  run_dir=str(rd)))
         grid = res.baselines["grid"]
         best_grid = min(float(np.mean(g["heldout"])) for g in grid)
         row = {"method": m, "wall_s": time.perf_counter() - t0, "evaluations": res.evaluations, "tasks": res.tasks,
@@ -124,7 +125,8 @@ def part_throughput(base: str, experts: list[str], tasks: list, quick: bool, n: 
             t4 = time.perf_counter()
             d = task_losses(m, data)
             t5 = time.perf_counter()
-            for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            phases = ("apply", "score", "save", "load", "score_disk")
+            for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                 t[k] += v / n
             losses.append(float(np.abs(a - d).max()))
             del m
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="ties,dare-ties")
     ap.add_argument("--evaluations", type=int_at_least(1), default=None,
                     help="CMA-ES evaluations per quality run (default 150; 60 with --quick)")
+    ap.add_argument("--groups", type=int_at_least(1), default=None, help="layer groups of the quality runs")
     ap.add_argument("--candidates", type=int_at_least(1), default=5, help="candidates of the throughput part")
     ap.add_argument("--async-evaluations", type=int_at_least(2), default=None,
                     help="evaluations per mode of the async part (default 56; 112 with --quick)")
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"machine": _harness.machine(), "model": name, "experts": experts}
     if "quality" in parts:
         ev = a.evaluations or (60 if a.quick else 150)
-        out["quality"] = part_quality(base, experts, tasks, a.quick, a.methods.split(","), ev, work)
+        out["quality"] = part_quality(base, experts, tasks, a.quick, a.methods.split(","), ev, work, a.groups)
     if "throughput" in parts:
         out["throughput"] = part_throughput(base, experts, tasks, a.quick, a.candidates)
     if "async" in parts:

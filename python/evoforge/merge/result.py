@@ -49,7 +49,7 @@ class MergeResult:
 
     def rows(self) -> list[tuple[str, list[float]]]:
         rows = [("base", self.baselines["base"])]
-        rows += [(f"expert {n}", v) for n, v in self.baselines["experts"].items()]
+        rows += [(f"expert {Path(n).name or n}", v) for n, v in self.baselines["experts"].items()]
         if self.baselines.get("grid"):
             u = self.best_uniform
             rows.append((f"uniform w={u['weight']:g} d={u['density']:g}", u["heldout"]))

@@ -204,6 +204,9 @@ def merge(base: Any, models: list[Any], tasks: list[Task], config: MergeConfig |
     finally:
         if backend is not None:
             backend.close()
+    grid_fitness = float(np.mean(best_grid["search"]))
+    if config.search == "cmaes" and not objectives and (res.best_fitness is None or grid_fitness <= res.best_fitness):
+        res.best_genome, res.best_fitness = x0, grid_fitness  # CMA-ES started there without evaluating it
     return write_run(config, evaluator, engine, res, baselines, names, run_dir)
 
 
