@@ -101,6 +101,7 @@ def part_throughput(base: str, experts: list[str], tasks: list, quick: bool, n: 
     rng = np.random.default_rng(0)
     recipes = [merger.recipe("ties", rng.uniform(0.2, 1, (merger.n_groups, 2)), rng.uniform(0.2, 1, (merger.n_groups, 2)))
                for _ in range(n)]
+    merger.apply(recipes[0])  # once before timing: TIES sorts the task vectors' magnitudes on first use
     t = {"apply": 0.0, "score": 0.0, "read_sources": 0.0, "save": 0.0, "load": 0.0, "score_disk": 0.0}
     losses = []
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as src:
