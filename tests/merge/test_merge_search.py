@@ -162,3 +162,30 @@ def test_process_backend_gives_the_in_process_result(experts, tmp_path):
     a = merge(base, models, _tasks(), MergeConfig(**kw))
     b = merge(base, models, _tasks(), MergeConfig(backend="process", workers=2, **kw))
     assert a.recipe.to_dict() == b.recipe.to_dict() and a.heldout == b.heldout
+
+
+def test_kl_and_callable_tasks(experts):
+    """A KL task scores KL(expert || model) per token on its windows (against a float64 computation
+    here); a callable task is called with the model; both combine with a loss task."""
+    import torch.nn.functional as F
+
+    from evoforge.compress import Llama2cTokenizer, load_model
+    from evoforge.merge import Task
+    from evoforge.merge.tasks import prepare_tasks, task_losses
+
+    base, models = experts
+    b, _ = load_model(base)
+    e = load_model(models[0])[0]
+    calls = []
+    tasks = [Task("kl", text=str(TEXTS["shakespeare"]), expert=models[0]),
+             Task("fn", fn=lambda m: calls.append(m) or 0.25), Task("wiki", text=str(TEXTS["wiki"]))]
+    data = prepare_tasks(tasks, Llama2cTokenizer(TOK), n_search=2, n_heldout=2, seq_len=32, seed=1,
+                         load=lambda p: load_model(p)[0])
+    got = task_losses(b, data, "heldout")
+    x = data[0].heldout
+    with torch.no_grad():
+        p = F.log_softmax(e(input_ids=x).logits.double(), -1)
+        q = F.log_softmax(b(input_ids=x).logits.double(), -1)
+    want = float((p.exp() * (p - q)).sum(-1).mean())
+    assert got[0] == pytest.approx(want, rel=1e-4) and got[1] == 0.25 and calls == [b]
+    assert task_losses(e, data, "heldout")[0] == pytest.approx(0.0, abs=1e-5)
