@@ -85,9 +85,12 @@ def test_nsga2_front_is_non_dominated(experts, tmp_path):
 
     base, models = experts
     res = merge(base, models, _tasks(), MergeConfig(method="ties", search="nsga2", evaluations=24, pop_size=8,
-                                                    grid_weights=(1.0,), tokenizer=str(TOK), progress=False))
+                                                    grid_weights=(1.0,), tokenizer=str(TOK), progress=False,
+                                                    run_dir=str(tmp_path / "run")))
     F = np.array([p["search"] for p in res.front])
     assert len(F) >= 1 and (pareto.nondominated_rank(F) == 0).all()
+    csv = np.loadtxt(tmp_path / "run" / "front.csv", delimiter=",", skiprows=1, ndmin=2)
+    np.testing.assert_allclose(csv[:, 1:3], F, rtol=1e-5)
 
 
 def test_layer_path_exports_an_ordinary_model(experts, tmp_path):

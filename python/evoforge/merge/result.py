@@ -114,6 +114,11 @@ def save(result: MergeResult, run_dir: Path, names: list[str], merger: Any = Non
         ranges = merger.layer_ranges + [(0, merger.n_blocks)] if merger is not None else []
         (run_dir / "recipe.yaml").write_text(result.recipe.to_mergekit_yaml("BASE", names, ranges))
     (run_dir / "result.json").write_text(json.dumps(info, indent=1, default=_plain))
+    if result.front:  # nsga2: one row per merge of the front (its recipe is in result.json's "front")
+        head = ["point"] + [f"{t}_search" for t in result.tasks] + [f"{t}_heldout" for t in result.tasks]
+        rows = [",".join(head)] + [",".join([str(i)] + [f"{x:.6g}" for x in p["search"] + p["heldout"]])
+                                   for i, p in enumerate(result.front)]
+        (run_dir / "front.csv").write_text("\n".join(rows) + "\n")
     _plot(result, run_dir / "merge.png")
     per = result.eval_s / max(1, result.evaluations)
     lines = ["# Merge", "", f"{result.evaluations} candidates evaluated; merging took "
