@@ -3,6 +3,7 @@
 #include "evoforge/merging.h"
 
 #include <algorithm>
+#include <limits>
 #include <atomic>
 #include <cmath>
 #include <vector>
@@ -68,16 +69,22 @@ bool modified_delta(const MergeArgs& a, const float* thr, int64_t k, int64_t i0,
   const float* d = a.deltas + k * a.N + i0;
   bool finite = true;
   switch (a.sparsify) {
-    case Sparsify::kNone:
-      for (int64_t j = 0; j < n; ++j) {
-        finite &= std::isfinite(d[j]);
-        dk[j] = static_cast<double>(d[j]);
-      }
-      break;
-    case Sparsify::kTrim: {
-      const float t = thr[k];
+    case Sparsify::kNone: {
+      // branch-free (vectorised): NaN fails the comparison, inf exceeds FLT_MAX
+      int ok = 1;
       double* __restrict out = dk;
-      for (int64_t j = 0; j < n; ++j) out[j] = std::fabs(d[j]) >= t ? static_cast<double>(d[j]) : 0.0;
+      for (int64_t j = 0; j < n; ++j) out[j] = static_cast<double>(d[j]);
+      for (int64_t j = 0; j < n; ++j) ok &= static_cast<int>(std::fabs(d[j]) <= std::numeric_limits<float>::max());
+      finite = ok != 0;
+      break;
+    }
+    case Sparsify::kTrim: {
+      const double t = static_cast<double>(thr[k]);
+      double* __restrict out = dk;
+      for (int64_t j = 0; j < n; ++j) {
+        const double v = static_cast<double>(d[j]);  // converted unconditionally: a select, not a branch
+        out[j] = std::fabs(v) >= t ? v : 0.0;
+      }
       break;
     }
     case Sparsify::kDare: {
@@ -103,8 +110,9 @@ bool modified_delta(const MergeArgs& a, const float* thr, int64_t k, int64_t i0,
 void merge_agreeing(const double* __restrict dk, const double* __restrict s, double w, int64_t n,
                     double* __restrict r, double* __restrict ws) {
   for (int64_t j = 0; j < n; ++j) {
+    const double x = w * dk[j];  // computed unconditionally: selects, not branches, so it vectorises
     const bool agree = dk[j] * s[j] > 0.0;
-    r[j] += agree ? w * dk[j] : 0.0;
+    r[j] += agree ? x : 0.0;
     ws[j] += agree ? w : 0.0;
   }
 }
@@ -166,7 +174,11 @@ void merge_deltas_cpu(const MergeArgs& a, int num_threads) {
           merge_agreeing(dk_rw, s, a.weights[k], n, r, ws);
         }
         if (a.normalize)
-          for (int64_t j = 0; j < n; ++j) s[j] = ws[j] != 0.0 ? r[j] / ws[j] : 0.0;
+          for (int64_t j = 0; j < n; ++j) {
+            const bool any = ws[j] != 0.0;
+            const double q = r[j] / (any ? ws[j] : 1.0);  // never 0 / 0: a select, so it vectorises
+            s[j] = any ? q : 0.0;
+          }
         else
           std::copy(r, r + n, s);
       } else if (a.normalize) {
