@@ -192,3 +192,17 @@ def test_kl_and_callable_tasks(experts):
     want = float((p.exp() * (p - q)).sum(-1).mean())
     assert got[0] == pytest.approx(want, rel=1e-4) and got[1] == 0.25 and calls == [b]
     assert task_losses(e, data, "heldout")[0] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_asynchronous_merge_on_a_process_pool(experts, tmp_path):
+    """MergeConfig(asynchronous=True): two workers each with their own resident model, CMA-ES told
+    every lambda results; the budget is spent exactly and the run directory is written."""
+    from evoforge.merge import MergeConfig, merge
+
+    base, models = experts
+    res = merge(base, models, _tasks(), MergeConfig(
+        method="ties", evaluations=16, pop_size=4, n_search=2, n_heldout=2, seq_len=64, groups=1,
+        grid_weights=(1.0,), grid_densities=(0.5,), tokenizer=str(TOK), progress=False, backend="process",
+        workers=2, asynchronous=True, run_dir=str(tmp_path / "run")))
+    assert res.evaluations == 16 and len(res.history) == 4
+    assert (tmp_path / "run" / "recipe.json").is_file() and np.isfinite(res.heldout).all()
