@@ -14,7 +14,7 @@ from torch import nn
 from .._checks import INT_MAX, check_int, check_real
 from ..errors import ConfigError
 from .merger import as_float32
-from .tasks import _encode
+from ..compress.calibration import _encode
 
 __all__ = ["finetune"]
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from .config import MergeConfig
 from .merger import Merger, as_float32
-from .recipe import METHODS
+from .recipe import METHODS, Recipe
 from .result import MergeResult, write_run
 from .space import MergeEvaluator, ParamSpace
 from .tasks import Task, TaskData, prepare_tasks, task_losses
@@ -223,7 +223,8 @@ def _engine(config: MergeConfig, space: ParamSpace, x0: np.ndarray, n_tasks: int
         return CMAES(x0, config.sigma0, lower=0.0, upper=1.0, pop_size=config.pop_size, seed=config.seed,
                      run_dir=run_dir, progress=config.progress, task="merge")
     pop = config.pop_size or 16
-    grid = [space.encode(_grid_recipe(space, g)) for g in baselines["grid"]]
+    grid = [space.encode(Recipe.uniform(space.method, space.shape[0], space.shape[1], g["weight"], g["density"],
+                                        space.seed)) for g in baselines["grid"]]
     rng = np.random.default_rng(config.seed)
     initial = np.array((grid + [rng.random(L) for _ in range(pop)])[:pop])
     return NSGA2(np.zeros(L), np.ones(L), n_objectives=n_tasks, pop_size=pop, n_offspring=max(2, pop // 2),
@@ -235,9 +236,3 @@ def _generations(engine: Any, evaluations: int) -> int:
     first = getattr(engine, "pop_size", 1)
     per = getattr(engine, "n_offspring", None) or first
     return max(1, 1 + -(-max(0, evaluations - first) // per))
-
-
-def _grid_recipe(space: ParamSpace, g: dict) -> Any:
-    from .recipe import Recipe
-
-    return Recipe(space.method, np.full(space.shape, g["weight"]), np.full(space.shape, g["density"]), space.seed)

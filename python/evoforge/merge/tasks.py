@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compress.calibration import _encode  # the calibration's tokenising, shared
 from ..errors import ConfigError
 
 __all__ = ["Task", "TaskData", "prepare_tasks", "task_losses", "parse_task"]
@@ -62,11 +63,6 @@ class TaskData:
     search: torch.Tensor | None = None
     heldout: torch.Tensor | None = None
     targets: dict | None = None
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    ids = tokenizer.encode(text, add_special_tokens=False) if hasattr(tokenizer, "encode") else tokenizer(text)
-    return [int(i) for i in ids]
 
 
 def _windows(tokenizer: Any, path: Any, n: int, seq_len: int, seed: int) -> torch.Tensor:
