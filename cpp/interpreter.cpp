@@ -234,6 +234,11 @@ void Machine<T>::exec(const int32_t* ins, double imm) {
       break;
     }
     case m_const: fill(m(o), nm, k); break;
+    case v_get: {  // s(o) and v(a) are different files: no aliasing
+      const T* x = v(a) + element_index(imm, d) * nb;
+      std::copy(x, x + nb, s(o));
+      break;
+    }
     case kNumOps: break;  // never: check_code ran first
   }
 }

@@ -20,7 +20,8 @@ FLOORS: list[tuple[str, list[str]]] = [
              "evoforge.deepga", "evoforge.solvers", "evoforge.kl", "evoforge.layers", "evoforge.merging",
              "evoforge.interpreter"]),
     ("engines", ["evoforge.cache", "evoforge.search", "evoforge.plot"]),
-    ("applications", ["evoforge.compress", "evoforge.merge", "evoforge.programs"]),
+    ("applications", ["evoforge.compress", "evoforge.merge", "evoforge.programs",
+                      "evoforge.neuro"]),
     ("backends", ["evoforge.evaluate"]),
     ("top", ["evoforge", "evoforge.cli", "evoforge.bench", "evoforge.dashboard"]),
 ]

@@ -3,16 +3,21 @@
 A program is a list of instructions over three register files of the call's dtype (float32 or
 float64): ``n_scalar`` scalars ``s[i]``, ``n_vector`` vectors ``v[i]`` of length ``dim`` and
 ``n_matrix`` matrices ``m[i]`` of ``dim x dim``. An instruction is four int32 ``(op, out, in1,
-in2)`` and a float64 immediate ``imm`` (read by ``s_const``, ``v_const``, ``m_const`` only);
-a batch of P programs of L instructions is ``code`` int32 ``[P, L, 4]`` with ``imm`` float64
-``[P, L]`` (pad shorter programs with ``noop``, op 0). Operand fields an op does not use are ignored.
+in2)`` and a float64 immediate ``imm`` (read by ``s_const``, ``v_const``, ``m_const`` as the
+constant, and by ``v_get`` as an element index); a batch of P programs of L instructions is
+``code`` int32 ``[P, L, 4]`` with ``imm`` float64 ``[P, L]`` (pad shorter programs with ``noop``, op
+0). Operand fields an op does not use are ignored.
 
 :data:`OP_TABLE` lists the ops in id order as ``(name, out_type, in_types, reads_imm)``, types
 ``'s'``, ``'v'``, ``'m'``; it is read from the native table, the one source of truth. Semantics are
 IEEE in the dtype, with no exceptions (``x / 0`` is inf or nan, ``log(-1)`` nan, overflow inf):
 ``+ - * /``, ``abs``, ``neg``, ``recip = 1 / x``, ``sqrt`` correctly rounded; ``sin`` ... ``log``
 the C library's functions of the dtype; ``min(a, b) = a if a < b or a is NaN else b`` (and
-``max`` alike: NaN propagates); ``heaviside(x) = 1 if x > 0 else 0``; reductions (dot, norm, sum,
+``max`` alike: NaN propagates); ``heaviside(x) = 1 if x > 0 else 0``; ``v_get`` (``s <- v``,
+reading the immediate) copies one element, ``s_out = v_in[k]`` with ``k = floor(|imm|) mod dim``
+for a finite immediate and ``k = 0`` for ``+-inf`` (and NaN, which the wrapper refuses anyway): so
+``imm`` 2, 2.9, -2.5 and ``2 + dim`` all read element 2, computed exactly in float64 whatever the
+call's dtype (:func:`element_index`); reductions (dot, norm, sum,
 mean, matvec, matmul) start from +0 and add in index order (matrices row-major), so results are the
 same bits on any thread count. An op's output may be one of its inputs.
 
@@ -28,6 +33,7 @@ op's type signature, shapes, dtypes, counts); non-contiguous arrays are copied.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -62,6 +68,16 @@ def signature(op: int) -> str:
     """``"v <- m, v"``: the op's output and input types."""
     _, out, ins, imm = OP_TABLE[op]
     return f"{out or '-'} <- {', '.join(ins) if ins else ('imm' if imm else '-')}"
+
+
+def element_index(imm: float, dim: int) -> int:
+    """The element ``v_get`` reads for immediate ``imm`` in registers of length ``dim``:
+    ``floor(|imm|) mod dim`` for a finite ``imm`` (exact integer arithmetic), 0 for ``+-inf``, NaN or
+    ``dim <= 1``."""
+    x, d = float(imm), int(dim)
+    if not math.isfinite(x) or d <= 1:
+        return 0
+    return math.floor(abs(x)) % d
 
 
 def check_counts(n_scalar: Any, n_vector: Any, n_matrix: Any, dim: Any, *,

@@ -2023,7 +2023,8 @@ def _assemble_operands(ctx):
 def _format_instruction(ctx):
     from evoforge.programs import format_instruction, op_id
 
-    return Call(format_instruction, {"ins": _np().array([op_id("m_matvec"), 2, 0, 1], dtype="int32"), "imm": 0.0})
+    return Call(format_instruction, {"ins": _np().array([op_id("m_matvec"), 2, 0, 1], dtype="int32"), "imm": 0.0,
+                                     "dim": 3})
 
 
 def _op_id(ctx):
@@ -2167,11 +2168,63 @@ def _minimax_baseline(ctx):
     return Call(call, {"target": "exp2", "degrees": [1, 2], "interval": [0.0, 1.0], "n": 257})
 
 
+# ---- programs: the update-rule task (Lion) -----------------------------------------------------
+
+# a task of milliseconds: 3 steps, 2 rates, 1 training and 1 held-out task of 32 + 16 digits
+_RULE_TASK = {"steps": 3, "lrs": [0.01, 0.03], "weight_decay": 0.01, "problems": ["logreg", "mlp"], "n_tasks": 1,
+              "n_heldout": 1, "n_classes": 3, "n_train": 32, "n_valid": 16, "batch_size": 8, "hidden": 4,
+              "penalty": 50.0, "seed": 0, "n_scalar": 8, "n_vector": 1, "n_matrix": 0, "ops": ["s_add", "v_get"]}
+
+
+def _rule_task():
+    from evoforge.programs import UpdateRuleTask
+
+    return UpdateRuleTask(**_RULE_TASK)
+
+
+def _update_rule_task_new(ctx):
+    from evoforge.programs import UpdateRuleTask
+
+    return Call(lambda **kw: UpdateRuleTask(**kw).namespace, dict(_RULE_TASK))
+
+
+def _update_rule_method(method: str):
+    """UpdateRuleTask(...).METHOD(...) on the small task, with AdamW and Lion as the rules."""
+    def build(ctx):
+        from evoforge.programs import adamw_program, lion_program
+
+        task = _rule_task()
+        kw = {"evaluate": {"programs": [adamw_program(), lion_program()], "batch": None},
+              "probe": {"program": lion_program()},
+              "train": {"program": adamw_program(), "lr": 0.01, "index": 0, "heldout": True},
+              "problem": {"index": 0, "heldout": False},
+              "report": {"program": lion_program()}}[method]
+        return Call(getattr(task, method), kw)
+
+    return build
+
+
+def _adamw_program(ctx):
+    from evoforge.programs import adamw_program
+
+    return Call(adamw_program, {"eps": 1e-8, "n_scalar": 8, "n_vector": 1, "n_matrix": 0})
+
+
+def _lion_program(ctx):
+    from evoforge.programs import lion_program
+
+    return Call(lion_program, {"beta1": 0.9, "n_scalar": 8, "n_vector": 2, "n_matrix": 0})
+
+
 # ---- warm-up ----------------------------------------------------------------------------------
 
 
 def warm_up(groups: set[str], ctx) -> None:
     """Imports and first-call costs paid once per worker, before any case's clock starts."""
+    if "programs" in groups:
+        from evoforge.programs.update_rules import _digits
+
+        _digits()  # scikit-learn's import and the digits, for the update-rule task
     if groups & {"hashing", "solvers", "kl", "layers", "compress", "cli", "search", "evaluate", "merging", "merge"}:
         import torch
 
@@ -2212,6 +2265,240 @@ def warm_up(groups: set[str], ctx) -> None:
 _SEEDS3 = {"seed": "seed", "generation": "seed", "individual_offset": "seed"}
 _MODEL_TIMEOUT = 5.0  # a whole tiny compression may run when a bad value is accepted (valid: < 1 s)
 _COUNTS = {"n_scalar": "int", "n_vector": "int", "n_matrix": "int"}  # the register files of a program
+
+
+# ---- neuro (issue 20): policies, rollouts, seed-list genomes, engines, evolve ----------------------
+# CartPole with tiny networks and step limits, so that a valid call takes milliseconds.
+
+
+def _neuro_policy(hidden=(4,)):
+    from evoforge.neuro import MLPPolicy
+
+    return MLPPolicy(obs_dim=4, n_outputs=2, hidden=hidden)
+
+
+def _neuro_mlp(ctx):
+    from evoforge.neuro import MLPPolicy
+
+    return Call(MLPPolicy, {"obs_dim": 4, "n_outputs": 2, "hidden": [8], "discrete": True})
+
+
+def _neuro_from_spaces(ctx):
+    import gymnasium as gym
+
+    from evoforge.neuro import MLPPolicy
+
+    return Call(MLPPolicy.from_spaces, {"observation_space": gym.spaces.Box(-1, 1, (3,)),
+                                        "action_space": gym.spaces.Discrete(2), "hidden": [8]})
+
+
+def _neuro_forward(ctx):
+    p = _neuro_policy()
+    params = _np().stack([p.init_params(s) for s in range(3)])
+    return Call(p.forward, {"params": params, "obs": _rng(4).random((3, 2, 4)).astype("float32")})
+
+
+def _neuro_act(ctx):
+    p = _neuro_policy()
+    params = _np().stack([p.init_params(s) for s in range(3)])
+    return Call(p.act, {"params": params, "obs": _rng(4).random((3, 2, 4)).astype("float32")})
+
+
+def _neuro_make_env(ctx):
+    from evoforge.neuro import make_env
+
+    def make(**kw):
+        env = make_env(**kw)
+        env.close()
+        return type(env).__name__
+
+    return Call(make, {"env": "CartPole-v1", "env_kwargs": None})
+
+
+def _neuro_rollout(ctx):
+    from evoforge.neuro import make_env, rollout
+
+    p = _neuro_policy()
+    envs = [make_env("CartPole-v1") for _ in range(4)]
+    ctx.cleanup(lambda: [e.close() for e in envs])
+    params = _np().stack([p.init_params(s) for s in range(2)])
+    return Call(functools.partial(rollout, p, envs), {"params": params, "seeds": [3, 4], "max_steps": 10,
+                                                      "stats": False})
+
+
+def _neuro_episode_seeds(ctx):
+    from evoforge.neuro import episode_seeds
+
+    return Call(episode_seeds, {"context_seed": 3, "episodes": 4})
+
+
+def _neuro_evaluate_policy(ctx):
+    from evoforge.neuro import evaluate_policy
+
+    p = _neuro_policy()
+    return Call(functools.partial(evaluate_policy, policy=p), {
+        "env": "CartPole-v1", "params": p.init_params(1), "episodes": 2, "seed": 0, "max_steps": 10})
+
+
+def _neuro_obs_norm(ctx):
+    from evoforge.neuro import ObsNorm
+
+    def make(**kw):
+        n = ObsNorm(**kw)
+        return (n.mean, n.std)
+
+    return Call(make, {"obs_dim": 4, "clip": 5.0, "eps": 0.01})
+
+
+def _neuro_obs_norm_update(ctx):
+    from evoforge.neuro import ObsNorm
+
+    def update(**kw):
+        n = ObsNorm(3)
+        n.update(**kw)
+        n.freeze()
+        return (n.mean, n.std)
+
+    return Call(update, {"counts": _np().array([5.0, 7.0]), "sums": _rng(5).random((2, 3)),
+                         "sumsq": _rng(6).random((2, 3)) + 1.0})
+
+
+def _neuro_encode(ctx):
+    from evoforge.neuro import encode
+
+    return Call(encode, {"seed_lists": [[1, 2], [3]]})
+
+
+def _neuro_decode(ctx):
+    from evoforge.neuro import decode, encode
+
+    return Call(decode, {"genomes": encode([[1, 2], [3]]).astype("int64")})
+
+
+def _neuro_derive_seed(ctx):
+    from evoforge.neuro import derive_seed
+
+    def derive(seed, purpose, generation):
+        return derive_seed(seed, purpose, generation)
+
+    return Call(derive, {"seed": 3, "purpose": "mutation", "generation": 4})
+
+
+def _neuro_param_cache(ctx):
+    from evoforge.neuro import ParamCache, encode
+
+    def make(**kw):
+        return ParamCache(**kw).params(encode([[1, 2], [1]]))
+
+    return Call(make, {"policy": _neuro_policy(), "sigma": 0.1, "max_bytes": 1 << 20})
+
+
+def _neuro_param_cache_params(ctx):
+    from evoforge.neuro import ParamCache, encode
+
+    return Call(ParamCache(_neuro_policy(), 0.1).params, {"genomes": encode([[1, 2], [3]]).astype("int64")})
+
+
+def _neuro_payload_bytes(ctx):
+    from evoforge.neuro import encode, payload_bytes
+
+    return Call(payload_bytes, {"genomes": encode([[1, 2], [3]]).astype("int64"), "n_params": 100})
+
+
+def _neuro_evaluator(ctx):
+    from evoforge.neuro import PolicyEvaluator, encode
+
+    np = _np()
+
+    def make(**kw):
+        ev = PolicyEvaluator(**kw)
+        try:
+            if ev.encoding == "seeds":
+                return ev.evaluate(encode([[1, 2], [3]]))
+            if ev.encoding == "es":
+                ev.set_context({"center": ev.policy.init_params(0)})
+                return ev.evaluate(np.array([[5, 0], [5, 1]], np.uint64))
+            return ev.evaluate(np.zeros((2, ev.policy.n_params), np.float32))
+        finally:
+            ev.close()
+
+    return Call(make, {"env": "CartPole-v1", "hidden": [4], "encoding": "seeds", "sigma": 0.1, "episodes": 1,
+                       "max_steps": 10, "seed": 0, "cache_bytes": 1 << 20, "env_kwargs": None})
+
+
+def _neuro_evaluator_method(method):
+    def build(ctx):
+        from evoforge.neuro import PolicyEvaluator, encode
+
+        ev = PolicyEvaluator("CartPole-v1", hidden=(4,), encoding="seeds", sigma=0.1, max_steps=10)
+        ctx.cleanup(ev.close)
+        if method == "evaluate":
+            return Call(ev.evaluate, {"genomes": encode([[1, 2], [3]]).astype("int64")})
+        return Call(ev.set_context, {"context": {"obs_norm": None, "report": True}})
+
+    return build
+
+
+def _neuro_engine(which):
+    def build(ctx):
+        from evoforge.neuro import DeepGA, OpenAIES, PolicyEvaluator
+
+        cls = DeepGA if which == "ga" else OpenAIES
+
+        def fn(**kw):
+            eng = cls(progress=False, **kw)
+            ev = PolicyEvaluator("CartPole-v1", eng.policy, encoding=eng.encoding, sigma=eng.sigma, max_steps=10)
+            try:
+                return eng.run(ev, generations=1)
+            finally:
+                ev.close()
+                eng.close()
+
+        kw = {"policy": _neuro_policy(), "pop_size": 4, "sigma": 0.1, "episodes": 1, "obs_norm": True,
+              "obs_clip": 5.0, "seed": 1, "run_dir": ctx.fresh() / "run"}
+        if which == "ga":
+            kw.update(truncation=2, elite_candidates=2, elite_episodes=1)
+        else:
+            kw.update(lr=0.05, beta1=0.9, beta2=0.999, adam_eps=1e-8, weight_decay=0.01, eval_episodes=1,
+                      init=_neuro_policy().init_params(3))
+        return Call(fn, kw)
+
+    return build
+
+
+def _neuro_engine_run(which):
+    def build(ctx):
+        from evoforge.neuro import DeepGA, OpenAIES, PolicyEvaluator
+
+        cls = DeepGA if which == "ga" else OpenAIES
+        eng = cls(_neuro_policy(), pop_size=4, sigma=0.1, progress=False, **({"elite_episodes": 1} if which == "ga"
+                                                                              else {"eval_episodes": 1}))
+        ev = PolicyEvaluator("CartPole-v1", eng.policy, encoding=eng.encoding, sigma=0.1, max_steps=10)
+        ctx.cleanup(ev.close)
+        ctx.cleanup(eng.close)
+        return Call(eng.run, {"evaluator": ev, "generations": 1, "target": None})
+
+    return build
+
+
+def _neuro_centered_ranks(ctx):
+    from evoforge.neuro import centered_ranks
+
+    return Call(centered_ranks, {"returns": _np().array([3.0, -1.0, 10.0, 0.0])})
+
+
+def _neuro_result(r: Any) -> Any:
+    return (r.params, [{k: v for k, v in c.items() if k != "seconds"} for c in r.curve], r.best_return)
+
+
+def _neuro_evolve(ctx):
+    from evoforge.neuro import evolve
+
+    return Call(functools.partial(evolve, elite_episodes=1), {
+        "env": "CartPole-v1", "algo": "ga", "pop": 4, "generations": 1, "seed": 0, "run_dir": ctx.fresh() / "run",
+        "hidden": [4], "episodes": 1, "sigma": 0.1, "max_steps": 10, "target_return": None, "backend": "inprocess"})
+
+
 
 ENTRIES: list[Entry] = [
     # evoforge
@@ -2601,7 +2888,7 @@ ENTRIES: list[Entry] = [
     Entry("programs.assemble", _assemble, {"instructions": "any_obj"}),
     Entry("programs.assemble#operands", _assemble_operands, {"op": "choice", "out": "int", "in1": "int",
                                                              "imm": "real"}),
-    Entry("programs.format_instruction", _format_instruction, {"ins": "vector_i", "imm": "real"}),
+    Entry("programs.format_instruction", _format_instruction, {"ins": "vector_i", "imm": "real", "dim": "int"}),
     Entry("programs.op_id", _op_id, {"name": "choice"}),
     # programs: mutations, random programs, the two-level cache
     Entry("programs.mutate", _mutate, {"program": "any_obj", "seed": "seed", "generation": "seed",
@@ -2633,6 +2920,20 @@ ENTRIES: list[Entry] = [
     Entry("programs.op_count", _op_count, {"program": "any_obj", "live": "bool"}),
     Entry("programs.minimax_baseline", _minimax_baseline, {"target": "choice", "degrees": "int_list",
                                                            "interval": "float_list", "n": "int"}),
+    # programs: the update-rule task (Lion): options, evaluation, probe, runs, problems, report, baselines
+    Entry("programs.UpdateRuleTask", _update_rule_task_new, {
+        "steps": "int", "lrs": "float_list", "weight_decay": "real", "problems": "any_obj", "n_tasks": "int",
+        "n_heldout": "int", "n_classes": "int", "n_train": "int", "n_valid": "int", "batch_size": "int",
+        "hidden": "int", "penalty": "real", "seed": "seed", **_COUNTS, "ops": "any_obj"}),
+    Entry("programs.UpdateRuleTask.evaluate", _update_rule_method("evaluate"), {"programs": "any_obj",
+                                                                                "batch": "any_obj"}),
+    Entry("programs.UpdateRuleTask.probe", _update_rule_method("probe"), {"program": "any_obj"}),
+    Entry("programs.UpdateRuleTask.train", _update_rule_method("train"), {"program": "any_obj", "lr": "real",
+                                                                          "index": "int", "heldout": "bool"}),
+    Entry("programs.UpdateRuleTask.problem", _update_rule_method("problem"), {"index": "int", "heldout": "bool"}),
+    Entry("programs.UpdateRuleTask.report", _update_rule_method("report"), {"program": "any_obj"}),
+    Entry("programs.adamw_program", _adamw_program, {"eps": "real", **_COUNTS}),
+    Entry("programs.lion_program", _lion_program, {"beta1": "prob", **_COUNTS}),
     # plot
     Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
                                              "save": "path_out_file"}, project=_no_compare),
@@ -2641,6 +2942,50 @@ ENTRIES: list[Entry] = [
           project=_no_compare),
     Entry("plot.pareto_front", _pareto_front, {"F": "matrix_f", "ranks": "vector_i", "max_fronts": "int",
                                                "save": "path_out_file"}, project=_no_compare),
+    # neuro (issue 20)
+    Entry("neuro.MLPPolicy", _neuro_mlp, {"obs_dim": "int", "n_outputs": "int", "hidden": "int_list",
+                                          "discrete": "bool"}),
+    Entry("neuro.MLPPolicy.from_spaces", _neuro_from_spaces, {"observation_space": "any_obj",
+                                                              "action_space": "any_obj", "hidden": "int_list"}),
+    Entry("neuro.MLPPolicy.forward", _neuro_forward, {"params": "matrix_f", "obs": "array_f"}),
+    Entry("neuro.MLPPolicy.act", _neuro_act, {"params": "matrix_f", "obs": "array_f"}),
+    Entry("neuro.make_env", _neuro_make_env, {"env": "choice", "env_kwargs": "any_obj"}),
+    Entry("neuro.rollout", _neuro_rollout, {"params": "matrix_f", "seeds": "int_list", "max_steps": "int",
+                                            "stats": "bool"}),
+    Entry("neuro.episode_seeds", _neuro_episode_seeds, {"context_seed": "seed", "episodes": "int"}),
+    Entry("neuro.evaluate_policy", _neuro_evaluate_policy, {"env": "choice", "params": "vector_f", "episodes": "int",
+                                                            "seed": "seed", "max_steps": "int"}),
+    Entry("neuro.ObsNorm", _neuro_obs_norm, {"obs_dim": "int", "clip": "real", "eps": "real"}),
+    Entry("neuro.ObsNorm.update", _neuro_obs_norm_update, {"counts": "vector_f", "sums": "matrix_f",
+                                                           "sumsq": "matrix_f"}),
+    Entry("neuro.encode", _neuro_encode, {"seed_lists": "seed_lists"}),
+    Entry("neuro.decode", _neuro_decode, {"genomes": "matrix_i"}),
+    Entry("neuro.derive_seed", _neuro_derive_seed, {"seed": "seed", "purpose": "choice", "generation": "int"}),
+    Entry("neuro.ParamCache", _neuro_param_cache, {"policy": "any_obj", "sigma": "real", "max_bytes": "int"}),
+    Entry("neuro.ParamCache.params", _neuro_param_cache_params, {"genomes": "matrix_i"}),
+    Entry("neuro.payload_bytes", _neuro_payload_bytes, {"genomes": "matrix_i", "n_params": "int"}),
+    Entry("neuro.PolicyEvaluator", _neuro_evaluator, {
+        "env": "choice", "hidden": "int_list", "encoding": "choice", "sigma": "real", "episodes": "int",
+        "max_steps": "int", "seed": "seed", "cache_bytes": "int", "env_kwargs": "any_obj"}),
+    Entry("neuro.PolicyEvaluator.evaluate", _neuro_evaluator_method("evaluate"), {"genomes": "matrix_i"}),
+    Entry("neuro.PolicyEvaluator.set_context", _neuro_evaluator_method("set_context"), {"context": "any_obj"}),
+    Entry("neuro.DeepGA", _neuro_engine("ga"), {
+        "policy": "any_obj", "pop_size": "int", "truncation": "int", "sigma": "real", "episodes": "int",
+        "elite_candidates": "int", "elite_episodes": "int", "obs_norm": "bool", "obs_clip": "real", "seed": "seed",
+        "run_dir": "path_out_dir"}, project=_search_result),
+    Entry("neuro.OpenAIES", _neuro_engine("es"), {
+        "policy": "any_obj", "pop_size": "int", "sigma": "real", "lr": "real", "beta1": "prob", "beta2": "prob",
+        "adam_eps": "real", "weight_decay": "real", "episodes": "int", "eval_episodes": "int", "obs_norm": "bool",
+        "obs_clip": "real", "init": "vector_f", "seed": "seed", "run_dir": "path_out_dir"}, project=_search_result),
+    Entry("neuro.DeepGA.run", _neuro_engine_run("ga"), {"evaluator": "evaluator", "generations": "iterations",
+                                                        "target": "real"}, project=_search_result),
+    Entry("neuro.OpenAIES.run", _neuro_engine_run("es"), {"evaluator": "evaluator", "generations": "iterations",
+                                                          "target": "real"}, project=_search_result),
+    Entry("neuro.centered_ranks", _neuro_centered_ranks, {"returns": "vector_f"}),
+    Entry("neuro.evolve", _neuro_evolve, {
+        "env": "choice", "algo": "choice", "pop": "int", "generations": "iterations", "seed": "seed",
+        "run_dir": "path_out_dir", "hidden": "int_list", "episodes": "int", "sigma": "real", "max_steps": "int",
+        "target_return": "real", "backend": "choice"}, project=_neuro_result),
 ]
 
 # Public names that are not walked, and why (the coverage test requires every other public name of
@@ -2698,6 +3043,15 @@ NOT_FUZZED: dict[str, str] = {
     "programs.DEFAULT_QUANTISE": "a constant (the default quantisation of probe outputs)",
     "programs.ProgramKey": "a record type that ProgramCache.lookup builds (store's key is walked)",
     "programs.TARGETS": "a constant (the elementary-function targets; each entry's target is walked)",
+    "programs.FEATURES": "a constant (the update-rule features, in the order of v0)",
+    "programs.RULE_OPS": "a constant (the default ops of update rules; UpdateRuleTask's ops is walked)",
+    "programs.PROBLEMS": "a constant (the update-rule problems; UpdateRuleTask's problems is walked)",
+    "neuro.SUPPORTED_ACTION_SPACES": "a constant (the action spaces a policy drives)",
+    "neuro.ENCODINGS": "a constant (the genome encodings of PolicyEvaluator, walked there)",
+    "neuro.ALGORITHMS": "a constant (evolve's algo names, walked there)",
+    "neuro.RolloutResult": "a result type that rollout builds (walked there)",
+    "neuro.EvolveResult": "a result type that evolve builds (walked there)",
+    "neuro.NeuroEngine": "an abstract base class (DeepGA and OpenAIES are walked)",
 }
 
 # ---- the command line -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math as _math
 
 import numpy as np
 
@@ -32,6 +33,7 @@ OPS += [(f"m_{n}", "m", ("m", "m"), False) for n in ("add", "sub", "mul")]
 OPS += [("m_scale", "m", ("s", "m"), False), ("m_matvec", "v", ("m", "v"), False), ("m_outer", "m", ("v", "v"), False),
         ("m_matmul", "m", ("m", "m"), False), ("m_transpose", "m", ("m",), False), ("m_abs", "m", ("m",), False),
         ("m_norm", "s", ("m",), False), ("m_mean", "s", ("m",), False), ("m_const", "m", (), True)]
+OPS += [("v_get", "s", ("v",), True)]  # appended later: s_out = v_in[k], k from the immediate
 IDS = {name: i for i, (name, _, _, _) in enumerate(OPS)}
 TRANSCENDENTAL = ("sin", "cos", "tan", "arcsin", "arccos", "arctan", "exp", "log")
 _LIBM_NAMES = {"sin": "sin", "cos": "cos", "tan": "tan", "arcsin": "asin", "arccos": "acos", "arctan": "atan",
@@ -73,6 +75,14 @@ def _seq_sum(terms: np.ndarray, dtype) -> np.ndarray:
     for j in range(terms.shape[-1]):
         acc = acc + terms[..., j]
     return acc
+
+
+def element_index(imm: float, dim: int) -> int:
+    """v_get's index: floor(|imm|) mod dim for a finite immediate, 0 for +-inf and NaN (Python
+    integers: exact for any double)."""
+    if not _math.isfinite(imm):
+        return 0
+    return int(_math.floor(abs(imm))) % dim
 
 
 class Registers:
@@ -151,6 +161,8 @@ class Registers:
                 r = _seq_sum(np.moveaxis(x[:, :, :, None] * y[:, None, :, :], 2, 3), T)
             elif name == "m_transpose":
                 r = np.swapaxes(x, 1, 2)
+            elif name == "v_get":
+                r = x[:, element_index(imm, self.dim)].copy()
             else:  # pragma: no cover
                 raise AssertionError(f"no reference for {name}")
         assert r.shape == shape and r.dtype == T, (name, r.shape, shape, r.dtype)
@@ -200,6 +212,9 @@ def run_learner(setup, predict, learn, train_x, train_y, valid_x, *, n_scalar, n
 # ---- random programs and inputs ----------------------------------------------------------------------
 
 IMM_VALUES = [0.0, -0.0, 0.5, -1.5, 3.0, 1e-3, 2.0, -7.25, 1e30, -1e30, 1e300]
+# v_get's immediates: indices in and out of range, fractions, negatives, huge values, infinities
+INDEX_VALUES = [0.0, -0.0, 1.0, 2.0, 3.0, 4.0, 2.5, 0.999, -1.0, -3.7, 5.0, 7.0, 11.5, 2.0**53 + 2, 1e300,
+                -1e30, np.inf, -np.inf]
 
 
 def usable_ops(n_scalar, n_vector, n_matrix, ops=None):
@@ -222,7 +237,9 @@ def random_instruction(rng, n_scalar, n_vector, n_matrix, ops, out=None, written
     if otype and written is not None:
         written[otype].add(row[1])
     imm = 0.0
-    if reads_imm:
+    if name == "v_get":
+        imm = float(rng.choice(INDEX_VALUES)) if rng.random() < 0.7 else float(rng.uniform(-10, 10))
+    elif reads_imm:
         imm = float(rng.choice(IMM_VALUES)) if rng.random() < 0.6 else float(rng.standard_normal() * 4)
     elif rng.random() < 0.2:
         imm = float(rng.standard_normal())  # ignored by the op

@@ -34,7 +34,8 @@ def test_op_table_is_the_issue_table():
     native = [(n, o, ins, imm) for n, o, ins, imm in interpreter.OP_TABLE]
     assert native == ref.OPS
     assert [(op.name, op.out, op.ins, op.reads_imm) for op in OPS] == ref.OPS
-    assert [op.id for op in OPS] == list(range(len(OPS))) and len(OPS) == 51
+    assert [op.id for op in OPS] == list(range(len(OPS))) and len(OPS) == 52
+    assert OPS[-1].name == "v_get"  # appended: the ids of older programs did not move
 
 
 @st.composite
@@ -83,6 +84,61 @@ def test_run_learner_matches_reference(dtype, ns, nv, nm, dim, T, N, M, epochs, 
     assert tp.shape == (P, T, N) and vp.shape == (P, T, M) and tp.dtype == vp.dtype == dtype
     _check(tp, rtp, f"train, seed {seed}")
     _check(vp, rvp, f"valid, seed {seed}")
+
+
+# v_get (s <- v, the element index in the immediate) among the ops that feed it and read its output
+V_GET_OPS = ["v_get", "v_get", "v_get", "v_add", "v_mul", "v_const", "v_bcast", "v_scale", "v_abs", "s_add",
+             "s_mul", "s_div", "s_const", "s_heaviside", "s_sqrt"]
+
+
+@needs_libm
+@settings(max_examples=80, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), learner=st.booleans(), ns=st.integers(2, 5), nv=st.integers(1, 3),
+       dim=st.integers(1, 7), E=st.sampled_from([1, 5, 64, 65]), seed=st.integers(0, 2**32 - 1))
+def test_v_get_matches_reference(dtype, learner, ns, nv, dim, E, seed):
+    rng = np.random.default_rng(seed)
+    if not learner:
+        code, imm = ref.random_code(rng, 2, 12, ns, nv, 0, ops=V_GET_OPS)
+        x = ref.random_values(rng, (E, dim), dtype)
+        counts = dict(n_scalar=ns, n_vector=nv, n_matrix=0, dim=dim)
+        _check(interpreter.run_function(code, imm, x, **counts), ref.run_function(code, imm, x, **counts),
+               f"seed {seed}")
+        return
+    comps = [ref.random_code(rng, 2, L, ns, nv, 0, ops=V_GET_OPS) for L in (3, 6, 6)]
+    x = ref.random_values(rng, (2, 5, dim), dtype, special=0.05)
+    y = ref.random_values(rng, (2, 5), dtype, special=0.05)
+    vx = ref.random_values(rng, (2, 3, dim), dtype, special=0.05)
+    counts = dict(n_scalar=ns, n_vector=nv, n_matrix=0, epochs=2)
+    got, want = interpreter.run_learner(*comps, x, y, vx, **counts), ref.run_learner(*comps, x, y, vx, **counts)
+    _check(got[0], want[0], f"train, seed {seed}")
+    _check(got[1], want[1], f"valid, seed {seed}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_v_get_reads_the_element_of_its_immediate(dtype):
+    dim = 5
+    x = (np.arange(3 * dim).reshape(3, dim) + 1).astype(dtype)
+    # immediate -> element: floor(|imm|) mod dim; +-inf read element 0
+    cases = {0.0: 0, -0.0: 0, 1.0: 1, 2.9: 2, -2.5: 2, 4.999: 4, 5.0: 0, 7.0: 2, -13.2: 3, 1e300: int(1e300) % 5,
+             2.0**60 + 256: (2**60 + 256) % 5, np.inf: 0, -np.inf: 0}  # 2**60 + 256: exact in float64
+    for k, want in cases.items():
+        code, imm = assemble([("v_get", 1, 0, k)])
+        out = interpreter.run_function(code[None], imm[None], x, n_scalar=2, n_vector=1, n_matrix=0, dim=dim)[0]
+        np.testing.assert_array_equal(out, x[:, int(want)], err_msg=f"imm {k}")
+        assert interpreter.element_index(k, dim) == ref.element_index(k, dim) == int(want)
+    # the output is a scalar register, the input any vector register; dim 1 always reads element 0
+    code, imm = assemble([("v_const", 1, 2.5), ("v_get", 3, 1, 3.0), ("v_get", 2, 0, 1.0), ("s_add", 1, 2, 3)])
+    out = interpreter.run_function(code[None], imm[None], x, n_scalar=4, n_vector=2, n_matrix=0, dim=dim)[0]
+    np.testing.assert_array_equal(out, x[:, 1] + dtype(2.5))
+    code, imm = assemble([("v_get", 1, 0, 3.0)])
+    out = interpreter.run_function(code[None], imm[None], x[:, :1], n_scalar=2, n_vector=1, n_matrix=0, dim=1)[0]
+    np.testing.assert_array_equal(out, x[:, 0])
+    with pytest.raises(ValueError, match=r"\(v_get\): type error: out = 2 is not a scalar register"):
+        interpreter.run_function([[[ref.IDS["v_get"], 2, 0, 0]]], [[1.0]], x, n_scalar=2, n_vector=1, n_matrix=0,
+                                 dim=dim)
+    with pytest.raises(ValueError, match=r"\(v_get\): type error: in1 = 1 is not a vector register"):
+        interpreter.run_function([[[ref.IDS["v_get"], 1, 1, 0]]], [[1.0]], x, n_scalar=2, n_vector=1, n_matrix=0,
+                                 dim=dim)
 
 
 # ---- each op alone, against numpy's own functions ----------------------------------------------------------
@@ -272,7 +328,8 @@ def _fn(code=None, imm=None, x=None, **kw):
 
 
 @pytest.mark.parametrize("code,match", [
-    ([[[51, 1, 0, 0]]], r"program 0, instruction 0: unknown op id 51"),
+    ([[[len(ref.OPS), 1, 0, 0]]],
+     rf"program 0, instruction 0: unknown op id {len(ref.OPS)} \(op ids are 0..{len(ref.OPS) - 1}\)"),
     ([[[0, 0, 0, 0], [-1, 0, 0, 0]]], r"instruction 1: unknown op id -1"),
     ([[[ref.IDS["v_add"], 2, 0, 1]]], r"\(v_add\): type error: out = 2 is not a vector register \(n_vector = 2"),
     ([[[ref.IDS["v_norm"], 1, 2, 0]]], r"\(v_norm\): type error: in1 = 2 is not a vector register"),

@@ -214,6 +214,29 @@ def test_printer():
         assert format_instruction([op.id, 0, 0, 0], 1.0)
 
 
+def test_v_get_prints_its_index_and_canonical_form_keeps_only_the_index():
+    code, imm = assemble([("v_get", 2, 0, 2.7), ("v_get", 3, 0, -8.5), ("v_get", 4, 0, np.inf), ("s_add", 2, 2, 3),
+                          ("s_add", 1, 2, 4)])
+    p = _program({"predict": (code, imm)}, n_scalar=5, n_vector=1, n_matrix=0, dim=6)
+    assert p.source().splitlines()[2:] == ["    s2 = v0[2]", "    s3 = v0[2]", "    s4 = v0[0]", "    s2 = s2 + s3",
+                                           "    s1 = s2 + s4"]
+    assert format_instruction([op_id("v_get"), 3, 1, 0], 8.5) == "s3 = v1[8]"  # no dim: before the modulo
+    assert format_instruction([op_id("v_get"), 3, 1, 0], 8.5, dim=6) == "s3 = v1[2]"
+    assert format_instruction([op_id("v_get"), 3, 1, 0], -np.inf, dim=6) == "s3 = v1[0]"
+    with pytest.raises(ConfigError, match="dim"):
+        format_instruction([op_id("v_get"), 3, 1, 0], 1.0, dim=0)
+    c = p.canonical()
+    assert c.imm["predict"].tolist() == [2.0, 2.0, 0.0, 0.0, 0.0]  # the index, a float; 0 for other ops
+    # immediates that read the same element give the same canonical form, and the same outputs
+    q = _program({"predict": (code, np.array([14.0, 2.0, -6.0, 0.0, 0.0]))}, n_scalar=5, n_vector=1, n_matrix=0,
+                 dim=6)
+    assert q.canonical() == c
+    x = np.random.default_rng(0).standard_normal((9, 6))
+    outs = [interpreter.run_function(*pack([r]), x, **r.registers) for r in (p, q, c)]
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    np.testing.assert_array_equal(outs[0][0], 2 * x[:, 2] + x[:, 0])
+
+
 def test_pack_pads_with_noop():
     a = _program({"predict": assemble([("s_const", 1, 2.0), ("s_add", 1, 1, 0)])}, n_scalar=2, n_vector=0,
                  n_matrix=0, dim=1)

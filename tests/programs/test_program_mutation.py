@@ -161,6 +161,40 @@ def test_argument_perturbs_immediates_and_op_keeps_operands():
     assert got == {"s_mul", "s_sub"}
 
 
+def test_v_get_indices_are_valid_and_uniform():
+    """Random v_get instructions read an index uniform over [0, dim); the argument mutation moves a
+    v_get to another index of [0, dim) (never the same one), and leaves it alone when dim is 1."""
+    dim = 6
+    p = random_program("function", length=3000, n_scalar=4, n_vector=2, n_matrix=0, dim=dim, seed=2,
+                       ops=["v_get", "s_add"])
+    code, imm = p.components["predict"], p.imm["predict"]
+    k = imm[code[:, 0] == OPS[-1].id]
+    assert OPS[-1].name == "v_get" and len(k) > 1300
+    assert np.array_equal(k, np.floor(k)) and k.min() == 0 and k.max() == dim - 1
+    counts = np.bincount(k.astype(int), minlength=dim)
+    assert counts.min() > 0.8 * len(k) / dim and counts.max() < 1.2 * len(k) / dim
+    # insertion draws the same way
+    q = _fn([("v_get", 1, 0, 2.5)], n_scalar=2, n_vector=1, n_matrix=0, dim=dim)
+    inserted = [mutate(q, seed=3, generation=0, individual=i, kinds=["insert"], ops=["v_get"]) for i in range(200)]
+    new = [float(x) for c in inserted for x in c.imm["predict"] if x != 2.5]
+    assert len(new) > 150 and set(new) == {float(j) for j in range(dim)}
+    # argument: the index (the only changeable field: one scalar output choice, one vector) moves
+    seen = set()
+    for i in range(300):
+        c = mutate(q, seed=4, generation=0, individual=i, kinds=["argument"])
+        (n, _, field), = _diff_fields(q, c)
+        if field == 4:
+            j = c.imm["predict"][0]
+            assert j == np.floor(j) and 0 <= j < dim and j != 2.0
+            seen.add(float(j))
+    assert seen == {0.0, 1.0, 3.0, 4.0, 5.0}
+    # dim 1: v_get's immediate is not a field that can change (the output register still is)
+    one = _fn([("v_get", 1, 0, 0.0)], n_scalar=3, n_vector=1, n_matrix=0, dim=1)
+    for i in range(30):
+        c = mutate(one, seed=5, generation=0, individual=i, kinds=["argument"])
+        assert [f for _, _, f in _diff_fields(one, c)] == [1]
+
+
 def test_kinds_are_drawn_uniformly_among_the_applicable():
     p = random_program("function", length=6, n_scalar=4, n_vector=2, n_matrix=1, dim=2, seed=3)
     counts = {"insert": 0, "remove": 0, "same": 0}

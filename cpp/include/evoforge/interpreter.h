@@ -4,9 +4,9 @@
 //
 // Registers: n_scalar scalars s[i], n_vector vectors v[i] of length dim, n_matrix matrices m[i] of
 // dim x dim (row-major), all of the call's type T (float or double). An instruction is four int32
-// (op, out, in1, in2) and a double immediate `imm` (read by the *_const ops only, converted to T
-// with one rounding). Every op overwrites the whole of its output register, and its output may be
-// one of its inputs. Unused operand fields are never read.
+// (op, out, in1, in2) and a double immediate `imm` (read by the *_const ops, converted to T with one
+// rounding, and by v_get as an element index, see element_index). Every op overwrites the whole of
+// its output register, and its output may be one of its inputs. Unused operand fields are never read.
 //
 // Semantics, in T, IEEE (no exceptions, no fast-math, no contraction: this file is compiled with
 // -ffp-contract=off):
@@ -15,6 +15,8 @@
 //   min(a, b) = a if (a < b or a is NaN) else b;  max(a, b) = a if (a > b or a is NaN) else b
 //     (NaN propagates; min(+0, -0) = -0, min(-0, +0) = +0);
 //   heaviside(x) = 1 if x > 0 else 0 (NaN -> 0);
+//   v_get: s_out = v_in[k], k = element_index(imm, dim) = floor(|imm|) mod dim for a finite imm, 0 for
+//     +-inf or NaN (computed in double, exactly: the index does not depend on T);
 //   reductions start from +0 and add in index order (j = 0 .. dim-1; matrices row-major):
 //     dot = sum a_j b_j, sum = sum a_j, mean = sum / T(dim), norm = sqrt(sum a_j a_j),
 //     m_norm = sqrt(sum m_ij m_ij), m_mean = sum m_ij / T(dim * dim),
@@ -22,6 +24,7 @@
 //   so that every result is independent of the thread count and of how examples are blocked.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace evoforge {
@@ -58,7 +61,8 @@ struct OpInfo {
   X(m_scale, 'm', 's', 'm', false) X(m_matvec, 'v', 'm', 'v', false)                           \
   X(m_outer, 'm', 'v', 'v', false) X(m_matmul, 'm', 'm', 'm', false)                           \
   X(m_transpose, 'm', 'm', 0, false) X(m_abs, 'm', 'm', 0, false) X(m_norm, 's', 'm', 0, false) \
-  X(m_mean, 's', 'm', 0, false) X(m_const, 'm', 0, 0, true)
+  X(m_mean, 's', 'm', 0, false) X(m_const, 'm', 0, 0, true)                                    \
+  X(v_get, 's', 'v', 0, true)
 
 enum Op : int32_t {
 #define EVOFORGE_OP_ENUM(name, o, a, b, imm) name,
@@ -73,6 +77,13 @@ inline constexpr OpInfo kOps[kNumOps] = {
     EVOFORGE_OPS(EVOFORGE_OP_INFO)
 #undef EVOFORGE_OP_INFO
 };
+
+/// The element v_get reads: floor(|imm|) mod dim for a finite imm (exact: fmod of an integer-valued
+/// double), 0 for +-inf and NaN; always in [0, dim) for dim >= 1.
+inline int64_t element_index(double imm, int64_t dim) {
+  if (!std::isfinite(imm) || dim <= 1) return 0;
+  return static_cast<int64_t>(std::fmod(std::floor(std::fabs(imm)), static_cast<double>(dim)));
+}
 
 /// Register files and the register length.
 struct Shape {

@@ -10,6 +10,11 @@ digest of the canonical form, then by the functional digest of the outputs on pr
 AutoNumerics-Zero's task (:mod:`evoforge.programs.elementary`): :data:`TARGETS` (``exp2``, ``log2``),
 :func:`ulp_error` against a float64 reference on :func:`probe_points`, :func:`op_count`, and the baseline:
 :func:`minimax_polynomial` (Remez) run as :func:`horner_program`, tabulated by :func:`minimax_baseline`.
+
+Lion's task (:mod:`evoforge.programs.update_rules`): :class:`UpdateRuleTask` scores optimizer update rules
+(function programs over per-parameter :data:`FEATURES`, read with ``v_get``) by training logistic
+regressions and MLPs on scikit-learn's digits; :func:`adamw_program` and :func:`lion_program` are the
+baselines.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from .elementary import (TARGETS, horner_program, minimax_baseline, minimax_poly
 from .mutation import MUTATION_KINDS, mutate, mutate_until_different, random_program
 from .ops import OP_IDS, OPS, OpSpec, op_id
 from .program import FUNCTION, LEARNER, Program, assemble, format_instruction, pack
+from .update_rules import FEATURES, PROBLEMS, RULE_OPS, UpdateRuleTask, adamw_program, lion_program
 
 __all__ = ["FUNCTION", "LEARNER", "OPS", "OP_IDS", "OpSpec", "Program", "assemble", "format_instruction", "op_id",
            "pack", "MUTATION_KINDS", "mutate", "mutate_until_different", "random_program", "DEFAULT_QUANTISE",
            "ProgramCache", "ProgramKey", "functional_digest", "structural_digest", "TARGETS", "ulp_error",
-           "probe_points", "minimax_polynomial", "horner_program", "op_count", "minimax_baseline"]
+           "probe_points", "minimax_polynomial", "horner_program", "op_count", "minimax_baseline", "UpdateRuleTask",
+           "adamw_program", "lion_program", "FEATURES", "RULE_OPS", "PROBLEMS"]

@@ -112,10 +112,11 @@ class ProgramCache:
     cache : EvaluationCache, optional
         Where the digests and fitnesses live (an SQLite file shares them between processes and runs);
         None: a new in-memory cache. Its policies (capacity, aggregate, ...) apply to both levels.
-    probe : callable
+    probe : callable or None
         ``probe(program) -> outputs`` (an array, or a tuple / list of arrays): the program's outputs on
         fixed probe inputs, e.g. a few training and validation examples run by
         :mod:`evoforge.interpreter`. It must be deterministic (the same program, the same outputs).
+        None: the structural level alone (a miss there is a miss).
     quantise : int or float
         The quantisation of the outputs (an int: mantissa bits kept; a float: an absolute grid step),
         see :func:`functional_digest`.
@@ -132,8 +133,8 @@ class ProgramCache:
                  quantise: float | int = DEFAULT_QUANTISE, namespace: Any = None) -> None:
         if cache is not None and not isinstance(cache, EvaluationCache):
             raise TypeError(f"cache must be an EvaluationCache or None, got {type(cache).__name__}")
-        if not callable(probe):
-            raise TypeError(f"probe must be a callable program -> outputs, got {type(probe).__name__}")
+        if probe is not None and not callable(probe):
+            raise TypeError(f"probe must be a callable program -> outputs or None, got {type(probe).__name__}")
         self._quant = check_quantise(quantise)
         self.quantise = quantise
         self.namespace = namespace
@@ -163,6 +164,9 @@ class ProgramCache:
         if e is not None:
             self.hits_structural += 1
             return e.fitness, "structural", ProgramKey(skey, None)
+        if self.probe is None:
+            self.misses += 1
+            return None, None, ProgramKey(skey, None)
         t0 = time.perf_counter()
         outputs = self.probe(program)
         self.probe_seconds += time.perf_counter() - t0

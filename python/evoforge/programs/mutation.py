@@ -9,14 +9,17 @@
   the same length;
 * ``"argument"``: one field of one instruction: an operand (output or input) register, replaced by
   another register of the same type, or the immediate of an op that reads one, perturbed by a
-  Gaussian (``imm + imm_sigma * (1 + |imm|) * z``);
+  Gaussian (``imm + imm_sigma * (1 + |imm|) * z``), except ``v_get``'s, an element index, replaced by
+  another index of ``[0, dim)`` drawn uniformly (from the same Gaussian ``z``, through its CDF; with
+  ``dim = 1`` a ``v_get``'s immediate cannot change);
 * ``"op"``: one instruction's op replaced by another of the same type signature (output, inputs and
   immediate), its operands kept.
 
 A random instruction draws its op uniformly from ``ops`` (default: every op but ``noop``) less those
 whose types have no register, its operand registers uniformly from their register files (any
 register, ``s0``, ``s1`` and ``v0`` included) and its immediate, for an op that reads one, from a
-standard normal; fields the op does not use are 0.
+standard normal ``z`` (for ``v_get``: the index ``floor(Phi(z) dim)``, uniform over ``[0, dim)``,
+``Phi`` the normal CDF); fields the op does not use are 0.
 
 Every draw comes from ``numpy.random.Generator(numpy.random.Philox(key=K))`` with ``K`` the 128-bit
 digest (:class:`evoforge.hashing.Hasher`) of (seed, generation, individual, attempt): a mutant is a
@@ -34,11 +37,11 @@ import numpy as np
 
 from .. import _checks
 from ..hashing import Hasher
-from ..interpreter import check_counts
+from ..interpreter import check_counts, element_index
 from ..random import check_uint
 from .cache import DEFAULT_QUANTISE, _F_TAG, _functional, _prefix, check_quantise
 from .ops import NOOP, OPS, op_id
-from .program import FUNCTION, LEARNER, Program
+from .program import FUNCTION, LEARNER, V_GET, Program
 
 __all__ = ["mutate", "mutate_until_different", "random_program", "MUTATION_KINDS"]
 
@@ -79,7 +82,12 @@ def _usable(names: tuple[str, ...] | None, s: bool, v: bool, m: bool) -> tuple[i
     return tuple(sorted({i for i in ids if all(have[t] for t in (OPS[i].out, *OPS[i].ins) if t)}))
 
 
-def _random_rows(rng: np.random.Generator, n: int, pool: Sequence[int], limits: np.ndarray
+def _uniform_index(z: float, n: int) -> int:
+    """``floor(Phi(z) n)`` in ``[0, n)``: an index uniform over ``n`` values for a standard normal z."""
+    return min(int(0.5 * math.erfc(-z / math.sqrt(2.0)) * n), n - 1)
+
+
+def _random_rows(rng: np.random.Generator, n: int, pool: Sequence[int], limits: np.ndarray, dim: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random valid instructions: (code int32 [n, 4], imm float64 [n])."""
     ops = np.asarray(pool, dtype=np.int64)[rng.integers(len(pool), size=n)]
@@ -88,7 +96,10 @@ def _random_rows(rng: np.random.Generator, n: int, pool: Sequence[int], limits: 
     code = np.zeros((n, 4), dtype=np.int32)
     code[:, 0] = ops
     code[:, 1:] = np.minimum(np.floor(u * limits[_FIELDS[ops]]), np.maximum(limits[_FIELDS[ops]] - 1, 0))
-    return code, np.where(_READS_IMM[ops], z, 0.0)
+    imm = np.where(_READS_IMM[ops], z, 0.0)
+    for i in np.flatnonzero(ops == V_GET):  # an element index, uniform over [0, dim)
+        imm[i] = float(_uniform_index(float(z[i]), dim))
+    return code, imm
 
 
 def _check_kinds(kinds: Any) -> set[str]:
@@ -139,7 +150,7 @@ class _Plan:
         """The fields (1 out, 2 in1, 3 in2, 4 imm) of ``op`` that can change."""
         if op not in self._fields:
             f = [k + 1 for k in range(3) if self.limits[_FIELDS[op, k]] > 1]
-            self._fields[op] = f + [4] if _READS_IMM[op] else f
+            self._fields[op] = f + [4] if _READS_IMM[op] and (op != V_GET or self.program.dim > 1) else f
         return self._fields[op]
 
     def alternatives(self, op: int) -> list[int]:
@@ -188,7 +199,7 @@ def _apply(plan: _Plan, rng: np.random.Generator, kind: str, sigma: float) -> No
         room = [n for n in plan.names if plan.max_length is None or len(code[n]) < plan.max_length]
         n = room[int(rng.integers(len(room)))]
         at = int(rng.integers(len(code[n]) + 1))
-        row, val = _random_rows(rng, 1, plan.pool, plan.limits)
+        row, val = _random_rows(rng, 1, plan.pool, plan.limits, plan.program.dim)
         code[n] = np.insert(code[n], at, row[0], axis=0)
         imm[n] = np.insert(imm[n], at, val[0])
     elif kind == "remove":
@@ -198,13 +209,17 @@ def _apply(plan: _Plan, rng: np.random.Generator, kind: str, sigma: float) -> No
     elif kind == "randomize_component":
         full = [n for n in plan.names if len(code[n])]
         n = full[int(rng.integers(len(full)))]
-        code[n], imm[n] = _random_rows(rng, len(code[n]), plan.pool, plan.limits)
+        code[n], imm[n] = _random_rows(rng, len(code[n]), plan.pool, plan.limits, plan.program.dim)
     elif kind == "argument":
         n, i = _pick(rng, plan.sites(lambda op: len(plan.fields(op))))
         op = int(code[n][i, 0])
         fields = plan.fields(op)
         f = fields[int(rng.integers(len(fields)))]
-        if f == 4:
+        if f == 4 and op == V_GET:  # another element index, uniformly (dim > 1 here)
+            old = element_index(float(imm[n][i]), plan.program.dim)
+            new = _uniform_index(float(rng.standard_normal()), plan.program.dim - 1)
+            imm[n][i] = float(new + (new >= old))
+        elif f == 4:
             imm[n][i] = _perturb(rng, float(imm[n][i]), sigma)
         else:
             size = int(plan.limits[_FIELDS[op, f - 1]])
@@ -312,6 +327,6 @@ def random_program(kind: str, *, length: int | Mapping[str, int], n_scalar: int,
     rng = _generator("evoforge.programs.random_program/1", kind, s)
     code, imm = {}, {}
     for n in names:
-        code[n], imm[n] = _random_rows(rng, lengths[n], pool, limits) if lengths[n] else (np.zeros((0, 4), np.int32),
-                                                                                         np.zeros(0))
+        code[n], imm[n] = (_random_rows(rng, lengths[n], pool, limits, d) if lengths[n]
+                           else (np.zeros((0, 4), np.int32), np.zeros(0)))
     return Program(code, imm, n_scalar=ns, n_vector=nv, n_matrix=nm, dim=d).validate()

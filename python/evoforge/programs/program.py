@@ -15,6 +15,7 @@ copied and made read-only, so a program can be hashed (:meth:`Program.key`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Iterable, Sequence
@@ -22,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import _checks
-from ..interpreter import check_counts, validate_code
+from ..interpreter import MAX_DIM, check_counts, element_index, validate_code
 from .ops import NOOP, OPS, op_id
 
 __all__ = ["Program", "assemble", "format_instruction", "pack", "FUNCTION", "LEARNER"]
@@ -34,6 +35,7 @@ _ORDER = {n: i for i, n in enumerate(LEARNER)}
 RESERVED: dict[str, tuple[int, ...]] = {"s": (0, 1), "v": (0,), "m": ()}
 _SLOTS = ("in1", "in2")
 _INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
+V_GET = op_id("v_get")
 
 
 def _freeze(a: np.ndarray) -> np.ndarray:
@@ -123,11 +125,15 @@ class Program:
         operands outside the register file of their type: a "type error"), or a NaN immediate;
         ConfigError (a ValueError) a bad count; TypeError non-integer counts.
         """
+        counts = (self.n_scalar, self.n_vector, self.n_matrix, self.dim, id(self.components), id(self.imm))
+        if self.__dict__.get("_valid") == counts:  # checked before (the arrays are read-only): search loops ask often
+            return self
         learner = self.kind == "learner"
         ns, nv, nm, _ = check_counts(self.n_scalar, self.n_vector, self.n_matrix, self.dim,
                                      min_vector=1 if learner else 0)
         for n, c in self.components.items():
             validate_code(c, self.imm[n], n_scalar=ns, n_vector=nv, n_matrix=nm, name=f"component {n!r}")
+        self.__dict__["_valid"] = counts
         return self
 
     def to_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -174,7 +180,8 @@ class Program:
         validation, predict -> predict (``v0`` is then overwritten by the features)): liveness is
         iterated to a fixed point across components. Renaming: per type, in order of first use
         (components in execution order, inputs before the output), with ``s0``, ``s1``, ``v0`` kept.
-        Unused operand fields and the immediates of ops that do not read one are set to 0.
+        Unused operand fields and the immediates of ops that do not read one are set to 0, and a
+        ``v_get``'s immediate to the index it reads (``floor(|imm|) mod dim``, a float).
 
         Two programs that differ only in dead code and register names have equal canonical forms,
         and a canonical form computes the same outputs, bit for bit.
@@ -199,7 +206,8 @@ class Program:
                 ins = [rename(t, int(c[i, 2 + k])) for k, t in enumerate(op.ins)]
                 out = rename(op.out, int(c[i, 1]))
                 rows.append([op.id, out, *ins, *[0] * (2 - len(ins))])
-                vals.append(float(self.imm[n][i]) if op.reads_imm else 0.0)
+                x = float(self.imm[n][i]) if op.reads_imm else 0.0
+                vals.append(float(element_index(x, self.dim)) if op.id == V_GET else x)
             code[n] = np.array(rows, dtype=np.int32).reshape(-1, 4)
             imm[n] = np.array(vals, dtype=np.float64)
         return Program(code, imm, n_scalar=self.n_scalar, n_vector=self.n_vector, n_matrix=self.n_matrix,
@@ -209,13 +217,13 @@ class Program:
 
     def source(self) -> str:
         """Readable Python-like source: a ``def NAME():`` per component, one line per instruction
-        (``s3 = s1 * s2``, ``v2 = m0 @ v1``, ``s4 = 0.5``, ``v1[:] = 0.0``)."""
+        (``s3 = s1 * s2``, ``v2 = m0 @ v1``, ``s4 = 0.5``, ``v1[:] = 0.0``, ``s3 = v0[2]``)."""
         self.validate()
         lines = [f"# {self.kind}: {self.n_scalar} scalars, {self.n_vector} vectors, {self.n_matrix} matrices, "
                  f"dim {self.dim}"]
         for n, c in self.components.items():
             lines.append(f"def {n}():")
-            body = [format_instruction(c[i], self.imm[n][i]) for i in range(len(c))]
+            body = [format_instruction(c[i], self.imm[n][i], dim=self.dim) for i in range(len(c))]
             lines += [f"    {b}" for b in body] or ["    pass"]
         return "\n".join(lines) + "\n"
 
@@ -269,7 +277,7 @@ def _templates() -> dict[str, str]:
          "v_dot": "{o} = dot({a}, {b})", "m_matvec": "{o} = {a} @ {b}", "m_matmul": "{o} = {a} @ {b}",
          "m_outer": "{o} = outer({a}, {b})", "m_transpose": "{o} = {a}.T", "s_neg": "{o} = -{a}",
          "s_min": "{o} = min({a}, {b})", "s_max": "{o} = max({a}, {b})",
-         "v_min": "{o} = minimum({a}, {b})", "v_max": "{o} = maximum({a}, {b})"}
+         "v_min": "{o} = minimum({a}, {b})", "v_max": "{o} = maximum({a}, {b})", "v_get": "{o} = {a}[{index}]"}
     for p in "svm":
         for name, sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/")):
             t[f"{p}_{name}"] = f"{{o}} = {{a}} {sym} {{b}}"
@@ -285,11 +293,14 @@ def _templates() -> dict[str, str]:
 _TEMPLATES = _templates()
 
 
-def format_instruction(ins: Sequence[int], imm: float = 0.0) -> str:
+def format_instruction(ins: Sequence[int], imm: float = 0.0, dim: int | None = None) -> str:
     """One instruction (op, out, in1, in2) as a line of source, e.g. ``s3 = s1 * s2``.
 
+    ``dim`` (the register length) resolves a ``v_get``'s index: ``s3 = v0[k]`` with ``k =
+    floor(|imm|) mod dim`` (None: ``floor(|imm|)``, the index before the modulo; 0 for +-inf).
+
     TypeError for anything but 4 integers, ValueError for an unknown op id or a negative register
-    (fields the op does not use are ignored)."""
+    (fields the op does not use are ignored), ConfigError for a ``dim`` outside [1, 4096]."""
     a = _checks.to_numpy(ins, "ins")
     if a.dtype == np.bool_ or a.dtype.kind not in "iu" or a.shape != (4,):
         raise TypeError(f"ins must be 4 integers (op, out, in1, in2), got dtype {a.dtype}, shape {a.shape}")
@@ -299,10 +310,12 @@ def format_instruction(ins: Sequence[int], imm: float = 0.0) -> str:
     used = [1, *range(2, 2 + op.arity)] if op.out else []
     if any(int(a[i]) < 0 for i in used):
         raise ValueError(f"ins: negative register in {a.tolist()} ({op.name} is {op.signature})")
-    ins = a
-    regs = [f"{t}{int(ins[2 + k])}" for k, t in enumerate(op.ins)] + ["", ""]
-    return _TEMPLATES[op.name].format(o=f"{op.out}{int(ins[1])}", a=regs[0], b=regs[1],
-                                      imm=repr(_immediate(imm, "imm")))
+    d = None if dim is None else _checks.check_int(dim, "dim", 1, MAX_DIM)
+    x = _immediate(imm, "imm")
+    index = (element_index(x, d) if d is not None else math.floor(abs(x)) if math.isfinite(x) else 0) \
+        if op.id == V_GET else 0
+    regs = [f"{t}{int(a[2 + k])}" for k, t in enumerate(op.ins)] + ["", ""]
+    return _TEMPLATES[op.name].format(o=f"{op.out}{int(a[1])}", a=regs[0], b=regs[1], imm=repr(x), index=index)
 
 
 def _immediate(x: Any, name: str) -> float:

@@ -1,0 +1,112 @@
+"""NSGA-II (Deb et al., 2002) over programs, for tasks with several objectives (AutoNumerics-Zero's
+search: error against op count).
+
+Each generation makes ``n_offspring`` mutants of parents chosen by binary tournaments (Pareto
+dominance, then crowding distance), and the population and its children compete for
+``population_size`` places by non-dominated rank and crowding (:mod:`evoforge.pareto`). Candidates
+whose objectives equal an earlier candidate's (functionally equal programs, or equal on every
+objective) rank behind every distinct one: a front of copies carries no choice, and NSGA-II's
+crowding cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import pareto
+from .._checks import check_int
+from ..cache import EvaluationCache
+from ..errors import ConfigError
+from ..search.engine import MAX_POPULATION
+from ..search.protocol import Batch
+from .cache import DEFAULT_QUANTISE
+from .engine import ProgramEngine, ProgramTask, program_array
+from .mutation import MUTATION_KINDS
+from .program import Program
+
+__all__ = ["ProgramNSGA2"]
+
+
+class ProgramNSGA2(ProgramEngine):
+    """NSGA-II over programs, minimising every objective of the task.
+
+    Parameters
+    ----------
+    task : a :class:`~evoforge.programs.ProgramTask` (any number of objectives)
+    population_size : int >= 2; n_offspring : children per generation (default population_size)
+    ref_point : float [M], optional: the history records the front's hypervolume against it
+    Other options: see :class:`~evoforge.programs.engine.ProgramEngine` and :class:`evoforge.search.Engine`.
+
+    ``population`` (list of Programs) and ``F`` (float64 [population_size, M]) hold the state;
+    ``best`` is ``(programs, objectives [K, M])`` of the first front, sorted by the first objective.
+    """
+
+    def __init__(self, task: ProgramTask, *, population_size: int = 100, n_offspring: int | None = None,
+                 ref_point: Any = None, initial: Program | Sequence[Program] | None = None, max_length: int = 32,
+                 kinds: Sequence[str] = MUTATION_KINDS, imm_sigma: float = 0.1, cache: bool | EvaluationCache = True,
+                 functional_cache: bool = True, quantise: float | int = DEFAULT_QUANTISE, seed: int = 0,
+                 run_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
+        self.population_size = check_int(population_size, "population_size", 2, MAX_POPULATION)
+        self.n_offspring = self.population_size if n_offspring is None else check_int(
+            n_offspring, "n_offspring", 1, MAX_POPULATION)
+        super().__init__(task, initial=initial, max_length=max_length, kinds=kinds, imm_sigma=imm_sigma, cache=cache,
+                         functional_cache=functional_cache, quantise=quantise, seed=seed, run_dir=run_dir,
+                         progress=progress)
+        self.ref_point = None
+        if ref_point is not None:
+            r = np.asarray(ref_point, dtype=np.float64).reshape(-1)
+            if r.shape != (self.n_objectives,) or not np.isfinite(r).all():
+                raise ConfigError(f"ref_point must be {self.n_objectives} finite numbers, got {ref_point!r}")
+            self.ref_point = r
+        self.population: list[Program] = []
+        self.F: np.ndarray | None = None
+        self.rank: np.ndarray | None = None
+        self.crowding: np.ndarray | None = None
+
+    def _ask(self) -> Batch:
+        if self.F is None:
+            reps = -(-self.population_size // len(self.initial))
+            return Batch(program_array((self.initial * reps)[: self.population_size]), generation=0)
+        N, n = len(self.population), self.n_offspring
+        rng = np.random.default_rng(self.stream_seed(self.generation, 2))
+        # Contestants as consecutive permutations: every member competes about equally often.
+        contestants = np.concatenate([rng.permutation(N) for _ in range(-(-2 * n // N))])[: 2 * n]
+        a, b = contestants[0::2], contestants[1::2]
+        Fa, Fb = self.F[a], self.F[b]
+        a_dom = (Fa <= Fb).all(axis=1) & (Fa < Fb).any(axis=1)
+        b_dom = (Fb <= Fa).all(axis=1) & (Fb < Fa).any(axis=1)
+        pick_a = a_dom | (~b_dom & (self.crowding[a] >= self.crowding[b]))
+        parents = np.where(pick_a, a, b)
+        children = [self._mutant(self.population[p], j) for j, p in enumerate(parents)]
+        return Batch(program_array(children), generation=self.generation)
+
+    def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
+        F = F.reshape(len(F), self.n_objectives)
+        programs = self.population + list(batch.genomes)
+        FF = F if self.F is None else np.concatenate([self.F, F])
+        rank = pareto.nondominated_rank(FF)
+        crowding = pareto.crowding_distance(FF, rank)
+        _, first = np.unique(FF, axis=0, return_index=True)
+        duplicate = np.ones(len(FF), dtype=bool)
+        duplicate[first] = False
+        keep = np.lexsort((np.arange(len(FF)), -crowding, rank, duplicate))[: self.population_size]
+        self.population = [programs[i] for i in keep]
+        self.F, self.rank, self.crowding = FF[keep], rank[keep], crowding[keep]
+        _, front = self.best
+        record: dict[str, Any] = {"front_size": int(len(front)), "best_fitness": front.min(axis=0)}
+        if self.ref_point is not None:
+            record["hypervolume"] = pareto.hypervolume(front, self.ref_point)
+        self._end_generation(**record, **self._cache_record())
+
+    @property
+    def best(self) -> tuple[list[Program], np.ndarray]:
+        if self.F is None:
+            return [], np.empty((0, self.n_objectives))
+        _, first = np.unique(self.F, axis=0, return_index=True)
+        idx = [i for i in sorted(first.tolist()) if self.rank[i] == 0]
+        idx.sort(key=lambda i: tuple(self.F[i]))
+        return [self.population[i] for i in idx], self.F[idx].copy()

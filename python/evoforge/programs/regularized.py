@@ -1,0 +1,96 @@
+"""Regularized evolution (Real et al., 2019; AutoML-Zero's engine) over programs, one objective.
+
+A population of ``population_size`` programs in order of age. Each child: ``tournament_size``
+members drawn at random (with replacement), the fittest of them (the youngest on a tie) mutated;
+the child joins as the youngest and the oldest member dies, whatever its fitness (aging keeps the
+search from resting on one lucky program). Children are made ``batch_size`` at a time from the
+same population (a batch is one generation: evaluated in one call, so a backend runs it in
+parallel); ``batch_size=1`` is the sequential algorithm. The best program ever evaluated is kept
+apart, since aging removes it from the population.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_int
+from ..cache import EvaluationCache
+from ..errors import ConfigError
+from ..search.engine import MAX_POPULATION
+from ..search.protocol import Batch
+from .cache import DEFAULT_QUANTISE
+from .engine import ProgramEngine, ProgramTask, program_array
+from .mutation import MUTATION_KINDS
+from .program import Program
+
+__all__ = ["RegularizedEvolution"]
+
+
+class RegularizedEvolution(ProgramEngine):
+    """Regularized evolution of programs, minimising the task's one objective.
+
+    Parameters
+    ----------
+    task : a :class:`~evoforge.programs.ProgramTask` with one objective
+    population_size : int >= 2; tournament_size : int in [1, population_size]
+    batch_size : children per generation (int in [1, population_size])
+    Other options: see :class:`~evoforge.programs.engine.ProgramEngine` (initial programs, mutation,
+    caching) and :class:`evoforge.search.Engine` (seed, run_dir, progress).
+
+    ``population`` (list of Programs, oldest first) and ``fitness`` (float64 [population_size]) hold
+    the state; ``best`` is the best ``(program, fitness)`` ever evaluated.
+    """
+
+    def __init__(self, task: ProgramTask, *, population_size: int = 100, tournament_size: int = 10,
+                 batch_size: int = 10, initial: Program | Sequence[Program] | None = None, max_length: int = 32,
+                 kinds: Sequence[str] = MUTATION_KINDS, imm_sigma: float = 0.1, cache: bool | EvaluationCache = True,
+                 functional_cache: bool = True, quantise: float | int = DEFAULT_QUANTISE, seed: int = 0,
+                 run_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
+        pop = check_int(population_size, "population_size", 2, MAX_POPULATION)
+        self.population_size = pop
+        self.tournament_size = check_int(tournament_size, "tournament_size", 1, pop)
+        self.batch_size = check_int(batch_size, "batch_size", 1, pop)
+        super().__init__(task, initial=initial, max_length=max_length, kinds=kinds, imm_sigma=imm_sigma, cache=cache,
+                         functional_cache=functional_cache, quantise=quantise, seed=seed, run_dir=run_dir,
+                         progress=progress)
+        if self.n_objectives != 1:
+            raise ConfigError(f"RegularizedEvolution minimises one objective; the task has {self.n_objectives} "
+                              f"({', '.join(self.objectives)}): use ProgramNSGA2")
+        self.population: list[Program] = []
+        self.fitness: np.ndarray | None = None
+        self._best: tuple[Program | None, float | None] = (None, None)
+
+    def _ask(self) -> Batch:
+        if self.fitness is None:
+            reps = -(-self.population_size // len(self.initial))
+            return Batch(program_array((self.initial * reps)[: self.population_size]), generation=0)
+        rng = np.random.default_rng(self.stream_seed(self.generation, 1))
+        contestants = rng.integers(0, self.population_size, size=(self.batch_size, self.tournament_size))
+        F = self.fitness[contestants]
+        # The fittest contestant; on a tie the youngest (the highest index: the population is oldest first).
+        best = F.min(axis=1, keepdims=True)
+        winners = np.where(F == best, contestants, -1).max(axis=1)
+        children = [self._mutant(self.population[w], j) for j, w in enumerate(winners)]
+        return Batch(program_array(children), generation=self.generation)
+
+    def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
+        programs = list(batch.genomes)
+        if self.fitness is None:
+            self.population, self.fitness = programs, F.astype(np.float64)
+        else:
+            self.population = (self.population + programs)[len(programs):]
+            self.fitness = np.concatenate([self.fitness, F])[len(programs):]
+        i = int(np.argmin(F))
+        if self._best[1] is None or F[i] < self._best[1]:
+            self._best = (programs[i], float(F[i]))
+        self._end_generation(best_fitness=self._best[1], population_best=float(self.fitness.min()),
+                             population_median=float(np.median(self.fitness)), **self._cache_record())
+
+    @property
+    def best(self) -> tuple[Program | None, float | None]:
+        return self._best
+
