@@ -191,7 +191,7 @@ def test_every_public_name_is_walked():
     missing = [f"evoforge.{n}" for n in evoforge.__all__ if not covered(f"evoforge.{n}")]
     for m in ("pareto", "hashing", "cache", "random", "mutation", "crossover", "selection", "deepga", "search",
               "solvers", "kl", "layers", "compress", "evaluate", "plot", "merging", "merge",
-              "interpreter", "programs"):
+              "interpreter", "programs", "neuro"):
         mod = importlib.import_module(f"evoforge.{m}")
         missing += [f"{m}.{n}" for n in getattr(mod, "__all__", ()) if not covered(f"{m}.{n}")]
     assert not missing, f"public names with no entry in tests/fuzz/entry_points.py: {missing}"

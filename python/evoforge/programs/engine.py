@@ -127,6 +127,15 @@ class ProgramEngine(Engine):
 
     # ---- variation --------------------------------------------------------------------------------
 
+    def _children(self, parents: Sequence[Program]) -> np.ndarray:
+        """Mutants of ``parents`` (individual j of this generation from parents[j]), passed through
+        ``task.tune(children, seed=...)`` when the task has one (e.g. fitting constants)."""
+        children = [self._mutant(p, j) for j, p in enumerate(parents)]
+        tune = getattr(self.program_task, "tune", None)
+        if callable(tune):
+            children = list(tune(children, seed=self.stream_seed(self.generation, 3)))
+        return program_array(children)
+
     def _mutant(self, parent: Program, individual: int) -> Program:
         ops = getattr(self.program_task, "ops", None)
         return mutate(parent, seed=self.seed, generation=self.generation, individual=individual,

@@ -18,6 +18,7 @@ from .. import _checks
 from ..errors import ConfigError
 from ..interpreter import run_function
 from .elementary import Target, _target, op_count, probe_points, ulp_error
+from .ops import op_id
 from .program import Program, pack
 
 __all__ = ["FunctionTask", "WORST", "ARITHMETIC"]
@@ -27,6 +28,15 @@ WORST = 64.0
 #: The op set of AutoNumerics-Zero's arithmetic programs.
 ARITHMETIC: tuple[str, ...] = ("s_add", "s_sub", "s_mul", "s_div", "s_const")
 _OBJECTIVES = ("ulp", "ops")
+_S_CONST = op_id("s_const")
+
+
+def _cma() -> Any:
+    try:
+        import cma
+    except ImportError as e:  # an optional dependency
+        raise ImportError("fitting constants needs the cma package: pip install cma (or evoforge[programs])") from e
+    return cma
 
 
 class FunctionTask:
@@ -43,6 +53,9 @@ class FunctionTask:
     objectives : a subset of ``("ulp", "ops")``, in that order (``("ulp",)`` for a one-objective engine)
     n_scalar : scalar registers (>= 2: ``s0`` input, ``s1`` output)
     ops : op names mutations may use (default :data:`ARITHMETIC`)
+    fit_iterations : CMA-ES iterations fitting each child's constants before it is evaluated
+        (AutoNumerics-Zero fits constants by CMA-ES; 0: constants change only by mutation), see :meth:`tune`
+    fit_popsize : CMA-ES population per child; fit_points : the points the fit measures the error on
 
     ``evaluate(programs, batch=None) -> float64 [B] or [B, M]``, ``probe(program) -> float32 [n_probe]``,
     ``initial()`` the empty program (``s1 = 0``). Picklable: send it to process or Ray workers.
@@ -54,7 +67,8 @@ class FunctionTask:
 
     def __init__(self, target: str | Target = "exp2", *, interval: Any = None, n_points: int = 4097,
                  n_probe: int = 16, objectives: Sequence[str] = _OBJECTIVES, n_scalar: int = 4,
-                 ops: Sequence[str] | None = ARITHMETIC) -> None:
+                 ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 8,
+                 fit_points: int = 513) -> None:
         self.target = _target(target)
         n_points = _checks.check_int(n_points, "n_points", 2, 1 << 22)
         self.x = probe_points(self.target, n_points, interval=interval)
@@ -70,6 +84,11 @@ class FunctionTask:
         self.n_scalar = _checks.check_int(n_scalar, "n_scalar", 2, 1024)
         self.ops = None if ops is None else tuple(ops)
         self.interval = (float(self.x[0]), float(self.x[-1]))
+        self.fit_iterations = _checks.check_int(fit_iterations, "fit_iterations", 0, 1 << 16)
+        self.fit_popsize = _checks.check_int(fit_popsize, "fit_popsize", 2, 1 << 12)
+        fit_points = _checks.check_int(fit_points, "fit_points", 2, len(self.x))
+        self._fit_x = self.x[np.linspace(0, len(self.x) - 1, fit_points).round().astype(np.int64)]
+        self._fit_exact = self.target.reference(self._fit_x.astype(np.float64))
         self.namespace = ("function", self.target.name, self.interval, len(self.x), self.n_probe, self.objectives)
 
     def initial(self) -> Program:
@@ -109,6 +128,64 @@ class FunctionTask:
             cols.append(np.array([op_count(p) for p in programs], dtype=np.float64))
         F = np.column_stack(cols) if cols else np.empty((len(programs), 0))
         return F[:, 0] if F.shape[1] == 1 else F
+
+    def tune(self, programs: Sequence[Program], *, seed: int) -> list[Program]:
+        """The programs with the constants of their live code fitted by CMA-ES (the ``cma`` library):
+        ``fit_iterations`` iterations of ``fit_popsize`` candidates per program, all programs' candidates
+        run in one interpreter call per iteration, minimising ``log2(1 + max ULP error)`` on
+        ``fit_points`` of the points. A program comes back in canonical form with the best constants
+        seen (its own included, so a fit never makes it worse), or unchanged when it has no constants
+        or ``fit_iterations`` is 0. Deterministic in ``seed`` (an int in [0, 2**63))."""
+        programs = list(programs)
+        if not self.fit_iterations:
+            return programs
+        cma = _cma()
+        seed = _checks.check_int(seed, "seed", 0, 2**63 - 1)
+        jobs = []
+        for i, p in enumerate(programs):
+            self._check(p)
+            c = p.canonical()
+            sites = np.flatnonzero(c.components["predict"][:, 0] == _S_CONST)
+            if not sites.size:
+                continue
+            x0 = c.imm["predict"][sites].astype(np.float64)
+            rng = np.random.RandomState((seed + 7919 * i) % 2**32)
+            if sites.size == 1:  # pycma needs two dimensions: a second, ignored coordinate
+                x0 = np.append(x0, 0.0)
+            es = cma.CMAEvolutionStrategy(x0, 1.0, {"CMA_stds": 0.02 * (np.abs(x0) + 1e-2), "popsize": self.fit_popsize,
+                                                    "randn": rng.randn, "seed": int(rng.randint(1, 2**31)),
+                                                    "verbose": -9, "maxiter": self.fit_iterations})
+            f0 = self._fit_errors([self._with(c, sites, x0)])[0]
+            jobs.append([i, c, sites, es, x0, f0])
+        for _ in range(self.fit_iterations):
+            live = [j for j in jobs if not j[3].stop()]
+            if not live:
+                break
+            asks = [j[3].ask() for j in live]
+            cand = [self._with(j[1], j[2], x) for j, X in zip(live, asks) for x in X]
+            f = self._fit_errors(cand)
+            k = 0
+            for j, X in zip(live, asks):
+                fj = f[k:k + len(X)]
+                k += len(X)
+                j[3].tell(X, fj.tolist())
+                b = int(np.argmin(fj))
+                if fj[b] < j[5]:
+                    j[4], j[5] = np.asarray(X[b], dtype=np.float64), float(fj[b])
+        for i, c, sites, _, x, _ in jobs:
+            programs[i] = self._with(c, sites, x)
+        return programs
+
+    @staticmethod
+    def _with(c: Program, sites: np.ndarray, x: np.ndarray) -> Program:
+        imm = c.imm["predict"].copy()
+        imm[sites] = np.asarray(x, dtype=np.float64)[: sites.size]
+        return Program(c.components, {"predict": imm}, n_scalar=c.n_scalar, n_vector=0, n_matrix=0, dim=1)
+
+    def _fit_errors(self, programs: Sequence[Program]) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            u = np.atleast_1d(ulp_error(self.outputs(programs, self._fit_x), self._fit_exact)).astype(np.float64)
+            return np.minimum(np.log2(1.0 + u), WORST)
 
     def probe(self, program: Program) -> np.ndarray:
         return self.outputs([program], self._probe_x)[0]

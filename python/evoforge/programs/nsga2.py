@@ -5,8 +5,10 @@ Each generation makes ``n_offspring`` mutants of parents chosen by binary tourna
 dominance, then crowding distance), and the population and its children compete for
 ``population_size`` places by non-dominated rank and crowding (:mod:`evoforge.pareto`). Candidates
 whose objectives equal an earlier candidate's (functionally equal programs, or equal on every
-objective) rank behind every distinct one: a front of copies carries no choice, and NSGA-II's
-crowding cannot tell them apart.
+objective; to within ``resolution`` per objective) do not survive (the population holds fewer than
+``population_size`` programs while too few are distinct): a front of copies carries no choice, NSGA-II's crowding cannot tell them apart, and a staircase of near-copies (the
+same structure with slightly different constants) would crowd out the larger structures that are
+worse at first but lead somewhere.
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ class ProgramNSGA2(ProgramEngine):
     task : a :class:`~evoforge.programs.ProgramTask` (any number of objectives)
     population_size : int >= 2; n_offspring : children per generation (default population_size)
     ref_point : float [M], optional: the history records the front's hypervolume against it
+    resolution : float or float [M] >= 0: objectives closer than this (on a grid of that step) count as
+        equal when duplicates are pushed back (0: exactly equal)
     Other options: see :class:`~evoforge.programs.engine.ProgramEngine` and :class:`evoforge.search.Engine`.
 
-    ``population`` (list of Programs) and ``F`` (float64 [population_size, M]) hold the state;
+    ``population`` (list of Programs, at most ``population_size``, distinct in their objectives) and ``F``
+    (float64 [len(population), M]) hold the state;
     ``best`` is ``(programs, objectives [K, M])`` of the first front, sorted by the first objective.
     """
 
     def __init__(self, task: ProgramTask, *, population_size: int = 100, n_offspring: int | None = None,
-                 ref_point: Any = None, initial: Program | Sequence[Program] | None = None, max_length: int = 32,
+                 ref_point: Any = None, resolution: Any = 0.0, initial: Program | Sequence[Program] | None = None, max_length: int = 32,
                  kinds: Sequence[str] = MUTATION_KINDS, imm_sigma: float = 0.1, cache: bool | EvaluationCache = True,
                  functional_cache: bool = True, quantise: float | int = DEFAULT_QUANTISE, seed: int = 0,
                  run_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
@@ -62,6 +67,11 @@ class ProgramNSGA2(ProgramEngine):
             if r.shape != (self.n_objectives,) or not np.isfinite(r).all():
                 raise ConfigError(f"ref_point must be {self.n_objectives} finite numbers, got {ref_point!r}")
             self.ref_point = r
+        res = np.broadcast_to(np.asarray(resolution, dtype=np.float64), (self.n_objectives,)).copy() \
+            if np.ndim(resolution) <= 1 else None
+        if res is None or not np.isfinite(res).all() or (res < 0).any():
+            raise ConfigError(f"resolution must be a float >= 0 or {self.n_objectives} of them, got {resolution!r}")
+        self.resolution = res
         self.population: list[Program] = []
         self.F: np.ndarray | None = None
         self.rank: np.ndarray | None = None
@@ -81,8 +91,7 @@ class ProgramNSGA2(ProgramEngine):
         b_dom = (Fb <= Fa).all(axis=1) & (Fb < Fa).any(axis=1)
         pick_a = a_dom | (~b_dom & (self.crowding[a] >= self.crowding[b]))
         parents = np.where(pick_a, a, b)
-        children = [self._mutant(self.population[p], j) for j, p in enumerate(parents)]
-        return Batch(program_array(children), generation=self.generation)
+        return Batch(self._children([self.population[p] for p in parents]), generation=self.generation)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
         F = F.reshape(len(F), self.n_objectives)
@@ -90,10 +99,11 @@ class ProgramNSGA2(ProgramEngine):
         FF = F if self.F is None else np.concatenate([self.F, F])
         rank = pareto.nondominated_rank(FF)
         crowding = pareto.crowding_distance(FF, rank)
-        _, first = np.unique(FF, axis=0, return_index=True)
+        _, first = np.unique(self._grid(FF), axis=0, return_index=True)
         duplicate = np.ones(len(FF), dtype=bool)
         duplicate[first] = False
-        keep = np.lexsort((np.arange(len(FF)), -crowding, rank, duplicate))[: self.population_size]
+        order = np.lexsort((np.arange(len(FF)), -crowding, rank))
+        keep = order[~duplicate[order]][: self.population_size]
         self.population = [programs[i] for i in keep]
         self.F, self.rank, self.crowding = FF[keep], rank[keep], crowding[keep]
         _, front = self.best
@@ -102,11 +112,13 @@ class ProgramNSGA2(ProgramEngine):
             record["hypervolume"] = pareto.hypervolume(front, self.ref_point)
         self._end_generation(**record, **self._cache_record())
 
+    def _grid(self, F: np.ndarray) -> np.ndarray:
+        step = np.where(self.resolution > 0, self.resolution, 1.0)
+        return np.where(self.resolution > 0, np.floor(F / step), F)
+
     @property
     def best(self) -> tuple[list[Program], np.ndarray]:
         if self.F is None:
             return [], np.empty((0, self.n_objectives))
-        _, first = np.unique(self.F, axis=0, return_index=True)
-        idx = [i for i in sorted(first.tolist()) if self.rank[i] == 0]
-        idx.sort(key=lambda i: tuple(self.F[i]))
+        idx = sorted(np.flatnonzero(self.rank == 0).tolist(), key=lambda i: tuple(self.F[i]))
         return [self.population[i] for i in idx], self.F[idx].copy()

@@ -74,8 +74,7 @@ class RegularizedEvolution(ProgramEngine):
         # The fittest contestant; on a tie the youngest (the highest index: the population is oldest first).
         best = F.min(axis=1, keepdims=True)
         winners = np.where(F == best, contestants, -1).max(axis=1)
-        children = [self._mutant(self.population[w], j) for j, w in enumerate(winners)]
-        return Batch(program_array(children), generation=self.generation)
+        return Batch(self._children([self.population[w] for w in winners]), generation=self.generation)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
         programs = list(batch.genomes)
