@@ -15,6 +15,13 @@ Lion's task (:mod:`evoforge.programs.update_rules`): :class:`UpdateRuleTask` sco
 (function programs over per-parameter :data:`FEATURES`, read with ``v_get``) by training logistic
 regressions and MLPs on scikit-learn's digits; :func:`adamw_program` and :func:`lion_program` are the
 baselines.
+
+Searches: :class:`RegularizedEvolution` (one objective; aging and tournaments) and :class:`ProgramNSGA2`
+(several) evaluate through the two-level cache, checkpoint and resume, and run on any backend; the
+tasks :class:`FunctionTask` (AutoNumerics-Zero: ULP error and op count, constants fitted by CMA-ES,
+started from :func:`taylor_program`) and :class:`LearnerTask` (AutoML-Zero: linear regression,
+projected binary classification); :func:`search_programs` runs a task by name into a run directory
+(what ``evoforge programs NAME`` does).
 """
 
 from __future__ import annotations
@@ -26,9 +33,17 @@ from .mutation import MUTATION_KINDS, mutate, mutate_until_different, random_pro
 from .ops import OP_IDS, OPS, OpSpec, op_id
 from .program import FUNCTION, LEARNER, Program, assemble, format_instruction, pack
 from .update_rules import FEATURES, PROBLEMS, RULE_OPS, UpdateRuleTask, adamw_program, lion_program
+from .engine import ProgramTask
+from .function_task import ARITHMETIC, WORST, FunctionTask, taylor_program
+from .learner_task import LEARNER_OPS, LearnerTask, linear_regression_program
+from .nsga2 import ProgramNSGA2
+from .regularized import RegularizedEvolution
+from .run import TASKS, ProgramRun, search_programs
 
 __all__ = ["FUNCTION", "LEARNER", "OPS", "OP_IDS", "OpSpec", "Program", "assemble", "format_instruction", "op_id",
            "pack", "MUTATION_KINDS", "mutate", "mutate_until_different", "random_program", "DEFAULT_QUANTISE",
            "ProgramCache", "ProgramKey", "functional_digest", "structural_digest", "TARGETS", "ulp_error",
            "probe_points", "minimax_polynomial", "horner_program", "op_count", "minimax_baseline", "UpdateRuleTask",
-           "adamw_program", "lion_program", "FEATURES", "RULE_OPS", "PROBLEMS"]
+           "adamw_program", "lion_program", "FEATURES", "RULE_OPS", "PROBLEMS", "ProgramTask", "RegularizedEvolution",
+           "ProgramNSGA2", "FunctionTask", "taylor_program", "ARITHMETIC", "WORST", "LearnerTask",
+           "linear_regression_program", "LEARNER_OPS", "TASKS", "ProgramRun", "search_programs"]

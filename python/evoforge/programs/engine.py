@@ -127,6 +127,15 @@ class ProgramEngine(Engine):
 
     # ---- variation --------------------------------------------------------------------------------
 
+    def _start(self, size: int) -> np.ndarray:
+        """The first generation: the initial programs (through ``task.tune``, as every child is),
+        repeated to ``size``."""
+        programs = list(self.initial)
+        tune = getattr(self.program_task, "tune", None)
+        if callable(tune):
+            programs = list(tune(programs, seed=self.stream_seed(0, 3)))
+        return program_array((programs * -(-size // len(programs)))[:size])
+
     def _children(self, parents: Sequence[Program]) -> np.ndarray:
         """Mutants of ``parents`` (individual j of this generation from parents[j]), passed through
         ``task.tune(children, seed=...)`` when the task has one (e.g. fitting constants)."""

@@ -9,6 +9,7 @@ free). The functional hash probes the outputs on ``n_probe`` of the points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +18,11 @@ import numpy as np
 from .. import _checks
 from ..errors import ConfigError
 from ..interpreter import run_function
-from .elementary import Target, _target, op_count, probe_points, ulp_error
+from .elementary import Target, _interval, _target, minimax_baseline, op_count, probe_points, ulp_error
 from .ops import op_id
-from .program import Program, pack
+from .program import Program, assemble, pack
 
-__all__ = ["FunctionTask", "WORST", "ARITHMETIC"]
+__all__ = ["FunctionTask", "WORST", "ARITHMETIC", "taylor_program"]
 
 #: The ``ulp`` objective of a program whose output is NaN or infinite somewhere (log2(1 + 2**64)).
 WORST = 64.0
@@ -55,7 +56,8 @@ class FunctionTask:
     ops : op names mutations may use (default :data:`ARITHMETIC`)
     fit_iterations : CMA-ES iterations fitting each child's constants before it is evaluated
         (AutoNumerics-Zero fits constants by CMA-ES; 0: constants change only by mutation), see :meth:`tune`
-    fit_popsize : CMA-ES population per child; fit_points : the points the fit measures the error on
+    fit_popsize : CMA-ES population per child; fit_points : how many of the points (evenly spread) the
+        fit measures the error on (None: 513, or all when fewer)
 
     ``evaluate(programs, batch=None) -> float64 [B] or [B, M]``, ``probe(program) -> float32 [n_probe]``,
     ``initial()`` the empty program (``s1 = 0``). Picklable: send it to process or Ray workers.
@@ -68,7 +70,7 @@ class FunctionTask:
     def __init__(self, target: str | Target = "exp2", *, interval: Any = None, n_points: int = 4097,
                  n_probe: int = 16, objectives: Sequence[str] = _OBJECTIVES, n_scalar: int = 4,
                  ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 8,
-                 fit_points: int = 513) -> None:
+                 fit_points: int | None = None) -> None:
         self.target = _target(target)
         n_points = _checks.check_int(n_points, "n_points", 2, 1 << 22)
         self.x = probe_points(self.target, n_points, interval=interval)
@@ -83,10 +85,11 @@ class FunctionTask:
         self.objectives = tuple(o for o in _OBJECTIVES if o in objectives)
         self.n_scalar = _checks.check_int(n_scalar, "n_scalar", 2, 1024)
         self.ops = None if ops is None else tuple(ops)
-        self.interval = (float(self.x[0]), float(self.x[-1]))
+        self.interval = _interval(self.target, interval)
         self.fit_iterations = _checks.check_int(fit_iterations, "fit_iterations", 0, 1 << 16)
         self.fit_popsize = _checks.check_int(fit_popsize, "fit_popsize", 2, 1 << 12)
-        fit_points = _checks.check_int(fit_points, "fit_points", 2, len(self.x))
+        fit_points = min(513, len(self.x)) if fit_points is None else _checks.check_int(fit_points, "fit_points", 2,
+                                                                                          len(self.x))
         self._fit_x = self.x[np.linspace(0, len(self.x) - 1, fit_points).round().astype(np.int64)]
         self._fit_exact = self.target.reference(self._fit_x.astype(np.float64))
         self.namespace = ("function", self.target.name, self.interval, len(self.x), self.n_probe, self.objectives)
@@ -197,7 +200,37 @@ class FunctionTask:
         return {"max_ulp": float(ulp_error(out, self.target.reference(x.astype(np.float64)))),
                 "ops": op_count(program), "points": int(len(x)), "source": program.canonical().source()}
 
+    def baseline(self, degrees: Sequence[int] = range(1, 8)) -> list[dict[str, Any]]:
+        """The minimax polynomials of ``degrees`` as float32 Horner programs, measured on the task's points:
+        :func:`~evoforge.programs.minimax_baseline`'s rows (``ops``, ``max_ulp``, ``program``, ...)."""
+        return minimax_baseline(self.target, degrees, interval=self.interval, n=len(self.x))
+
     def __repr__(self) -> str:
         return f"FunctionTask({self.target.name!r}, interval={self.interval}, objectives={self.objectives})"
 
 
+
+
+def taylor_program(target: str | Target, degree: int, *, n_scalar: int = 4) -> Program:
+    """The textbook start of a search: the Taylor polynomial of the given degree, in float32 Horner
+    form. ``exp2`` about 0: ``sum_k (ln 2)^k / k! x^k``; ``log2`` about 1, in ``t = x - 1`` so that
+    log2(1) is exactly 0: ``t * sum_k (-1)^k t^k / ((k + 1) ln 2)`` (degree counts the powers of t).
+    2 ops per degree (``log2``: 2 more, for t and the final product)."""
+    t = _target(target)
+    d = _checks.check_int(degree, "degree", 1, 20)
+    ns = _checks.check_int(n_scalar, "n_scalar", 4, 1024)
+    ln2 = math.log(2.0)
+    if t.name == "exp2":
+        c, var, pre = [ln2 ** k / math.factorial(k) for k in range(d + 1)], 0, []
+    elif t.name == "log2":
+        c, var = [(-1) ** k / ((k + 1) * ln2) for k in range(d)], 3
+        pre = [("s_const", 2, 1.0), ("s_sub", 3, 0, 2)]
+    else:
+        raise ConfigError(f"taylor_program knows exp2 and log2, got {t.name!r}")
+    ins = [*pre, ("s_const", 1, float(np.float32(c[-1])))]
+    for k in range(len(c) - 2, -1, -1):
+        ins += [("s_mul", 1, 1, var), ("s_const", 2, float(np.float32(c[k]))), ("s_add", 1, 1, 2)]
+    if t.name == "log2":
+        ins.append(("s_mul", 1, 1, 3))
+    code, imm = assemble(ins)
+    return Program({"predict": code}, {"predict": imm}, n_scalar=ns, n_vector=0, n_matrix=0, dim=1)

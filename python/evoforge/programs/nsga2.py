@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..search.engine import MAX_POPULATION
 from ..search.protocol import Batch
 from .cache import DEFAULT_QUANTISE
-from .engine import ProgramEngine, ProgramTask, program_array
+from .engine import ProgramEngine, ProgramTask
 from .mutation import MUTATION_KINDS
 from .program import Program
 
@@ -79,8 +79,7 @@ class ProgramNSGA2(ProgramEngine):
 
     def _ask(self) -> Batch:
         if self.F is None:
-            reps = -(-self.population_size // len(self.initial))
-            return Batch(program_array((self.initial * reps)[: self.population_size]), generation=0)
+            return Batch(self._start(self.population_size), generation=0)
         N, n = len(self.population), self.n_offspring
         rng = np.random.default_rng(self.stream_seed(self.generation, 2))
         # Contestants as consecutive permutations: every member competes about equally often.

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..search.engine import MAX_POPULATION
 from ..search.protocol import Batch
 from .cache import DEFAULT_QUANTISE
-from .engine import ProgramEngine, ProgramTask, program_array
+from .engine import ProgramEngine, ProgramTask
 from .mutation import MUTATION_KINDS
 from .program import Program
 
@@ -66,8 +66,7 @@ class RegularizedEvolution(ProgramEngine):
 
     def _ask(self) -> Batch:
         if self.fitness is None:
-            reps = -(-self.population_size // len(self.initial))
-            return Batch(program_array((self.initial * reps)[: self.population_size]), generation=0)
+            return Batch(self._start(self.population_size), generation=0)
         rng = np.random.default_rng(self.stream_seed(self.generation, 1))
         contestants = rng.integers(0, self.population_size, size=(self.batch_size, self.tournament_size))
         F = self.fitness[contestants]
