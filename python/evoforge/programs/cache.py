@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ __all__ = ["ProgramCache", "ProgramKey", "structural_digest", "functional_digest
 #: The default quantisation of probe outputs: 20 significant bits of mantissa (about 6 decimal
 #: digits), valid for float32 (at most 23) and float64 (at most 52) outputs.
 DEFAULT_QUANTISE = 20
-_S_TAG = "evoforge.programs.structural/1"
+_S_TAG = "evoforge.programs.structural/2"
 _F_TAG = "evoforge.programs.functional/1"
 
 
@@ -60,10 +60,12 @@ def _structural(prefix: Hasher, program: Any) -> bytes:
     if not isinstance(program, Program):
         raise TypeError(f"program must be a Program, got {type(program).__name__}")
     c = program.canonical()  # validates
-    h = prefix.copy()
-    h.update((c.n_scalar, c.n_vector, c.n_matrix, c.dim))
-    h.update([(n, code, c.imm[n]) for n, code in c.components.items()])
-    return h.digest()
+    # One byte string (counts, then per component its name, length, code and immediates): a search
+    # hashes every child, and folding a nested structure costs more than the rest of a lookup.
+    parts = [np.array([c.n_scalar, c.n_vector, c.n_matrix, c.dim], dtype=np.int64).tobytes()]
+    for n, code in c.components.items():
+        parts += [n.encode(), len(code).to_bytes(4, "little"), code.tobytes(), (c.imm[n] + 0.0).tobytes()]
+    return prefix.copy().update(b"".join(parts)).digest()
 
 
 def _functional(prefix: Hasher, outputs: Any, quant: dict[str, Any]) -> bytes:
@@ -159,27 +161,49 @@ class ProgramCache:
         also stores its fitness under the structural digest (if absent), so the same structure hits
         next time without a probe. TypeError for a non-Program, ValueError for an invalid one.
         """
-        skey = _structural(self._s_prefix, program)
-        e = self.cache.get(skey)
-        if e is not None:
-            self.hits_structural += 1
-            return e.fitness, "structural", ProgramKey(skey, None)
-        if self.probe is None:
-            self.misses += 1
-            return None, None, ProgramKey(skey, None)
+        return self.lookup_many([program])[0]
+
+    def lookup_many(self, programs: Sequence[Program], *,
+                    probe_many: Callable[[list[Program]], Sequence[Any]] | None = None
+                    ) -> list[tuple[Any, str | None, ProgramKey]]:
+        """:meth:`lookup` of every program, the probes of the structural misses run together:
+        ``probe_many(misses) -> outputs per program`` when given (one interpreter call for a batch),
+        else ``probe`` one program at a time."""
+        out: list = [None] * len(programs)
+        skeys, misses = [], []
+        for i, p in enumerate(programs):
+            skey = _structural(self._s_prefix, p)
+            skeys.append(skey)
+            e = self.cache.get(skey)
+            if e is not None:
+                self.hits_structural += 1
+                out[i] = (e.fitness, "structural", ProgramKey(skey, None))
+            elif self.probe is None:
+                self.misses += 1
+                out[i] = (None, None, ProgramKey(skey, None))
+            else:
+                misses.append(i)
+        if not misses:
+            return out
         t0 = time.perf_counter()
-        outputs = self.probe(program)
+        batch = [programs[i] for i in misses]
+        outputs = list(probe_many(batch)) if probe_many is not None else [self.probe(p) for p in batch]
         self.probe_seconds += time.perf_counter() - t0
-        self.probe_calls += 1
-        fkey = _functional(self._f_prefix, outputs, self._quant)
-        e = self.cache.get(fkey)
-        if e is not None:
-            self.hits_functional += 1
-            if self.cache.peek(skey) is None:
-                self.cache.put(skey, e.fitness, genome=_genome(program))
-            return e.fitness, "functional", ProgramKey(skey, fkey)
-        self.misses += 1
-        return None, None, ProgramKey(skey, fkey)
+        self.probe_calls += len(misses)
+        if len(outputs) != len(misses):
+            raise ValueError(f"probe_many returned {len(outputs)} outputs for {len(misses)} programs")
+        for i, o in zip(misses, outputs):
+            skey, fkey = skeys[i], _functional(self._f_prefix, o, self._quant)
+            e = self.cache.get(fkey)
+            if e is not None:
+                self.hits_functional += 1
+                if self.cache.peek(skey) is None:
+                    self.cache.put(skey, e.fitness, genome=_genome(programs[i]))
+                out[i] = (e.fitness, "functional", ProgramKey(skey, fkey))
+            else:
+                self.misses += 1
+                out[i] = (None, None, ProgramKey(skey, fkey))
+        return out
 
     def store(self, key: ProgramKey, fitness: Any, program: Program | None = None, *,
               seconds: float | None = None) -> None:

@@ -211,8 +211,9 @@ class ProgramEngine(Engine):
         keys: list = [None] * len(programs)
         alias: dict[int, int] = {}
         first: dict[bytes, int] = {}
-        for i, p in enumerate(programs):
-            fitness, level, key = pc.lookup(p)
+        probe_many = getattr(self.program_task, "probe_many", None) if self.functional_cache else None
+        found = pc.lookup_many(list(programs), probe_many=probe_many if callable(probe_many) else None)
+        for i, (fitness, level, key) in enumerate(found):
             if fitness is not None:
                 values[i] = fitness
                 if level == "structural":

@@ -193,6 +193,10 @@ class FunctionTask:
     def probe(self, program: Program) -> np.ndarray:
         return self.outputs([program], self._probe_x)[0]
 
+    def probe_many(self, programs: Sequence[Program]) -> list[np.ndarray]:
+        """:meth:`probe` of every program, in one interpreter call."""
+        return list(self.outputs(list(programs), self._probe_x))
+
     def report(self, program: Program, *, every_float: bool = False) -> dict[str, Any]:
         """``max_ulp`` on the task's points (or on every float32 of the interval), ``ops``, ``source``."""
         x = probe_points(self.target, None, interval=self.interval) if every_float else self.x

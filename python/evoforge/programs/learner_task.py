@@ -140,6 +140,9 @@ class LearnerTask:
 
     def predictions(self, programs: Sequence[Program], data: tuple) -> tuple[np.ndarray, np.ndarray]:
         """(train_pred [B, T, N], valid_pred [B, T, M]) float64 of the programs on ``data``."""
+        if not isinstance(data, (tuple, list)) or len(data) < 3:
+            raise TypeError("data must be a tuple (train_x, train_y, valid_x[, valid_y]), got "
+                            + (f"{len(data)} items" if isinstance(data, (tuple, list)) else type(data).__name__))
         self._check(programs)
         ns = max(p.n_scalar for p in programs)
         nv = max(p.n_vector for p in programs)
@@ -151,6 +154,9 @@ class LearnerTask:
 
     def losses(self, programs: Sequence[Program], data: tuple) -> np.ndarray:
         """float64 [B, T]: each program's loss on each task of ``data``."""
+        if not isinstance(data, (tuple, list)) or len(data) < 4:
+            raise TypeError("data must be a tuple (train_x, train_y, valid_x, valid_y), got "
+                            + (f"{len(data)} items" if isinstance(data, (tuple, list)) else type(data).__name__))
         programs = list(programs)
         if not programs:
             return np.empty((0, len(data[0])))
@@ -169,8 +175,12 @@ class LearnerTask:
         return self.losses(list(programs), self.data).mean(axis=1)
 
     def probe(self, program: Program) -> np.ndarray:
-        train, valid = self.predictions([program], self._probe)
-        return np.concatenate([train.ravel(), valid.ravel()])
+        return self.probe_many([program])[0]
+
+    def probe_many(self, programs: Sequence[Program]) -> list[np.ndarray]:
+        """:meth:`probe` of every program, in one interpreter call."""
+        train, valid = self.predictions(list(programs), self._probe)
+        return [np.concatenate([t.ravel(), v.ravel()]) for t, v in zip(train, valid)]
 
     def report(self, program: Program) -> dict[str, Any]:
         """The program on ``n_heldout`` fresh tasks: mean loss, mean R^2 (regression) or accuracy."""
