@@ -170,3 +170,15 @@ def test_compression_search_equals_in_process(cluster, tmp_path, method):
     assert ray_res.genome == ref.genome
     assert ray_res.kl_calib_search == ref.kl_calib_search and ray_res.evaluations == ref.evaluations
     assert [h["best_fitness"] for h in ray_res.history] == [h["best_fitness"] for h in ref.history]
+
+
+def test_program_search_on_ray_matches_in_process(cluster):
+    from evoforge.programs.run import search_programs, task_factory
+
+    opts = {"n_tasks": 2, "n_train": 20, "n_valid": 20}
+    kw = dict(generations=4, seed=5, population_size=30, batch_size=10, progress=False, task_options=opts)
+    ref = search_programs("linear", **kw)
+    with RayBackend(task_factory("linear", opts), address=cluster, workers=2) as backend:
+        got = search_programs("linear", backend=backend, **kw)
+    assert got.fitness == ref.fitness and got.best.key() == ref.best.key()
+    assert got.report["evaluations"] == ref.report["evaluations"]

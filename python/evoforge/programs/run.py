@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..search.engine import CHECKPOINT
-from ..search.protocol import open_backend
+from ..search.protocol import Backend, open_backend
 from .engine import ProgramEngine
 from .function_task import FunctionTask, taylor_program
 from .learner_task import LEARNER_OPS, LearnerTask
@@ -37,7 +37,7 @@ from .program import Program
 from .regularized import RegularizedEvolution
 from .update_rules import UpdateRuleTask
 
-__all__ = ["TASKS", "ENGINES", "make_task", "search_programs", "ProgramRun"]
+__all__ = ["TASKS", "ENGINES", "make_task", "task_factory", "search_programs", "ProgramRun"]
 
 #: The op set of the linear-regression rediscovery (AutoML-Zero restricts its ops alike there).
 LINEAR_OPS: tuple[str, ...] = ("s_sub", "s_mul", "s_const", "v_scale", "v_add", "v_dot")
@@ -101,7 +101,9 @@ def search_programs(name: str, *, engine: str | None = None, generations: int = 
     ``engine``: ``"regularized"`` or ``"nsga2"`` (default: the task's); ``engine_options`` update the
     task's engine defaults (population_size, tournament_size, batch_size, max_length, cache, ...);
     ``task_options`` its task defaults; ``initial``: None (the task's start), ``"empty"``, or programs;
-    ``backend``: ``"inprocess"``, ``"process"`` or ``"ray"`` (workers build the task from its name).
+    ``backend``: ``"inprocess"``, ``"process"`` or ``"ray"`` (workers build the task from its name with
+    ``task_options``: :func:`task_factory`), or an open :class:`~evoforge.search.protocol.Backend` (e.g. a
+    ``RayBackend`` on a cluster's address, built from ``task_factory(name, task_options)``).
     """
     if not isinstance(name, str) or name not in TASKS:
         raise ConfigError(f"task must be one of {sorted(TASKS)}, got {name!r}")
@@ -121,7 +123,9 @@ def search_programs(name: str, *, engine: str | None = None, generations: int = 
         eng = ENGINES[engine](task, initial=_initial(name, task, initial), seed=seed, run_dir=rd, progress=progress,
                               **options)
     t0 = time.perf_counter()
-    if backend == "inprocess":
+    if isinstance(backend, Backend):
+        eng.run(backend, generations=generations, stall_generations=None)
+    elif backend == "inprocess":
         eng.run(generations=generations, stall_generations=None)
     else:
         with open_backend(backend, _TaskFactory(name, task_options or {}), workers=workers) as b:
@@ -133,6 +137,12 @@ def search_programs(name: str, *, engine: str | None = None, generations: int = 
         _write(rd, eng, best, fitness, report)
     eng.close()
     return ProgramRun(eng, best, fitness, report, rd)
+
+
+def task_factory(name: str, options: dict[str, Any] | None = None) -> Callable[[], Any]:
+    """A picklable factory of the task ``name`` (what a backend's workers call to build their evaluator)."""
+    make_task(name, **(options or {}))  # the same errors as here, before a worker sees them
+    return _TaskFactory(name, options or {})
 
 
 class _TaskFactory:
