@@ -176,3 +176,28 @@ def test_errors():
     assert len(cache.cache) == 0
     with pytest.raises(TypeError, match="Hasher cannot hash"):
         ProgramCache(probe=Probe(), namespace=object())
+
+
+def test_lookup_many_equals_one_by_one_and_probes_once_per_structural_miss():
+    progs = [_fn([("s_add", 1, 0, 0)]), _fn([("s_add", 1, 0, 0), ("s_mul", 2, 0, 0)]),  # the same structure
+             _fn([("s_const", 2, 2.0), ("s_mul", 1, 0, 2)]),  # the same function as the first
+             _fn([("s_mul", 1, 0, 0)])]
+    one, many = ProgramCache(probe=Probe()), ProgramCache(probe=Probe())
+    one.store(one.lookup(progs[0])[2], 1.5)
+    many.store(many.lookup(progs[0])[2], 1.5)
+    calls = []
+
+    def probe_many(batch):
+        calls.append(len(batch))
+        return [many.probe(p) for p in batch]
+
+    got = many.lookup_many(progs, probe_many=probe_many)
+    want = [one.lookup(p) for p in progs]
+    assert [g[:2] for g in got] == [w[:2] for w in want] == [(1.5, "structural"), (1.5, "structural"),
+                                                             (1.5, "functional"), (None, None)]
+    assert [g[2] for g in got] == [w[2] for w in want]
+    assert calls == [2]  # one call for the two structural misses
+    assert (many.hits_structural, many.hits_functional, many.misses) == (one.hits_structural, one.hits_functional,
+                                                                         one.misses)
+    with pytest.raises(ValueError, match="probe_many returned 1 outputs for 2 programs"):
+        ProgramCache(probe=Probe()).lookup_many(progs[2:], probe_many=lambda b: [0.0])
