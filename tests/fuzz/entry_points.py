@@ -2103,6 +2103,15 @@ def _program_cache_lookup(ctx):
     return Call(_program_cache(ctx).lookup, {"program": _fn_program()})
 
 
+def _program_cache_lookup_many(ctx):
+    """lookup_many of a stored program and a new one, the probes of the misses run together."""
+    from evoforge.programs import horner_program
+
+    return Call(_program_cache(ctx).lookup_many, {
+        "programs": [_fn_program(), horner_program([1.0, 0.5])],
+        "probe_many": lambda ps: [_fn_probe(p) for p in ps]})
+
+
 def _program_cache_store(ctx):
     cache = _program_cache(ctx, stored=False)
     p = _fn_program()
@@ -2216,6 +2225,226 @@ def _lion_program(ctx):
     return Call(lion_program, {"beta1": 0.9, "n_scalar": 8, "n_vector": 2, "n_matrix": 0})
 
 
+# ---- programs: the searches (engines, the function and learner tasks, search_programs) ------------
+
+# tasks of milliseconds: 17 float32 points, 2 CMA-ES iterations of 4 candidates; 1 learning task of 10 + 10
+_FUNCTION_TASK = {"target": "exp2", "interval": [0.0, 1.0], "n_points": 17, "n_probe": 4,
+                  "objectives": ["ulp", "ops"], "n_scalar": 4, "ops": ["s_add", "s_mul", "s_const"],
+                  "fit_iterations": 2, "fit_popsize": 4, "fit_points": 9}
+_LEARNER_TASK = {"kind": "regression", "dim": 3, "n_tasks": 1, "n_train": 10, "n_valid": 10, "n_heldout": 2,
+                 "epochs": 1, "n_scalar": 4, "n_vector": 3, "ops": ["s_sub", "s_mul", "v_scale", "v_add", "v_dot"],
+                 "source": None, "seed": 0}
+# search_programs("linear", ...) at its smallest (no run directory: nothing written, no plot)
+_SEARCH = {"name": "linear", "engine": "regularized", "generations": 1, "seed": 0, "run_dir": None,
+           "initial": None, "backend": "inprocess", "task_options": {"n_tasks": 1, "n_train": 10, "n_valid": 10},
+           "progress": False, "population_size": 4, "tournament_size": 2, "batch_size": 2, "max_length": 4}
+
+
+def _function_task(**over):
+    from evoforge.programs import FunctionTask
+
+    kw = {**_FUNCTION_TASK, **over}
+    return FunctionTask(kw.pop("target"), **kw)
+
+
+def _learner_task(**over):
+    from evoforge.programs import LearnerTask
+
+    kw = {**_LEARNER_TASK, **over}
+    return LearnerTask(kw.pop("kind"), **kw)
+
+
+def _taylor(degree: int = 2):
+    from evoforge.programs import taylor_program
+
+    return taylor_program("exp2", degree)
+
+
+def _linear_learner(lr: float = 0.1):
+    from evoforge.programs import linear_regression_program
+
+    return linear_regression_program(dim=3, lr=lr, n_scalar=4, n_vector=3)
+
+
+def _function_task_new(ctx):
+    return Call(lambda **kw: _function_task(**kw).namespace, dict(_FUNCTION_TASK))
+
+
+def _function_task_method(method: str):
+    """FunctionTask(...).METHOD(...) on the small task, with Taylor polynomials as the programs."""
+    def build(ctx):
+        task = _function_task()
+        kw = {"outputs": {"programs": [_taylor(1), _taylor(3)], "x": _np().linspace(0.0, 0.9, 5)},
+              "errors": {"programs": [_taylor(1), _taylor(3)]},
+              "evaluate": {"programs": [_taylor(1), _taylor(3)], "batch": None},
+              "probe": {"program": _taylor(2)},
+              "probe_many": {"programs": [_taylor(1), _taylor(2), _taylor(1)]},
+              "tune": {"programs": [_taylor(1), _taylor(2)], "seed": 3},
+              "report": {"program": _taylor(2), "every_float": False},
+              "baseline": {"degrees": [1, 2]}}[method]
+        return Call(getattr(task, method), kw)
+
+    return build
+
+
+def _taylor_program(ctx):
+    from evoforge.programs import taylor_program
+
+    return Call(taylor_program, {"target": "log2", "degree": 3, "n_scalar": 5})
+
+
+def _learner_task_new(ctx):
+    return Call(lambda **kw: _learner_task(**kw).namespace, dict(_LEARNER_TASK))
+
+
+def _learner_task_classification(ctx):
+    """The classification tasks: the data source (digits or synthetic) fuzzed."""
+    return Call(lambda **kw: _learner_task(**kw).namespace, {"kind": "classification", "source": "synthetic"})
+
+
+def _learner_task_method(method: str):
+    """LearnerTask(...).METHOD(...) on the small regression task, with SGD and the empty learner."""
+    def build(ctx):
+        task = _learner_task()
+        progs = [_linear_learner(0.1), task.initial()]
+        kw = {"predictions": {"programs": progs, "data": task.data},
+              "losses": {"programs": progs, "data": task.data},
+              "evaluate": {"programs": progs, "batch": None},
+              "probe": {"program": _linear_learner(0.05)},
+              "probe_many": {"programs": [_linear_learner(0.05), task.initial()]},
+              "report": {"program": _linear_learner(0.1)}}[method]
+        return Call(getattr(task, method), kw)
+
+    return build
+
+
+def _learner_task_arrays(method: str):
+    """LearnerTask(...).METHOD(programs, data) with each array of ``data`` fuzzed alone."""
+    def build(ctx):
+        task = _learner_task()
+        progs = [_linear_learner(0.1), _linear_learner(0.05)]
+        fn = getattr(task, method)
+        x, y, vx, vy = (a.copy() for a in task.data)
+        if method == "predictions":
+            return Call(lambda train_x, train_y, valid_x: fn(progs, (train_x, train_y, valid_x)),
+                        {"train_x": x, "train_y": y, "valid_x": vx})
+        return Call(lambda valid_y: fn(progs, (x, y, vx, valid_y)), {"valid_y": vy})
+
+    return build
+
+
+def _linear_regression_program(ctx):
+    from evoforge.programs import linear_regression_program
+
+    # validate(): the program must be well formed for its registers (or refused)
+    return Call(lambda **kw: linear_regression_program(**kw).validate(),
+                {"dim": 3, "lr": 0.1, "n_scalar": 4, "n_vector": 3})
+
+
+def _program_engine(which: str):
+    """The engine's constructor, then 2 generations on its small task (its default evaluator)."""
+    def build(ctx):
+        from evoforge.programs import ProgramNSGA2, RegularizedEvolution
+
+        np = _np()
+        if which == "regularized":
+            cls, task = RegularizedEvolution, _learner_task()
+            kw = {"population_size": 4, "tournament_size": 2, "batch_size": 2, "initial": None}
+        else:
+            cls, task = ProgramNSGA2, _function_task()
+            kw = {"population_size": 4, "n_offspring": 3, "ref_point": np.array([70.0, 50.0]),
+                  "resolution": np.array([0.02, 0.0]), "initial": [_taylor(1), _taylor(2)]}
+        kw.update(task=task, max_length=6, kinds=["insert", "remove", "argument", "op"],
+                  imm_sigma=0.1, cache=True, functional_cache=True, quantise=20, seed=1,
+                  run_dir=ctx.fresh() / "run")
+
+        def fn(**kw):
+            eng = cls(progress=False, **kw)
+            try:
+                return eng.run(generations=2)
+            finally:
+                eng.close()
+
+        return Call(fn, kw)
+
+    return build
+
+
+def _program_engine_built(which: str, ctx):
+    from evoforge.programs import ProgramNSGA2, RegularizedEvolution
+
+    if which == "regularized":
+        eng = RegularizedEvolution(_learner_task(), population_size=4, tournament_size=2, batch_size=2,
+                                   max_length=6, progress=False)
+    else:
+        eng = ProgramNSGA2(_function_task(), population_size=4, n_offspring=3, initial=[_taylor(1), _taylor(2)],
+                           max_length=6, progress=False)
+    ctx.cleanup(eng.close)
+    return eng
+
+
+def _program_engine_run(which: str):
+    def build(ctx):
+        eng = _program_engine_built(which, ctx)
+        task = eng.program_task
+        kw = {"evaluator": lambda programs: task.evaluate(programs), "generations": 2, "max_evaluations": 20}
+        if which == "regularized":
+            kw["target"] = -1.0
+        return Call(eng.run, kw)
+
+    return build
+
+
+def _program_engine_ask(which: str):
+    def build(ctx):
+        eng = _program_engine_built(which, ctx)
+        eng.tell(eng.ask(), eng.program_task.evaluate(eng.ask().genomes))  # the second ask makes children
+        return Call(lambda: list(eng.ask().genomes), {})
+
+    return build
+
+
+def _program_engine_tell(which: str):
+    def build(ctx):
+        eng = _program_engine_built(which, ctx)
+        batch = eng.ask()
+        F = _np().asarray(eng.program_task.evaluate(batch.genomes), dtype="float64").copy()
+
+        def tell(**kw):
+            eng.tell(batch, **kw)
+            return eng.best
+
+        return Call(tell, {"fitness": F})
+
+    return build
+
+
+def _search_programs(ctx):
+    from evoforge.programs import search_programs
+
+    return Call(search_programs, dict(_SEARCH))
+
+
+def _search_programs_run_dir(ctx):
+    """search_programs into a run directory (written at the end: best.py, report.json, curve.png)."""
+    from evoforge.programs import search_programs
+
+    return Call(search_programs, {**_SEARCH, "run_dir": ctx.fresh() / "run"})
+
+
+def _search_programs_exp2(ctx):
+    """search_programs("exp2", ...): NSGA-II from the Taylor polynomials, constants fitted."""
+    from evoforge.programs import search_programs
+
+    return Call(search_programs, {"name": "exp2", "engine": "nsga2", "generations": 1, "initial": None,
+                                  "progress": False, "population_size": 4, "max_length": 12,
+                                  "task_options": {"n_points": 17, "fit_iterations": 2, "fit_popsize": 4}})
+
+
+def _program_run(r: Any) -> Any:
+    return (r.best, r.fitness, r.engine.generation, r.engine.evaluations)
+
+
 # ---- warm-up ----------------------------------------------------------------------------------
 
 
@@ -2225,6 +2454,14 @@ def warm_up(groups: set[str], ctx) -> None:
         from evoforge.programs.update_rules import _digits
 
         _digits()  # scikit-learn's import and the digits, for the update-rule task
+        try:
+            import cma  # noqa: F401  (FunctionTask.tune's CMA-ES, an optional dependency)
+        except ImportError:
+            pass
+        import matplotlib  # search_programs's plots of a run directory
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
     if groups & {"hashing", "solvers", "kl", "layers", "compress", "cli", "search", "evaluate", "merging", "merge"}:
         import torch
 
@@ -2498,6 +2735,95 @@ def _neuro_evolve(ctx):
         "env": "CartPole-v1", "algo": "ga", "pop": 4, "generations": 1, "seed": 0, "run_dir": ctx.fresh() / "run",
         "hidden": [4], "episodes": 1, "sigma": 0.1, "max_steps": 10, "target_return": None, "backend": "inprocess"})
 
+
+
+# ---- neuro: conv policies, saved policies, curves, run files, play (issue 20) ---------------------
+
+
+def _neuro_conv(ctx):
+    import gymnasium as gym
+
+    from evoforge.neuro import ConvPolicy
+
+    return Call(ConvPolicy.from_spaces, {"observation_space": gym.spaces.Box(0, 1, (6, 6, 2)),
+                                         "action_space": gym.spaces.Discrete(3), "hidden": [4], "channels": 2,
+                                         "kernel": 3, "stride": 1})
+
+
+def _neuro_conv_policy():
+    import gymnasium as gym
+
+    from evoforge.neuro import ConvPolicy
+
+    return ConvPolicy.from_spaces(gym.spaces.Box(0, 1, (6, 6, 2)), gym.spaces.Discrete(3), (4,), channels=2)
+
+
+def _neuro_conv_forward(ctx):
+    p = _neuro_conv_policy()
+    params = _np().stack([p.init_params(s) for s in range(3)])
+    return Call(p.forward, {"params": params, "obs": _rng(4).random((3, 2, 72)).astype("float32")})
+
+
+def _neuro_run(ctx):
+    """A finished tiny CartPole run (its EvolveResult and run directory), once per worker."""
+    def make():
+        from evoforge.neuro import evolve, write_run
+
+        d = ctx.root / "neuro-run"
+        r = evolve("CartPole-v1", "ga", pop=4, generations=1, hidden=(4,), max_steps=10, elite_episodes=1,
+                   run_dir=d)
+        write_run(r, d, settings={"pop": 4, "max_steps": 10}, eval_episodes=1)
+        return r, d
+
+    return ctx.memo("neuro-run", make)
+
+
+def _neuro_save_policy(ctx):
+    from evoforge.neuro import save_policy
+
+    p = _neuro_policy()
+    return Call(save_policy, {"path": ctx.fresh() / "p.npz", "policy": p, "params": p.init_params(1),
+                              "meta": {"env": "CartPole-v1"}})
+
+
+def _neuro_load_policy(ctx):
+    from evoforge.neuro import load_policy
+
+    def load(**kw):
+        s = load_policy(**kw)
+        return (s.params, s.policy.describe(), s.meta)
+
+    return Call(load, {"path": _neuro_run(ctx)[1] / "best_policy.npz"})
+
+
+def _neuro_load_curve(ctx):
+    from evoforge.neuro import load_curve
+
+    return Call(load_curve, {"run": _neuro_run(ctx)[1] / "history.jsonl"})
+
+
+def _neuro_plot_curve(ctx):
+    from evoforge.neuro import plot_curve
+
+    return Call(lambda **kw: plot_curve(**kw) and None, {
+        "run": _neuro_run(ctx)[1] / "history.jsonl", "save": ctx.fresh() / "c.png", "title": "t",
+        "references": {"random": 20.0}})
+
+
+def _neuro_write_run(ctx):
+    from evoforge.neuro import write_run
+
+    return Call(lambda **kw: write_run(**kw)["final_evaluation"], {
+        "result": _neuro_run(ctx)[0], "run_dir": ctx.fresh() / "run", "settings": {"max_steps": 10},
+        "eval_episodes": 1, "eval_seed": 3, "references": {"random": 20.0}})
+
+
+def _neuro_play(ctx):
+    from evoforge.neuro import play
+
+    return Call(lambda **kw: play(**kw)["returns"], {
+        "run": _neuro_run(ctx)[1], "episodes": 2, "video": ctx.fresh() / "v.gif", "seed": 1, "max_steps": 10,
+        "max_frames": 5})
 
 
 ENTRIES: list[Entry] = [
@@ -2904,6 +3230,8 @@ ENTRIES: list[Entry] = [
     Entry("programs.ProgramCache", _program_cache_new, {"cache": "any_obj", "probe": "callable", "quantise": "real",
                                                         "namespace": "any_obj"}),
     Entry("programs.ProgramCache.lookup", _program_cache_lookup, {"program": "any_obj"}),
+    Entry("programs.ProgramCache.lookup_many", _program_cache_lookup_many, {"programs": "any_obj",
+                                                                            "probe_many": "callable"}),
     Entry("programs.ProgramCache.store", _program_cache_store, {"key": "any_obj", "fitness": "fitness",
                                                                 "program": "any_obj", "seconds": "real"}),
     Entry("programs.ProgramCache.evaluate", _program_cache_evaluate, {"program": "any_obj", "fn": "callable"}),
@@ -2934,6 +3262,69 @@ ENTRIES: list[Entry] = [
     Entry("programs.UpdateRuleTask.report", _update_rule_method("report"), {"program": "any_obj"}),
     Entry("programs.adamw_program", _adamw_program, {"eps": "real", **_COUNTS}),
     Entry("programs.lion_program", _lion_program, {"beta1": "prob", **_COUNTS}),
+    # programs: the searches (issue 19): the elementary-function and learner tasks, the engines, search_programs
+    Entry("programs.FunctionTask", _function_task_new, {
+        "target": "choice", "interval": "float_list", "n_points": "int", "n_probe": "int", "objectives": "any_obj",
+        "n_scalar": "int", "ops": "any_obj", "fit_iterations": "int", "fit_popsize": "int", "fit_points": "int"}),
+    Entry("programs.FunctionTask.outputs", _function_task_method("outputs"), {"programs": "any_obj",
+                                                                             "x": "vector_f"}),
+    Entry("programs.FunctionTask.errors", _function_task_method("errors"), {"programs": "any_obj"}),
+    Entry("programs.FunctionTask.evaluate", _function_task_method("evaluate"), {"programs": "any_obj",
+                                                                               "batch": "any_obj"}),
+    Entry("programs.FunctionTask.probe", _function_task_method("probe"), {"program": "any_obj"}),
+    Entry("programs.FunctionTask.probe_many", _function_task_method("probe_many"), {"programs": "any_obj"}),
+    Entry("programs.FunctionTask.tune", _function_task_method("tune"), {"programs": "any_obj", "seed": "seed"}),
+    Entry("programs.FunctionTask.report", _function_task_method("report"), {"program": "any_obj",
+                                                                           "every_float": "bool"}),
+    Entry("programs.FunctionTask.baseline", _function_task_method("baseline"), {"degrees": "int_list"}),
+    Entry("programs.taylor_program", _taylor_program, {"target": "choice", "degree": "int", "n_scalar": "int"}),
+    Entry("programs.LearnerTask", _learner_task_new, {
+        "kind": "choice", "dim": "int", "n_tasks": "int", "n_train": "int", "n_valid": "int", "n_heldout": "int",
+        "epochs": "int", "n_scalar": "int", "n_vector": "int", "ops": "any_obj", "source": "choice", "seed": "seed"}),
+    Entry("programs.LearnerTask#classification", _learner_task_classification, {"kind": "choice",
+                                                                                "source": "choice"}),
+    Entry("programs.LearnerTask.predictions", _learner_task_method("predictions"), {"programs": "any_obj",
+                                                                                    "data": "any_obj"}),
+    Entry("programs.LearnerTask.predictions#arrays", _learner_task_arrays("predictions"), {
+        "train_x": "array_f", "train_y": "matrix_f", "valid_x": "array_f"}),
+    Entry("programs.LearnerTask.losses", _learner_task_method("losses"), {"programs": "any_obj", "data": "any_obj"}),
+    Entry("programs.LearnerTask.losses#valid_y", _learner_task_arrays("losses"), {"valid_y": "matrix_f"}),
+    Entry("programs.LearnerTask.evaluate", _learner_task_method("evaluate"), {"programs": "any_obj",
+                                                                             "batch": "any_obj"}),
+    Entry("programs.LearnerTask.probe", _learner_task_method("probe"), {"program": "any_obj"}),
+    Entry("programs.LearnerTask.probe_many", _learner_task_method("probe_many"), {"programs": "any_obj"}),
+    Entry("programs.LearnerTask.report", _learner_task_method("report"), {"program": "any_obj"}),
+    Entry("programs.linear_regression_program", _linear_regression_program, {"dim": "int", "lr": "real",
+                                                                              "n_scalar": "int", "n_vector": "int"}),
+    Entry("programs.RegularizedEvolution", _program_engine("regularized"), {
+        "task": "any_obj", "population_size": "int", "tournament_size": "int", "batch_size": "int",
+        "initial": "any_obj", "max_length": "int", "kinds": "any_obj", "imm_sigma": "real", "cache": "any_obj",
+        "functional_cache": "bool", "quantise": "real", "seed": "seed", "run_dir": "path_out_dir"},
+        project=_search_result),
+    Entry("programs.ProgramNSGA2", _program_engine("nsga2"), {
+        "task": "any_obj", "population_size": "int", "n_offspring": "int", "ref_point": "vector_f",
+        "resolution": "vector_f", "initial": "any_obj", "max_length": "int", "kinds": "any_obj", "imm_sigma": "real",
+        "cache": "any_obj", "functional_cache": "bool", "quantise": "real", "seed": "seed",
+        "run_dir": "path_out_dir"}, project=_search_result),
+    Entry("programs.RegularizedEvolution.run", _program_engine_run("regularized"), {
+        "evaluator": "evaluator", "generations": "iterations", "max_evaluations": "iterations", "target": "real"},
+        project=_search_result),
+    Entry("programs.ProgramNSGA2.run", _program_engine_run("nsga2"), {
+        "evaluator": "evaluator", "generations": "iterations", "max_evaluations": "iterations"},
+        project=_search_result),
+    Entry("programs.RegularizedEvolution.ask", _program_engine_ask("regularized"), {}),
+    Entry("programs.ProgramNSGA2.ask", _program_engine_ask("nsga2"), {}),
+    Entry("programs.RegularizedEvolution.tell", _program_engine_tell("regularized"), {"fitness": "vector_f"}),
+    Entry("programs.ProgramNSGA2.tell", _program_engine_tell("nsga2"), {"fitness": "matrix_f"}),
+    Entry("programs.search_programs", _search_programs, {
+        "name": "choice", "engine": "choice", "generations": "iterations", "seed": "seed", "initial": "any_obj",
+        "backend": "choice", "task_options": "any_obj", "progress": "bool", "population_size": "int",
+        "tournament_size": "int", "batch_size": "int", "max_length": "int"}, project=_program_run),
+    Entry("programs.search_programs#run_dir", _search_programs_run_dir, {"run_dir": "path_out_dir"},
+          project=_program_run),
+    Entry("programs.search_programs#exp2", _search_programs_exp2, {"initial": "any_obj", "task_options": "any_obj",
+                                                                   "population_size": "int"},
+          project=_program_run),
     # plot
     Entry("plot.convergence", _convergence, {"run": "path_in_dir", "key": "choice", "x": "choice",
                                              "save": "path_out_file"}, project=_no_compare),
@@ -2986,6 +3377,20 @@ ENTRIES: list[Entry] = [
         "env": "choice", "algo": "choice", "pop": "int", "generations": "iterations", "seed": "seed",
         "run_dir": "path_out_dir", "hidden": "int_list", "episodes": "int", "sigma": "real", "max_steps": "int",
         "target_return": "real", "backend": "choice"}, project=_neuro_result),
+    Entry("neuro.ConvPolicy", _neuro_conv, {"observation_space": "any_obj", "action_space": "any_obj",
+                                            "hidden": "int_list", "channels": "int", "kernel": "int", "stride": "int"}),
+    Entry("neuro.ConvPolicy.forward", _neuro_conv_forward, {"params": "matrix_f", "obs": "array_f"}),
+    Entry("neuro.save_policy", _neuro_save_policy, {"path": "path_out_file", "policy": "any_obj",
+                                                    "params": "vector_f", "meta": "any_obj"}, project=_no_compare),
+    Entry("neuro.load_policy", _neuro_load_policy, {"path": "path_in_file"}, timeout=30),
+    Entry("neuro.load_curve", _neuro_load_curve, {"run": "path_in_file"}, timeout=30),
+    Entry("neuro.plot_curve", _neuro_plot_curve, {"run": "path_in_file", "save": "path_out_file", "title": "choice",
+                                                  "references": "any_obj"}, project=_no_compare, timeout=30),
+    Entry("neuro.write_run", _neuro_write_run, {"result": "any_obj", "run_dir": "path_out_dir", "settings": "any_obj",
+                                                "eval_episodes": "int", "eval_seed": "seed", "references": "any_obj"},
+          project=_no_compare, timeout=30),
+    Entry("neuro.play", _neuro_play, {"run": "path_in_dir", "episodes": "int", "video": "path_out_file",
+                                      "seed": "seed", "max_steps": "int", "max_frames": "int"}, timeout=30),
 ]
 
 # Public names that are not walked, and why (the coverage test requires every other public name of
@@ -3046,12 +3451,20 @@ NOT_FUZZED: dict[str, str] = {
     "programs.FEATURES": "a constant (the update-rule features, in the order of v0)",
     "programs.RULE_OPS": "a constant (the default ops of update rules; UpdateRuleTask's ops is walked)",
     "programs.PROBLEMS": "a constant (the update-rule problems; UpdateRuleTask's problems is walked)",
+    "programs.ARITHMETIC": "a constant (the default ops of FunctionTask; its ops is walked)",
+    "programs.WORST": "a constant (the ulp objective of a NaN or infinite output)",
+    "programs.LEARNER_OPS": "a constant (the default ops of LearnerTask; its ops is walked)",
+    "programs.TASKS": "a constant (search_programs's tasks by name; its name is walked)",
+    "programs.ProgramRun": "a result type that search_programs builds (walked there)",
+    "programs.ProgramTask": "a protocol (FunctionTask, LearnerTask and UpdateRuleTask are walked, and the engines' "
+                            "task)",
     "neuro.SUPPORTED_ACTION_SPACES": "a constant (the action spaces a policy drives)",
     "neuro.ENCODINGS": "a constant (the genome encodings of PolicyEvaluator, walked there)",
     "neuro.ALGORITHMS": "a constant (evolve's algo names, walked there)",
     "neuro.RolloutResult": "a result type that rollout builds (walked there)",
     "neuro.EvolveResult": "a result type that evolve builds (walked there)",
     "neuro.NeuroEngine": "an abstract base class (DeepGA and OpenAIES are walked)",
+    "neuro.SavedPolicy": "a record that load_policy builds (walked there)",
 }
 
 # ---- the command line -------------------------------------------------------------------------
@@ -3071,8 +3484,13 @@ _C = ["compress", "--model", "{model}", "--target", "0.5", "--quiet"]
 _B = ["compress", "build-db", "--model", "{model}", "--method", "gptq", "--out", "{new}", "--quiet"]
 _E = ["eval", "ppl", "--model", "{model}", "--text", "{text}"]
 # merge: small settings (a later option wins), so that an accepted bad value costs seconds
+# programs: a search of milliseconds (linear: 4 learners, 2 children per generation, 1 generation)
+_PG = ["programs", "linear", "--generations", "1", "--population", "4", "--batch", "2", "--tournament", "2"]
 _MG = ["merge", "--base", "{model}", "--models", "{model}", "{model}", "--task", "t={text}", "--out", "{new}",
        "--evaluations", "2", "--seq-len", "8", "--n-search", "1", "--n-heldout", "1", "--pop-size", "2"]
+
+_NE = ["neuro", "--env", "CartPole-v1", "--algo", "ga", "--pop", "8", "--generations", "1", "--quiet", "--out",
+       "{new}"]
 
 CLI_CASES: list[tuple[str, list[str]]] = [
     # top level
@@ -3274,6 +3692,79 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("merge-sigma0-nan", [*_MG, "--sigma0", "nan"]),
     ("merge-sigma0-2", [*_MG, "--sigma0", "2"]),
     ("merge-unknown-option", [*_MG, "--nope"]),
+    # neuro (issue 20): every argument, the environment id included, is checked before any rollout
+    ("neuro-no-args", ["neuro"]),
+    ("neuro-no-out", ["neuro", "--env", "CartPole-v1", "--algo", "ga", "--pop", "4", "--generations", "1"]),
+    ("neuro-unknown-env", [*_NE, "--env", "CartPol-v1"]),
+    ("neuro-unknown-namespace", [*_NE, "--env", "NoSuch/Env-v0"]),
+    ("neuro-empty-env", [*_NE, "--env", ""]),
+    ("neuro-pop-1", [*_NE, "--pop", "1"]),
+    ("neuro-pop-text", [*_NE, "--pop", "x"]),
+    ("neuro-pop-2**62", [*_NE, "--pop", str(2**62)]),
+    ("neuro-es-odd-pop", [*_NE, "--algo", "es", "--pop", "5"]),
+    ("neuro-bad-algo", [*_NE, "--algo", "cma"]),
+    ("neuro-generations--1", [*_NE, "--generations", "-1"]),
+    ("neuro-episodes-0", [*_NE, "--episodes", "0"]),
+    ("neuro-hidden-0", [*_NE, "--hidden", "0"]),
+    ("neuro-hidden-text", [*_NE, "--hidden", "a,b"]),
+    ("neuro-hidden-huge", [*_NE, "--hidden", str(2**21)]),
+    ("neuro-sigma-0", [*_NE, "--sigma", "0"]),
+    ("neuro-sigma-nan", [*_NE, "--sigma", "nan"]),
+    ("neuro-lr-with-ga", [*_NE, "--lr", "0.1"]),
+    ("neuro-truncation-gt-pop", [*_NE, "--truncation", "9"]),
+    ("neuro-seed--1", [*_NE, "--seed", "-1"]),
+    ("neuro-seed-2**64", [*_NE, "--seed", str(2**64)]),
+    ("neuro-workers-inprocess", [*_NE, "--workers", "2"]),
+    ("neuro-workers-0", [*_NE, "--backend", "process", "--workers", "0"]),
+    ("neuro-bad-backend", [*_NE, "--backend", "nope"]),
+    ("neuro-env-kwarg-garbage", [*_NE, "--env-kwarg", "novalue"]),
+    ("neuro-env-kwarg-unknown", [*_NE, "--env-kwarg", "nope=1"]),
+    ("neuro-conv-no-image", [*_NE, "--policy", "conv"]),
+    ("neuro-target-nan", [*_NE, "--target-return", "nan"]),
+    ("neuro-out-file", [*_NE, "--out", "{afile}"]),
+    ("neuro-out-under-file", [*_NE, "--out", "{afile}/sub"]),
+    ("neuro-out-garbagedir", [*_NE, "--out", "{garbagedir}"]),
+    ("neuro-unknown-option", [*_NE, "--nope"]),
+    ("neuro-play-no-run", ["neuro", "play"]),
+    ("neuro-play-missing", ["neuro", "play", "{missing}"]),
+    ("neuro-play-emptydir", ["neuro", "play", "{dir}"]),
+    ("neuro-play-garbagedir", ["neuro", "play", "{garbagedir}"]),
+    ("neuro-play-file", ["neuro", "play", "{afile}"]),
+    ("neuro-play-garbage", ["neuro", "play", "{garbage}"]),
+    ("neuro-play-episodes-0", ["neuro", "play", "{dir}", "--episodes", "0"]),
+    ("neuro-play-video-avi", ["neuro", "play", "{dir}", "--video", "{new}.avi"]),
+    ("neuro-play-video-dir", ["neuro", "play", "{dir}", "--video", "{dir}"]),
+    ("neuro-play-video-no-parent", ["neuro", "play", "{dir}", "--video", "{missing}/v.gif"]),
+    ("neuro-play-unknown-option", ["neuro", "play", "{dir}", "--nope"]),
+    # programs (every option is checked before the search starts; the small settings come first)
+    ("programs-no-name", ["programs"]),
+    ("programs-unknown-name", ["programs", "nope", "--generations", "1"]),
+    ("programs-unknown-option", [*_PG, "--nope"]),
+    ("programs-generations--1", [*_PG, "--generations", "-1"]),
+    ("programs-generations-text", [*_PG, "--generations", "x"]),
+    ("programs-population-1", [*_PG, "--population", "1"]),
+    ("programs-population-2**62", [*_PG, "--population", str(2**62)]),
+    ("programs-tournament-0", [*_PG, "--tournament", "0"]),
+    ("programs-tournament-gt-population", [*_PG, "--tournament", "5"]),
+    ("programs-batch-gt-population", [*_PG, "--batch", "5"]),
+    ("programs-max-length-0", [*_PG, "--max-length", "0"]),
+    ("programs-imm-sigma-0", [*_PG, "--imm-sigma", "0"]),
+    ("programs-imm-sigma-nan", [*_PG, "--imm-sigma", "nan"]),
+    ("programs-fit-iterations-linear", [*_PG, "--fit-iterations", "2"]),
+    ("programs-fit-iterations--1", ["programs", "exp2", "--generations", "1", "--population", "4",
+                                    "--fit-iterations", "-1"]),
+    ("programs-tournament-nsga2", ["programs", "exp2", "--generations", "1", "--population", "4",
+                                   "--fit-iterations", "2", "--engine", "nsga2", "--tournament", "2"]),
+    ("programs-batch-nsga2", ["programs", "linear", "--generations", "1", "--population", "4", "--engine", "nsga2",
+                              "--batch", "2"]),
+    ("programs-bad-engine", [*_PG, "--engine", "bogus"]),
+    ("programs-bad-start", [*_PG, "--start", "bogus"]),
+    ("programs-bad-backend", [*_PG, "--backend", "bogus"]),
+    ("programs-workers-0", [*_PG, "--workers", "0"]),
+    ("programs-seed--1", [*_PG, "--seed", "-1"]),
+    ("programs-out-file", [*_PG, "--out", "{afile}"]),
+    ("programs-out-under-file", [*_PG, "--out", "{afile}/sub"]),
+    ("programs-out-garbagedir", [*_PG, "--out", "{garbagedir}"]),
 ]
 
 

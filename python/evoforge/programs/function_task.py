@@ -19,7 +19,7 @@ from .. import _checks
 from ..errors import ConfigError
 from ..interpreter import run_function
 from .elementary import Target, _interval, _target, minimax_baseline, op_count, probe_points, ulp_error
-from .ops import op_id
+from .ops import check_ops, op_id
 from .program import Program, assemble, pack
 
 __all__ = ["FunctionTask", "WORST", "ARITHMETIC", "taylor_program"]
@@ -84,7 +84,7 @@ class FunctionTask:
             raise ConfigError(f"objectives must be distinct names of {_OBJECTIVES}, got {objectives!r}")
         self.objectives = tuple(o for o in _OBJECTIVES if o in objectives)
         self.n_scalar = _checks.check_int(n_scalar, "n_scalar", 2, 1024)
-        self.ops = None if ops is None else tuple(ops)
+        self.ops = None if ops is None else check_ops(ops)
         self.interval = _interval(self.target, interval)
         self.fit_iterations = _checks.check_int(fit_iterations, "fit_iterations", 0, 1 << 16)
         self.fit_popsize = _checks.check_int(fit_popsize, "fit_popsize", 2, 1 << 12)

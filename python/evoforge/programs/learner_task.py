@@ -23,6 +23,7 @@ import numpy as np
 from .. import _checks
 from ..errors import ConfigError
 from ..interpreter import run_learner
+from .ops import check_ops
 from .program import Program, assemble, pack
 
 __all__ = ["LearnerTask", "LEARNER_OPS", "linear_regression_program"]
@@ -78,7 +79,7 @@ class LearnerTask:
         self.epochs = _checks.check_int(epochs, "epochs", 1, 1 << 16)
         self.n_scalar = _checks.check_int(n_scalar, "n_scalar", 2, 1024)
         self.n_vector = _checks.check_int(n_vector, "n_vector", 1, 1024)
-        self.ops = None if ops is None else tuple(ops)
+        self.ops = None if ops is None else check_ops(ops)
         self.seed = _checks.check_int(seed, "seed", 0, 2**63 - 1)
         if source is not None and source not in ("digits", "synthetic"):
             raise ConfigError(f"source must be 'digits', 'synthetic' or None, got {source!r}")
@@ -143,7 +144,11 @@ class LearnerTask:
         if not isinstance(data, (tuple, list)) or len(data) < 3:
             raise TypeError("data must be a tuple (train_x, train_y, valid_x[, valid_y]), got "
                             + (f"{len(data)} items" if isinstance(data, (tuple, list)) else type(data).__name__))
+        programs = list(programs)
         self._check(programs)
+        if not programs:
+            x, vx = np.asarray(data[0]), np.asarray(data[2])
+            return np.empty((0, *x.shape[:2])), np.empty((0, *vx.shape[:2]))
         ns = max(p.n_scalar for p in programs)
         nv = max(p.n_vector for p in programs)
         same = [p if (p.n_scalar, p.n_vector) == (ns, nv) else
@@ -161,7 +166,10 @@ class LearnerTask:
         if not programs:
             return np.empty((0, len(data[0])))
         _, pred = self.predictions(programs, data)
-        y = data[3][None]
+        y = np.asarray(data[3], dtype=np.float64)
+        if y.shape != pred.shape[1:]:
+            raise ValueError(f"valid_y must have shape {pred.shape[1:]} (tasks, validation examples), got {y.shape}")
+        y = y[None]
         with np.errstate(all="ignore"):
             if self.task_kind == "regression":
                 sse = ((pred - y) ** 2).sum(axis=-1)

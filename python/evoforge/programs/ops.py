@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from ..interpreter import OP_TABLE, signature
 
-__all__ = ["OPS", "OpSpec", "OP_IDS", "op_id"]
+__all__ = ["OPS", "OpSpec", "OP_IDS", "op_id", "check_ops"]
 
 
 class OpSpec(NamedTuple):
@@ -44,3 +44,17 @@ def op_id(name: str) -> int:
         return OP_IDS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown op {name!r}; the ops are {', '.join(OP_IDS)}") from None
+
+
+def check_ops(ops: object) -> tuple[str, ...]:
+    """``ops`` as a tuple of known op names (at least one): TypeError for a non-sequence or a non-name,
+    ValueError naming the known ops for an unknown one."""
+    if isinstance(ops, (str, bytes)) or not isinstance(ops, (list, tuple)):
+        raise TypeError(f"ops must be a list or tuple of op names, got {type(ops).__name__}")
+    for n in ops:
+        if not isinstance(n, str):
+            raise TypeError(f"ops must hold op names (str), got {type(n).__name__}")
+        op_id(n)
+    if not ops:
+        raise ValueError("ops must name at least one op")
+    return tuple(ops)

@@ -111,9 +111,13 @@ def search_programs(name: str, *, engine: str | None = None, generations: int = 
     engine = default_engine if engine is None else engine
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
-    options = {k: v for k, v in defaults.items() if engine == "nsga2" or k != "resolution"}
-    if engine == "nsga2":
-        options = {k: v for k, v in options.items() if k not in ("tournament_size", "batch_size")}
+    if not isinstance(backend, Backend) and backend not in ("inprocess", "process", "ray"):
+        raise ConfigError(f"backend must be 'inprocess', 'process', 'ray' or a Backend, got {backend!r}")
+    only = {"nsga2": ("resolution", "ref_point", "n_offspring"), "regularized": ("tournament_size", "batch_size")}
+    wrong = [k for k in engine_options if k in only["regularized" if engine == "nsga2" else "nsga2"]]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: not an option of the {engine} engine")
+    options = {k: v for k, v in defaults.items() if k not in only["regularized" if engine == "nsga2" else "nsga2"]}
     options.update(engine_options)
     task = make_task(name, **(task_options or {}))
     rd = Path(run_dir) if run_dir is not None else None
