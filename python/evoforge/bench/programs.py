@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if "interpreter" in parts:
         out["interpreter"] = part_interpreter(q)
     if "exp2" in parts:
-        out["exp2"] = part_exp2(3 if q else 100, a.seed, work)
+        out["exp2"] = part_exp2(3 if q else 60, a.seed, work)
     if "optimizer" in parts:
         out["optimizer"] = part_optimizer(2 if q else 40, a.seed, work)
     if "logistic" in parts:

@@ -69,7 +69,7 @@ class FunctionTask:
 
     def __init__(self, target: str | Target = "exp2", *, interval: Any = None, n_points: int = 4097,
                  n_probe: int = 16, objectives: Sequence[str] = _OBJECTIVES, n_scalar: int = 4,
-                 ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 8,
+                 ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 16,
                  fit_points: int | None = None) -> None:
         self.target = _target(target)
         n_points = _checks.check_int(n_points, "n_points", 2, 1 << 22)
@@ -92,6 +92,7 @@ class FunctionTask:
                                                                                           len(self.x))
         self._fit_x = self.x[np.linspace(0, len(self.x) - 1, fit_points).round().astype(np.int64)]
         self._fit_exact = self.target.reference(self._fit_x.astype(np.float64))
+        self._fit_ulp = np.spacing(np.abs(self._fit_exact).astype(np.float32)).astype(np.float64)
         self.namespace = ("function", self.target.name, self.interval, len(self.x), self.n_probe, self.objectives)
 
     def initial(self) -> Program:
@@ -135,8 +136,8 @@ class FunctionTask:
     def tune(self, programs: Sequence[Program], *, seed: int) -> list[Program]:
         """The programs with the constants of their live code fitted by CMA-ES (the ``cma`` library):
         ``fit_iterations`` iterations of ``fit_popsize`` candidates per program, all programs' candidates
-        run in one interpreter call per iteration, minimising ``log2(1 + max ULP error)`` on
-        ``fit_points`` of the points. A program comes back in canonical form with the best constants
+        run in one interpreter call per iteration, minimising ``log2(1 + max + mean / 20)`` of the
+        ULP errors on ``fit_points`` of the points. A program comes back in canonical form with the best constants
         seen (its own included, so a fit never makes it worse), or unchanged when it has no constants
         or ``fit_iterations`` is 0. Deterministic in ``seed`` (an int in [0, 2**63))."""
         programs = list(programs)
@@ -155,7 +156,9 @@ class FunctionTask:
             rng = np.random.RandomState((seed + 7919 * i) % 2**32)
             if sites.size == 1:  # pycma needs two dimensions: a second, ignored coordinate
                 x0 = np.append(x0, 0.0)
-            es = cma.CMAEvolutionStrategy(x0, 1.0, {"CMA_stds": 0.02 * (np.abs(x0) + 1e-2), "popsize": self.fit_popsize,
+            # A small first step: a child's constants are mostly its tuned parent's (Lamarckian), and
+            # CMA-ES widens the step where it must.
+            es = cma.CMAEvolutionStrategy(x0, 1.0, {"CMA_stds": 1e-3 * (np.abs(x0) + 1e-2), "popsize": self.fit_popsize,
                                                     "randn": rng.randn, "seed": int(rng.randint(1, 2**31)),
                                                     "verbose": -9, "maxiter": self.fit_iterations})
             f0 = self._fit_errors([self._with(c, sites, x0)])[0]
@@ -186,9 +189,13 @@ class FunctionTask:
         return Program(c.components, {"predict": imm}, n_scalar=c.n_scalar, n_vector=0, n_matrix=0, dim=1)
 
     def _fit_errors(self, programs: Sequence[Program]) -> np.ndarray:
+        """The fit's objective: ``log2(1 + max + mean / 20)`` of the ULP errors on the fit points (the
+        mean breaks the max's plateaus, flat to within an ULP, on which CMA-ES would stop)."""
+        out = self.outputs(programs, self._fit_x).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            u = np.atleast_1d(ulp_error(self.outputs(programs, self._fit_x), self._fit_exact)).astype(np.float64)
-            return np.minimum(np.log2(1.0 + u), WORST)
+            e = np.abs(out - self._fit_exact) / self._fit_ulp
+            e = np.where(np.isfinite(e), e, np.inf)
+            return np.minimum(np.log2(1.0 + e.max(axis=1) + e.mean(axis=1) / 20), WORST)
 
     def probe(self, program: Program) -> np.ndarray:
         return self.outputs([program], self._probe_x)[0]

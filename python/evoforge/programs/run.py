@@ -51,8 +51,8 @@ def _function(name: str) -> Callable[..., Any]:
 
 #: name -> (task factory (keyword options), default engine, engine defaults).
 TASKS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
-    "exp2": (_function("exp2"), "nsga2", {"population_size": 100, "max_length": 20, "resolution": (0.02, 0.0)}),
-    "log2": (_function("log2"), "nsga2", {"population_size": 100, "max_length": 20, "resolution": (0.02, 0.0)}),
+    "exp2": (_function("exp2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0)}),
+    "log2": (_function("log2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0)}),
     "linear": (lambda **kw: LearnerTask("regression", **{"ops": LINEAR_OPS, "n_scalar": 4, "n_vector": 3, **kw}),
                "regularized", {"population_size": 1000, "tournament_size": 10, "batch_size": 50, "max_length": 4}),
     "logistic": (lambda **kw: LearnerTask("classification", **{"ops": LEARNER_OPS, **kw}), "regularized",
