@@ -332,6 +332,90 @@ def test_same_bits_on_any_thread_count(restore_threads):
             np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
 
 
+def exact_merge(base, deltas, weights, densities, *, trim=False, dare=False, sign_election=False, normalize=False,
+                scale=1.0, seed=0, stream=0) -> np.ndarray:
+    """The kernel's definition (cpp/include/evoforge/merging.h) operation by operation in float64,
+    k = 0 .. K-1 in order, rounded once to float32: the native merge must give these bits."""
+    K, N = deltas.shape
+    w = [float(x) for x in weights]
+    D = deltas.astype(np.float64)
+    for k in range(K):
+        if trim:
+            mag = np.abs(deltas[k])
+            thr = np.sort(mag)[N - merging.n_keep(densities[k], N)]
+            D[k] = np.where(mag >= thr, D[k], 0.0)
+        elif dare:
+            keep = merging.dare_mask(N, densities[k], seed=seed, stream=stream, k=k)
+            D[k] = np.where(keep, D[k] * (1.0 / densities[k]), 0.0)
+    s = np.zeros(N)
+    for k in range(K):
+        s = s + w[k] * D[k]
+    if sign_election:
+        r, ws = np.zeros(N), np.zeros(N)
+        for k in range(K):
+            agree = D[k] * s > 0.0
+            r = r + np.where(agree, w[k] * D[k], 0.0)
+            ws = ws + np.where(agree, w[k], 0.0)
+        s = np.where(ws != 0.0, r / np.where(ws != 0.0, ws, 1.0), 0.0) if normalize else r
+    elif normalize:
+        total = 0.0
+        for x in w:
+            total += x
+        s = s / total
+    return (base.astype(np.float64) + scale * s).astype(np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fused_merge_gives_the_exact_bits_of_the_definition(threads, restore_threads):
+    """The one-pass native merge (lane groups of 32 elements, a zero-padded last group, DARE words
+    per span of 128 elements, rows of modified deltas kept for K <= 64 and made again above) gives
+    the float64 definition's bits, for lengths around those boundaries and on any thread count."""
+    evoforge.set_num_threads(threads)
+    rng = np.random.default_rng(11)
+    modes = [dict(), dict(normalize=True), dict(sign_election=True), dict(sign_election=True, normalize=True),
+             dict(trim=True), dict(trim=True, sign_election=True, normalize=True, scale=-0.6),
+             dict(dare=True, seed=5, stream=2), dict(dare=True, sign_election=True, normalize=True, seed=2**64 - 1)]
+    for K, N in ((1, 1), (2, 31), (2, 32), (3, 33), (2, 127), (4, 129), (2, 2048 + 161), (3, 70_001), (70, 301)):
+        base, deltas = _data(K, N, K * 1000 + N, ties=N % 2 == 1)
+        w = rng.uniform(-0.5, 1.5, K)
+        rho = rng.uniform(0.05, 1.0, K)
+        for kw in modes:
+            if kw.get("normalize") and not kw.get("sign_election") and sum(w.tolist()) == 0:
+                continue
+            out = merging.merge_deltas(np.empty(N, np.float32), base, deltas, w, rho, **kw)
+            want = exact_merge(base, deltas, w, rho, **kw)
+            np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32), err_msg=f"K={K} N={N} {kw}")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_selected_thresholds_equal_the_sorted_ones_on_hard_magnitudes(threads, restore_threads):
+    """The native threshold selection (a radix select over the magnitudes' bits, counted by threads
+    over disjoint ranges) keeps exactly what thresholds read from np.sort keep: zeros of both signs,
+    subnormals, huge values, long runs of one magnitude, lengths above one counting chunk."""
+    evoforge.set_num_threads(threads)
+    rng = np.random.default_rng(3)
+    N = 200_003
+    pool = np.array([0.0, -0.0, 1e-45, -1e-45, 3e-39, 1e-3, -1e-3, 2.5e-3, 3e38, -3e38], np.float32)
+    deltas = np.stack([
+        pool[rng.integers(0, len(pool), N)],
+        (rng.standard_normal(N) * 1e-3).astype(np.float32),
+        np.where(rng.random(N) < 0.9, np.float32(0.0), rng.standard_normal(N).astype(np.float32)),
+    ]).astype(np.float32)
+    base = rng.standard_normal(N).astype(np.float32)
+    srt = np.sort(np.abs(deltas), axis=1)
+    for dens in ([1e-9, 0.5, 1.0], [0.05, 0.999, 0.3], [0.7, 1e-5, 0.95]):
+        a, b = np.empty(N, np.float32), np.empty(N, np.float32)
+        merging.merge_deltas(a, base, deltas, [1.0, 1.0, 1.0], dens, trim=True, scale=1e-38)
+        merging.merge_deltas(b, base, deltas, [1.0, 1.0, 1.0], dens, trim=True, scale=1e-38,
+                             thresholds=merging.trim_thresholds(srt, dens))
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+        one = np.empty(N, np.float32)
+        for k in range(3):  # each model alone: the kept set itself (zero base, unit weight)
+            merging.merge_deltas(one, np.zeros(N, np.float32), deltas[k:k + 1], [1.0], dens[k:k + 1], trim=True)
+            thr = srt[k, N - merging.n_keep(dens[k], N)]
+            np.testing.assert_array_equal(one, np.where(np.abs(deltas[k]) >= thr, deltas[k], np.float32(0)))
+
+
 def test_non_finite_deltas_are_named():
     base, deltas = _data(3, 50, 1)
     deltas[2, 17] = np.nan

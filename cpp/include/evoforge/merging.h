@@ -7,8 +7,9 @@
 //
 // Modified deltas d~_k:
 //   TIES trim: n_keep = clamp(floor(rho_k N + 0.5), 1, N) (float64 arithmetic); thr_k = the
-//     n_keep-th largest |delta_k| (std::nth_element on a float32 copy of the magnitudes); element
-//     i is kept iff |delta_k[i]| >= thr_k (ties at the threshold are all kept), else 0.
+//     n_keep-th largest |delta_k| (a float32 magnitude; found by a radix select over the bit
+//     patterns of the magnitudes, which order as the magnitudes do); element i is kept iff
+//     |delta_k[i]| >= thr_k (ties at the threshold are all kept), else 0.
 //   DARE: element i of model k is kept iff u(seed, stream, k, i) < rho_k, and a kept element is
 //     delta_k[i] * (1 / rho_k) (in float64), a dropped one 0.
 //   neither: d~_k = delta_k.

@@ -2,7 +2,7 @@
 grid of the same method and against the experts; merging in place against writing each candidate
 to disk and loading it; the asynchronous mode's worker occupancy against the generation barrier.
 
-    evoforge bench merge [--quick] [--parts quality,throughput,async] [--evaluations N] [--work DIR]
+    evoforge bench merge [--quick] [--parts quality,throughput,async,kernel] [--evaluations N] [--work DIR]
 
 SmolLM2-135M and its experts from ``evoforge bench make_experts`` (``--quick``: stories260k), the
 tasks the held-out 10% of tinyshakespeare and of WikiText-2 (no expert trained on them).
@@ -22,6 +22,11 @@ async
     CMA-ES on a process pool of 2 workers, with the generation barrier and in the asynchronous
     mode, the same number of evaluations: each worker's busy share of the wall time (target: at
     least 90% asynchronous, where the barrier mode does not reach it).
+kernel
+    The native merge alone (``evoforge.merging.merge_deltas``) on ``--kernel-n`` random float32
+    parameters x 2 models, evoforge's thread count, median of ``--kernel-repeats``: plain weighted
+    sum, TIES with precomputed thresholds (as the merger runs it), TIES selecting its thresholds,
+    DARE-TIES. Needs no experts.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import numpy as np
 from evoforge._cli_parser import OneLineParser, int_at_least
 from evoforge.bench import _harness, make_experts
 
-PARTS = ("quality", "throughput", "async")
+PARTS = ("quality", "throughput", "async", "kernel")
 
 
 def _tasks(out: Path) -> list:
@@ -146,6 +151,35 @@ def part_throughput(base: str, experts: list[str], tasks: list, quick: bool, n: 
     return row
 
 
+def part_kernel(n: int, repeats: int) -> dict:
+    """Milliseconds (median of ``repeats``) of merge_deltas on n parameters x 2 models."""
+    import evoforge
+    from evoforge import merging
+
+    rng = np.random.default_rng(0)
+    base = (rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32)
+    deltas = (rng.standard_normal((2, n), dtype=np.float32) * 1e-3).astype(np.float32)
+    out = np.empty(n, np.float32)
+    w, rho = np.array([0.7, 0.45]), np.array([0.3, 0.6])
+    thr = merging.trim_thresholds(np.sort(np.abs(deltas), axis=1), rho)
+    ties = {"trim": True, "sign_election": True, "normalize": True}
+    cases = {"plain": (None, {}), "ties_thresholds": (rho, {**ties, "thresholds": thr}), "ties_select": (rho, ties),
+             "dare_ties": (rho, {"dare": True, "sign_election": True, "normalize": True, "seed": 1})}
+    row: dict[str, Any] = {"n": n, "models": 2, "threads": evoforge.get_num_threads(), "repeats": repeats}
+    for name, (dens, kw) in cases.items():
+        merging.merge_deltas(out, base, deltas, w, dens, **kw)  # warm: pages, pool
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            merging.merge_deltas(out, base, deltas, w, dens, **kw)
+            ts.append(time.perf_counter() - t0)
+        row[name + "_ms"] = 1e3 * float(np.median(ts))
+    print(f"kernel ({n} parameters x 2 models, {row['threads']} threads, median of {repeats}): plain "
+          f"{row['plain_ms']:.1f} ms, TIES with thresholds {row['ties_thresholds_ms']:.1f} ms, TIES selecting "
+          f"{row['ties_select_ms']:.1f} ms, DARE-TIES {row['dare_ties_ms']:.1f} ms", flush=True)
+    return row
+
+
 class _Timed:
     """An evaluator that logs (pid, start, end) of each call to ``log`` (for worker occupancy)."""
 
@@ -219,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int_at_least(1), default=5, help="candidates of the throughput part")
     ap.add_argument("--async-evaluations", type=int_at_least(2), default=None,
                     help="evaluations per mode of the async part (default 56; 112 with --quick)")
+    ap.add_argument("--kernel-n", type=int_at_least(1), default=20_000_000, help="parameters of the kernel part")
+    ap.add_argument("--kernel-repeats", type=int_at_least(1), default=7, help="timed runs per case of the kernel part")
     ap.add_argument("--experts", default=str(make_experts.default_out()), help="make_experts' output directory")
     ap.add_argument("--work", default="/tmp/evoforge-bench-merge")
     ap.add_argument("--out", default=str(Path("bench/results/merge.json")))
@@ -227,16 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(parts) - set(PARTS))
     if bad:
         ap.error(f"--parts: unknown {bad}; choose from {','.join(PARTS)}")
-    import torch
-
-    torch.set_num_threads(1 if "async" in parts and len(parts) == 1 else max(1, os.cpu_count() or 1))
     name = "stories260k" if a.quick else "smollm2-135m"
-    experts = list(make_experts.make(name, Path(a.experts)).values())
-    base = str(make_experts.STORIES) if a.quick else name
-    tasks = _tasks(Path(a.experts))
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"machine": _harness.machine(), "model": name, "experts": experts}
+    out: dict[str, Any] = {"machine": _harness.machine(), "model": name}
+    if set(parts) - {"kernel"}:  # the kernel part needs no experts
+        import torch
+
+        torch.set_num_threads(1 if "async" in parts and len(parts) == 1 else max(1, os.cpu_count() or 1))
+        experts = list(make_experts.make(name, Path(a.experts)).values())
+        base = str(make_experts.STORIES) if a.quick else name
+        tasks = _tasks(Path(a.experts))
+        work = Path(a.work)
+        work.mkdir(parents=True, exist_ok=True)
+        out["experts"] = experts
     if "quality" in parts:
         ev = a.evaluations or (60 if a.quick else 150)
         out["quality"] = part_quality(base, experts, tasks, a.quick, a.methods.split(","), ev, work, a.groups)
@@ -244,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         out["throughput"] = part_throughput(base, experts, tasks, a.quick, a.candidates)
     if "async" in parts:
         out["async"] = part_async(base, experts, tasks, a.quick, a.async_evaluations or (112 if a.quick else 56), work)
+    if "kernel" in parts:
+        out["kernel"] = part_kernel(a.kernel_n, a.kernel_repeats)
     out["machine_end"] = _harness.machine()
     print("wrote", _harness.write_json(a.out, out))
     return 0
