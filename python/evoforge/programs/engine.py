@@ -19,7 +19,6 @@ cache's savings). The history records the hits per level and the probe's time.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,7 +28,7 @@ from .._checks import check_int
 from ..cache import EvaluationCache
 from ..errors import ConfigError
 from ..search.engine import Engine, Result
-from ..search.protocol import Batch, EvaluatorLike, evaluate_in_chunks
+from ..search.protocol import Batch, EvaluatorLike
 from .cache import ProgramCache, check_quantise
 from .mutation import _check_kinds, _check_sigma, mutate
 from .program import Program
@@ -171,33 +170,15 @@ class ProgramEngine(Engine):
         else:
             todo, keys, alias = self._look_up(programs, values)
         if todo:
-            sub = batch.subset(todo)
-            t0 = time.perf_counter()
-            stored = np.zeros(len(todo), dtype=bool)
-            parts = evaluate_in_chunks(evaluator, sub)
-            try:
-                for idx, out in parts:
-                    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-                    if stored[idx].any():
-                        raise ValueError("the evaluator returned fitness for a candidate twice")
-                    rows = [todo[j] for j in idx]
-                    F, _ = self._check_fitness(sub.subset(idx), out, None, rows=rows)
-                    F = F.reshape(len(idx), M)
-                    t1 = time.perf_counter()
-                    seconds, t0 = (t1 - t0) / len(idx), t1
-                    self.evaluations += len(idx)
-                    self.evaluation_seconds += seconds * len(idx)
-                    for j, i in enumerate(rows):
-                        values[i] = F[j]
-                        if keys[i] is not None:
-                            self._programs_cache().store(keys[i], F[j] if M > 1 else float(F[j, 0]), programs[i],
-                                                         seconds=seconds)
-                    stored[idx] = True
-            finally:
-                if hasattr(parts, "close"):
-                    parts.close()
-            if not stored.all():
-                raise ValueError(f"the evaluator returned no fitness for candidate {todo[int(np.argmin(stored))]}")
+            pc = self._programs_cache() if self.use_cache else None
+
+            def store(i: int, row: np.ndarray, seconds: float) -> None:
+                values[i] = row
+                self.evaluation_seconds += seconds
+                if pc is not None:
+                    pc.store(keys[i], row if M > 1 else float(row[0]), programs[i], seconds=seconds)
+
+            self._evaluate_rows(batch, todo, evaluator, store)
         for i, j in alias.items():
             values[i] = values[j]
         return (values[:, 0] if M == 1 else values), None

@@ -24,6 +24,7 @@ from .._checks import check_int
 from ..cache import EvaluationCache
 from ..errors import ConfigError
 from ..search.engine import MAX_POPULATION
+from ..search.nsga2 import crowded_tournament
 from ..search.protocol import Batch
 from .cache import DEFAULT_QUANTISE
 from .engine import ProgramEngine, ProgramTask
@@ -80,16 +81,8 @@ class ProgramNSGA2(ProgramEngine):
     def _ask(self) -> Batch:
         if self.F is None:
             return Batch(self._start(self.population_size), generation=0)
-        N, n = len(self.population), self.n_offspring
         rng = np.random.default_rng(self.stream_seed(self.generation, 2))
-        # Contestants as consecutive permutations: every member competes about equally often.
-        contestants = np.concatenate([rng.permutation(N) for _ in range(-(-2 * n // N))])[: 2 * n]
-        a, b = contestants[0::2], contestants[1::2]
-        Fa, Fb = self.F[a], self.F[b]
-        a_dom = (Fa <= Fb).all(axis=1) & (Fa < Fb).any(axis=1)
-        b_dom = (Fb <= Fa).all(axis=1) & (Fb < Fa).any(axis=1)
-        pick_a = a_dom | (~b_dom & (self.crowding[a] >= self.crowding[b]))
-        parents = np.where(pick_a, a, b)
+        parents = crowded_tournament(self.F, self.crowding, self.n_offspring, rng)
         return Batch(self._children([self.population[p] for p in parents]), generation=self.generation)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:

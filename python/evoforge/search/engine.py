@@ -29,7 +29,7 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -193,41 +193,51 @@ class Engine:
         self.requested += B
         self.cache_hits += B - len(todo)
         if todo:
-            sub = batch.subset(todo)
-            t0 = time.perf_counter()
-            stored = np.zeros(len(todo), dtype=bool)
-            # A backend (evoforge.evaluate) yields chunks as its workers finish them: each is cached
-            # at once, so a driver killed mid-batch keeps what finished.
-            parts = evaluate_in_chunks(evaluator, sub)
-            try:
-                for idx, out in parts:
-                    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-                    if idx.size == 0:
-                        continue
-                    if stored[idx].any() or np.unique(idx).size != idx.size:
-                        raise ValueError("the evaluator returned fitness for a candidate twice")
-                    rows = [todo[j] for j in idx]
-                    part = sub.subset(idx)
-                    F, cv = self._check_fitness(part, *(out if isinstance(out, tuple) else (out, None)), rows=rows)
-                    row = np.column_stack([F.reshape(len(idx), -1)] + ([cv] if self.constrained else []))
-                    t1 = time.perf_counter()
-                    seconds, t0 = (t1 - t0) / len(idx), t1
-                    self.evaluations += len(idx)
-                    for j, i in enumerate(rows):
-                        self._cache.put(keys[i], row[j] if width > 1 else float(row[j, 0]),
-                                        genome=batch.genomes[i], seconds=seconds)
-                        values[i] = row[j]
-                    stored[idx] = True
-            finally:
-                if hasattr(parts, "close"):
-                    parts.close()  # a backend abandons the chunks still running at once
-            if not stored.all():
-                raise ValueError(f"the evaluator returned no fitness for candidate {todo[int(np.argmin(stored))]}")
+            def store(i: int, row: np.ndarray, seconds: float) -> None:
+                self._cache.put(keys[i], row if width > 1 else float(row[0]), genome=batch.genomes[i],
+                                seconds=seconds)
+                values[i] = row
+
+            self._evaluate_rows(batch, todo, evaluator, store)
         for i in missing:
             values[i] = values[first[keys[i]]]
         F = values[:, : self.n_objectives]
         cv = values[:, -1] if self.constrained else None
         return (F[:, 0] if self.n_objectives == 1 else F), cv
+
+    def _evaluate_rows(self, batch: Batch, todo: list[int], evaluator: EvaluatorLike,
+                       store: Callable[[int, np.ndarray, float], None]) -> None:
+        """Evaluate the rows ``todo`` of ``batch``: ``store(i, row, seconds)`` for each, with ``row`` its
+        fitness (and constraint violation) as float64 [M (+1)] and ``seconds`` its share of the wall
+        time, chunk by chunk as the evaluator yields them. ``evaluations`` counts them."""
+        sub = batch.subset(todo)
+        t0 = time.perf_counter()
+        stored = np.zeros(len(todo), dtype=bool)
+        # A backend (evoforge.evaluate) yields chunks as its workers finish them: each is stored at
+        # once, so a driver killed mid-batch keeps what finished.
+        parts = evaluate_in_chunks(evaluator, sub)
+        try:
+            for idx, out in parts:
+                idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+                if idx.size == 0:
+                    continue
+                if stored[idx].any() or np.unique(idx).size != idx.size:
+                    raise ValueError("the evaluator returned fitness for a candidate twice")
+                rows = [todo[j] for j in idx]
+                F, cv = self._check_fitness(sub.subset(idx), *(out if isinstance(out, tuple) else (out, None)),
+                                            rows=rows)
+                row = np.column_stack([F.reshape(len(idx), -1)] + ([cv] if self.constrained else []))
+                t1 = time.perf_counter()
+                seconds, t0 = (t1 - t0) / len(idx), t1
+                self.evaluations += len(idx)
+                for j, i in enumerate(rows):
+                    store(i, row[j], seconds)
+                stored[idx] = True
+        finally:
+            if hasattr(parts, "close"):
+                parts.close()  # a backend abandons the chunks still running at once
+        if not stored.all():
+            raise ValueError(f"the evaluator returned no fitness for candidate {todo[int(np.argmin(stored))]}")
 
     def _check_fitness(self, batch: Batch, fitness: Any, cv: Any,
                        rows: list[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -17,7 +17,7 @@ from .operators import Crossover, Mutation
 from .population import PopulationEngine
 from .screening import Screen
 
-__all__ = ["NSGA2"]
+__all__ = ["NSGA2", "crowded_tournament"]
 
 
 class NSGA2(PopulationEngine):
@@ -85,18 +85,8 @@ class NSGA2(PopulationEngine):
         permutations of the population, so every genome competes about equally often (as pymoo
         does; drawing with replacement, or comparing ranks, loses the extremes of fronts such as
         ZDT2's)."""
-        N = len(self.X)
         rng = np.random.default_rng(self.stream_seed(self.generation, offset, 0x7065726D))
-        contestants = np.concatenate([rng.permutation(N) for _ in range(-(-2 * n // N))])[: 2 * n]
-        a, b = contestants[0::2], contestants[1::2]
-        Fa, Fb = self.F[a], self.F[b]
-        a_dom = (Fa <= Fb).all(axis=1) & (Fa < Fb).any(axis=1)
-        b_dom = (Fb <= Fa).all(axis=1) & (Fb < Fa).any(axis=1)
-        pick_a = a_dom | (~b_dom & (self.crowding[a] >= self.crowding[b]))
-        if self.CV is not None:
-            ca, cb = np.maximum(self.CV[a], 0.0), np.maximum(self.CV[b], 0.0)
-            pick_a = np.where((ca > 0) | (cb > 0), ca <= cb, pick_a)
-        return np.where(pick_a, a, b)
+        return crowded_tournament(self.F, self.crowding, n, rng, self.CV)
 
     def _tell(self, batch: Batch, F: np.ndarray, cv: np.ndarray | None) -> None:
         F = F.reshape(len(F), self.n_objectives)
@@ -133,3 +123,23 @@ class NSGA2(PopulationEngine):
         if self.CV is not None:
             mask &= self.CV <= 0
         return self.X[mask].copy(), self.F[mask].copy()
+
+
+def crowded_tournament(F: np.ndarray, crowding: np.ndarray, n: int, rng: np.random.Generator,
+                       CV: np.ndarray | None = None) -> np.ndarray:
+    """Indices [n] of the winners of n binary tournaments over a population with objectives ``F``
+    [N, M], crowding distances [N] (and constraint violations ``CV`` [N]): the feasible (or less
+    violating) contestant, else the dominating one, else the one with the larger crowding distance.
+    Contestants are consecutive random permutations of the population (from ``rng``), so every member
+    competes about equally often."""
+    N = len(F)
+    contestants = np.concatenate([rng.permutation(N) for _ in range(-(-2 * n // N))])[: 2 * n]
+    a, b = contestants[0::2], contestants[1::2]
+    Fa, Fb = F[a], F[b]
+    a_dom = (Fa <= Fb).all(axis=1) & (Fa < Fb).any(axis=1)
+    b_dom = (Fb <= Fa).all(axis=1) & (Fb < Fa).any(axis=1)
+    pick_a = a_dom | (~b_dom & (crowding[a] >= crowding[b]))
+    if CV is not None:
+        ca, cb = np.maximum(CV[a], 0.0), np.maximum(CV[b], 0.0)
+        pick_a = np.where((ca > 0) | (cb > 0), ca <= cb, pick_a)
+    return np.where(pick_a, a, b)
