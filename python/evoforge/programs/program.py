@@ -131,8 +131,13 @@ class Program:
         learner = self.kind == "learner"
         ns, nv, nm, _ = check_counts(self.n_scalar, self.n_vector, self.n_matrix, self.dim,
                                      min_vector=1 if learner else 0)
-        for n, c in self.components.items():
-            validate_code(c, self.imm[n], n_scalar=ns, n_vector=nv, n_matrix=nm, name=f"component {n!r}")
+        try:  # all components in one check (a search validates every child); per component on a failure
+            validate_code(np.concatenate(list(self.components.values())), np.concatenate(list(self.imm.values())),
+                          n_scalar=ns, n_vector=nv, n_matrix=nm, name="program")
+        except ValueError:
+            for n, c in self.components.items():
+                validate_code(c, self.imm[n], n_scalar=ns, n_vector=nv, n_matrix=nm, name=f"component {n!r}")
+            raise
         self.__dict__["_valid"] = counts
         return self
 
