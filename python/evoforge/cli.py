@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from evoforge import _cli_dashboard, _cli_front, _cli_merge, _cli_programs
+from evoforge import _cli_neuro
 from evoforge._cli_parser import OneLineParser as _Parser
 from evoforge._cli_parser import int_at_least as _int_at_least
 from evoforge._cli_parser import positive_float as _positive_float_arg
@@ -449,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     compress = _add_compress(sub)
     _cli_dashboard.add_dashboard(sub)
     _cli_merge.add_merge(sub)
+    _cli_neuro.add_neuro(sub)
     _cli_programs.add_programs(sub)
     args = parser.parse_args(argv)
     fronts = ("front", "subnet")

@@ -56,6 +56,8 @@ class EvolveResult:
         ``env_steps`` (cumulative), ``seconds``, ...), the history of the run
     env_steps : environment steps of the whole run; seconds : wall time of this call
     stopped : why the run ended (``"generations"``, ``"target"``)
+    genome : Deep GA: the best policy's encoded seed list, uint64 [1 + n] (what a worker is sent
+        instead of its 4 D bytes of weights); None for OpenAI-ES
     """
 
     params: np.ndarray | None
@@ -71,6 +73,7 @@ class EvolveResult:
     run_dir: Path | None = None
     stopped: str | None = None
     env_kwargs: dict | None = None
+    genome: np.ndarray | None = None
 
     def act(self, obs: Any) -> Any:
         """The best policy's action for one observation (as the environment takes it)."""
@@ -98,8 +101,8 @@ def evolve(env: Any, algo: str = "ga", *, pop: int = 256, generations: int = 100
            run_dir: Any = None, hidden: Any = (64,), episodes: int = 1, sigma: float | None = None,
            max_steps: int | None = None, target_return: float | None = None, backend: str = "inprocess",
            backend_options: dict | None = None, env_kwargs: dict | None = None, progress: bool = False,
-           **algo_kwargs: Any) -> EvolveResult:
-    """Evolve an MLP policy for ``env`` (a Gymnasium id, a factory or an Env object).
+           policy: MLPPolicy | None = None, **algo_kwargs: Any) -> EvolveResult:
+    """Evolve a policy for ``env`` (a Gymnasium id, a factory or an Env object).
 
     algo : ``"ga"`` (:class:`DeepGA`) or ``"es"`` (:class:`OpenAIES`); pop : population size;
     generations : generations in total (a resumed run counts those done); seed : the run's seed;
@@ -108,7 +111,10 @@ def evolve(env: Any, algo: str = "ga", *, pop: int = 256, generations: int = 100
     per episode (default: the environment's limit); target_return : stop once the best return
     reaches it; backend, backend_options : where rollouts run (``open_backend(backend, factory,
     **backend_options)``); algo_kwargs : the engine's other parameters (``truncation``,
-    ``elite_episodes``, ``lr``, ``obs_norm``, ...).
+    ``elite_episodes``, ``lr``, ``obs_norm``, ``task``, ...); policy : the architecture to evolve
+    instead of an MLP of widths ``hidden`` (e.g. :meth:`ConvPolicy.from_spaces
+    <evoforge.neuro.conv_policy.ConvPolicy.from_spaces>` for image observations); it must fit the
+    environment's spaces.
     """
     t0 = time.perf_counter()
     if not isinstance(algo, str) or algo not in ALGORITHMS:
@@ -125,7 +131,9 @@ def evolve(env: Any, algo: str = "ga", *, pop: int = 256, generations: int = 100
     if backend == "inprocess" and backend_options:
         raise ConfigError(f"the in-process backend takes no options, got {sorted(backend_options)}")
     cls = ALGORITHMS[algo]
-    evaluator = PolicyEvaluator(env, hidden=hidden, encoding=cls.encoding, sigma=sigma, episodes=episodes,
+    if policy is not None and not isinstance(policy, MLPPolicy):
+        raise TypeError(f"policy must be an MLPPolicy, a ConvPolicy or None, got {type(policy).__name__}")
+    evaluator = PolicyEvaluator(env, policy, hidden=hidden, encoding=cls.encoding, sigma=sigma, episodes=episodes,
                                 max_steps=max_steps, seed=seed, env_kwargs=env_kwargs)
     policy = evaluator.policy
     try:
@@ -148,10 +156,10 @@ def evolve(env: Any, algo: str = "ga", *, pop: int = 256, generations: int = 100
             runner.close()
         evaluator.close()
         engine.close()
-    best = engine.best[1]
+    genome, best = engine.best
     return EvolveResult(engine.best_params(), policy, engine.obs_norm_state(), None if best is None else -best,
                         list(res.history), res.generations, engine.env_steps, time.perf_counter() - t0, algo, env,
-                        engine.run_dir, res.stopped, env_kwargs)
+                        engine.run_dir, res.stopped, env_kwargs, genome if cls.encoding == "seeds" else None)
 
 
 def _open(cls: type, policy: MLPPolicy, run_dir: Any, kw: dict) -> NeuroEngine:

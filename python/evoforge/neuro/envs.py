@@ -4,8 +4,12 @@ Accepted ``env`` values:
 
 * a Gymnasium id string (``"CartPole-v1"``, ``"LunarLander-v3"``, ``"MinAtar/Breakout-v1"``): each copy is
   ``gymnasium.make(id, **env_kwargs)``; ids of the ``MinAtar/`` and ``ALE/`` namespaces register their
-  package first (``minatar``, ``ale_py``) if it is installed. An id Gymnasium does not know raises
-  ConfigError naming it (with Gymnasium's suggestion).
+  package first (``minatar``, ``ale_py``) if it is installed, and so do Atari's ids without a namespace
+  (``BreakoutNoFrameskip-v4``) when Gymnasium does not know them yet. Atari from RAM: ``"ALE/Breakout-v5"``
+  with ``env_kwargs={"obs_type": "ram"}``, or the RAM ids of older Gym (``"ALE/Breakout-ram-v5"``,
+  ``"Breakout-ramNoFrameskip-v4"``), which ale-py no longer registers and which are made as the id without
+  ``-ram`` with ``obs_type="ram"``. An id Gymnasium does not know raises ConfigError naming it (with
+  Gymnasium's suggestion).
 * a callable with no arguments returning a ``gymnasium.Env`` (a factory; for the process and Ray
   backends it must be picklable, e.g. a module-level function or ``functools.partial``).
 * a ``gymnasium.Env`` object: copies are ``copy.deepcopy(env)`` (its state at the time of the call).
@@ -19,19 +23,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import re
 import warnings
 from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..errors import ConfigError
 
-__all__ = ["make_env", "env_name"]
+__all__ = ["make_env", "env_name", "ram_alias"]
 
 # namespaces whose package registers its ids on import (package, registration hook)
 _NAMESPACES: dict[str, tuple[str, Callable[[Any], None]]] = {
     "MinAtar": ("minatar.gym", lambda m: m.register_envs()),
-    "ALE": ("ale_py", lambda m: __import__("gymnasium").register_envs(m)),
+    "ALE": ("ale_py", lambda m: _register_ale(m)),
 }
+
+
+def _register_ale(ale_py: Any) -> None:
+    """Atari's ids, and the emulator's banner (two stderr lines per environment made) silenced."""
+    _gym().register_envs(ale_py)
+    with contextlib.suppress(AttributeError):
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
 
 
 def _gym() -> Any:
@@ -52,6 +64,11 @@ def _quiet_swig() -> Iterator[None]:
         yield
 
 
+def _registered() -> set[str]:
+    """The namespaces Gymnasium knows now."""
+    return {k.split("/", 1)[0] for k in _gym().envs.registry if "/" in k}
+
+
 def _register_namespace(env_id: str) -> None:
     ns = env_id.split("/", 1)[0] if "/" in env_id else None
     if ns not in _NAMESPACES:
@@ -66,6 +83,16 @@ def _register_namespace(env_id: str) -> None:
         return  # make() then names the missing namespace
 
 
+_RAM = re.compile(r"^(?P<head>(?:ALE/)?[A-Za-z0-9]+)-ram(?P<tail>(?:NoFrameskip|Deterministic)?-v\d+)$")
+
+
+def ram_alias(env_id: str) -> tuple[str, dict] | None:
+    """``(id, {"obs_type": "ram"})`` for an older Gym RAM id (``Breakout-ram-v4``, ``ALE/Breakout-ram-v5``),
+    else None."""
+    m = _RAM.match(env_id)
+    return (m["head"] + m["tail"], {"obs_type": "ram"}) if m else None
+
+
 def _make_from_id(env_id: str, env_kwargs: dict) -> Any:
     gym = _gym()
     if not env_id or not env_id.strip():
@@ -75,6 +102,15 @@ def _make_from_id(env_id: str, env_kwargs: dict) -> Any:
         with _quiet_swig():
             return gym.make(env_id, **env_kwargs)
     except gym.error.Error as e:
+        alias = ram_alias(env_id)
+        if "/" not in env_id and "ALE" not in _registered():  # Atari's v0 / v4 ids come with ale_py
+            _register_namespace("ALE/")
+            if env_id in gym.envs.registry:
+                return _make_from_id(env_id, env_kwargs)
+        if alias is not None and alias[0] != env_id:
+            _register_namespace(alias[0] if "/" in alias[0] else "ALE/")
+            if alias[0] in gym.envs.registry:
+                return _make_from_id(alias[0], {**alias[1], **env_kwargs})
         raise ConfigError(f"unknown Gymnasium environment id {env_id!r}: {e}") from None
     except TypeError as e:
         raise ConfigError(f"environment {env_id!r} does not take env_kwargs {sorted(env_kwargs)}: {e}") from None

@@ -9,7 +9,8 @@ layer, the weight matrix ``W [in, out]`` in C order, then its bias ``b [out]``. 
 ``tanh(x @ W + b)``; the last layer is linear and gives logits (Discrete: the action is the argmax,
 ties to the lowest index, plus ``space.start``) or means (Box: ``tanh`` squashed and scaled to the
 space's bounds; a dimension with an infinite bound is left unsquashed). Observations are flattened
-(Box of any shape and dtype, cast to float32) or one-hot (Discrete).
+(Box of any shape and dtype, cast to float32; an integer Box with a finite upper bound above 1, such as
+Atari's RAM bytes, is scaled by ``obs_scale = 1 / high`` into [0, 1]) or one-hot (Discrete).
 
 The population forward is one stacked matrix product per layer, ``numpy.matmul`` of
 ``[P, N, in] @ [P, in, out]``: measured on the 2-core CPU for P=256, O=4, H=64, A=2 it takes 22 us
@@ -52,6 +53,16 @@ def _hidden(hidden: Any) -> tuple[int, ...]:
     return tuple(check_int(h, f"hidden[{i}]", 1, 1 << 20) for i, h in enumerate(hidden))
 
 
+def _integer_scale(box: Any) -> float:
+    """1 / high for an integer (not bool) Box whose upper bounds are finite and above 1, else 1."""
+    dtype = np.dtype(box.dtype)
+    if dtype.kind not in "iu":
+        return 1.0
+    high = np.asarray(box.high, np.float64)
+    top = float(high.max()) if high.size else 0.0
+    return 1.0 / top if np.isfinite(high).all() and top > 1 else 1.0
+
+
 def _space_name(space: Any) -> str:
     return type(space).__name__
 
@@ -82,6 +93,7 @@ class MLPPolicy:
     high: np.ndarray | None = None
     action_shape: tuple[int, ...] = ()
     obs_discrete: int = 0  # > 0: observations are Discrete(obs_discrete) indices, one-hot encoded
+    obs_scale: float = 1.0  # Box observations are multiplied by it (1 / 255 for uint8 bytes)
     sizes: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +103,10 @@ class MLPPolicy:
         if not isinstance(self.discrete, (bool, np.bool_)):
             raise TypeError(f"discrete must be a bool, got {type(self.discrete).__name__}")
         object.__setattr__(self, "discrete", bool(self.discrete))
+        scale = self.obs_scale
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (0 < float(scale) < math.inf):
+            raise ConfigError(f"obs_scale must be a finite number > 0, got {scale!r}")
+        object.__setattr__(self, "obs_scale", float(scale))
         sizes = (self.obs_dim, *self.hidden, self.n_outputs)
         object.__setattr__(self, "sizes", sizes)
         D = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -124,8 +140,10 @@ class MLPPolicy:
 
         Observations: Box (flattened) or Discrete (one-hot). Actions: Discrete (argmax) or Box
         (squashed to its bounds). Anything else raises ConfigError naming the space."""
+        obs_scale = 1.0
         if _is_space(observation_space, "Box"):
             obs_dim, obs_discrete = int(np.prod(observation_space.shape, dtype=np.int64)), 0
+            obs_scale = _integer_scale(observation_space)
         elif _is_space(observation_space, "Discrete"):
             obs_dim = obs_discrete = int(observation_space.n)
         else:
@@ -135,16 +153,36 @@ class MLPPolicy:
             raise ConfigError(f"observation space {observation_space!r} is empty")
         if _is_space(action_space, "Discrete"):
             return cls(obs_dim, int(action_space.n), hidden, True, int(action_space.start),
-                       obs_discrete=obs_discrete)
+                       obs_discrete=obs_discrete, obs_scale=obs_scale)
         if _is_space(action_space, "Box"):
             if not np.issubdtype(action_space.dtype, np.floating):
                 raise ConfigError(f"action space {action_space!r} has integer dtype {action_space.dtype}: an MLP "
                                   "policy drives float Boxes only")
             A = int(np.prod(action_space.shape, dtype=np.int64))
             return cls(obs_dim, A, hidden, False, 0, np.asarray(action_space.low).reshape(-1),
-                       np.asarray(action_space.high).reshape(-1), tuple(action_space.shape), obs_discrete=obs_discrete)
+                       np.asarray(action_space.high).reshape(-1), tuple(action_space.shape), obs_discrete=obs_discrete,
+                       obs_scale=obs_scale)
         raise ConfigError(f"action space {action_space!r} ({_space_name(action_space)}) cannot be driven by an MLP "
                           f"policy: supported action spaces are {', '.join(SUPPORTED_ACTION_SPACES)}")
+
+    def like(self, observation_space: Any, action_space: Any) -> "MLPPolicy":
+        """The policy of this architecture (hidden widths, ...) for other spaces: what
+        :meth:`from_spaces` makes of them (an environment fits this policy when it gives an equal one)."""
+        return type(self).from_spaces(observation_space, action_space, self.hidden)
+
+    @classmethod
+    def from_description(cls, d: dict) -> "MLPPolicy":
+        """The policy of :meth:`describe`'s dict (as a saved policy records it)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a policy description must be a dict, got {type(d).__name__}")
+        if d.get("kind", "mlp") != "mlp":
+            raise ConfigError(f"not an MLP policy's description (kind {d.get('kind')!r})")
+        try:
+            return cls(int(d["obs_dim"]), int(d["n_outputs"]), tuple(d["hidden"]), bool(d["discrete"]),
+                       int(d.get("action_start", 0)), d.get("low"), d.get("high"), tuple(d.get("action_shape", ())),
+                       int(d.get("obs_discrete", 0)), float(d.get("obs_scale", 1.0)))
+        except KeyError as e:
+            raise ConfigError(f"the policy description lacks {e.args[0]!r}") from None
 
     # ---- layout ----------------------------------------------------------------------------------
 
@@ -152,11 +190,15 @@ class MLPPolicy:
     def n_params(self) -> int:
         """D, the length of one member's flat parameter vector."""
         s = self.sizes
-        return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+        return self._dense_offset() + sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+
+    def _dense_offset(self) -> int:
+        """Where the dense layers start in the flat vector (a subclass puts other layers first)."""
+        return 0
 
     def layout(self) -> list[tuple[str, tuple[int, ...], int]]:
         """``(name, shape, offset)`` of every tensor in the flat vector: W0, b0, W1, b1, ..."""
-        out, off = [], 0
+        out, off = [], self._dense_offset()
         for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             out.append((f"W{i}", (a, b), off))
             off += a * b
@@ -167,7 +209,7 @@ class MLPPolicy:
     def unflatten(self, params: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views ``(W [P, in, out], b [P, 1, out])`` per layer of ``params`` [P, D]."""
         P = params.shape[0]
-        layers, off = [], 0
+        layers, off = [], self._dense_offset()
         for a, b in zip(self.sizes[:-1], self.sizes[1:]):
             W = params[:, off:off + a * b].reshape(P, a, b)
             off += a * b
@@ -208,6 +250,10 @@ class MLPPolicy:
         """Raw outputs (logits or pre-squash means), float32 [P, N, A], of ``params`` [P, D] float32 on
         ``obs`` [P, N, O] (already flattened / one-hot and normalised)."""
         p, x = self._check(params, obs)
+        return self._dense(p, x)
+
+    def _dense(self, p: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The dense layers of ``p`` [P, D] on features ``x`` [P, N, sizes[0]] float32."""
         layers = self.unflatten(p)
         for i, (W, b) in enumerate(layers):
             x = np.matmul(x, W)
@@ -240,7 +286,10 @@ class MLPPolicy:
             out = np.zeros(leading + (self.obs_dim,), np.float32)
             np.put_along_axis(out, idx[..., None], np.float32(1.0), axis=-1)
             return out
-        return np.asarray(obs, dtype=np.float32).reshape(leading + (self.obs_dim,))
+        x = np.asarray(obs, dtype=np.float32).reshape(leading + (self.obs_dim,))
+        if self.obs_scale != 1.0:
+            x = x * np.float32(self.obs_scale)
+        return x
 
     # ---- identity --------------------------------------------------------------------------------
 
@@ -250,6 +299,8 @@ class MLPPolicy:
              "discrete": self.discrete, "action_start": self.action_start, "obs_discrete": self.obs_discrete}
         if not self.discrete:
             d.update(low=self.low.tolist(), high=self.high.tolist(), action_shape=list(self.action_shape))
+        if self.obs_scale != 1.0:
+            d["obs_scale"] = self.obs_scale
         return d
 
     def __eq__(self, other: object) -> bool:

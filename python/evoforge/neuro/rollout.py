@@ -199,9 +199,9 @@ def resolve_max_steps(max_steps: int | None, pool: EnvPool) -> int:
 
 
 def check_compatible(policy: MLPPolicy, pool: EnvPool) -> None:
-    """ConfigError unless ``policy`` is the one :meth:`MLPPolicy.from_spaces` makes for the pool's spaces
-    (hidden widths aside)."""
-    want = MLPPolicy.from_spaces(pool.observation_space, pool.action_space, policy.hidden)
+    """ConfigError unless ``policy`` is the one its class makes for the pool's spaces with its own
+    architecture (:meth:`MLPPolicy.like`)."""
+    want = policy.like(pool.observation_space, pool.action_space)
     if want != policy:
         raise ConfigError(f"the policy {policy.describe()} does not fit the environment's spaces "
                           f"({pool.observation_space}, {pool.action_space}); expected {want.describe()}")
