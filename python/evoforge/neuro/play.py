@@ -113,6 +113,14 @@ def _render_env(env_id: str, env_kwargs: dict) -> Any:
     if "rgb_array" not in modes:
         env.close()
         raise ConfigError(f"{env_id!r} does not render rgb_array frames (its render modes: {modes}): no video")
+    try:  # a renderer's own dependency (pygame for classic control and Box2D) is missing only when it draws
+        env.reset(seed=0)
+        env.render()
+    except Exception as e:
+        env.close()
+        if type(e).__name__ == "DependencyNotInstalled":
+            raise ConfigError(f"{env_id!r} cannot render a video here: {e}") from None
+        raise
     return env
 
 
