@@ -78,6 +78,15 @@ def test_tune_fits_constants_never_worse_and_deterministic():
     assert [op_count(p) for p in a[:3]] == [op_count(p) for p in progs[:3]]
 
 
+def test_tune_keeps_integer_constants_exact_when_asked():
+    t = FunctionTask("log2", n_points=257, fit_iterations=40, fit_points=65, fit_integers=False)
+    p = taylor_program("log2", 4)
+    q = t.tune([p], seed=3)[0]
+    assert 1.0 in q.imm["predict"].tolist()  # t = x - 1 kept exact
+    assert t.outputs([q], np.array([1.0], np.float32))[0, 0] == 0.0
+    assert t.errors([q])[0] < t.errors([p])[0] / 2
+
+
 def _numpy_sgd(train_x, train_y, valid_x, lr):
     T, N, d = train_x.shape
     preds = np.empty(valid_x.shape[:2])

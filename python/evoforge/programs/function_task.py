@@ -56,6 +56,8 @@ class FunctionTask:
     ops : op names mutations may use (default :data:`ARITHMETIC`)
     fit_iterations : CMA-ES iterations fitting each child's constants before it is evaluated
         (AutoNumerics-Zero fits constants by CMA-ES; 0: constants change only by mutation), see :meth:`tune`
+    fit_integers : whether the fit moves constants that hold small integers (|c| <= 16); False keeps
+        them exact (log2's ``t = x - 1`` must give exactly 0 at x = 1, where a float32 ULP is tiny)
     fit_popsize : CMA-ES population per child; fit_points : how many of the points (evenly spread) the
         fit measures the error on (None: 513, or all when fewer)
 
@@ -70,7 +72,7 @@ class FunctionTask:
     def __init__(self, target: str | Target = "exp2", *, interval: Any = None, n_points: int = 4097,
                  n_probe: int = 16, objectives: Sequence[str] = _OBJECTIVES, n_scalar: int = 4,
                  ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 16,
-                 fit_points: int | None = None) -> None:
+                 fit_points: int | None = None, fit_integers: bool = True) -> None:
         self.target = _target(target)
         n_points = _checks.check_int(n_points, "n_points", 2, 1 << 22)
         self.x = probe_points(self.target, n_points, interval=interval)
@@ -88,6 +90,9 @@ class FunctionTask:
         self.interval = _interval(self.target, interval)
         self.fit_iterations = _checks.check_int(fit_iterations, "fit_iterations", 0, 1 << 16)
         self.fit_popsize = _checks.check_int(fit_popsize, "fit_popsize", 2, 1 << 12)
+        if not isinstance(fit_integers, bool):
+            raise TypeError(f"fit_integers must be a bool, got {type(fit_integers).__name__}")
+        self.fit_integers = fit_integers
         fit_points = min(513, len(self.x)) if fit_points is None else _checks.check_int(fit_points, "fit_points", 2,
                                                                                           len(self.x))
         self._fit_x = self.x[np.linspace(0, len(self.x) - 1, fit_points).round().astype(np.int64)]
@@ -150,6 +155,9 @@ class FunctionTask:
             self._check(p)
             c = p.canonical()
             sites = np.flatnonzero(c.components["predict"][:, 0] == _S_CONST)
+            if not self.fit_integers:
+                v = c.imm["predict"][sites]
+                sites = sites[~((v == np.round(v)) & (np.abs(v) <= 16))]
             if not sites.size:
                 continue
             x0 = c.imm["predict"][sites].astype(np.float64)

@@ -45,7 +45,7 @@ LINEAR_OPS: tuple[str, ...] = ("s_sub", "s_mul", "s_const", "v_scale", "v_add", 
 
 def _function(name: str) -> Callable[..., Any]:
     def make(**kw: Any) -> FunctionTask:
-        return FunctionTask(name, **{"fit_iterations": 200, **kw})
+        return FunctionTask(name, **{"fit_iterations": 200, "fit_integers": name != "log2", **kw})
     return make
 
 
