@@ -37,6 +37,7 @@ from .evaluator import PolicyEvaluator
 from .openai_es import OpenAIES
 from .policy import MLPPolicy
 from .rollout import evaluate_policy
+from .saved import policy_action
 
 __all__ = ["evolve", "EvolveResult", "ALGORITHMS"]
 
@@ -79,12 +80,7 @@ class EvolveResult:
         """The best policy's action for one observation (as the environment takes it)."""
         if self.params is None:
             raise ConfigError("no policy yet: the run evaluated no generation")
-        x = self.policy.flatten_obs(obs, (1, 1))
-        if self.obs_norm is not None:
-            mean, std, clip = self.obs_norm
-            x = np.clip((x - mean) / std, -clip, clip)
-        a = self.policy.act(self.params[None], x)[0, 0]
-        return int(a) if self.policy.discrete else a
+        return policy_action(self.policy, self.params, self.obs_norm, obs)
 
     def evaluate(self, env: Any = None, *, episodes: int = 20, seed: int = 2**32 + 7,
                  max_steps: int | None = None) -> np.ndarray:

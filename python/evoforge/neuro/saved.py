@@ -44,6 +44,17 @@ def policy_from_description(d: dict) -> MLPPolicy:
     raise ConfigError(f"unknown policy kind {kind!r} (mlp or conv)")
 
 
+def policy_action(policy: Any, params: np.ndarray, obs_norm: tuple | None, obs: Any) -> Any:
+    """The action of one policy (parameters [D], observation normalisation ``(mean, std, clip)`` or
+    None) for one observation, as the environment takes it (an int for a discrete action space)."""
+    x = policy.flatten_obs(obs, (1, 1))
+    if obs_norm is not None:
+        mean, std, clip = obs_norm
+        x = np.clip((x - mean) / std, -clip, clip)
+    a = policy.act(params[None], x)[0, 0]
+    return int(a) if policy.discrete else a
+
+
 @dataclass
 class SavedPolicy:
     """A policy, its parameters (float32 [D]), its observation normalisation ``(mean, std, clip)`` or
@@ -56,12 +67,7 @@ class SavedPolicy:
 
     def act(self, obs: Any) -> Any:
         """The action for one observation, as the environment takes it."""
-        x = self.policy.flatten_obs(obs, (1, 1))
-        if self.obs_norm is not None:
-            mean, std, clip = self.obs_norm
-            x = np.clip((x - mean) / std, -clip, clip)
-        a = self.policy.act(self.params[None], x)[0, 0]
-        return int(a) if self.policy.discrete else a
+        return policy_action(self.policy, self.params, self.obs_norm, obs)
 
     def evaluate(self, env: Any = None, *, episodes: int = 20, seed: int = 2**32 + 7,
                  max_steps: int | None = None) -> np.ndarray:
