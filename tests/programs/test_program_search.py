@@ -267,3 +267,18 @@ def test_resume_after_kill_9_gives_the_same_result(tmp_path):
     after = log.read_text().splitlines()[len(before):]
     # What was evaluated and cached before the kill is not evaluated again (at most the batch in flight).
     assert len(set(before) & set(after)) <= 5
+
+
+def test_more_bad_arguments_are_refused_by_name():
+    with pytest.raises(ConfigError, match="the tasks would hold"):
+        LearnerTask(n_tasks=1 << 16, n_train=1 << 20, dim=4096)
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        linear_regression_program(lr="1")
+    with pytest.raises(ConfigError, match="ref_point must be 2 real numbers"):
+        ProgramNSGA2(FunctionTask("exp2", n_points=17), ref_point=np.ones((1, 2)))
+    with pytest.raises(TypeError, match="every_float must be a bool"):
+        FunctionTask("exp2", n_points=17).report(taylor_program("exp2", 2), every_float="yes")
+    with pytest.raises(ConfigError, match="workers must be an int"):
+        search_programs("linear", workers=-1)
+    with pytest.raises(ConfigError, match="not an option of the nsga2 engine"):
+        search_programs("exp2", tournament_size=3)

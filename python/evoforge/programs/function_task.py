@@ -214,6 +214,8 @@ class FunctionTask:
 
     def report(self, program: Program, *, every_float: bool = False) -> dict[str, Any]:
         """``max_ulp`` on the task's points (or on every float32 of the interval), ``ops``, ``source``."""
+        if not isinstance(every_float, bool):
+            raise TypeError(f"every_float must be a bool, got {type(every_float).__name__}")
         x = probe_points(self.target, None, interval=self.interval) if every_float else self.x
         out = self.outputs([program], x)[0]
         return {"max_ulp": float(ulp_error(out, self.target.reference(x.astype(np.float64)))),

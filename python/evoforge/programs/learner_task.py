@@ -34,6 +34,8 @@ LEARNER_OPS: tuple[str, ...] = ("s_add", "s_sub", "s_mul", "s_div", "s_abs", "s_
                                 "s_const", "v_add", "v_sub", "v_mul", "v_scale", "v_bcast", "v_dot", "v_norm",
                                 "v_mean", "v_const")
 _KINDS = ("regression", "classification")
+#: The most feature values a task set may hold (float64: 2 GiB).
+MAX_DATA = 1 << 28
 _PROBE = 10
 
 
@@ -90,6 +92,10 @@ class LearnerTask:
         self._digits = digits
         self.objectives = ("loss",)
         self.kind = "learner"
+        size = max(self.n_tasks, self.n_heldout) * (self.n_train + self.n_valid) * self.dim
+        if size > MAX_DATA:
+            raise ConfigError(f"the tasks would hold {size} numbers (max(n_tasks, n_heldout) x (n_train + n_valid) x "
+                              f"dim), more than {MAX_DATA}: make them smaller")
         self.data = self._tasks(self.n_tasks, 0)
         probe = self._tasks(1, 1)
         self._probe = (probe[0][:, :_PROBE], probe[1][:, :_PROBE], probe[2][:, :_PROBE])
@@ -208,7 +214,10 @@ class LearnerTask:
 def linear_regression_program(dim: int = 4, lr: float = 0.1, *, n_scalar: int = 5, n_vector: int = 4) -> Program:
     """The SGD linear-regression learner (what the search should rediscover): ``v1`` the weights,
     ``predict: s1 = v1 . v0``; ``learn: s2 = s0 - s1; s2 = s2 * lr; v2 = s2 * v0; v1 = v1 + v2``."""
-    setup = assemble([("s_const", 3, float(lr))])
+    lr = _checks.check_real(lr, "lr")
+    if not np.isfinite(lr):
+        raise ConfigError(f"lr must be finite, got {lr}")
+    setup = assemble([("s_const", 3, lr)])
     predict = assemble([("v_dot", 1, 1, 0)])
     learn = assemble([("s_sub", 2, 0, 1), ("s_mul", 2, 2, 3), ("v_scale", 2, 2, 0), ("v_add", 1, 1, 2)])
     return Program({"setup": setup[0], "predict": predict[0], "learn": learn[0]},

@@ -64,8 +64,11 @@ class ProgramNSGA2(ProgramEngine):
                          progress=progress)
         self.ref_point = None
         if ref_point is not None:
-            r = np.asarray(ref_point, dtype=np.float64).reshape(-1)
-            if r.shape != (self.n_objectives,) or not np.isfinite(r).all():
+            a = np.asarray(ref_point)
+            if a.dtype.kind not in "iuf" or a.shape != (self.n_objectives,):
+                raise ConfigError(f"ref_point must be {self.n_objectives} real numbers, got {ref_point!r}")
+            r = a.astype(np.float64)
+            if not np.isfinite(r).all():
                 raise ConfigError(f"ref_point must be {self.n_objectives} finite numbers, got {ref_point!r}")
             self.ref_point = r
         res = np.broadcast_to(np.asarray(resolution, dtype=np.float64), (self.n_objectives,)).copy() \

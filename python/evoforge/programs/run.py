@@ -111,6 +111,8 @@ def search_programs(name: str, *, engine: str | None = None, generations: int = 
     engine = default_engine if engine is None else engine
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be an int >= 1 or None, got {workers!r}")
     if not isinstance(backend, Backend) and backend not in ("inprocess", "process", "ray"):
         raise ConfigError(f"backend must be 'inprocess', 'process', 'ray' or a Backend, got {backend!r}")
     only = {"nsga2": ("resolution", "ref_point", "n_offspring"), "regularized": ("tournament_size", "batch_size")}
