@@ -24,6 +24,7 @@ import numpy as np
 
 from .._checks import check_int
 from ..errors import ConfigError
+from ..search.engine import _json_default
 from .api import EvolveResult
 from .curve import plot_curve
 from .play import BEST_POLICY
@@ -103,16 +104,7 @@ def write_run(result: Any, run_dir: Any, *, settings: dict | None = None, eval_e
         "files": {"policy": BEST_POLICY, "curve": CURVE, "history": "history.jsonl", "checkpoint": "checkpoint.pkl"},
     }
     tmp = out / (REPORT + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=_jsonable))
+    tmp.write_text(json.dumps(report, indent=1, default=_json_default))
     os.replace(tmp, out / REPORT)
     return report
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
