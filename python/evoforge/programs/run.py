@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..search.engine import CHECKPOINT
 from ..search.protocol import Backend, open_backend
 from .engine import ProgramEngine
-from .function_task import FunctionTask, taylor_program
+from .function_task import WORST, FunctionTask, taylor_program
 from .learner_task import LEARNER_OPS, LearnerTask
 from .nsga2 import ProgramNSGA2
 from .program import Program
@@ -51,8 +51,10 @@ def _function(name: str) -> Callable[..., Any]:
 
 #: name -> (task factory (keyword options), default engine, engine defaults).
 TASKS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
-    "exp2": (_function("exp2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0)}),
-    "log2": (_function("log2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0)}),
+    "exp2": (_function("exp2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0),
+                                          "ref_point": (WORST, 21.0)}),
+    "log2": (_function("log2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0),
+                                          "ref_point": (WORST, 21.0)}),
     "linear": (lambda **kw: LearnerTask("regression", **{"ops": LINEAR_OPS, "n_scalar": 4, "n_vector": 3, **kw}),
                "regularized", {"population_size": 1000, "tournament_size": 10, "batch_size": 50, "max_length": 4}),
     "logistic": (lambda **kw: LearnerTask("classification", **{"ops": LEARNER_OPS, **kw}), "regularized",
@@ -191,7 +193,8 @@ def _write(rd: Path, eng: ProgramEngine, best: Any, fitness: Any, report: dict[s
     from .. import plot
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    key = "best_fitness"
+    # A front's progress is its hypervolume (the best of each objective alone says little).
+    key = "hypervolume" if eng.history and "hypervolume" in eng.history[-1] else "best_fitness"
     plot.convergence(rd, key=key, x="requested", ax=ax)
     ax.set_xlabel("children (requested)")
     ax.set_title(f"{type(eng).__name__}: {eng.program_task!r}"[:90], fontsize=8)
