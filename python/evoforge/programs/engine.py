@@ -126,23 +126,19 @@ class ProgramEngine(Engine):
 
     # ---- variation --------------------------------------------------------------------------------
 
-    def _start(self, size: int) -> np.ndarray:
-        """The first generation: the initial programs (through ``task.tune``, as every child is),
-        repeated to ``size``."""
-        programs = list(self.initial)
+    def _tuned(self, programs: list[Program], generation: int) -> list[Program]:
+        """``task.tune(programs, seed=...)`` when the task has one (e.g. fitting constants), else as given."""
         tune = getattr(self.program_task, "tune", None)
-        if callable(tune):
-            programs = list(tune(programs, seed=self.stream_seed(0, 3)))
+        return list(tune(programs, seed=self.stream_seed(generation, 3))) if callable(tune) else programs
+
+    def _start(self, size: int) -> np.ndarray:
+        """The first generation: the initial programs (tuned as every child is), repeated to ``size``."""
+        programs = self._tuned(list(self.initial), 0)
         return program_array((programs * -(-size // len(programs)))[:size])
 
     def _children(self, parents: Sequence[Program]) -> np.ndarray:
-        """Mutants of ``parents`` (individual j of this generation from parents[j]), passed through
-        ``task.tune(children, seed=...)`` when the task has one (e.g. fitting constants)."""
-        children = [self._mutant(p, j) for j, p in enumerate(parents)]
-        tune = getattr(self.program_task, "tune", None)
-        if callable(tune):
-            children = list(tune(children, seed=self.stream_seed(self.generation, 3)))
-        return program_array(children)
+        """Mutants of ``parents`` (individual j of this generation from parents[j]), tuned."""
+        return program_array(self._tuned([self._mutant(p, j) for j, p in enumerate(parents)], self.generation))
 
     def _mutant(self, parent: Program, individual: int) -> Program:
         ops = getattr(self.program_task, "ops", None)
