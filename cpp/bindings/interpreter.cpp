@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "arrays.h"
 #include "evoforge/common.h"
@@ -75,6 +76,37 @@ py::tuple run_learner_impl(CArray<int32_t> setup, CArray<double> setup_imm, CArr
   return py::make_tuple(tp, vp);
 }
 
+py::tuple canonical_impl(CArray<int32_t> code, CArray<double> imm, CArray<int64_t> lengths, int64_t n_scalar,
+                         int64_t n_vector, int64_t n_matrix, int64_t dim) {
+  EVOFORGE_CHECK(code.ndim() == 2 && code.shape(1) == 4, "code must have shape [N, 4]");
+  EVOFORGE_CHECK(imm.ndim() == 1 && imm.shape(0) == code.shape(0), "imm must have shape [" << code.shape(0) << "]");
+  EVOFORGE_CHECK(lengths.ndim() == 2, "lengths must have shape [B, C]");
+  const int64_t B = lengths.shape(0), C = lengths.shape(1);
+  int64_t total = 0;
+  for (int64_t i = 0; i < B * C; ++i) {
+    EVOFORGE_CHECK(lengths.data()[i] >= 0, "lengths must be >= 0");
+    total += lengths.data()[i];
+  }
+  EVOFORGE_CHECK(total == code.shape(0), "lengths sum to " << total << ", code holds " << code.shape(0)
+                                                            << " instructions");
+  const interp::Shape s{n_scalar, n_vector, n_matrix, dim};
+  std::vector<int32_t> co;
+  std::vector<double> io;
+  CArray<int64_t> lo({B, C});
+  {
+    py::gil_scoped_release release;
+    co.reserve(code.size());
+    io.reserve(imm.size());
+    interp::canonical_programs(code.data(), imm.data(), lengths.data(), B, C, s, co, io, lo.mutable_data());
+  }
+  const int64_t n = static_cast<int64_t>(io.size());
+  CArray<int32_t> code_out({n, int64_t{4}});
+  CArray<double> imm_out({n});
+  std::copy(co.begin(), co.end(), code_out.mutable_data());
+  std::copy(io.begin(), io.end(), imm_out.mutable_data());
+  return py::make_tuple(code_out, imm_out, lo);
+}
+
 std::string type_str(char t) { return t == interp::kNone ? std::string() : std::string(1, t); }
 
 }  // namespace
@@ -90,6 +122,8 @@ void register_interpreter(py::module_& m) {
     }
     return py::tuple(ops);
   });
+  m.def("interp_canonical", &canonical_impl, py::arg("code"), py::arg("imm"), py::arg("lengths"),
+        py::arg("n_scalar"), py::arg("n_vector"), py::arg("n_matrix"), py::arg("dim"));
   m.def("interp_run_function_f32", &run_function_impl<float>, py::arg("code"), py::arg("imm"), py::arg("inputs"),
         py::arg("n_scalar"), py::arg("n_vector"), py::arg("n_matrix"), py::arg("dim"), py::arg("vector_input"),
         py::arg("threads") = 0);

@@ -42,7 +42,7 @@ from . import _checks
 from ._native import core
 from .errors import ConfigError
 
-__all__ = ["OP_TABLE", "run_function", "run_learner", "validate_code"]
+__all__ = ["OP_TABLE", "canonical_code", "run_function", "run_learner", "validate_code"]
 
 #: The ops in id order: (name, out_type, in_types, reads_imm), types 's', 'v', 'm'.
 OP_TABLE: tuple[tuple[str, str, tuple[str, ...], bool], ...] = tuple(
@@ -170,6 +170,37 @@ def validate_code(code: Any, imm: Any = None, *, n_scalar: int, n_vector: int, n
     im = _imm_array(imm, c.shape[:-1], f"{name} imm")
     _check_instructions(c, (ns, nv, nm), name)
     return c, im
+
+
+def canonical_code(code: Any, imm: Any, lengths: Any, *, n_scalar: int, n_vector: int, n_matrix: int,
+                   dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The canonical forms of B programs at once (:meth:`evoforge.programs.Program.canonical` defines
+    them: dead code removed, registers renamed in order of first use, unused fields zeroed).
+
+    Parameters
+    ----------
+    code : int32 [N, 4] and imm : float64 [N]: the components of every program one after the other
+    lengths : int [B, C]: the instructions of each component, C = 1 (a function: predict) or 3 (a
+        learner: setup, predict, learn)
+
+    Returns (code int32 [N', 4], imm float64 [N'], lengths int64 [B, C]) in the same layout. Raises as
+    :func:`validate_code` for bad instructions, ValueError for lengths that do not add up to N or a
+    C other than 1 or 3, ConfigError for bad counts (a learner needs ``n_vector >= 1``).
+    """
+    L = _checks.to_numpy(lengths, "lengths")
+    if L.dtype == np.bool_ or L.dtype.kind not in "iu":
+        raise TypeError(f"lengths must hold integers, got dtype {L.dtype}")
+    if L.ndim != 2 or L.shape[1] not in (1, 3):
+        raise ValueError(f"lengths must have shape [B, 1] (functions) or [B, 3] (learners), got shape {L.shape}")
+    if L.size and int(L.min()) < 0:
+        raise ValueError("lengths must be >= 0")
+    ns, nv, nm, d = check_counts(n_scalar, n_vector, n_matrix, dim, min_vector=1 if L.shape[1] == 3 else 0)
+    c, im = validate_code(code, imm, n_scalar=ns, n_vector=nv, n_matrix=nm)
+    if c.ndim != 2:
+        raise ValueError(f"code must have shape [N, 4], got shape {c.shape}")
+    if int(L.sum()) != len(c):
+        raise ValueError(f"lengths add up to {int(L.sum())} instructions, code holds {len(c)}")
+    return core.interp_canonical(c, im, np.ascontiguousarray(L, dtype=np.int64), ns, nv, nm, d)
 
 
 def _values(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:

@@ -1949,6 +1949,18 @@ def _validate_code(batched: bool):
     return build
 
 
+def _canonical_code():
+    def build(ctx):
+        from evoforge import interpreter
+
+        np = _np()
+        (a, ia), (b, ib) = _fn_scalar_programs()
+        return Call(interpreter.canonical_code, {"code": np.concatenate([a, b]), "imm": np.concatenate([ia, ib]),
+                                                 "lengths": np.array([[len(a)], [len(b)]]), **_REGS, "dim": _DIM})
+
+    return build
+
+
 def _fn_program(**kw):
     from evoforge.programs import Program
 
@@ -2231,7 +2243,7 @@ def _lion_program(ctx):
 _FUNCTION_TASK = {"target": "exp2", "interval": [0.0, 1.0], "n_points": 17, "n_probe": 4,
                   "objectives": ["ulp", "ops"], "n_scalar": 4, "ops": ["s_add", "s_mul", "s_const"],
                   "fit_iterations": 2, "fit_popsize": 4, "fit_points": 9,
-                  "fit_integers": True}
+                  "fit_integers": True, "fit_linear": True}
 _LEARNER_TASK = {"kind": "regression", "dim": 3, "n_tasks": 1, "n_train": 10, "n_valid": 10, "n_heldout": 2,
                  "epochs": 1, "n_scalar": 4, "n_vector": 3, "ops": ["s_sub", "s_mul", "v_scale", "v_add", "v_dot"],
                  "source": None, "seed": 0}
@@ -3204,6 +3216,8 @@ ENTRIES: list[Entry] = [
         **{f"{n}_imm": "matrix_f" for n in ("setup", "predict", "learn")}}),
     Entry("interpreter.validate_code", _validate_code(True), {"code": "matrix_i", "imm": "matrix_f", **_COUNTS,
                                                               "name": "choice"}),
+    Entry("interpreter.canonical_code", _canonical_code(), {"code": "matrix_i", "imm": "vector_f",
+                                                            "lengths": "matrix_i", **_COUNTS, "dim": "int"}),
     Entry("interpreter.validate_code#single", _validate_code(False), {"code": "matrix_i", "imm": "vector_f"}),
     # programs (typed register programs: representation, canonical form, printer, packing)
     Entry("programs.Program", _program_new, {"components": "any_obj", "imm": "any_obj", **_COUNTS, "dim": "int"}),
@@ -3267,7 +3281,7 @@ ENTRIES: list[Entry] = [
     Entry("programs.FunctionTask", _function_task_new, {
         "target": "choice", "interval": "float_list", "n_points": "int", "n_probe": "int", "objectives": "any_obj",
         "n_scalar": "int", "ops": "any_obj", "fit_iterations": "int", "fit_popsize": "int", "fit_points": "int",
-        "fit_integers": "bool"}),
+        "fit_integers": "bool", "fit_linear": "bool"}),
     Entry("programs.FunctionTask.outputs", _function_task_method("outputs"), {"programs": "any_obj",
                                                                              "x": "vector_f"}),
     Entry("programs.FunctionTask.errors", _function_task_method("errors"), {"programs": "any_obj"}),

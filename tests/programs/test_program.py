@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import canonical_reference
 import numpy_interpreter as ref
 from evoforge import interpreter
 from evoforge.errors import ConfigError
 from evoforge.programs import FUNCTION, LEARNER, OPS, Program, assemble, format_instruction, op_id, pack
+from evoforge.programs.program import canonical_many
 
 RESERVED = {"s": {0, 1}, "v": {0}, "m": set()}
 
@@ -124,6 +126,33 @@ def test_dead_code_and_register_names_do_not_change_the_canonical_form(case):
                     first[t].append(r)
     for t in "svm":
         assert first[t] == list(range(len(RESERVED[t]), len(RESERVED[t]) + len(first[t])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(program_cases())
+def test_native_canonical_form_equals_the_python_reference(case):
+    kind, used, spare, dim, seed = case
+    rng = np.random.default_rng(seed)
+    programs = [rename_registers(rng, add_dead_code(rng, random_program(rng, kind, used, spare, dim), used))
+                for _ in range(3)]
+    want = [canonical_reference.canonical(p) for p in programs]
+    assert [p.canonical() for p in programs] == want
+    assert canonical_many(programs) == want  # one native call for the batch
+
+
+def test_canonical_code_errors():
+    code, _ = assemble([("s_add", 1, 0, 0), ("s_sin", 1, 1)])
+    regs = {"n_scalar": 2, "n_vector": 0, "n_matrix": 0, "dim": 1}
+    c, _, lengths = interpreter.canonical_code(code, None, [[2]], **regs)
+    assert lengths.tolist() == [[2]] and c.tolist() == code.tolist()
+    with pytest.raises(ValueError, match="add up to 3 instructions, code holds 2"):
+        interpreter.canonical_code(code, None, [[3]], **regs)
+    with pytest.raises(ValueError, match=r"shape \[B, 1\]"):
+        interpreter.canonical_code(code, None, [[1, 1]], **regs)
+    with pytest.raises(ValueError, match="not a scalar register"):
+        interpreter.canonical_code(assemble([("s_add", 1, 0, 5)])[0], None, [[1]], **regs)
+    with pytest.raises(ConfigError, match="n_vector"):  # a learner reads its features from v0
+        interpreter.canonical_code(code, None, [[1, 1, 0]], **regs)
 
 
 def _outputs(p: Program, rng, dtype):

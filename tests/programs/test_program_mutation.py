@@ -59,7 +59,9 @@ def test_mutants_validate_and_are_pure(p, seed, generation, individual, max_leng
     except ValueError as e:  # only an empty program with max_length 0 has no mutation
         assert "no mutation" in str(e) and len(p) == 0 and max_length == 0
         return
-    c.validate()
+    Program(c.components, c.imm, n_scalar=c.n_scalar, n_vector=c.n_vector, n_matrix=c.n_matrix,
+            dim=c.dim).validate()  # checked afresh (mutants are built unchecked)
+    assert all(not a.flags.writeable for a in (*c.components.values(), *c.imm.values()))
     assert p.key() == before  # the parent is unchanged
     assert tuple(c.components) == tuple(p.components) and _counts(c) == _counts(p)
     assert mutate(p, **kw) == c

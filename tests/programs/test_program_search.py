@@ -17,7 +17,7 @@ import pytest
 
 from evoforge import pareto
 from evoforge.errors import ConfigError
-from evoforge.programs import Program, assemble, horner_program, op_count
+from evoforge.programs import Program, assemble, horner_program, minimax_polynomial, op_count
 from evoforge.programs.function_task import WORST, FunctionTask, taylor_program
 from evoforge.programs.learner_task import LearnerTask, linear_regression_program
 from evoforge.programs.nsga2 import ProgramNSGA2
@@ -85,6 +85,58 @@ def test_tune_keeps_integer_constants_exact_when_asked():
     assert 1.0 in q.imm["predict"].tolist()  # t = x - 1 kept exact
     assert t.outputs([q], np.array([1.0], np.float32))[0, 0] == 0.0
     assert t.errors([q])[0] < t.errors([p])[0] / 2
+
+
+def _consts(p: Program) -> np.ndarray:
+    return np.flatnonzero(p.components["predict"][:, 0] == assemble([("s_const", 2, 0.0)])[0][0, 0])
+
+
+def test_linear_fit_recovers_a_polynomial_target_exactly():
+    from evoforge.programs.elementary import Target
+
+    coeffs = [1.0, 0.5, -0.25, 0.125]
+    poly = Target("cubic", lambda x: ((0.125 * x - 0.25) * x + 0.5) * x + 1.0, (0.0, 1.0), "relative", (-4.0, 4.0))
+    t = FunctionTask(poly, n_points=257)
+    p = horner_program([2.0, -1.0, 3.0, 0.0], dtype="float64")
+    got = t.linear_fit(p, _consts(p))
+    np.testing.assert_allclose(got, coeffs[::-1], rtol=1e-9, atol=1e-12)  # Horner reads c3 first
+
+
+@pytest.mark.parametrize("degree", [2, 3, 5])
+def test_linear_fit_is_the_weighted_minimax_fit(degree):
+    """The LP's optimum equioscillates: its largest ULP-weighted error is reached at degree + 2 points
+    with alternating signs (Chebyshev's criterion), and it is no worse than the Remez polynomial."""
+    t = FunctionTask("exp2", n_points=1025)
+    p = taylor_program("exp2", degree).canonical()
+    c = t.linear_fit(p, _consts(p))
+    x = t._fit_x.astype(np.float64)
+    e = (np.polyval(c, x) - t._fit_exact) / t._fit_ulp  # constants in Horner order: highest degree first
+    peak = np.abs(e).max()
+    at = np.flatnonzero(np.abs(e) >= peak * (1 - 1e-6))
+    signs = np.sign(e[at])
+    runs = 1 + int((signs[1:] != signs[:-1]).sum())
+    assert runs >= degree + 2
+    remez = minimax_polynomial("exp2", degree)
+    assert peak <= np.abs((np.polynomial.polynomial.polyval(x, remez) - t._fit_exact) / t._fit_ulp).max() * (1 + 1e-9)
+
+
+def test_linear_fit_refuses_programs_not_affine_in_their_constants():
+    t = FunctionTask("exp2", n_points=65)
+    square = _fn([("s_const", 2, 0.7), ("s_mul", 3, 2, 2), ("s_add", 1, 3, 0)])  # c^2 + x
+    ratio = _fn([("s_const", 2, 0.7), ("s_add", 3, 0, 2), ("s_const", 2, 1.0), ("s_div", 1, 2, 3)])  # 1 / (x + c)
+    for p in (square, ratio):
+        assert t.linear_fit(p, _consts(p)) is None
+    assert t.linear_fit(_fn([("s_add", 1, 0, 0)]), np.array([], np.int64)) is None
+
+
+def test_tune_with_the_linear_fit_beats_minimax_at_12_ops():
+    t = FunctionTask("exp2", fit_iterations=3, fit_points=513)
+    q = t.tune([taylor_program("exp2", 6)], seed=0)[0]
+    minimax = {r["ops"]: r["max_ulp"] for r in t.baseline([6])}
+    assert op_count(q) == 12 and t.errors([q])[0] <= minimax[12]
+    assert FunctionTask("exp2", fit_iterations=3, fit_linear=False).tune([taylor_program("exp2", 6)], seed=0)[0] != q
+    with pytest.raises(TypeError, match="fit_linear"):
+        FunctionTask("exp2", fit_linear=1)
 
 
 def _numpy_sgd(train_x, train_y, valid_x, lr):

@@ -26,6 +26,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace evoforge {
 namespace interp {
@@ -118,6 +119,17 @@ template <typename T>
 void run_learner_cpu(const Code& setup, const Code& predict, const Code& learn, const Shape& s, const T* train_x,
                      const T* train_y, const T* valid_x, int64_t n_tasks, int64_t N, int64_t M, int64_t epochs,
                      T* train_pred, T* valid_pred, int num_threads);
+
+/// The canonical forms of B programs of C components each (1: a function, 3: setup, predict, learn),
+/// as Program.canonical defines them: instructions that cannot reach s1 removed (liveness iterated
+/// across components for a learner), registers renamed per type in order of first use (s0, s1, v0
+/// kept), unused fields and immediates zeroed, a v_get's immediate replaced by its element index.
+/// code [N, 4] and imm [N] hold the components one after the other, lengths [B, C] their lengths;
+/// the result is appended to code_out / imm_out in the same layout, its lengths in lengths_out [B, C].
+/// Throws std::invalid_argument for an invalid instruction (check_code).
+void canonical_programs(const int32_t* code, const double* imm, const int64_t* lengths, int64_t B, int64_t C,
+                        const Shape& s, std::vector<int32_t>& code_out, std::vector<double>& imm_out,
+                        int64_t* lengths_out);
 
 }  // namespace interp
 }  // namespace evoforge

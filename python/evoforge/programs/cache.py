@@ -23,7 +23,7 @@ import numpy as np
 from ..cache import EvaluationCache
 from ..errors import ConfigError
 from ..hashing import Hasher
-from .program import Program
+from .program import Program, canonical_arrays
 
 __all__ = ["ProgramCache", "ProgramKey", "structural_digest", "functional_digest", "DEFAULT_QUANTISE"]
 
@@ -57,15 +57,33 @@ def _prefix(tag: str, namespace: Any) -> Hasher:
 
 
 def _structural(prefix: Hasher, program: Any) -> bytes:
-    if not isinstance(program, Program):
-        raise TypeError(f"program must be a Program, got {type(program).__name__}")
-    c = program.canonical()  # validates
-    # One byte string (counts, then per component its name, length, code and immediates): a search
-    # hashes every child, and folding a nested structure costs more than the rest of a lookup.
-    parts = [np.array([c.n_scalar, c.n_vector, c.n_matrix, c.dim], dtype=np.int64).tobytes()]
-    for n, code in c.components.items():
-        parts += [n.encode(), len(code).to_bytes(4, "little"), code.tobytes(), (c.imm[n] + 0.0).tobytes()]
-    return prefix.copy().update(b"".join(parts)).digest()
+    return _structural_many(prefix, [program])[0]
+
+
+def _structural_many(prefix: Hasher, programs: Sequence[Any]) -> list[bytes]:
+    """The structural digests of programs, their canonical forms made in one native call per kind and
+    set of counts (a search hashes every child)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(programs):
+        if not isinstance(p, Program):
+            raise TypeError(f"program must be a Program, got {type(p).__name__}")
+        groups.setdefault((p.kind, p.n_scalar, p.n_vector, p.n_matrix, p.dim), []).append(i)
+    out: list[bytes] = [b""] * len(programs)
+    for (_, *counts), idx in groups.items():
+        code, imm, lengths = canonical_arrays([programs[i] for i in idx])  # validates
+        imm = imm + 0.0  # -0.0 -> 0.0
+        names = [(n.encode(), n) for n in programs[idx[0]].components]
+        head = np.array(counts, dtype=np.int64).tobytes()
+        at = 0
+        # One byte string per program (counts, then per component its name, length, code and immediates):
+        # folding a nested structure into the hasher costs more than the rest of a lookup.
+        for i, row in zip(idx, lengths.tolist()):
+            parts = [head]
+            for (name, _), L in zip(names, row):
+                parts += [name, L.to_bytes(4, "little"), code[at:at + L].tobytes(), imm[at:at + L].tobytes()]
+                at += L
+            out[i] = prefix.copy().update(b"".join(parts)).digest()
+    return out
 
 
 def _functional(prefix: Hasher, outputs: Any, quant: dict[str, Any]) -> bytes:
@@ -170,10 +188,9 @@ class ProgramCache:
         ``probe_many(misses) -> outputs per program`` when given (one interpreter call for a batch),
         else ``probe`` one program at a time."""
         out: list = [None] * len(programs)
-        skeys, misses = [], []
-        for i, p in enumerate(programs):
-            skey = _structural(self._s_prefix, p)
-            skeys.append(skey)
+        misses = []
+        skeys = _structural_many(self._s_prefix, programs)
+        for i, skey in enumerate(skeys):
             e = self.cache.get(skey)
             if e is not None:
                 self.hits_structural += 1

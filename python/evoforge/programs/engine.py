@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..search.engine import Engine, Result
 from ..search.protocol import Batch, EvaluatorLike
 from .cache import ProgramCache, check_quantise
-from .mutation import _check_kinds, _check_sigma, mutate
+from .mutation import _check_kinds, _check_sigma, _mutate
 from .program import Program
 
 __all__ = ["ProgramTask", "ProgramEngine", "program_array"]
@@ -138,12 +138,10 @@ class ProgramEngine(Engine):
 
     def _children(self, parents: Sequence[Program]) -> np.ndarray:
         """Mutants of ``parents`` (individual j of this generation from parents[j]), tuned."""
-        return program_array(self._tuned([self._mutant(p, j) for j, p in enumerate(parents)], self.generation))
-
-    def _mutant(self, parent: Program, individual: int) -> Program:
-        ops = getattr(self.program_task, "ops", None)
-        return mutate(parent, seed=self.seed, generation=self.generation, individual=individual,
-                      max_length=self.max_length, ops=ops, kinds=self.kinds, imm_sigma=self.imm_sigma)
+        # mutate(parent, seed=, generation=, individual=j, ...) without re-checking the options per child
+        ops, kinds, g = getattr(self.program_task, "ops", None), set(self.kinds), self.generation
+        return program_array(self._tuned([_mutate(p, (self.seed, g, j, 0), self.max_length, ops, kinds, self.imm_sigma)
+                                          for j, p in enumerate(parents)], g))
 
     # ---- evaluation --------------------------------------------------------------------------------
 

@@ -32,6 +32,14 @@ _OBJECTIVES = ("ulp", "ops")
 _S_CONST = op_id("s_const")
 
 
+def _linprog() -> Any:
+    try:
+        from scipy.optimize import linprog
+    except ImportError as e:  # an optional dependency
+        raise ImportError("fit_linear needs scipy: pip install scipy (or evoforge[programs])") from e
+    return linprog
+
+
 def _cma() -> Any:
     try:
         import cma
@@ -58,6 +66,10 @@ class FunctionTask:
         (AutoNumerics-Zero fits constants by CMA-ES; 0: constants change only by mutation), see :meth:`tune`
     fit_integers : whether the fit moves constants that hold small integers (|c| <= 16); False keeps
         them exact (log2's ``t = x - 1`` must give exactly 0 at x = 1, where a float32 ULP is tiny)
+    fit_linear : whether a program whose output is affine in its fitted constants (a polynomial in
+        Horner form is) first gets the constants that minimise its largest ULP-weighted error in real
+        arithmetic, solved exactly as a linear program (the minimax fit Remez finds for polynomials;
+        scipy's HiGHS), before CMA-ES fits them in float32
     fit_popsize : CMA-ES population per child; fit_points : how many of the points (evenly spread) the
         fit measures the error on (None: 513, or all when fewer)
 
@@ -72,7 +84,7 @@ class FunctionTask:
     def __init__(self, target: str | Target = "exp2", *, interval: Any = None, n_points: int = 4097,
                  n_probe: int = 16, objectives: Sequence[str] = _OBJECTIVES, n_scalar: int = 4,
                  ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 16,
-                 fit_points: int | None = None, fit_integers: bool = True) -> None:
+                 fit_points: int | None = None, fit_integers: bool = True, fit_linear: bool = True) -> None:
         self.target = _target(target)
         n_points = _checks.check_int(n_points, "n_points", 2, 1 << 22)
         self.x = probe_points(self.target, n_points, interval=interval)
@@ -93,6 +105,9 @@ class FunctionTask:
         if not isinstance(fit_integers, bool):
             raise TypeError(f"fit_integers must be a bool, got {type(fit_integers).__name__}")
         self.fit_integers = fit_integers
+        if not isinstance(fit_linear, bool):
+            raise TypeError(f"fit_linear must be a bool, got {type(fit_linear).__name__}")
+        self.fit_linear = fit_linear
         fit_points = min(513, len(self.x)) if fit_points is None else _checks.check_int(fit_points, "fit_points", 2,
                                                                                           len(self.x))
         self._fit_x = self.x[np.linspace(0, len(self.x) - 1, fit_points).round().astype(np.int64)]
@@ -142,7 +157,8 @@ class FunctionTask:
         """The programs with the constants of their live code fitted by CMA-ES (the ``cma`` library):
         ``fit_iterations`` iterations of ``fit_popsize`` candidates per program, all programs' candidates
         run in one interpreter call per iteration, minimising ``log2(1 + max + mean / 20)`` of the
-        ULP errors on ``fit_points`` of the points. A program comes back in canonical form with the best constants
+        ULP errors on ``fit_points`` of the points, started (with ``fit_linear``) from the exact
+        minimax constants of a program affine in them (:meth:`linear_fit`). A program comes back in canonical form with the best constants
         seen (its own included, so a fit never makes it worse), or unchanged when it has no constants
         or ``fit_iterations`` is 0. Deterministic in ``seed`` (an int in [0, 2**63))."""
         programs = list(programs)
@@ -170,6 +186,12 @@ class FunctionTask:
                                                     "randn": rng.randn, "seed": int(rng.randint(1, 2**31)),
                                                     "verbose": -9, "maxiter": self.fit_iterations})
             f0 = self._fit_errors([self._with(c, sites, x0)])[0]
+            xl = self.linear_fit(c, sites) if self.fit_linear else None
+            if xl is not None:
+                xl = np.append(xl, 0.0) if sites.size == 1 else xl
+                fl = self._fit_errors([self._with(c, sites, xl)])[0]
+                if fl < f0:
+                    x0, f0 = xl, fl
             jobs.append([i, c, sites, es, x0, f0])
         for _ in range(self.fit_iterations):
             live = [j for j in jobs if not j[3].stop()]
@@ -189,6 +211,34 @@ class FunctionTask:
         for i, c, sites, _, x, _ in jobs:
             programs[i] = self._with(c, sites, x)
         return programs
+
+    def linear_fit(self, program: Program, sites: np.ndarray) -> np.ndarray | None:
+        """float64 [len(sites)]: the values of the constants at ``sites`` (indices of ``s_const``
+        instructions of ``program``'s predict) that minimise ``max |p(x) - f(x)| / ulp(f(x))`` over the
+        fit points with the program run in float64, when its output is affine in them (checked on
+        ``len(sites) + 2`` runs); None when it is not, or when an output is not finite."""
+        self._check(program)
+        k = int(sites.size)
+        if not k:
+            return None
+        x0 = program.imm["predict"][sites].astype(np.float64)
+        X = np.vstack([x0, x0 + np.eye(k), x0 + np.linspace(0.3, 0.7, k)])
+        code, imm = pack([self._with(program, sites, x) for x in X])
+        with np.errstate(all="ignore"):
+            out = run_function(code, imm, self._fit_x.astype(np.float64), n_scalar=program.n_scalar, n_vector=0,
+                               n_matrix=0, dim=1, input_register="s0")
+            if not np.isfinite(out).all():
+                return None
+            base, A = out[0], (out[1:k + 1] - out[0]).T  # [N], [N, k]
+            if not np.allclose(base + A @ (X[-1] - x0), out[-1], rtol=1e-9, atol=1e-9 * np.abs(out).max()):
+                return None
+        # minimise t subject to -t <= (A d + base - f) / ulp <= t, over the offsets d and t >= 0
+        w = self._fit_ulp
+        Aw, r = A / w[:, None], (self._fit_exact - base) / w
+        ones = np.ones((len(w), 1))
+        res = _linprog()(np.r_[np.zeros(k), 1.0], A_ub=np.block([[Aw, -ones], [-Aw, -ones]]), b_ub=np.r_[r, -r],
+                         bounds=[(None, None)] * k + [(0, None)], method="highs")
+        return x0 + res.x[:k] if res.status == 0 else None
 
     @staticmethod
     def _with(c: Program, sites: np.ndarray, x: np.ndarray) -> Program:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Sequence
 
@@ -56,9 +57,23 @@ _READS_IMM = np.array([op.reads_imm for op in OPS], dtype=bool)
 _SIGNATURE = [(op.out, op.ins, op.reads_imm) for op in OPS]
 
 
+_LOCAL = threading.local()
+
+
 def _generator(*words: Any) -> np.random.Generator:
-    key = Hasher().update(words).digest()
-    return np.random.Generator(np.random.Philox(key=int.from_bytes(key, "little")))
+    """The Philox stream keyed by the digest of ``words``: one Generator per thread, re-keyed (setting a
+    state costs a fifth of making a Generator, and a search draws one stream per child); valid until
+    the thread's next call."""
+    key = int.from_bytes(Hasher().update(words).digest(), "little")
+    g = getattr(_LOCAL, "generator", None)
+    if g is None:
+        g = _LOCAL.generator = np.random.Generator(np.random.Philox(key=key))
+        return g
+    g.bit_generator.state = {"bit_generator": "Philox",
+                             "state": {"counter": np.zeros(4, np.uint64),
+                                       "key": np.array([key & 0xFFFFFFFFFFFFFFFF, key >> 64], np.uint64)},
+                             "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+    return g
 
 
 def _op_pool(ops: Any, have: dict[str, int]) -> tuple[int, ...]:
@@ -137,8 +152,9 @@ class _Plan:
         self.max_length = None if max_length is None else _checks.check_int(max_length, "max_length", 0)
         self.pool = _op_pool(ops, self.have)
         self.names = list(program.components)
-        self.code = {n: c.copy() for n, c in program.components.items()}
-        self.imm = {n: m.copy() for n, m in program.imm.items()}
+        # the parent's read-only arrays; _apply replaces the one it changes with a new array
+        self.code = dict(program.components)
+        self.imm = dict(program.imm)
         self._fields: dict[int, list[int]] = {}
         self._alts: dict[int, list[int]] = {}
 
@@ -173,8 +189,8 @@ class _Plan:
 
     def result(self) -> Program:
         p = self.program
-        return Program(self.code, self.imm, n_scalar=p.n_scalar, n_vector=p.n_vector, n_matrix=p.n_matrix,
-                       dim=p.dim).validate()
+        return Program._trusted(self.code, self.imm, n_scalar=p.n_scalar, n_vector=p.n_vector, n_matrix=p.n_matrix,
+                                dim=p.dim)
 
 
 def _pick(rng: np.random.Generator, sites: list[tuple[str, int, int]]) -> tuple[str, int]:
@@ -212,6 +228,7 @@ def _apply(plan: _Plan, rng: np.random.Generator, kind: str, sigma: float) -> No
         code[n], imm[n] = _random_rows(rng, len(code[n]), plan.pool, plan.limits, plan.program.dim)
     elif kind == "argument":
         n, i = _pick(rng, plan.sites(lambda op: len(plan.fields(op))))
+        code[n], imm[n] = code[n].copy(), imm[n].copy()
         op = int(code[n][i, 0])
         fields = plan.fields(op)
         f = fields[int(rng.integers(len(fields)))]
@@ -229,6 +246,7 @@ def _apply(plan: _Plan, rng: np.random.Generator, kind: str, sigma: float) -> No
     else:  # "op"
         n, i = _pick(rng, plan.sites(lambda op: len(plan.alternatives(op))))
         alts = plan.alternatives(int(code[n][i, 0]))
+        code[n] = code[n].copy()
         code[n][i, 0] = alts[int(rng.integers(len(alts)))]
 
 

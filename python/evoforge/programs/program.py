@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import _checks
-from ..interpreter import MAX_DIM, check_counts, element_index, validate_code
+from ..interpreter import MAX_DIM, canonical_code, check_counts, element_index, validate_code
 from .ops import NOOP, OPS, op_id
 
 __all__ = ["Program", "assemble", "format_instruction", "pack", "FUNCTION", "LEARNER"]
@@ -104,6 +104,19 @@ class Program:
         code = {n: _code(self.components[n], n) for n in names}
         self.components = code
         self.imm = {n: _imm(imm.get(n), len(code[n]), n) for n in names}
+
+    @classmethod
+    def _trusted(cls, code: dict[str, np.ndarray], imm: dict[str, np.ndarray], *, n_scalar: int, n_vector: int,
+                 n_matrix: int, dim: int) -> Program:
+        """A valid program from arrays evoforge made itself (int32 [L, 4] and float64 [L] per component, in
+        execution order, no longer written by the caller): frozen in place, neither converted nor
+        checked. A search builds every child so; a valid parent's mutants are valid by construction."""
+        for a in (*code.values(), *imm.values()):
+            a.setflags(write=False)
+        p = cls.__new__(cls)
+        p.__dict__.update(components=code, imm=imm, n_scalar=n_scalar, n_vector=n_vector, n_matrix=n_matrix,
+                          dim=dim, _valid=(n_scalar, n_vector, n_matrix, dim, id(code), id(imm)))
+        return p
 
     # ---- checks and views ---------------------------------------------------------------------------
 
@@ -191,32 +204,7 @@ class Program:
         Two programs that differ only in dead code and register names have equal canonical forms,
         and a canonical form computes the same outputs, bit for bit.
         """
-        self.validate()
-        keep = _live_masks(self)
-        maps: dict[str, dict[int, int]] = {t: {r: r for r in rs} for t, rs in RESERVED.items()}
-        nxt = {t: len(rs) for t, rs in RESERVED.items()}
-
-        def rename(t: str, r: int) -> int:
-            m = maps[t]
-            if r not in m:
-                m[r] = nxt[t]
-                nxt[t] += 1
-            return m[r]
-
-        code, imm = {}, {}
-        for n, c in self.components.items():
-            rows, vals = [], []
-            for i in np.flatnonzero(keep[n]):
-                op = OPS[int(c[i, 0])]
-                ins = [rename(t, int(c[i, 2 + k])) for k, t in enumerate(op.ins)]
-                out = rename(op.out, int(c[i, 1]))
-                rows.append([op.id, out, *ins, *[0] * (2 - len(ins))])
-                x = float(self.imm[n][i]) if op.reads_imm else 0.0
-                vals.append(float(element_index(x, self.dim)) if op.id == V_GET else x)
-            code[n] = np.array(rows, dtype=np.int32).reshape(-1, 4)
-            imm[n] = np.array(vals, dtype=np.float64)
-        return Program(code, imm, n_scalar=self.n_scalar, n_vector=self.n_vector, n_matrix=self.n_matrix,
-                       dim=self.dim)
+        return canonical_many([self])[0]
 
     # ---- printer ------------------------------------------------------------------------------------
 
@@ -236,41 +224,44 @@ class Program:
         return self.source()
 
 
-# ---- liveness -------------------------------------------------------------------------------------------
+# ---- canonical forms of many programs ----------------------------------------------------------------
 
 
-def _transfer(code: np.ndarray, live_out: set[tuple[str, int]]) -> tuple[set[tuple[str, int]], np.ndarray]:
-    """Backward liveness through one component: (registers live at its start, instructions kept)."""
-    live = set(live_out)
-    keep = np.zeros(len(code), dtype=bool)
-    for i in range(len(code) - 1, -1, -1):
-        op = OPS[int(code[i, 0])]
-        if op.id == NOOP:
-            continue
-        out = (op.out, int(code[i, 1]))
-        if out in live:  # every op overwrites the whole of its output
-            keep[i] = True
-            live.discard(out)
-            live.update((t, int(code[i, 2 + k])) for k, t in enumerate(op.ins))
-    return live, keep
+def canonical_arrays(programs: Sequence[Program]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The canonical forms of programs of one kind and one set of counts, in one native call:
+    (code int32 [N, 4], imm float64 [N], lengths int64 [B, C]) as :func:`evoforge.interpreter.canonical_code`
+    returns them. ValueError for an invalid program or programs of different kinds or counts."""
+    p0 = programs[0]
+    shape = (p0.kind, p0.n_scalar, p0.n_vector, p0.n_matrix, p0.dim)
+    for p in programs:
+        p.validate()
+        if (p.kind, p.n_scalar, p.n_vector, p.n_matrix, p.dim) != shape:
+            raise ValueError("canonical_arrays takes programs of one kind and one set of register counts")
+    code = np.concatenate([c for p in programs for c in p.components.values()])
+    imm = np.concatenate([m for p in programs for m in p.imm.values()])
+    lengths = np.array([[len(c) for c in p.components.values()] for p in programs], dtype=np.int64)
+    return canonical_code(code, imm, lengths, n_scalar=p0.n_scalar, n_vector=p0.n_vector, n_matrix=p0.n_matrix,
+                          dim=p0.dim)
 
 
-def _live_masks(p: Program) -> dict[str, np.ndarray]:
-    s0, s1, v0 = ("s", 0), ("s", 1), ("v", 0)
-    if p.kind == "function":
-        return {"predict": _transfer(p.components["predict"], {s1})[1]}
-    pred, learn = p.components["predict"], p.components["learn"]
-    pred_in: set[tuple[str, int]] = set()
-    learn_in: set[tuple[str, int]] = set()
-    while True:  # the sets only grow, and are finite
-        pred_out = {s1} | (learn_in - {s0}) | (pred_in - {v0})
-        new_pred_in, keep_pred = _transfer(pred, pred_out)
-        new_learn_in, keep_learn = _transfer(learn, new_pred_in - {v0})
-        if new_pred_in == pred_in and new_learn_in == learn_in:
-            break
-        pred_in, learn_in = new_pred_in, new_learn_in
-    keep_setup = _transfer(p.components["setup"], pred_in - {v0})[1]
-    return {"setup": keep_setup, "predict": keep_pred, "learn": keep_learn}
+def canonical_many(programs: Sequence[Program]) -> list[Program]:
+    """:meth:`Program.canonical` of each program (one native call per kind and set of counts)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(programs):
+        groups.setdefault((p.kind, p.n_scalar, p.n_vector, p.n_matrix, p.dim), []).append(i)
+    out: list[Program | None] = [None] * len(programs)
+    for idx in groups.values():
+        code, imm, lengths = canonical_arrays([programs[i] for i in idx])
+        at = 0
+        for i, row in zip(idx, lengths.tolist()):
+            p = programs[i]
+            comp, vals = {}, {}
+            for n, L in zip(p.components, row):
+                comp[n], vals[n] = code[at:at + L], imm[at:at + L]
+                at += L
+            out[i] = Program._trusted(comp, vals, n_scalar=p.n_scalar, n_vector=p.n_vector, n_matrix=p.n_matrix,
+                                      dim=p.dim)
+    return out  # type: ignore[return-value]
 
 
 # ---- printer ------------------------------------------------------------------------------------------
