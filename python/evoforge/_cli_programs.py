@@ -22,6 +22,9 @@ def add_programs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--population", type=int_at_least(2), default=None)
     p.add_argument("--tournament", type=int_at_least(1), default=None, help="regularized evolution's tournament")
     p.add_argument("--batch", type=int_at_least(1), default=None, help="children per generation (regularized)")
+    p.add_argument("--restart-stall", type=int_at_least(1), default=None,
+                   help="regularized: start again from the initial programs after this many generations without "
+                        "progress (linear's default: 10000)")
     p.add_argument("--max-length", type=int_at_least(1), default=None, help="instructions per component")
     p.add_argument("--imm-sigma", type=positive_float, default=None, help="relative step of a constant's mutation")
     p.add_argument("--fit-iterations", type=int_at_least(0), default=None,
@@ -42,10 +45,11 @@ def _cmd_programs(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in (("population_size", args.population), ("tournament_size", args.tournament),
                                  ("batch_size", args.batch), ("max_length", args.max_length),
-                                 ("imm_sigma", args.imm_sigma)) if v is not None}
+                                 ("imm_sigma", args.imm_sigma), ("restart_stall", args.restart_stall))
+               if v is not None}
     engine = args.engine
-    if engine == "nsga2" and ("tournament_size" in options or "batch_size" in options):
-        raise ConfigError("--tournament and --batch are options of --engine regularized")
+    if engine == "nsga2" and {"tournament_size", "batch_size", "restart_stall"} & set(options):
+        raise ConfigError("--tournament, --batch and --restart-stall are options of --engine regularized")
     if args.no_cache:
         options["cache"] = False
     task_options = {}

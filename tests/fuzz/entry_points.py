@@ -2362,7 +2362,7 @@ def _program_engine(which: str):
         np = _np()
         if which == "regularized":
             cls, task = RegularizedEvolution, _learner_task()
-            kw = {"population_size": 4, "tournament_size": 2, "batch_size": 2, "initial": None}
+            kw = {"population_size": 4, "tournament_size": 2, "batch_size": 2, "restart_stall": 2, "initial": None}
         else:
             cls, task = ProgramNSGA2, _function_task()
             kw = {"population_size": 4, "n_offspring": 3, "ref_point": np.array([70.0, 50.0]),
@@ -3314,7 +3314,7 @@ ENTRIES: list[Entry] = [
                                                                               "n_scalar": "int", "n_vector": "int"}),
     Entry("programs.RegularizedEvolution", _program_engine("regularized"), {
         "task": "any_obj", "population_size": "int", "tournament_size": "int", "batch_size": "int",
-        "initial": "any_obj", "max_length": "int", "kinds": "any_obj", "imm_sigma": "real", "cache": "any_obj",
+        "restart_stall": "int", "initial": "any_obj", "max_length": "int", "kinds": "any_obj", "imm_sigma": "real", "cache": "any_obj",
         "functional_cache": "bool", "quantise": "real", "seed": "seed", "run_dir": "path_out_dir"},
         project=_search_result),
     Entry("programs.ProgramNSGA2", _program_engine("nsga2"), {
@@ -3764,6 +3764,9 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("programs-tournament-gt-population", [*_PG, "--tournament", "5"]),
     ("programs-batch-gt-population", [*_PG, "--batch", "5"]),
     ("programs-max-length-0", [*_PG, "--max-length", "0"]),
+    ("programs-restart-stall-0", [*_PG, "--restart-stall", "0"]),
+    ("programs-restart-stall-nsga2", ["programs", "linear", "--generations", "1", "--population", "4",
+                                      "--engine", "nsga2", "--restart-stall", "2"]),
     ("programs-imm-sigma-0", [*_PG, "--imm-sigma", "0"]),
     ("programs-imm-sigma-nan", [*_PG, "--imm-sigma", "nan"]),
     ("programs-fit-iterations-linear", [*_PG, "--fit-iterations", "2"]),

@@ -192,6 +192,45 @@ def test_regularized_evolution_is_seed_deterministic_and_counts_hits():
     assert runs[0][0] == pytest.approx(min(hist))
 
 
+class _Flat(LearnerTask):
+    """Every program scores 1 except the first ``good`` evaluated ones, each better than the last:
+    the restart schedule can then be computed by hand."""
+
+    def __init__(self, good: int):
+        super().__init__("regression", n_tasks=1, n_train=10, n_valid=10)
+        self.good, self.seen = good, 0
+
+    def evaluate(self, programs, batch=None):
+        out = []
+        for _ in programs:
+            self.seen += 1
+            out.append(1.0 - 0.1 * self.seen if self.seen <= self.good else 1.0)
+        return np.array(out)
+
+
+def test_restarts_after_a_stall_from_the_initial_programs():
+    t = _Flat(good=0)
+    e = RegularizedEvolution(t, population_size=6, tournament_size=2, batch_size=3, max_length=3, seed=1,
+                             restart_stall=3, cache=False, progress=False)
+    starts = []
+    for g in range(20):
+        e.run(generations=g + 1)
+        if all(p.key() == t.initial().key() for p in e.population):
+            starts.append(g)
+    # progress only at generation 0: a restart when 3 generations passed since the last (re)start
+    assert starts == [0, 3, 6, 9, 12, 15, 18] and e.restarts == 6
+    assert [h["restarts"] for h in e.history][:7] == [0, 0, 0, 1, 1, 1, 2]
+    # progress (a new best by more than 1e-3 relative) postpones the restart; the best ever is kept
+    t = _Flat(good=6 + 3 * 4)  # the first generation and 4 batches improve
+    e = RegularizedEvolution(t, population_size=6, tournament_size=2, batch_size=3, max_length=3, seed=1,
+                             restart_stall=3, cache=False, progress=False)
+    r = e.run(generations=9)
+    assert e.restarts == 1 and [h["restarts"] for h in r.history].index(1) == 7
+    assert r.best_fitness == pytest.approx(1.0 - 0.1 * 18)
+    with pytest.raises(ConfigError, match="restart_stall"):
+        RegularizedEvolution(t, restart_stall=0)
+
+
 def test_cache_saves_evaluations_without_changing_the_trajectory():
     # The probe is every point, so a functional hit's fitness is exactly the fitness: the cached
     # and uncached runs must take identical paths.

@@ -7,6 +7,13 @@ search from resting on one lucky program). Children are made ``batch_size`` at a
 same population (a batch is one generation: evaluated in one call, so a backend runs it in
 parallel); ``batch_size=1`` is the sequential algorithm. The best program ever evaluated is kept
 apart, since aging removes it from the population.
+
+Restarts (``restart_stall``): a search from empty programs drifts on a plateau of programs that all
+compute the same trivial function until a rare mutation leaves it, and the time that takes is
+heavy-tailed across seeds; starting again from the initial programs after a stall turns the tail
+into a geometric wait (the restart strategies of heavy-tailed search). A stall is ``restart_stall``
+generations in which the best fitness since the last start fell by less than a relative
+:data:`RESTART_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from .program import Program
 
 __all__ = ["RegularizedEvolution"]
 
+#: The relative fall of the best fitness since the last start that counts as progress for restarts.
+RESTART_TOLERANCE = 1e-3
+
 
 class RegularizedEvolution(ProgramEngine):
     """Regularized evolution of programs, minimising the task's one objective.
@@ -37,6 +47,8 @@ class RegularizedEvolution(ProgramEngine):
     task : a :class:`~evoforge.programs.ProgramTask` with one objective
     population_size : int >= 2; tournament_size : int in [1, population_size]
     batch_size : children per generation (int in [1, population_size])
+    restart_stall : generations without progress after which the population starts again from the
+        initial programs (None: never; see the module's doc); the best ever and the cache are kept
     Other options: see :class:`~evoforge.programs.engine.ProgramEngine` (initial programs, mutation,
     caching) and :class:`evoforge.search.Engine` (seed, run_dir, progress).
 
@@ -45,7 +57,7 @@ class RegularizedEvolution(ProgramEngine):
     """
 
     def __init__(self, task: ProgramTask, *, population_size: int = 100, tournament_size: int = 10,
-                 batch_size: int = 10, initial: Program | Sequence[Program] | None = None, max_length: int = 32,
+                 batch_size: int = 10, restart_stall: int | None = None, initial: Program | Sequence[Program] | None = None, max_length: int = 32,
                  kinds: Sequence[str] = MUTATION_KINDS, imm_sigma: float = 0.1, cache: bool | EvaluationCache = True,
                  functional_cache: bool = True, quantise: float | int = DEFAULT_QUANTISE, seed: int = 0,
                  run_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
@@ -53,6 +65,9 @@ class RegularizedEvolution(ProgramEngine):
         self.population_size = pop
         self.tournament_size = check_int(tournament_size, "tournament_size", 1, pop)
         self.batch_size = check_int(batch_size, "batch_size", 1, pop)
+        self.restart_stall = None if restart_stall is None else check_int(restart_stall, "restart_stall", 1, 1 << 40)
+        self.restarts = 0
+        self._progress: tuple[int, float] | None = None  # (generation, best fitness) at the last progress
         super().__init__(task, initial=initial, max_length=max_length, kinds=kinds, imm_sigma=imm_sigma, cache=cache,
                          functional_cache=functional_cache, quantise=quantise, seed=seed, run_dir=run_dir,
                          progress=progress)
@@ -64,8 +79,11 @@ class RegularizedEvolution(ProgramEngine):
         self._best: tuple[Program | None, float | None] = (None, None)
 
     def _ask(self) -> Batch:
+        if self.fitness is not None and self._stalled():
+            self.fitness, self._progress = None, None
+            self.restarts += 1
         if self.fitness is None:
-            return Batch(self._start(self.population_size), generation=0)
+            return Batch(self._start(self.population_size), generation=self.generation)
         rng = np.random.default_rng(self.stream_seed(self.generation, 1))
         contestants = rng.integers(0, self.population_size, size=(self.batch_size, self.tournament_size))
         F = self.fitness[contestants]
@@ -84,8 +102,16 @@ class RegularizedEvolution(ProgramEngine):
         i = int(np.argmin(F))
         if self._best[1] is None or F[i] < self._best[1]:
             self._best = (programs[i], float(F[i]))
+        f = float(F[i])
+        if self._progress is None or f < self._progress[1] - RESTART_TOLERANCE * abs(self._progress[1]):
+            self._progress = (self.generation, f)
         self._end_generation(best_fitness=self._best[1], population_best=float(self.fitness.min()),
-                             population_median=float(np.median(self.fitness)), **self._cache_record())
+                             population_median=float(np.median(self.fitness)), restarts=self.restarts,
+                             **self._cache_record())
+
+    def _stalled(self) -> bool:
+        return (self.restart_stall is not None and self._progress is not None
+                and self.generation - self._progress[0] >= self.restart_stall)
 
     @property
     def best(self) -> tuple[Program | None, float | None]:

@@ -56,7 +56,8 @@ TASKS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "log2": (_function("log2"), "nsga2", {"population_size": 50, "max_length": 20, "resolution": (0.02, 0.0),
                                           "ref_point": (WORST, 21.0)}),
     "linear": (lambda **kw: LearnerTask("regression", **{"ops": LINEAR_OPS, "n_scalar": 4, "n_vector": 3, **kw}),
-               "regularized", {"population_size": 1000, "tournament_size": 10, "batch_size": 50, "max_length": 4}),
+               "regularized", {"population_size": 1000, "tournament_size": 10, "batch_size": 50, "max_length": 4,
+                               "restart_stall": 10_000}),
     "logistic": (lambda **kw: LearnerTask("classification", **{"ops": LEARNER_OPS, **kw}), "regularized",
                  {"population_size": 1000, "tournament_size": 10, "batch_size": 50, "max_length": 8}),
     "optimizer": (lambda **kw: UpdateRuleTask(**kw), "regularized",
@@ -117,7 +118,8 @@ def search_programs(name: str, *, engine: str | None = None, generations: int = 
         raise ConfigError(f"workers must be an int >= 1 or None, got {workers!r}")
     if not isinstance(backend, Backend) and backend not in ("inprocess", "process", "ray"):
         raise ConfigError(f"backend must be 'inprocess', 'process', 'ray' or a Backend, got {backend!r}")
-    only = {"nsga2": ("resolution", "ref_point", "n_offspring"), "regularized": ("tournament_size", "batch_size")}
+    only = {"nsga2": ("resolution", "ref_point", "n_offspring"),
+            "regularized": ("tournament_size", "batch_size", "restart_stall")}
     wrong = [k for k in engine_options if k in only["regularized" if engine == "nsga2" else "nsga2"]]
     if wrong:
         raise ConfigError(f"{', '.join(wrong)}: not an option of the {engine} engine")
