@@ -2243,7 +2243,7 @@ def _lion_program(ctx):
 _FUNCTION_TASK = {"target": "exp2", "interval": [0.0, 1.0], "n_points": 17, "n_probe": 4,
                   "objectives": ["ulp", "ops"], "n_scalar": 4, "ops": ["s_add", "s_mul", "s_const"],
                   "fit_iterations": 2, "fit_popsize": 4, "fit_points": 9,
-                  "fit_integers": True, "fit_linear": True}
+                  "fit_integers": True, "fit_linear": True, "fit_polish": 2}
 _LEARNER_TASK = {"kind": "regression", "dim": 3, "n_tasks": 1, "n_train": 10, "n_valid": 10, "n_heldout": 2,
                  "epochs": 1, "n_scalar": 4, "n_vector": 3, "ops": ["s_sub", "s_mul", "v_scale", "v_add", "v_dot"],
                  "source": None, "seed": 0}
@@ -3281,7 +3281,7 @@ ENTRIES: list[Entry] = [
     Entry("programs.FunctionTask", _function_task_new, {
         "target": "choice", "interval": "float_list", "n_points": "int", "n_probe": "int", "objectives": "any_obj",
         "n_scalar": "int", "ops": "any_obj", "fit_iterations": "int", "fit_popsize": "int", "fit_points": "int",
-        "fit_integers": "bool", "fit_linear": "bool"}),
+        "fit_integers": "bool", "fit_linear": "bool", "fit_polish": "int"}),
     Entry("programs.FunctionTask.outputs", _function_task_method("outputs"), {"programs": "any_obj",
                                                                              "x": "vector_f"}),
     Entry("programs.FunctionTask.errors", _function_task_method("errors"), {"programs": "any_obj"}),

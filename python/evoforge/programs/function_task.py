@@ -70,6 +70,9 @@ class FunctionTask:
         Horner form is) first gets the constants that minimise its largest ULP-weighted error in real
         arithmetic, solved exactly as a linear program (the minimax fit Remez finds for polynomials;
         scipy's HiGHS), before CMA-ES fits them in float32
+    fit_polish : rounds of a last local search of the constants on all the task's points: steps of
+        +-1, +-4, +-16 float32 ULPs of one constant, the best step taken while one improves (the
+        float32 rounding of a polynomial is below what CMA-ES on ``fit_points`` resolves; 0: none)
     fit_popsize : CMA-ES population per child; fit_points : how many of the points (evenly spread) the
         fit measures the error on (None: 513, or all when fewer)
 
@@ -84,7 +87,8 @@ class FunctionTask:
     def __init__(self, target: str | Target = "exp2", *, interval: Any = None, n_points: int = 4097,
                  n_probe: int = 16, objectives: Sequence[str] = _OBJECTIVES, n_scalar: int = 4,
                  ops: Sequence[str] | None = ARITHMETIC, fit_iterations: int = 0, fit_popsize: int = 16,
-                 fit_points: int | None = None, fit_integers: bool = True, fit_linear: bool = True) -> None:
+                 fit_points: int | None = None, fit_integers: bool = True, fit_linear: bool = True,
+                 fit_polish: int = 32) -> None:
         self.target = _target(target)
         n_points = _checks.check_int(n_points, "n_points", 2, 1 << 22)
         self.x = probe_points(self.target, n_points, interval=interval)
@@ -108,11 +112,13 @@ class FunctionTask:
         if not isinstance(fit_linear, bool):
             raise TypeError(f"fit_linear must be a bool, got {type(fit_linear).__name__}")
         self.fit_linear = fit_linear
+        self.fit_polish = _checks.check_int(fit_polish, "fit_polish", 0, 1 << 16)
         fit_points = min(513, len(self.x)) if fit_points is None else _checks.check_int(fit_points, "fit_points", 2,
                                                                                           len(self.x))
         self._fit_x = self.x[np.linspace(0, len(self.x) - 1, fit_points).round().astype(np.int64)]
         self._fit_exact = self.target.reference(self._fit_x.astype(np.float64))
         self._fit_ulp = np.spacing(np.abs(self._fit_exact).astype(np.float32)).astype(np.float64)
+        self._ulp = np.spacing(np.abs(self.exact).astype(np.float32)).astype(np.float64)
         self.namespace = ("function", self.target.name, self.interval, len(self.x), self.n_probe, self.objectives)
 
     def initial(self) -> Program:
@@ -158,7 +164,8 @@ class FunctionTask:
         ``fit_iterations`` iterations of ``fit_popsize`` candidates per program, all programs' candidates
         run in one interpreter call per iteration, minimising ``log2(1 + max + mean / 20)`` of the
         ULP errors on ``fit_points`` of the points, started (with ``fit_linear``) from the exact
-        minimax constants of a program affine in them (:meth:`linear_fit`). A program comes back in canonical form with the best constants
+        minimax constants of a program affine in them (:meth:`linear_fit`), then ``fit_polish``
+        rounds of float32 steps on all the points. A program comes back in canonical form with the best constants
         seen (its own included, so a fit never makes it worse), or unchanged when it has no constants
         or ``fit_iterations`` is 0. Deterministic in ``seed`` (an int in [0, 2**63))."""
         programs = list(programs)
@@ -166,7 +173,8 @@ class FunctionTask:
             return programs
         cma = _cma()
         seed = _checks.check_int(seed, "seed", 0, 2**63 - 1)
-        jobs = []
+        jobs: list[list] = []
+        starts: list[tuple[Program, np.ndarray, np.ndarray]] = []  # more starts of the polish
         for i, p in enumerate(programs):
             self._check(p)
             c = p.canonical()
@@ -192,6 +200,7 @@ class FunctionTask:
                 fl = self._fit_errors([self._with(c, sites, xl)])[0]
                 if fl < f0:
                     x0, f0 = xl, fl
+                starts.append((c, sites, xl))  # polished too: CMA-ES on the fit points may leave it worse
             jobs.append([i, c, sites, es, x0, f0])
         for _ in range(self.fit_iterations):
             live = [j for j in jobs if not j[3].stop()]
@@ -210,7 +219,47 @@ class FunctionTask:
                     j[4], j[5] = np.asarray(X[b], dtype=np.float64), float(fj[b])
         for i, c, sites, _, x, _ in jobs:
             programs[i] = self._with(c, sites, x)
+        if self.fit_polish and jobs:
+            done = self._polish([(j[1], j[2], j[4]) for j in jobs] + starts)
+            best: dict[int, tuple[np.ndarray, float]] = {}
+            for (c, sites, _), (x, f) in zip([(j[1], j[2], j[4]) for j in jobs] + starts, done):
+                if id(c) not in best or f < best[id(c)][1]:
+                    best[id(c)] = (x, f)
+            for i, c, sites, *_ in jobs:
+                programs[i] = self._with(c, sites, best[id(c)][0])
         return programs
+
+    def _polish(self, starts: list[tuple[Program, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
+        """Steepest descent from each (program, sites, constants) over steps of +-1, +-4, +-16 float32
+        ULPs of one constant, on the max ULP error over all the points (no mean: it steers the steps
+        away from the max's minimum), until no step improves or ``fit_polish`` rounds; every start's
+        steps in one interpreter call per round. Returns (constants, objective) per start."""
+        steps = np.array([1.0, -1.0, 4.0, -4.0, 16.0, -16.0])
+        xs = [x[:sites.size].astype(np.float32).astype(np.float64) for _, sites, x in starts]
+        fs = list(self._fit_errors([self._with(c, sites, x) for (c, sites, _), x in zip(starts, xs)], True, 0.0))
+        live = list(range(len(starts)))
+        for _ in range(self.fit_polish):
+            if not live:
+                break
+            cands, owner = [], []
+            for n in live:
+                x32 = xs[n].astype(np.float32)
+                moved = (x32[:, None] + steps[None, :] * np.spacing(x32)[:, None]).astype(np.float32)  # [k, 6]
+                for i, v in np.ndindex(moved.shape):
+                    y = xs[n].copy()
+                    y[i] = float(moved[i, v])
+                    cands.append(y)
+                    owner.append(n)
+            F = self._fit_errors([self._with(starts[n][0], starts[n][1], y) for n, y in zip(owner, cands)], True, 0.0)
+            owner_a, still = np.array(owner), []
+            for n in live:
+                idx = np.flatnonzero(owner_a == n)
+                b = int(idx[np.argmin(F[idx])])
+                if F[b] < fs[n]:
+                    xs[n], fs[n] = cands[b], float(F[b])
+                    still.append(n)
+            live = still
+        return list(zip(xs, fs))
 
     def linear_fit(self, program: Program, sites: np.ndarray) -> np.ndarray | None:
         """float64 [len(sites)]: the values of the constants at ``sites`` (indices of ``s_const``
@@ -246,14 +295,16 @@ class FunctionTask:
         imm[sites] = np.asarray(x, dtype=np.float64)[: sites.size]
         return Program(c.components, {"predict": imm}, n_scalar=c.n_scalar, n_vector=0, n_matrix=0, dim=1)
 
-    def _fit_errors(self, programs: Sequence[Program]) -> np.ndarray:
-        """The fit's objective: ``log2(1 + max + mean / 20)`` of the ULP errors on the fit points (the
-        mean breaks the max's plateaus, flat to within an ULP, on which CMA-ES would stop)."""
-        out = self.outputs(programs, self._fit_x).astype(np.float64)
+    def _fit_errors(self, programs: Sequence[Program], full: bool = False, mean_weight: float = 1 / 20) -> np.ndarray:
+        """The fit's objective: ``log2(1 + max + mean_weight mean)`` of the ULP errors on the fit points
+        (all the points when ``full``; the mean breaks the max's plateaus, flat to within an ULP, on
+        which CMA-ES would stop; the polish weighs it 0)."""
+        x, exact, ulp = (self.x, self.exact, self._ulp) if full else (self._fit_x, self._fit_exact, self._fit_ulp)
+        out = self.outputs(programs, x).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            e = np.abs(out - self._fit_exact) / self._fit_ulp
+            e = np.abs(out - exact) / ulp
             e = np.where(np.isfinite(e), e, np.inf)
-            return np.minimum(np.log2(1.0 + e.max(axis=1) + e.mean(axis=1) / 20), WORST)
+            return np.minimum(np.log2(1.0 + e.max(axis=1) + mean_weight * e.mean(axis=1)), WORST)
 
     def probe(self, program: Program) -> np.ndarray:
         return self.outputs([program], self._probe_x)[0]

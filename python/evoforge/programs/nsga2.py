@@ -3,9 +3,9 @@ search: error against op count).
 
 Each generation makes ``n_offspring`` mutants of parents chosen by binary tournaments (Pareto
 dominance, then crowding distance), and the population and its children compete for
-``population_size`` places by non-dominated rank and crowding (:mod:`evoforge.pareto`). Candidates
-whose objectives equal an earlier candidate's (functionally equal programs, or equal on every
-objective; to within ``resolution`` per objective) do not survive (the population holds fewer than
+``population_size`` places by non-dominated rank and crowding (:mod:`evoforge.pareto`). Of candidates
+whose objectives are equal (functionally equal programs, or equal on every objective; to within
+``resolution`` per objective) only the lowest survives, and ranks are of the survivors (the population holds fewer than
 ``population_size`` programs while too few are distinct): a front of copies carries no choice, NSGA-II's crowding cannot tell them apart, and a staircase of near-copies (the
 same structure with slightly different constants) would crowd out the larger structures that are
 worse at first but lead somewhere.
@@ -92,15 +92,17 @@ class ProgramNSGA2(ProgramEngine):
         F = F.reshape(len(F), self.n_objectives)
         programs = self.population + list(batch.genomes)
         FF = F if self.F is None else np.concatenate([self.F, F])
-        rank = pareto.nondominated_rank(FF)
-        crowding = pareto.crowding_distance(FF, rank)
-        _, first = np.unique(self._grid(FF), axis=0, return_index=True)
-        duplicate = np.ones(len(FF), dtype=bool)
-        duplicate[first] = False
-        order = np.lexsort((np.arange(len(FF)), -crowding, rank))
-        keep = order[~duplicate[order]][: self.population_size]
-        self.population = [programs[i] for i in keep]
-        self.F, self.rank, self.crowding = FF[keep], rank[keep], crowding[keep]
+        # Of the candidates in one cell of the grid, the lowest objectives (then the oldest) stays; the
+        # ranks are of the distinct ones, so a dropped copy never leaves a front point marked dominated.
+        by_value = np.lexsort(FF.T[::-1])
+        _, first = np.unique(self._grid(FF)[by_value], axis=0, return_index=True)
+        distinct = np.sort(by_value[first])
+        FD = FF[distinct]
+        rank = pareto.nondominated_rank(FD)
+        crowding = pareto.crowding_distance(FD, rank)
+        keep = np.lexsort((np.arange(len(FD)), -crowding, rank))[: self.population_size]
+        self.population = [programs[i] for i in distinct[keep]]
+        self.F, self.rank, self.crowding = FD[keep], rank[keep], crowding[keep]
         _, front = self.best
         record: dict[str, Any] = {"front_size": int(len(front)), "best_fitness": front.min(axis=0)}
         if self.ref_point is not None:
