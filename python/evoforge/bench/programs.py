@@ -128,17 +128,19 @@ def part_interpreter(quick: bool) -> dict:
 
     ref = _numpy_interpreter()
     rows, out = [], []
-    # Functions: exp2-like scalar programs, every example alone (numpy: vectorised over the examples).
-    P, E = (20, 4096) if quick else (50, 16384)
-    progs = [random_program("function", length=12, n_scalar=4, n_vector=0, n_matrix=0, dim=1, seed=s, ops=ARITHMETIC)
-             for s in range(P)]
-    code, imm = pack(progs)
-    x = np.linspace(0, 1, E, dtype=np.float32)
+    # Functions: exp2-like scalar programs, every example alone (numpy: vectorised over the examples);
+    # many examples, and the exp2 search's own call (a generation's 50 children x 16 CMA-ES candidates
+    # on the fit's 513 points).
     kw = dict(n_scalar=4, n_vector=0, n_matrix=0, dim=1)
-    native = _harness.measure(lambda: interpreter.run_function(code, imm, x, **kw))["median_ms"]
-    numpy_ms = _harness.measure(lambda: ref.run_function(code, imm, x, **kw), repeats=2)["median_ms"]
-    out.append({"form": "function (12 scalar ops)", "programs": P, "examples": E, "native_ms": native,
-                "numpy_ms": numpy_ms})
+    for form, P, E in (("function (12 scalar ops)", *((20, 4096) if quick else (50, 16384))),
+                       ("function (12 scalar ops), the exp2 fit's call", 800, 513)):
+        progs = [random_program("function", length=12, n_scalar=4, n_vector=0, n_matrix=0, dim=1, seed=s,
+                                ops=ARITHMETIC) for s in range(P)]
+        code, imm = pack(progs)
+        x = np.linspace(0, 1, E, dtype=np.float32)
+        native = _harness.measure(lambda: interpreter.run_function(code, imm, x, **kw))["median_ms"]
+        numpy_ms = _harness.measure(lambda: ref.run_function(code, imm, x, **kw), repeats=2)["median_ms"]
+        out.append({"form": form, "programs": P, "examples": E, "native_ms": native, "numpy_ms": numpy_ms})
     # Learners: AutoML-Zero's protocol on linear-regression tasks (numpy: vectorised over the tasks).
     task = LearnerTask("regression", n_tasks=8 if quick else 16)
     P = 20 if quick else 50
