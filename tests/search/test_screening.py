@@ -4,6 +4,8 @@ squares, Spearman against scipy, hypervolume on an additive problem, resume, and
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -130,6 +132,74 @@ def test_one_plus_lambda_with_a_perfect_predictor_evaluates_the_predicted_best(s
         e.run(ev, generations=g + 1)
     assert all(r["screen_spearman"] == 1.0 for r in e.history[1:])
     assert e.history[0]["screen_spearman"] is None
+
+
+def test_hypervolume_select_with_a_perfect_predictor_takes_the_greatest_contributions_in_turn():
+    pop, n, k = 12, 4, 6
+    e = NSGA2(np.zeros(L, np.int32), np.full(L, LEVELS - 1, np.int32), n_objectives=2, pop_size=pop, n_offspring=n,
+              seed=4, progress=False,
+              screen=Screen(k, encode=as_float, predictor=Oracle(additive), select="hypervolume"))
+    greedy_steps = 0
+    for g in range(8):
+        batch = e.ask()
+        if g:
+            pool = e.screen.last_pool
+            P = additive(pool)
+            # Brute force: the reference point from the population and the pool, then in turn the pool
+            # member adding the most 2-D hypervolume (a sweep) to the population's front and those taken.
+            both = np.concatenate([e.F, P])
+            lo, hi = both.min(axis=0), both.max(axis=0)
+            ref = hi + 0.1 * (hi - lo)
+            front = e.F[reference.nondominated_rank(e.F) == 0]
+            taken: list[int] = []
+            for _ in range(n):
+                base = reference.hypervolume_2d(front, ref)
+                gain = [reference.hypervolume_2d(np.concatenate([front, P[i:i + 1]]), ref) - base
+                        if i not in taken else -1.0 for i in range(len(P))]
+                i = int(np.argmax(gain))
+                if gain[i] <= 1e-12:
+                    break
+                taken.append(i)
+                front = np.concatenate([front, P[i:i + 1]])
+            greedy_steps += len(taken)
+            assert set(taken) <= set(e.screen.last_chosen.tolist())
+            if len(taken) == n:
+                np.testing.assert_array_equal(e.screen.last_chosen, sorted(taken))
+        e.tell(batch, additive(batch.genomes))
+    assert greedy_steps >= n * 4  # the greedy rule decided most choices
+
+
+def test_depth_draws_later_pools_from_a_population_evolved_on_the_predictions():
+    pop, n, k = 12, 4, 3
+    kw = dict(n_objectives=2, pop_size=pop, n_offspring=n, seed=6, progress=False)
+    lo, hi = np.zeros(L, np.int32), np.full(L, LEVELS - 1, np.int32)
+    one = NSGA2(lo, hi, **kw, screen=Screen(k, encode=as_float, predictor=Oracle(additive)))
+    three = NSGA2(lo, hi, **kw, screen=Screen(k, encode=as_float, predictor=Oracle(additive), depth=3))
+    for e in (one, three):
+        b = e.ask()
+        e.tell(b, additive(b.genomes))
+    X, F = three.X.copy(), three.F.copy()
+    virtual = copy.deepcopy(three)
+    one.ask(), three.ask()
+    np.testing.assert_array_equal(three.X, X)  # the real population is back after the virtual generations
+    np.testing.assert_array_equal(three.F, F)
+    p1, p3 = one.screen.last_pool, three.screen.last_pool
+    assert p3.shape == (3 * k * n, L)
+    np.testing.assert_array_equal(p3[: k * n], p1)  # the first pool: the population's own offspring
+    # The second pool: offspring (the next stream) of the NSGA-II survivors of the population and the
+    # first pool under the (here perfect) predictions, survival by brute force.
+    FF = np.concatenate([F, additive(p1)])
+    rank = reference.nondominated_rank(FF)
+    crowd = reference.crowding_distance(FF, rank)
+    keep = sorted(range(len(FF)), key=lambda i: (rank[i], -crowd[i], i))[:pop]
+    virtual.X, virtual.F = np.concatenate([X, p1])[keep], FF[keep]
+    virtual.rank, virtual.crowding = rank[keep], crowd[keep]
+    assert not np.array_equal(virtual.X, X)  # the virtual population moved
+    np.testing.assert_array_equal(p3[k * n: 2 * k * n], virtual._offspring(k * n, stream=1))
+    one.run(additive, generations=12)
+    three.run(additive, generations=12)
+    ref = np.concatenate([one.F, three.F]).max(axis=0) + 1.0
+    assert reference.hypervolume_2d(three.best[1], ref) >= reference.hypervolume_2d(one.best[1], ref)
 
 
 def test_factor_one_evaluates_what_the_unscreened_engine_does():
@@ -297,6 +367,12 @@ def test_bad_screen_configuration_raises_clearly():
         NSGA2(np.zeros(3), np.ones(3), n_objectives=2, screen=4)
     with pytest.raises(TypeError, match="screen must be"):
         OnePlusLambda(np.zeros(3, np.int32), PointMutation(), screen="yes")
+    with pytest.raises(ConfigError, match="select"):
+        Screen(select="best")
+    with pytest.raises(ConfigError, match="depth"):
+        Screen(depth=0)
+    with pytest.raises(ConfigError, match="depth \\* factor \\* n_offspring"):
+        NSGA2(np.zeros(3), np.ones(3), n_objectives=2, pop_size=4, screen=Screen(MAX_POPULATION // 128, depth=64))
     with pytest.raises(ConfigError, match="factor \\* n_offspring"):
         NSGA2(np.zeros(3), np.ones(3), n_objectives=2, pop_size=4, screen=Screen(MAX_POPULATION // 2))
 

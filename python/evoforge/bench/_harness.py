@@ -99,3 +99,15 @@ def shared_data(*parts: str) -> Path:
     ``../shared/data`` from the working directory (benchmarks run from the repository root)."""
     root = os.environ.get("EVOFORGE_SHARED_DATA")
     return Path(root if root else Path.cwd().parent / "shared" / "data").joinpath(*parts)
+
+
+def screened_half(kw: dict, factor: int, evaluations: int) -> dict:
+    """The settings of a screened front search given at most half the ``evaluations`` of the
+    unscreened one of ``kw`` (pop_size, offspring, generations; its first population may hold more
+    than pop_size: every uniform configuration): a quarter of the offspring per generation,
+    ``factor`` times as many generated, as many generations as fit (a smaller batch lets the
+    predictor, refitted each generation, lead more often)."""
+    off = kw["offspring"]
+    first = evaluations - (kw["generations"] - 1) * off
+    off_s = max(1, off // 4)
+    return {"screen": factor, "offspring": off_s, "generations": 1 + max(0, evaluations // 2 - first) // off_s}

@@ -177,22 +177,18 @@ def part_dedicated(model: Any, tok: Any, kw: dict, res: Any, work: Path) -> list
     return out
 
 
-def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: int, factor: int) -> list[dict]:
-    """The unscreened front against a screened one given at most half of its evaluations (half the
-    offspring per generation, ``factor`` times as many generated, as many generations as fit), per
-    seed: hypervolume of the returned front's held-out KL and bytes, normalised by a common reference
+def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: range, factor: int) -> list[dict]:
+    """The unscreened front against a screened one given at most half of its evaluations
+    (:func:`_harness.screened_half`), per seed: hypervolume of the returned front's held-out KL and bytes, normalised by a common reference
     point (1.1 x the worst of both fronts)."""
     from evoforge import pareto
     from evoforge.compress import FrontConfig, compress
 
-    pop, off = kw["pop_size"], kw["offspring"]
-    budget = (pop + (kw["generations"] - 1) * off) // 2
-    off_s = max(1, off // 2)
-    screened = {"screen": factor, "offspring": off_s, "generations": 1 + max(0, budget - pop) // off_s}
     out = []
-    for seed in range(seeds):
-        runs = {}
-        for name, extra in (("unscreened", {}), (f"screen {factor}, half the evaluations", screened)):
+    for seed in seeds:
+        runs: dict[str, Any] = {}
+        for name in ("unscreened", f"screen {factor}, half the evaluations"):
+            extra = _harness.screened_half(kw, factor, runs["unscreened"][1]) if runs else {}
             k = {**kw, "objectives": ("kl", "bytes"), "seed": seed, **extra}
             res = compress(model, FrontConfig(run_dir=None, export=False, **k), tokenizer=tok)
             F = np.array([[p["heldout"]["kl"], p["heldout"]["bytes"]] for p in res.points])
@@ -221,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", dest="n_heldout", type=int_at_least(1), default=None,
                     help="held-out sequences (default 16; 8 with --quick)")
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="screening seeds")
-    ap.add_argument("--screen", type=int_at_least(2), default=8, help="screening factor k of the screened runs")
+    ap.add_argument("--first-seed", type=int_at_least(0), default=0, help="the screening seeds start here")
+    ap.add_argument("--screen", type=int_at_least(2), default=16, help="screening factor k of the screened runs")
     ap.add_argument("--points", type=int_at_least(2), default=8, help="front points exported and timed")
     ap.add_argument("--prefill", type=int_at_least(2), default=128, help="prefill tokens of the latency check")
     ap.add_argument("--work", default="/tmp/evoforge-bench-front")
@@ -276,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                                "-" if r["front_over_dedicated"] is None else f"{r['front_over_dedicated']:.3f}"]
                               for r in out["dedicated"]])
     if "screen" in parts:
-        out["screen"] = part_screen(model, tok, kw, work, a.seeds, a.screen)
+        out["screen"] = part_screen(model, tok, kw, work, range(a.first_seed, a.first_seed + a.seeds), a.screen)
         _harness.print_table(["seed", "run", "evaluations", "hypervolume"],
                              [[r["seed"], r["run"], r["evaluations"], f"{r['hypervolume']:.4f}"]
                               for r in out["screen"]])

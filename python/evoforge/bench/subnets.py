@@ -155,18 +155,15 @@ def part_latency(model: Any, res: Any, prefill: int, n_points: int, rounds: int 
     return {"rows": rows, "summary": summary, "full": med["full"], "prefill_tokens": prefill, "rounds": rounds}
 
 
-def part_screen(model: Any, tok: Any, kw: dict, seeds: int, factor: int) -> list[dict]:
+def part_screen(model: Any, tok: Any, kw: dict, seeds: range, factor: int) -> list[dict]:
     from evoforge import pareto
     from evoforge.compress import SubnetConfig, compress
 
-    pop, off = kw["pop_size"], kw["offspring"]
-    budget = (pop + (kw["generations"] - 1) * off) // 2
-    off_s = max(1, off // 2)
-    screened = {"screen": factor, "offspring": off_s, "generations": 1 + max(0, budget - pop) // off_s}
     out = []
-    for seed in range(seeds):
-        runs = {}
-        for name, extra in (("unscreened", {}), (f"screen {factor}, half the evaluations", screened)):
+    for seed in seeds:
+        runs: dict[str, Any] = {}
+        for name in ("unscreened", f"screen {factor}, half the evaluations"):
+            extra = _harness.screened_half(kw, factor, runs["unscreened"][1]) if runs else {}
             k = {**kw, "objectives": ("kl", "params"), "seed": seed, **extra}
             res = compress(model, SubnetConfig(run_dir=None, **k), tokenizer=tok)
             runs[name] = (np.array([[p["heldout"]["kl"], p["heldout"]["params"]] for p in res.points]),
@@ -205,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heal-steps", type=int_at_least(0), default=100)
     ap.add_argument("--objectives", default=None, help="of the front (default kl,params,latency)")
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="screening seeds")
-    ap.add_argument("--screen", type=int_at_least(2), default=8, help="screening factor k of the screened runs")
+    ap.add_argument("--first-seed", type=int_at_least(0), default=0, help="the screening seeds start here")
+    ap.add_argument("--screen", type=int_at_least(2), default=16, help="screening factor k of the screened runs")
     ap.add_argument("--points", type=int_at_least(2), default=8, help="front points cut and timed")
     ap.add_argument("--prefill", type=int_at_least(2), default=128, help="prefill tokens of the latency check")
     ap.add_argument("--work", default="/tmp/evoforge-bench-subnets")
@@ -255,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m}: max relative error {100 * s['max_rel_error']:.1f}%, mean {100 * s['mean_rel_error']:.1f}%, "
                   f"Spearman {s['spearman']:.3f}")
     if "screen" in parts:
-        out["screen"] = part_screen(model, tok, kw, a.seeds, a.screen)
+        out["screen"] = part_screen(model, tok, kw, range(a.first_seed, a.first_seed + a.seeds), a.screen)
         _harness.print_table(["seed", "run", "evaluations", "hypervolume"],
                              [[r["seed"], r["run"], r["evaluations"], f"{r['hypervolume']:.4f}"]
                               for r in out["screen"]])

@@ -70,7 +70,7 @@ class NSGA2(PopulationEngine):
         if self.X is None:
             genomes, generation = self._initial_population(), 0
         elif screen is not None and screen.ready:
-            pool = self._offspring(screen.factor * self.n_offspring)
+            pool = self._predicted_offspring(screen)
             chosen = screen.choose_survivors(pool, self.n_offspring, self.F, self.CV, seen=self.X)
             return Batch(pool[chosen], generation=self.generation)
         else:
@@ -78,6 +78,33 @@ class NSGA2(PopulationEngine):
         if screen is not None:
             screen.skip(len(genomes))
         return Batch(genomes, generation=generation)
+
+    def _predicted_offspring(self, screen: Screen) -> np.ndarray:
+        """``screen.factor * n_offspring`` offspring of the population for each of ``screen.depth``
+        generations [depth * factor * n_offspring, L]: after the first, of a population evolved on
+        the predictions (NSGA-II survival of the population and the predicted offspring), so that a
+        good predictor leads the evaluations more than one generation ahead."""
+        n = screen.factor * self.n_offspring
+        pools = [self._offspring(n)]
+        if screen.depth == 1:
+            return pools[0]
+        real = self.X, self.F, self.CV, self.rank, self.crowding
+        M = self.n_objectives
+        try:
+            for d in range(1, screen.depth):
+                P = screen.predict(pools[-1])
+                X = np.concatenate([self.X, pools[-1]])
+                F = np.concatenate([self.F, P[:, :M]])
+                CV = None if self.CV is None else np.concatenate([self.CV, P[:, M]])
+                rank = pareto.nondominated_rank(F, constraint_violation=CV)
+                crowding = pareto.crowding_distance(F, rank)
+                keep = np.lexsort((np.arange(len(F)), -crowding, rank))[: self.pop_size]
+                self.X, self.F, self.rank, self.crowding = X[keep], F[keep], rank[keep], crowding[keep]
+                self.CV = None if CV is None else CV[keep]
+                pools.append(self._offspring(n, stream=d))
+        finally:
+            self.X, self.F, self.CV, self.rank, self.crowding = real
+        return np.concatenate(pools)
 
     def _select_parents(self, n: int, offset: int) -> np.ndarray:
         """Binary tournaments decided by constraint violation, then Pareto dominance between the

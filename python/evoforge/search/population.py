@@ -77,16 +77,17 @@ class PopulationEngine(Engine):
         """Indices [n] of mating parents (subclasses: tournaments on their own keys)."""
         raise NotImplementedError
 
-    def _offspring(self, n: int | None = None) -> np.ndarray:
+    def _offspring(self, n: int | None = None, stream: int = 0) -> np.ndarray:
         """``n`` (default ``n_offspring``) new genomes [n, L], none equal to a population member or
         to each other (as pymoo does: duplicates waste evaluations and crowd out diversity). Each
-        retry draws from fresh individuals of this generation's streams, so it is deterministic."""
+        retry draws from fresh individuals of this generation's streams, so it is deterministic;
+        ``stream`` k > 0 draws from individuals no call with another ``stream`` uses."""
         n = self.n_offspring if n is None else int(n)
         g, n_pairs = self.generation, (n + 1) // 2
         seen = {x.tobytes() for x in self.X}
         out: list[np.ndarray] = []
         for attempt in range(_MAX_ATTEMPTS):
-            offset = attempt * 2 * n_pairs
+            offset = (stream * _MAX_ATTEMPTS + attempt) * 2 * n_pairs
             parents = self._select_parents(2 * n_pairs, offset)
             A, B = self.X[parents[0::2]], self.X[parents[1::2]]
             C1, C2 = self.crossover(A, B, self.lower, self.upper, seed=self.seed, generation=g, offset=offset // 2)

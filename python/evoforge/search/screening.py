@@ -34,6 +34,10 @@ __all__ = ["Screen", "Ridge", "GeneEncoding", "spearman"]
 #: a raw integer parameter) would make D, and the fit, absurdly large.
 MAX_ONE_HOT_LEVELS = 64
 
+#: How NSGA2 chooses among the predictions: by NSGA-II survival (rank, then crowding) or greedily by
+#: the hypervolume each adds to the population's front.
+SELECT = ("survival", "hypervolume")
+
 
 class Ridge:
     """Ridge regression with an unpenalised intercept, all targets in one solve.
@@ -153,6 +157,31 @@ def _repeats(pool: np.ndarray, seen: Any) -> np.ndarray:
     return out
 
 
+def _by_contribution(F: np.ndarray, P: np.ndarray, order: np.ndarray, n: int, ok: np.ndarray) -> np.ndarray:
+    """``order`` [P] with its first ``n`` rows replaced by a greedy choice among the ``ok`` rows: each in
+    turn the row whose predicted objectives ``P`` [P, M] add the most hypervolume to the front of
+    ``F`` [N, M] and the rows chosen before it (reference point: the worst of both, plus a tenth of
+    the range); once none adds any, the rest in ``order``."""
+    both = np.concatenate([F, P])
+    lo, hi = both.min(axis=0), both.max(axis=0)
+    ref = hi + 0.1 * np.where(hi > lo, hi - lo, 1.0)
+    front = F[pareto.nondominated_rank(F) == 0] if len(F) else F
+    base = pareto.hypervolume(front, ref)
+    chosen: list[int] = []
+    left = [int(i) for i in order if ok[i]]
+    while len(chosen) < n and left:
+        gain = np.array([pareto.hypervolume(np.concatenate([front, P[i:i + 1]]), ref) - base for i in left])
+        b = int(np.argmax(gain))
+        if not gain[b] > 0:
+            break
+        i = left.pop(b)
+        chosen.append(i)
+        front = np.concatenate([front, P[i:i + 1]])
+        base += float(gain[b])
+    picked = set(chosen)
+    return np.array(chosen + [int(i) for i in order if i not in picked], dtype=np.int64)
+
+
 class Screen:
     """Screening of an engine's candidates by a predictor: pass ``screen=Screen(...)`` to
     :class:`~evoforge.search.NSGA2` or :class:`~evoforge.search.OnePlusLambda`.
@@ -171,6 +200,10 @@ class Screen:
     min_train : int >= 1, optional -- archive rows needed before screening starts; until then the
         engine makes and evaluates candidates as without a screen. Default: NSGA2's ``pop_size``,
         OnePlusLambda's ``n_offspring`` (the first generation's evaluations).
+    select : str -- how NSGA2 chooses what to evaluate (:data:`SELECT`): ``"survival"`` by NSGA-II
+        survival of the predictions among the population; ``"hypervolume"`` greedily, each candidate
+        the one whose prediction adds the most hypervolume to the population's front and those
+        chosen before it, then by survival once no prediction adds any.
 
     The engine works on its own copy (``engine.screen``; it is part of the checkpoint). After a
     screened generation, ``last_pool`` [P, L] holds the generated candidates, ``last_predicted``
@@ -180,9 +213,17 @@ class Screen:
     ``run_dir``, give module-level functions and classes (not lambdas).
     """
 
+    select: str = "survival"  # class defaults: checkpoints written before these existed resume with them
+    depth: int = 1
+
     def __init__(self, factor: int = 4, *, alpha: float = 1.0, encode: Callable[[np.ndarray], np.ndarray] | None = None,
-                 predictor: object | None = None, min_train: int | None = None) -> None:
+                 predictor: object | None = None, min_train: int | None = None, select: str = "survival",
+                 depth: int = 1) -> None:
         self.factor = check_int(factor, "factor", 1, MAX_POPULATION, integral_float=True)
+        self.depth = check_int(depth, "depth", 1, 64, integral_float=True)
+        if select not in SELECT:
+            raise ConfigError(f"select must be one of {SELECT}, got {select!r}")
+        self.select = select
         self.alpha = Ridge(alpha).alpha
         if encode is not None:
             if not callable(encode):
@@ -215,9 +256,9 @@ class Screen:
     def bind(self, *, lower: Any, upper: Any, n_genes: int, integer: bool, n_targets: int, n_offspring: int,
              min_train: int) -> Screen:
         """The engine's own copy, set up for its genomes (called by the engines' constructors)."""
-        if self.factor * n_offspring > MAX_POPULATION:
-            raise ConfigError(f"screen factor * n_offspring must be at most {MAX_POPULATION}, got "
-                              f"{self.factor} * {n_offspring}")
+        if self.depth * self.factor * n_offspring > MAX_POPULATION:
+            raise ConfigError(f"screen depth * factor * n_offspring must be at most {MAX_POPULATION}, got "
+                              f"{self.depth} * {self.factor} * {n_offspring}")
         s = copy.deepcopy(self)
         s.n_targets = int(n_targets)
         s.min_train = int(min_train) if self.min_train is None else self.min_train
@@ -307,7 +348,11 @@ class Screen:
         rank = pareto.nondominated_rank(FF, constraint_violation=CVm)
         crowd = pareto.crowding_distance(FF, rank)
         rank, crowd = rank[len(F):], crowd[len(F):]
-        order = np.lexsort((np.arange(len(pool)), -crowd, rank, _repeats(pool, seen)))
+        repeats = _repeats(pool, seen)
+        order = np.lexsort((np.arange(len(pool)), -crowd, rank, repeats))
+        if self.select == "hypervolume":
+            order = _by_contribution(F if CV is None else F[CV <= 0], pred[:, :M], order, n,
+                                     ok=~repeats if CVm is None else ~repeats & (pred[:, M] <= 0))
         return self._chose(pool, pred, order[:n])
 
     def _chose(self, pool: np.ndarray, pred: np.ndarray, rows: np.ndarray) -> np.ndarray:
