@@ -2,7 +2,7 @@
 dedicated single-budget runs, and predictor screening.
 
     evoforge bench front [--quick] [--parts front,latency,dedicated,screen] [--generations G]
-                         [--pop-size P] [--offspring N] [--seeds 3] [--work DIR] [--out FILE]
+                         [--pop-size P] [--offspring N] [--seeds 3] [--first-seed 0] [--work DIR] [--out FILE]
 
 SmolLM2-135M (``--quick``: stories260k, smaller everything), calibrated on WikiText-2.
 

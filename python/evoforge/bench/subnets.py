@@ -2,7 +2,7 @@
 healing), exported sub-networks' speed against the latency model, screening, and an encoder.
 
     evoforge bench subnets [--quick] [--parts front,budgets,latency,screen,encoder] [--generations G]
-                           [--heal-steps N] [--seeds 3] [--work DIR] [--out FILE]
+                           [--heal-steps N] [--seeds 3] [--first-seed 0] [--work DIR] [--out FILE]
 
 SmolLM2-135M (``--quick``: stories260k, smaller everything), calibrated on WikiText-2.
 
