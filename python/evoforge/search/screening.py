@@ -204,6 +204,10 @@ class Screen:
         survival of the predictions among the population; ``"hypervolume"`` greedily, each candidate
         the one whose prediction adds the most hypervolume to the population's front and those
         chosen before it, then by survival once no prediction adds any.
+    depth : int in [1, 64] -- NSGA2 draws the pool from this many generations: the population's
+        offspring, then offspring of the population evolved on the predictions (NSGA-II survival of
+        it and the predicted pool, ``factor * n_offspring`` more each), so that a good predictor
+        leads the evaluations further than one generation (1: the population's offspring only).
 
     The engine works on its own copy (``engine.screen``; it is part of the checkpoint). After a
     screened generation, ``last_pool`` [P, L] holds the generated candidates, ``last_predicted``
