@@ -246,3 +246,21 @@ def test_top_k_auto_keeps_the_teacher_small():
     for bad in (0, -1, 2.5, True, "all"):
         with pytest.raises(ConfigError, match="top_k"):
             _top_k(bad, torch.zeros(4, dtype=torch.long), smol)
+
+
+def test_a_run_without_run_dir_removes_its_database_when_the_process_exits(stories, tmp_path):
+    # The process runs a quant search without a run directory, exports from the result (the
+    # database still there), and prints the database's path; after it exits the path is gone.
+    code = (
+        "import sys, transformers\n"
+        "from evoforge.compress import compress, export\n"
+        f"m = transformers.LlamaForCausalLM.from_pretrained({str(STORIES)!r})\n"
+        "res = compress(m, method='quant', target=3, db_method='rtn', bits=(2, 3, 4), group_size=32, n_calib=2,\n"
+        "               n_heldout=2, seq_len=16, offspring=2, generations=1, seed=0)\n"
+        f"export(res, {str(tmp_path / 'out')!r})\n"
+        "print(res.db_path)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    db = out.stdout.strip().splitlines()[-1]
+    assert "evoforge-db-" in db and not os.path.exists(db)
+    assert (tmp_path / "out" / "config.json").is_file()

@@ -19,9 +19,11 @@ float32 rounding).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -73,8 +75,9 @@ class Run:
 
     def database(self, kind: str, **ladder: Any) -> LayerDatabase:
         """The config's layer database, opened (checked against the model), or the run's own:
-        ``run_dir/db`` when there (a resumed run), else built there (a temporary directory without a
-        run directory) with the config's ``db_method`` and the ``ladder`` (build_database's knobs)."""
+        ``run_dir/db`` when there (a resumed run), else built there (without a run directory: in a
+        temporary directory, removed when the process exits) with the config's ``db_method`` and the
+        ``ladder`` (build_database's knobs)."""
         cfg, fp = self.config, self.fingerprint
         t0 = time.perf_counter()
         if cfg.database is not None:
@@ -84,8 +87,9 @@ class Run:
             if db_dir is not None and (db_dir / MANIFEST).is_file():
                 db = LayerDatabase.open(db_dir, model_fingerprint=fp)
             else:
-                if db_dir is None:
+                if db_dir is None:  # the process's own: its results reopen it by path until it exits
                     db_dir = Path(tempfile.mkdtemp(prefix="evoforge-db-"))
+                    atexit.register(shutil.rmtree, db_dir, ignore_errors=True)
                 db = build_database(self.adapter, self.calibration, db_dir, method=cfg.db_method, overwrite=True,
                                     calibration={"source": "text" if cfg.calib_text else "samples",
                                                  "seed": int(cfg.seed)},
