@@ -57,6 +57,18 @@ def _policy(env_id: str, hidden=(64,), **kw):
         env.close()
 
 
+def _atari_pixels_policy():
+    """A policy of Deep GA's size (about 4 M parameters) on Atari's 210 x 160 RGB frames."""
+    from evoforge.neuro import ConvPolicy, make_env
+
+    env = make_env("ALE/Breakout-v5")
+    try:
+        return ConvPolicy.from_spaces(env.observation_space, env.action_space, (128,), channels=16, kernel=8,
+                                      stride=4)
+    finally:
+        env.close()
+
+
 def _population(policy, P: int, seed: int = 0) -> np.ndarray:
     from evoforge.neuro import derive_seed
 
@@ -268,6 +280,7 @@ def part_d(args, measured: dict) -> dict:
     try:
         policies.append(("MinAtar Breakout conv16 + 64", _policy("MinAtar/Breakout-v1")))
         policies.append(("Atari RAM MLP 256,256", _policy("ALE/Breakout-v5", (256, 256), obs_type="ram")))
+        policies.append(("Atari pixels conv16 8x8/4 + 128 (Deep GA's scale)", _atari_pixels_policy()))
     except Exception as e:  # noqa: BLE001 -- minatar / ale-py missing
         print(f"(d) skipped a policy: {e}")
     rows, out = [], {}
