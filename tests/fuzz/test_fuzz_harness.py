@@ -71,10 +71,12 @@ def _run_worker(name: str, groups: tuple[str, ...], ids: list[str], tmp: Path) -
         run += 1
         work = tmp / name / f"run{run}"
         work.mkdir(parents=True)
+        (work / "tmp").mkdir()  # the worker ends by os._exit: what it leaves in TMPDIR goes with pytest's tmp
         log = tmp / name / f"run{run}.log"
         with open(log, "wb") as logf:
             p = subprocess.Popen([sys.executable, str(HERE / "fuzz_worker.py"), "--tmp", str(work), *groups],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, cwd=work, env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, cwd=work,
+                                 env={**env, "TMPDIR": str(work / "tmp")},
                                  start_new_session=True)
         p.stdin.write(json.dumps(remaining).encode())
         p.stdin.close()
