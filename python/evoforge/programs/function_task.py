@@ -220,9 +220,9 @@ class FunctionTask:
         for i, c, sites, _, x, _ in jobs:
             programs[i] = self._with(c, sites, x)
         if self.fit_polish and jobs:
-            done = self._polish([(j[1], j[2], j[4]) for j in jobs] + starts)
-            best: dict[int, tuple[np.ndarray, float]] = {}
-            for (c, sites, _), (x, f) in zip([(j[1], j[2], j[4]) for j in jobs] + starts, done):
+            starts = [(j[1], j[2], j[4]) for j in jobs] + starts
+            best: dict[int, tuple[np.ndarray, float]] = {}  # id(program) -> the best polished start
+            for (c, _, _), (x, f) in zip(starts, self._polish(starts)):
                 if id(c) not in best or f < best[id(c)][1]:
                     best[id(c)] = (x, f)
             for i, c, sites, *_ in jobs:
