@@ -96,9 +96,7 @@ class NSGA2(PopulationEngine):
                 X = np.concatenate([self.X, pools[-1]])
                 F = np.concatenate([self.F, P[:, :M]])
                 CV = None if self.CV is None else np.concatenate([self.CV, P[:, M]])
-                rank = pareto.nondominated_rank(F, constraint_violation=CV)
-                crowding = pareto.crowding_distance(F, rank)
-                keep = np.lexsort((np.arange(len(F)), -crowding, rank))[: self.pop_size]
+                keep, rank, crowding = _survivors(F, CV, self.pop_size)
                 self.X, self.F, self.rank, self.crowding = X[keep], F[keep], rank[keep], crowding[keep]
                 self.CV = None if CV is None else CV[keep]
                 pools.append(self._offspring(n, stream=d))
@@ -129,9 +127,7 @@ class NSGA2(PopulationEngine):
             CV = None if cv is None else np.concatenate([self.CV, cv])
         # NSGA-II survival (as pareto.select), keeping the merged set's ranks and crowding for the
         # next tournaments: a truncated front keeps the crowding it was truncated by.
-        rank = pareto.nondominated_rank(FF, constraint_violation=CV)
-        crowding = pareto.crowding_distance(FF, rank)
-        keep = np.lexsort((np.arange(len(FF)), -crowding, rank))[: self.pop_size]
+        keep, rank, crowding = _survivors(FF, CV, self.pop_size)
         self.X, self.F, self.rank, self.crowding = X[keep], FF[keep], rank[keep], crowding[keep]
         self.CV = None if CV is None else CV[keep]
         _, front = self.best
@@ -150,6 +146,14 @@ class NSGA2(PopulationEngine):
         if self.CV is not None:
             mask &= self.CV <= 0
         return self.X[mask].copy(), self.F[mask].copy()
+
+
+def _survivors(F: np.ndarray, CV: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NSGA-II survival of ``F`` [N, M] (and ``CV`` [N]): the indices [<= n] kept (by rank, then
+    crowding distance, then index), and the ranks and crowding distances [N] of the whole set."""
+    rank = pareto.nondominated_rank(F, constraint_violation=CV)
+    crowding = pareto.crowding_distance(F, rank)
+    return np.lexsort((np.arange(len(F)), -crowding, rank))[:n], rank, crowding
 
 
 def crowded_tournament(F: np.ndarray, crowding: np.ndarray, n: int, rng: np.random.Generator,
