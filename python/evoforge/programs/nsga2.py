@@ -7,8 +7,9 @@ dominance, then crowding distance), and the population and its children compete 
 whose objectives are equal (functionally equal programs, or equal on every objective; to within
 ``resolution`` per objective) only the lowest survives, and ranks are of the survivors (the population
 holds fewer than ``population_size`` programs while too few are distinct): a front of copies carries
-no choice, NSGA-II's crowding cannot tell them apart, and a staircase of near-copies (the same structure with slightly different constants) would crowd out the larger structures that are
-worse at first but lead somewhere.
+no choice, NSGA-II's crowding cannot tell them apart, and a staircase of near-copies (the same
+structure with slightly different constants) would crowd out the larger structures that are worse
+at first but lead somewhere.
 """
 
 from __future__ import annotations
