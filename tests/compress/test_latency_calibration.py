@@ -45,3 +45,25 @@ def test_factors_from_their_parts(tmp_path, monkeypatch):
     assert many.shape == (2, 2) and fixed2.shape == (2,) and np.all(np.isfinite(many))
     with pytest.raises(ConfigError, match="at least one level"):
         calibrate_levels(m, [], table)
+
+
+def test_a_level_timed_no_slower_than_the_fixed_part_keeps_the_floor(tmp_path, monkeypatch):
+    """Under load a level can time as fast as the model without its layers: its factor is the floor,
+    not 0 (which would make the latency objective blind to it); a level timed slower gets
+    (took - fixed) / table sum."""
+    from evoforge.compress import latency_calibration as lc
+
+    monkeypatch.setenv("EVOFORGE_CACHE_DIR", str(tmp_path))
+    m = tiny_model("llama")
+    shapes = {n: tuple(mod.weight.shape) for n, mod in linear_layers(m).items()}
+    levels = [{n: (o, i, None) for n, (o, i) in shapes.items()},
+              {n: (o, i, {"bits": 4, "group_size": 0}) for n, (o, i) in shapes.items()}]
+    table = latency.LatencyTable.load()
+    table.measure([v for lv in levels for v in lv.values()], tokens=[1])
+    totals = [table.total(list(lv.values()), 1) for lv in levels]
+    took = iter([1.0, 0.9, 1.0 + 2.0 * totals[1]])  # fixed, dense level (faster: noise), packed level
+    monkeypatch.setattr(lc, "_timed", lambda model, tokens, repeats: next(took))
+    factors, fixed = calibrate_levels(m, levels, table, tokens=1, repeats=1)
+    assert fixed == 1.0
+    assert factors[0] == lc.MIN_FACTOR
+    assert factors[1] == pytest.approx(2.0)
