@@ -30,13 +30,18 @@ def test_zero_linear_model_runs_and_leaves_the_model(arch, tmp_path, monkeypatch
             assert _Zeros(out_f)(x).shape == mod(x).shape
 
 
-def test_factors_from_their_parts(tmp_path, monkeypatch):
+def _dense_and_4bit(tmp_path, monkeypatch):
+    """A tiny Llama, its two levels (every layer dense; every layer 4-bit) and a fresh table."""
     monkeypatch.setenv("EVOFORGE_CACHE_DIR", str(tmp_path))
     m = tiny_model("llama")
     shapes = {n: tuple(mod.weight.shape) for n, mod in linear_layers(m).items()}
     levels = [{n: (o, i, None) for n, (o, i) in shapes.items()},
               {n: (o, i, {"bits": 4, "group_size": 0}) for n, (o, i) in shapes.items()}]
-    table = latency.LatencyTable.load()
+    return m, levels, latency.LatencyTable.load()
+
+
+def test_factors_from_their_parts(tmp_path, monkeypatch):
+    m, levels, table = _dense_and_4bit(tmp_path, monkeypatch)
     factors, fixed = calibrate_levels(m, levels, table, tokens=1, repeats=2)
     assert factors.shape == (2,) and np.all(np.isfinite(factors)) and np.all(factors >= 0) and fixed > 0
     for lv in levels:  # every entry of every level is in the table now
@@ -53,12 +58,7 @@ def test_a_level_timed_no_slower_than_the_fixed_part_keeps_the_floor(tmp_path, m
     (took - fixed) / table sum."""
     from evoforge.compress import latency_calibration as lc
 
-    monkeypatch.setenv("EVOFORGE_CACHE_DIR", str(tmp_path))
-    m = tiny_model("llama")
-    shapes = {n: tuple(mod.weight.shape) for n, mod in linear_layers(m).items()}
-    levels = [{n: (o, i, None) for n, (o, i) in shapes.items()},
-              {n: (o, i, {"bits": 4, "group_size": 0}) for n, (o, i) in shapes.items()}]
-    table = latency.LatencyTable.load()
+    m, levels, table = _dense_and_4bit(tmp_path, monkeypatch)
     table.measure([v for lv in levels for v in lv.values()], tokens=[1])
     totals = [table.total(list(lv.values()), 1) for lv in levels]
     took = iter([1.0, 0.9, 1.0 + 2.0 * totals[1]])  # fixed, dense level (faster: noise), packed level
