@@ -13,8 +13,8 @@ from evoforge.errors import ConfigError
 __all__ = ["FRONT_KNOBS", "add_export", "add_options", "print_front"]
 
 # compress options of the fronts whose dest is a FrontConfig / SubnetConfig field of the same name
-FRONT_KNOBS = ("space", "objectives", "sparsities", "pop_size", "screen", "screen_depth", "screen_front",
-               "latency_tokens", "widths", "attention", "pooling")
+FRONT_KNOBS = ("space", "objectives", "sparsities", "pop_size", "screen", "screen_depth", "latency_tokens", "widths",
+               "attention", "pooling")
 
 
 def _shares(s: str) -> list[float]:
@@ -45,13 +45,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--screen-depth", type=int_at_least(1), default=None,
                    help="generations evolved on the predictions before the screen chooses (default 3; 1: the "
                         "population's own offspring)")
-    g.add_argument("--screen-front", type=int_at_least(0), default=None,
-                   help="genomes of the predictor's own front (its exact optimum at as many budgets) added to "
-                        "what the screen chooses from (default 16; 0: none)")
     g.add_argument("--latency-tokens", type=int_at_least(1), default=None,
                    help="tokens per forward of the latency objective (1: batch-1 decoding)")
     s = p.add_argument_group("sub-networks (--method subnet; also --objectives, --pop-size, --screen, --screen-depth, "
-                             "--screen-front, --latency-tokens)")
+                             "--latency-tokens)")
     s.add_argument("--widths", type=_shares, default=None,
                    help="MLP shares a block may keep, ascending, ending with 1 (0: drop), e.g. 0,0.25,0.5,0.75,1")
     s.add_argument("--keep-heads", dest="attention", action="store_const", const=False, default=None,

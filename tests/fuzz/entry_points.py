@@ -503,7 +503,7 @@ def _screen(ctx):
             eng.close()
 
     return Call(run, {"factor": 2, "alpha": 1.0, "encode": None, "predictor": None, "min_train": 4,
-                      "select": "hypervolume", "depth": 2, "front": 3})
+                      "select": "hypervolume", "depth": 2})
 
 
 def _engine_run(which):
@@ -2932,8 +2932,7 @@ ENTRIES: list[Entry] = [
     Entry("search.NSGA2.tell", _engine_tell("NSGA2"), {"fitness": "matrix_f"}),
     Entry("search.OnePlusLambda.resume", _resume, {"run_dir": "path_in_dir"}),
     Entry("search.Screen", _screen, {"factor": "int", "alpha": "real", "encode": "callable", "predictor": "any_obj",
-                                     "min_train": "int", "select": "choice", "depth": "int", "front": "int"},
-          project=_search_result),
+                                     "min_train": "int", "select": "choice", "depth": "int"}, project=_search_result),
     Entry("search.PointMutation", _mutation_op("PointMutation", {"prob": 0.5}, True), {"prob": "prob"}),
     Entry("search.GaussianMutation", _mutation_op("GaussianMutation", {"sigma": 0.1, "prob": 0.5}, False),
           {"sigma": "real", "prob": "prob"}),
@@ -3123,9 +3122,9 @@ ENTRIES: list[Entry] = [
     Entry("compress.load_config", _load_config, {"run_dir": "path_in_dir"}),
     Entry("compress.FrontConfig", _config("FrontConfig", space="sparsity+quant", objectives=("kl", "bytes"),
                                           sparsities=(0.0, 0.5), bits=(4, 16), group_size=32, pop_size=4, screen=2,
-                                          screen_depth=2, screen_front=4, latency_tokens=1), {
+                                          screen_depth=2, latency_tokens=1), {
         "sparsities": "float_list", "bits": "int_list", "group_size": "int", "pop_size": "int", "screen": "int",
-        "screen_depth": "int", "screen_front": "int", "latency_tokens": "int", "space": "choice"}),
+        "screen_depth": "int", "latency_tokens": "int", "space": "choice"}),
     Entry("compress.compress#front", _front_compress, {"sparsities": "float_list", "bits": "int_list",
                                                         "pop_size": "int", "screen": "int"},
           project=_no_compare, timeout=_MODEL_TIMEOUT),
@@ -3135,10 +3134,9 @@ ENTRIES: list[Entry] = [
     Entry("compress.FrontSpace", _front_space, {"bits": "int_list", "group_size": "int", "symmetric": "bool"},
           timeout=_MODEL_TIMEOUT),
     Entry("compress.SubnetConfig", _config("SubnetConfig", objectives=("kl", "params"), widths=(0.0, 0.5, 1.0),
-                                           attention=True, pop_size=4, screen=2, screen_depth=2, screen_front=4,
-                                           latency_tokens=1), {
+                                           attention=True, pop_size=4, screen=2, screen_depth=2, latency_tokens=1), {
         "widths": "float_list", "attention": "bool", "pop_size": "int", "screen": "int", "screen_depth": "int",
-        "screen_front": "int", "latency_tokens": "int"}),
+        "latency_tokens": "int"}),
     Entry("compress.compress#subnet", _subnet_compress, {"widths": "float_list", "pop_size": "int", "screen": "int"},
           project=_no_compare, timeout=_MODEL_TIMEOUT),
     Entry("compress.importance", _subnet_importance, {"tokens": "tokens", "batch_size": "int"},
@@ -3597,10 +3595,6 @@ CLI_CASES: list[tuple[str, list[str]]] = [
                                      "--quiet"]),
     ("compress-subnet-screen-depth-0", ["compress", "--model", "{model}", "--method", "subnet", "--screen", "2",
                                         "--screen-depth", "0", "--quiet"]),
-    ("compress-subnet-screen-front-negative", ["compress", "--model", "{model}", "--method", "subnet", "--screen",
-                                               "2", "--screen-front", "-1", "--quiet"]),
-    ("compress-front-screen-front-huge", ["compress", "--model", "{model}", "--method", "front", "--screen", "2",
-                                          "--screen-front", "999999999", "--quiet"]),
     ("compress-front-screen-depth-huge", ["compress", "--model", "{model}", "--method", "front", "--screen", "262144",
                                           "--screen-depth", "64", "--quiet"]),
     # compress: files and directories

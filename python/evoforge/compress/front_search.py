@@ -84,8 +84,7 @@ def front_search(run: Run, *, lower: np.ndarray, upper: np.ndarray, uniform: np.
                        n_offspring=int(config.offspring),
                        initial=initial_population(uniform, lower, upper, int(config.pop_size), int(config.seed)),
                        seed=int(config.seed), run_dir=rd, task=task, progress=config.progress,
-                       screen=Screen(int(config.screen), depth=int(config.screen_depth), front=int(config.screen_front),
-                                     select="hypervolume")
+                       screen=Screen(int(config.screen), depth=int(config.screen_depth), select="hypervolume")
                        if config.screen > 1 else None)
     try:
         res = engine.run(evaluator, generations=int(config.generations))

@@ -83,10 +83,11 @@ class NSGA2(PopulationEngine):
         """``screen.factor * n_offspring`` offspring of the population for each of ``screen.depth``
         generations [depth * factor * n_offspring, L]: after the first, of a population evolved on
         the predictions (NSGA-II survival of the population and the predicted offspring), so that a
-        good predictor leads the evaluations more than one generation ahead; then up to
-        ``screen.front`` genomes of the predictor's own front."""
+        good predictor leads the evaluations more than one generation ahead."""
         n = screen.factor * self.n_offspring
         pools = [self._offspring(n)]
+        if screen.depth == 1:
+            return pools[0]
         real = self.X, self.F, self.CV, self.rank, self.crowding
         M = self.n_objectives
         try:
@@ -101,8 +102,6 @@ class NSGA2(PopulationEngine):
                 pools.append(self._offspring(n, stream=d))
         finally:
             self.X, self.F, self.CV, self.rank, self.crowding = real
-        if screen.front:
-            pools.append(screen.predicted_front(M))
         return np.concatenate(pools)
 
     def _select_parents(self, n: int, offset: int) -> np.ndarray:

@@ -98,9 +98,6 @@ class OnePlusLambda(Engine):
         self._alive: np.ndarray | None = None
         self._stage = 0
         if screen is not None:
-            if screen.front:
-                raise ConfigError("Screen front is for NSGA2 (a front of predictions); OnePlusLambda's mutants keep "
-                                  "its budget, give it front=0")
             self.screen = screen.bind(lower=lower, upper=upper, n_genes=parent.size, integer=parent.dtype.kind in "iu",
                                       n_targets=1, n_offspring=self.n_offspring, min_train=self.n_offspring)
             self._screened: dict = {}  # the history fields of this generation's screening

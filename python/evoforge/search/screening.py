@@ -3,9 +3,8 @@
 A screened engine makes ``factor`` times more candidates than it evaluates, predicts their
 objectives with a model refitted on every candidate evaluated so far, and evaluates only those the
 prediction ranks best: NSGA2 by NSGA-II survival of the predictions among its population,
-OnePlusLambda by the best predicted fitness. NSGA2's pool may also hold the predictor's own front
-(``front``: exact, since the default predictions add up over the genes). Each generation's history
-records how well the prediction ranked what was then evaluated (``screen_spearman``).
+OnePlusLambda by the best predicted fitness. Each generation's history records how well the
+prediction ranked what was then evaluated (``screen_spearman``).
 
 The default model is ridge regression on a per-gene encoding (integer genes one-hot over their
 levels, float genes scaled to [0, 1]), which an objective that adds up per-layer costs (as a
@@ -27,7 +26,6 @@ import numpy as np
 from .. import pareto
 from .._checks import INT_MAX, check_int, check_real
 from ..errors import ConfigError
-from .additive_front import additive_front
 from .engine import MAX_POPULATION
 
 __all__ = ["Screen", "Ridge", "GeneEncoding", "spearman"]
@@ -210,12 +208,6 @@ class Screen:
         offspring, then offspring of the population evolved on the predictions (NSGA-II survival of
         it and the predicted pool, ``factor * n_offspring`` more each), so that a good predictor
         leads the evaluations further than one generation (1: the population's offspring only).
-    front : int >= 0 -- NSGA2 adds to each pool up to this many genomes of the predictor's own front:
-        each minimises the predicted first objective within one of ``front`` budgets on the others
-        (spread over their range), found exactly by dynamic programming
-        (:func:`~evoforge.search.additive_front.additive_front`). Needs the default encoding and
-        predictor with every gene one-hot (integer genes of at most :data:`MAX_ONE_HOT_LEVELS`
-        levels), whose predictions add up over the genes. 0: none.
 
     The engine works on its own copy (``engine.screen``; it is part of the checkpoint). After a
     screened generation, ``last_pool`` [P, L] holds the generated candidates, ``last_predicted``
@@ -227,14 +219,12 @@ class Screen:
 
     select: str = "survival"  # class defaults: checkpoints written before these existed resume with them
     depth: int = 1
-    front: int = 0
 
     def __init__(self, factor: int = 4, *, alpha: float = 1.0, encode: Callable[[np.ndarray], np.ndarray] | None = None,
                  predictor: object | None = None, min_train: int | None = None, select: str = "survival",
-                 depth: int = 1, front: int = 0) -> None:
+                 depth: int = 1) -> None:
         self.factor = check_int(factor, "factor", 1, MAX_POPULATION, integral_float=True)
         self.depth = check_int(depth, "depth", 1, 64, integral_float=True)
-        self.front = check_int(front, "front", 0, MAX_POPULATION, integral_float=True)
         if select not in SELECT:
             raise ConfigError(f"select must be one of {SELECT}, got {select!r}")
         self.select = select
@@ -270,12 +260,9 @@ class Screen:
     def bind(self, *, lower: Any, upper: Any, n_genes: int, integer: bool, n_targets: int, n_offspring: int,
              min_train: int) -> Screen:
         """The engine's own copy, set up for its genomes (called by the engines' constructors)."""
-        if self.depth * self.factor * n_offspring + self.front > MAX_POPULATION:
-            raise ConfigError(f"screen depth * factor * n_offspring + front must be at most {MAX_POPULATION}, got "
-                              f"{self.depth} * {self.factor} * {n_offspring} + {self.front}")
-        if self.front and (self.encode is not None or self.predictor is not None):
-            raise ConfigError("screen front needs the default encoding and ridge predictor (their predictions add "
-                              "up over the genes); got a custom encode or predictor")
+        if self.depth * self.factor * n_offspring > MAX_POPULATION:
+            raise ConfigError(f"screen depth * factor * n_offspring must be at most {MAX_POPULATION}, got "
+                              f"{self.depth} * {self.factor} * {n_offspring}")
         s = copy.deepcopy(self)
         s.n_targets = int(n_targets)
         s.min_train = int(min_train) if self.min_train is None else self.min_train
@@ -283,9 +270,6 @@ class Screen:
             s.encode = GeneEncoding(lower, upper, n_genes, integer)
         if s.predictor is None:
             s.predictor = Ridge(self.alpha)
-        if s.front and len(s.encode.by_value):
-            raise ConfigError(f"screen front needs integer genes of at most {MAX_ONE_HOT_LEVELS} levels within "
-                              f"finite bounds; gene {int(s.encode.by_value[0])} is not one")
         s.archive_Y = np.empty((0, s.n_targets))
         return s
 
@@ -329,16 +313,13 @@ class Screen:
             raise ValueError("encode returned non-finite features")
         return Z
 
-    def _fit(self) -> None:
+    def predict(self, genomes: np.ndarray) -> np.ndarray:
+        """Predicted targets float64 [n, T] of genomes [n, L], refitting first if new data came."""
         if not len(self.archive_Y):
             raise ValueError("Screen.predict before any candidate was observed")
         if self._fitted != self._version:
             self.predictor.fit(self._features(self.archive_X), self.archive_Y.copy())
             self._fitted = self._version
-
-    def predict(self, genomes: np.ndarray) -> np.ndarray:
-        """Predicted targets float64 [n, T] of genomes [n, L], refitting first if new data came."""
-        self._fit()
         n, T = len(genomes), self.n_targets
         P = np.asarray(self.predictor.predict(self._features(genomes)), dtype=np.float64)
         if P.shape == (n,) and T == 1:
@@ -348,15 +329,6 @@ class Screen:
         if not np.isfinite(P).all():
             raise ValueError("predictor.predict returned non-finite values")
         return P
-
-    def predicted_front(self, n_objectives: int) -> np.ndarray:
-        """Genomes [k, L] (k <= ``front``) of the fitted predictor's front over its first
-        ``n_objectives`` targets (:func:`~evoforge.search.additive_front.additive_front` of the
-        ridge's per-level coefficients)."""
-        self._fit()
-        enc, W = self.encode, self.predictor.coef[:, :n_objectives]
-        levels = additive_front([W[o:o + v] for o, v in zip(enc.offsets, enc.levels)], self.front)
-        return (levels + enc.lower).astype(self.archive_X.dtype)
 
     # ---- choosing what to evaluate -----------------------------------------------------------------
 

@@ -22,8 +22,7 @@ class FrontSearchConfig(CompressConfig):
     evaluating ``offspring`` per generation for ``generations``; ``screen`` k > 1 makes k times more
     offspring and evaluates those whose predictions (a ridge predictor, :class:`~evoforge.search.Screen`)
     add the most hypervolume to the front, drawn from ``screen_depth`` generations evolved on the
-    predictions (1: the population's own offspring) and ``screen_front`` genomes of the predictor's
-    own front (its exact optimum at as many budgets; 0: none);
+    predictions (1: the population's own offspring);
     ``latency_tokens`` per forward for a ``latency`` objective (1: batch-1 decoding); ``objectives``
     of the method's :attr:`OBJECTIVES`. ``target`` 0: a front has no single budget (a method may
     give it one: :class:`SubnetConfig`)."""
@@ -35,7 +34,6 @@ class FrontSearchConfig(CompressConfig):
     pop_size: int = 32
     screen: int = 1
     screen_depth: int = 3
-    screen_front: int = 16
     latency_tokens: int = 1
     generations: int = 30
     offspring: int = 16
@@ -54,20 +52,19 @@ class FrontSearchConfig(CompressConfig):
             raise ConfigError(f"{say('objectives')} must be two or more distinct of {', '.join(self.OBJECTIVES)}, "
                               f"got {','.join(map(str, objs)) or 'none'}")
         for name, lo, hi in (("pop_size", 2, _MAX_POP), ("screen", 1, _MAX_POP), ("screen_depth", 1, 64),
-                             ("screen_front", 0, _MAX_POP), ("latency_tokens", 1, 2**20)):
+                             ("latency_tokens", 1, 2**20)):
             v = getattr(self, name)
             if not _is_int(v) or not lo <= v <= hi:
                 raise ConfigError(f"{say(name)} must be an int in [{lo}, {hi}], got {v!r}")
-        if self.screen_depth * self.screen * self.offspring + self.screen_front > _MAX_POP:
-            raise ConfigError(f"{say('screen_depth')} x {say('screen')} x {say('offspring')} + {say('screen_front')} "
-                              f"must be at most {_MAX_POP} candidates per generation, got {self.screen_depth} x "
-                              f"{self.screen} x {self.offspring} + {self.screen_front}")
+        if self.screen_depth * self.screen * self.offspring > _MAX_POP:
+            raise ConfigError(f"{say('screen_depth')} x {say('screen')} x {say('offspring')} must be at most "
+                              f"{_MAX_POP} candidates per generation, got {self.screen_depth} x {self.screen} x "
+                              f"{self.offspring}")
         if self.backend not in (None, "inprocess"):
             raise ConfigError(f"{say('backend')} {self.backend!r}: a front is evaluated in-process for now")
 
     def _search_identity(self) -> dict:
-        depth = ({"screen_depth": int(self.screen_depth), "screen_front": int(self.screen_front)}
-                 if self.screen > 1 else {})  # no effect unscreened
+        depth = {"screen_depth": int(self.screen_depth)} if self.screen > 1 else {}  # no effect unscreened
         return {**depth, "method": self.method, "objectives": list(self.objectives), "pop_size": int(self.pop_size),
                 "offspring": int(self.offspring), "screen": int(self.screen),
                 "latency_tokens": int(self.latency_tokens), "n_calib": int(self.n_calib),
