@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from evoforge._native import cpu_model
 
 
@@ -99,6 +101,19 @@ def shared_data(*parts: str) -> Path:
     ``../shared/data`` from the working directory (benchmarks run from the repository root)."""
     root = os.environ.get("EVOFORGE_SHARED_DATA")
     return Path(root if root else Path.cwd().parent / "shared" / "data").joinpath(*parts)
+
+
+def boxed_hypervolume(F: np.ndarray, uniform: np.ndarray) -> float:
+    """Hypervolume of a front's held-out objectives ``F`` [P, 2] in the box of the uniform
+    configurations' ``uniform`` [U, 2] (reference point 1.1 x their worst; points beyond it left
+    out), normalised to the box: a common reference for fronts of one space that a point beyond the
+    uniform ones (an all but empty model) cannot move."""
+    from evoforge import pareto
+
+    ref = np.asarray(uniform, dtype=np.float64).max(axis=0) * 1.1
+    F = np.asarray(F, dtype=np.float64)
+    inside = F[(F < ref).all(axis=1)]
+    return float(pareto.hypervolume(inside / ref, np.ones(2))) if len(inside) else 0.0
 
 
 def screened_half(kw: dict, factor: int, evaluations: int) -> dict:

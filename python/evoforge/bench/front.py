@@ -179,9 +179,8 @@ def part_dedicated(model: Any, tok: Any, kw: dict, res: Any, work: Path) -> list
 
 def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: range, factor: int) -> list[dict]:
     """The unscreened front against a screened one given at most half of its evaluations
-    (:func:`_harness.screened_half`), per seed: hypervolume of the returned front's held-out KL and bytes, normalised by a common reference
-    point (1.1 x the worst of both fronts)."""
-    from evoforge import pareto
+    (:func:`_harness.screened_half`), per seed: hypervolume of the returned front's held-out KL and
+    bytes in the box of the uniform configurations (:func:`_harness.boxed_hypervolume`)."""
     from evoforge.compress import FrontConfig, compress
 
     out = []
@@ -191,15 +190,15 @@ def part_screen(model: Any, tok: Any, kw: dict, work: Path, seeds: range, factor
             extra = _harness.screened_half(kw, factor, runs["unscreened"][1]) if runs else {}
             k = {**kw, "objectives": ("kl", "bytes"), "seed": seed, **extra}
             res = compress(model, FrontConfig(run_dir=None, export=False, **k), tokenizer=tok)
-            F = np.array([[p["heldout"]["kl"], p["heldout"]["bytes"]] for p in res.points])
+            F, U = (np.array([[p["heldout"]["kl"], p["heldout"]["bytes"]] for p in pts])
+                    for pts in (res.points, res.uniform))
             spear = [h.get("screen_spearman") for h in res.history if h.get("screen_spearman") is not None]
-            runs[name] = (F, res.evaluations, spear)
+            runs[name] = (F, res.evaluations, spear, U)
             del res  # its space holds the run's cached levels (gigabytes on SmolLM2)
             gc.collect()
-        ref = np.max(np.concatenate([f for f, _, _ in runs.values()]), axis=0) * 1.1
-        for name, (F, ev, spear) in runs.items():
+        for name, (F, ev, spear, _) in runs.items():
             out.append({"seed": seed, "run": name, "evaluations": ev,
-                        "hypervolume": float(pareto.hypervolume(F / ref, np.ones(2))),
+                        "hypervolume": _harness.boxed_hypervolume(F, runs["unscreened"][3]),
                         "spearman_kl": [s[0] if isinstance(s, list) else s for s in spear]})
             print(f"screen: seed {seed} {name}: {ev} evaluations, hypervolume {out[-1]['hypervolume']:.4f}",
                   flush=True)  # a long run: each seed's numbers as they come

