@@ -166,9 +166,9 @@ def part_screen(model: Any, tok: Any, kw: dict, seeds: range, factor: int) -> li
             extra = _harness.screened_half(kw, factor, runs["unscreened"][1]) if runs else {}
             k = {**kw, "objectives": ("kl", "params"), "seed": seed, **extra}
             res = compress(model, SubnetConfig(run_dir=None, **k), tokenizer=tok)
-            held = [np.array([[p["heldout"]["kl"], p["heldout"]["params"]] for p in pts])
-                    for pts in (res.points, res.uniform)]
-            runs[name] = (held[0], res.evaluations, held[1])
+            F, U = (np.array([[p["heldout"]["kl"], p["heldout"]["params"]] for p in pts])
+                    for pts in (res.points, res.uniform))
+            runs[name] = (F, res.evaluations, U)
         for name, (F, ev, _) in runs.items():
             out.append({"seed": seed, "run": name, "evaluations": ev, "front": F.tolist(),
                         "hypervolume": _harness.boxed_hypervolume(F, runs["unscreened"][2])})
